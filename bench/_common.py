@@ -1,0 +1,104 @@
+"""Shared benchmark plumbing: timing, the result table and JSON lines.
+
+Every ``bench/*.py`` script accepts ``--quick`` (small sizes, used by CI and the GPU check)
+and ``--json PATH`` (append one JSON object per measurement), prints a table, and compares
+providers in the same run. Each JSON line carries the device name and library versions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="small sizes and few repeats (CI, GPU check)")
+    p.add_argument("--json", metavar="PATH", help="append results as JSON lines to PATH")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per point")
+    return p
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu:{platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def environment() -> dict:
+    """Device and versions recorded with every result."""
+    env = {"device": device_name(), "python": platform.python_version(), "torch": torch.__version__,
+           "cuda": torch.version.cuda}
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    env["triton_interpret"] = os.environ.get("TRITON_INTERPRET") == "1"
+    return env
+
+
+def _sync(device: str | torch.device | None) -> None:
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(fn: Callable[[], object], *, device=None, warmup: int = 2, repeats: int = 10) -> dict:
+    """Median and p20/p80 wall time of ``fn()`` in milliseconds (CUDA-synchronised)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
+    return {"median_ms": statistics.median(times), "p20_ms": q(0.2), "p80_ms": q(0.8), "repeats": repeats}
+
+
+class Results:
+    """Collects rows, prints them as an aligned table and appends JSON lines."""
+
+    def __init__(self, bench: str, json_path: str | None):
+        self.bench = bench
+        self.json_path = json_path
+        self.rows: list[dict] = []
+        self.env = environment()
+
+    def add(self, **row) -> dict:
+        row = {"bench": self.bench, **row}
+        self.rows.append(row)
+        if self.json_path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.json_path)), exist_ok=True)
+            with open(self.json_path, "a") as f:
+                f.write(json.dumps({**row, **self.env}) + "\n")
+        return row
+
+    def print_table(self, columns: list[str], file=sys.stdout) -> None:
+        print(f"# {self.bench} on {self.env['device']} (torch {self.env['torch']}, triton {self.env['triton']})", file=file)
+        cells = [[_fmt(r.get(c)) for c in columns] for r in self.rows]
+        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths)), file=file)
+        print("  ".join("-" * w for w in widths), file=file)
+        for row in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths)), file=file)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)

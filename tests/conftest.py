@@ -1,0 +1,106 @@
+"""Shared pytest set-up.
+
+- ``TRITON_INTERPRET=1`` when no GPU is present (set before anything imports triton).
+- Seeds every RNG before each test.
+- ``@pytest.mark.cuda`` tests are skipped without CUDA.
+- ``run_distributed(fn, world_size=2, *args)`` runs ``fn(rank, world_size, *args)`` in fresh
+  processes joined by a gloo process group on localhost and re-raises the first failure.
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+import traceback
+
+import pytest
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+HAS_CUDA = _has_cuda()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))  # lets tests import the helpers beside them
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run by bench/gpu_check.sh on the GPU machine)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world_size, port, fn, args, errors):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        fn(rank, world_size, *args)
+    except BaseException:
+        errors.put((rank, traceback.format_exc()))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_distributed(fn, world_size: int = 2, *args, timeout: float = 240.0) -> None:
+    """Run ``fn(rank, world_size, *args)`` in ``world_size`` gloo processes; fail on any error.
+
+    ``fn`` must be importable at module level (it is pickled into spawned processes).
+    """
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, world_size, port, fn, args, errors)) for r in range(world_size)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            raise AssertionError(f"distributed test timed out after {timeout}s")
+    if not errors.empty():
+        rank, tb = errors.get()
+        raise AssertionError(f"rank {rank} failed:\n{tb}")
+    codes = [p.exitcode for p in procs]
+    assert codes == [0] * world_size, f"worker exit codes {codes}"
+
+
+@pytest.fixture
+def distributed():
+    """Fixture form of :func:`run_distributed`."""
+    return run_distributed
