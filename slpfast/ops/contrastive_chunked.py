@@ -1,0 +1,102 @@
+"""The ``chunked`` backend of ``contrastive_loss``: pure torch over row tiles, memory O(chunk * N + N * D).
+
+It implements the four primitives that :class:`slpfast.ops.contrastive.ContrastiveFunction`
+needs from a backend (the Triton backend in ``kernels/contrastive.py`` implements the same ones).
+Notation: ``S = A @ B.T`` (unscaled similarities), ``s`` the logit scale, lse over rows::
+
+    fwd_pair(X, Y, s)            -> lse_a (N,) = LSE_j(s*S_ij), lse_b (N,) = LSE_i(s*S_ij), S = X Y^T
+    fwd_row(A, B, s)             -> lse (M,)   = LSE_j(s*S_ij),                      S = A B^T
+    bwd_pair(X, Y, s, lse_a, lse_b) -> (G @ Y, G^T @ X, sum(G * S)),
+                                       G_ij = exp(s S_ij - lse_a_i) + exp(s S_ij - lse_b_j)
+    bwd_row(A, B, s, lse)        -> (P @ B, P^T @ A, sum(P * S)),  P_ij = exp(s S_ij - lse_i)
+
+``*_pair`` serve the single-process loss (both directions share ``S``: forward 1 matmul, backward
+3), ``*_row`` the distributed local loss (rows local, columns gathered). Every result is float32
+(float64 for float64 inputs); ``s`` is a Python float. Only one ``(chunk, N)`` tile of logits
+(plus a few temporaries of that size) exists at a time; the column statistics of ``fwd_pair``
+are merged across tiles with the online max/sum rescaling of FlashAttention.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: elements of one (chunk, N) logits tile: 16 MiB of fp32 on CPU (cache-friendly), 64 MiB on GPU
+TILE_ELEMS = {"cpu": 1 << 22, "cuda": 1 << 24}
+
+
+def _acc(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+
+
+def _chunk(rows: int, cols: int, device: torch.device, chunk: int | None) -> int:
+    if chunk is None:
+        chunk = TILE_ELEMS.get(device.type, 1 << 24) // max(cols, 1)
+    return max(1, min(rows, chunk))
+
+
+def fwd_pair(X: torch.Tensor, Y: torch.Tensor, s: float, chunk: int | None = None):
+    """X, Y (N, D) -> (lse_a, lse_b), each (N,): row and column log-sum-exp of ``s * X @ Y.T``."""
+    X, Y = _acc(X), _acc(Y)
+    n = X.shape[0]
+    step = _chunk(n, n, X.device, chunk)
+    lse_a = X.new_empty(n)
+    col_max = X.new_full((n,), -math.inf)
+    col_sum = X.new_zeros(n)
+    for r0 in range(0, n, step):
+        logits = torch.mm(X[r0:r0 + step], Y.T).mul_(s)
+        lse_a[r0:r0 + step] = torch.logsumexp(logits, 1)
+        new_max = torch.maximum(col_max, logits.amax(0))
+        # rescale the running column sums to the new max, then add this tile (in place: no copy)
+        col_sum.mul_(torch.exp(col_max - new_max)).add_(logits.sub_(new_max).exp_().sum(0))
+        col_max = new_max
+    return lse_a, col_max + col_sum.log()
+
+
+def fwd_row(A: torch.Tensor, B: torch.Tensor, s: float, chunk: int | None = None) -> torch.Tensor:
+    """A (M, D), B (K, D) -> lse (M,): row log-sum-exp of ``s * A @ B.T``."""
+    A, B = _acc(A), _acc(B)
+    m = A.shape[0]
+    step = _chunk(m, B.shape[0], A.device, chunk)
+    lse = A.new_empty(m)
+    for r0 in range(0, m, step):
+        lse[r0:r0 + step] = torch.logsumexp(torch.mm(A[r0:r0 + step], B.T).mul_(s), 1)
+    return lse
+
+
+def bwd_pair(X, Y, s: float, lse_a, lse_b, chunk: int | None = None):
+    """Recompute tiles of ``S = X @ Y.T``; return ``(G @ Y, G.T @ X, sum(G * S))`` (see module doc)."""
+    X, Y = _acc(X), _acc(Y)
+    n = X.shape[0]
+    step = _chunk(n, n, X.device, chunk)
+    gy = torch.empty_like(X)
+    gtx = torch.zeros_like(Y)
+    ps = X.new_zeros(())
+    for r0 in range(0, n, step):
+        xr = X[r0:r0 + step]
+        sim = torch.mm(xr, Y.T)
+        logits = sim * s
+        g = torch.exp(logits - lse_a[r0:r0 + step, None]).add_(logits.sub_(lse_b[None, :]).exp_())
+        torch.mm(g, Y, out=gy[r0:r0 + step])
+        gtx.addmm_(g.T, xr)
+        ps += torch.dot(g.view(-1), sim.view(-1))
+    return gy, gtx, ps
+
+
+def bwd_row(A, B, s: float, lse, chunk: int | None = None):
+    """Recompute tiles of ``S = A @ B.T``; return ``(P @ B, P.T @ A, sum(P * S))`` (see module doc)."""
+    A, B = _acc(A), _acc(B)
+    m = A.shape[0]
+    step = _chunk(m, B.shape[0], A.device, chunk)
+    pb = torch.empty_like(A)
+    pta = torch.zeros_like(B)
+    ps = A.new_zeros(())
+    for r0 in range(0, m, step):
+        ar = A[r0:r0 + step]
+        sim = torch.mm(ar, B.T)
+        p = (sim * s).sub_(lse[r0:r0 + step, None]).exp_()
+        torch.mm(p, B, out=pb[r0:r0 + step])
+        pta.addmm_(p.T, ar)
+        ps += torch.dot(p.view(-1), sim.view(-1))
+    return pb, pta, ps
