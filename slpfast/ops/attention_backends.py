@@ -1,0 +1,232 @@
+"""Backends of :func:`slpfast.ops.masked_attention`, fastest first: triton, xformers, flex, sdpa, eager.
+
+Every backend takes the validated, normalised input of the public op as keyword arguments::
+
+    q, k, v      (B, T, H, D) padded  or  (total, H, D) packed, same dtype and device
+    seq_lens     (B,) int lengths (padded input; None: nothing padded)
+    cu_seqlens   (B+1,) int offsets (packed input), else None
+    max_seqlen   host int (packed: always set; padded: T or the caller's bound)
+    causal       bool;  scale  float
+    forced       True when the caller named the backend (``auto`` skips slow CPU paths)
+
+and returns ``out`` shaped like ``q`` with zeros in padding rows and zero-length sequences.
+``available()`` gives the reasons a backend cannot run on this machine at all; ``supports``
+the reasons it cannot take this input (honest, user-facing sentences).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import torch
+
+from ..reference import attention as ref
+from ._dispatch import Backend
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _row_valid(seq_lens: torch.Tensor, T: int) -> torch.Tensor:
+    """(B,) lengths -> (B, T) bool, True below each length."""
+    return torch.arange(T, device=seq_lens.device)[None, :] < seq_lens[:, None]
+
+
+# ----------------------------------------------------------------------------------- eager
+def _eager_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
+    return ref.masked_attention(q, k, v, seq_lens=seq_lens, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen,
+                                causal=causal, scale=scale)
+
+
+# ------------------------------------------------------------------------------------ sdpa
+def _sdpa_padded(q, k, v, seq_lens, causal, scale):
+    F = torch.nn.functional
+    B, T = q.shape[:2]
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+    dense = seq_lens is None or (seq_lens.device.type == "cpu" and not torch.compiler.is_compiling()
+                                 and bool((seq_lens == T).all()))
+    if dense:
+        return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale).transpose(1, 2)
+    row_valid = _row_valid(seq_lens, T)
+    allowed = row_valid[:, None, :].expand(B, T, T)
+    if causal:
+        allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    # padding rows attend to every key (no all-masked row, hence no NaN); zeroed below
+    allowed = (allowed | ~row_valid[:, :, None])[:, None]
+    out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed, scale=scale).transpose(1, 2)
+    return out * row_valid[:, :, None, None].to(out.dtype)
+
+
+def _sdpa_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
+    if cu_seqlens is None:
+        return _sdpa_padded(q, k, v, seq_lens, causal, scale)
+    B, total = cu_seqlens.shape[0] - 1, q.shape[0]
+    if B * max_seqlen == total:  # every sequence has the longest length: a plain reshape, no mask
+        if B == 0 or total == 0:
+            return torch.zeros_like(q)
+        qp, kp, vp = (t.view(B, max_seqlen, *t.shape[1:]) for t in (q, k, v))
+        return _sdpa_padded(qp, kp, vp, None, causal, scale).reshape(q.shape)
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.int64)
+    qp, kp, vp = (ref.packed_to_padded(t, cu_seqlens, max_seqlen) for t in (q, k, v))
+    return ref.padded_to_packed(_sdpa_padded(qp, kp, vp, lengths, causal, scale), cu_seqlens, total)
+
+
+# ------------------------------------------------------------------------------------ flex
+@functools.lru_cache(maxsize=None)
+def _flex_fn(device_type: str):
+    """flex_attention, compiled on CUDA (fused kernel); eager elsewhere (compiling it on CPU
+    costs ~25 s per new shape, and flex is only run on CPU when named)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False) if device_type == "cuda" else flex_attention
+
+
+def _flex_available() -> list[str]:
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError as exc:
+        return [f"flex: torch.nn.attention.flex_attention cannot be imported ({exc})"]
+    return []
+
+
+def _flex_supports(q, k, v, *, forced=False, **_) -> list[str]:
+    if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return ["flex: FlexAttention has no backward on CPU (inputs require grad)"]
+    if q.device.type == "cpu" and not forced:
+        return ["flex: on CPU it runs unfused (materialises the scores); auto prefers sdpa, "
+                "pass backend='flex' to force it"]
+    if q.dtype == torch.float64 and q.device.type == "cuda":
+        return ["flex: float64 is not supported by the fused CUDA kernel"]
+    return []
+
+
+def _flex_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    compile_mask = q.device.type == "cuda"
+    if q.device.type == "cpu":  # flex refuses CPU inputs that require grad, even under no_grad
+        q, k, v = q.detach(), k.detach(), v.detach()
+    with warnings.catch_warnings():  # the unfused CPU path warns on every call
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return _flex_call(q, k, v, seq_lens, cu_seqlens, causal, scale, compile_mask)
+
+
+def _flex_call(q, k, v, seq_lens, cu_seqlens, causal, scale, compile_mask):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    if cu_seqlens is None:
+        B, T = q.shape[:2]
+        lens = seq_lens if seq_lens is not None else torch.full((B,), T, device=q.device, dtype=torch.int64)
+
+        def mask_mod(b, h, qi, kj):
+            ok = (kj < lens[b]) & (qi < lens[b])
+            return ok & (qi >= kj) if causal else ok
+
+        block_mask = create_block_mask(mask_mod, B, None, T, T, device=q.device, _compile=compile_mask)
+        qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+        out = _flex_fn(q.device.type)(qt, kt, vt, block_mask=block_mask, scale=scale).transpose(1, 2)
+        # flex gives 0 for rows with every key masked; keep the contract explicit all the same
+        return out * _row_valid(lens, T)[:, :, None, None].to(out.dtype)
+    total = q.shape[0]
+    if total == 0:
+        return torch.zeros_like(q)
+    doc = torch.searchsorted(cu_seqlens[1:].to(torch.int64), torch.arange(total, device=q.device), right=True)
+
+    def doc_mask(b, h, qi, kj):
+        same = doc[qi] == doc[kj]
+        return same & (qi >= kj) if causal else same
+
+    block_mask = create_block_mask(doc_mask, None, None, total, total, device=q.device, _compile=compile_mask)
+    qt, kt, vt = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, H, total, D)
+    return _flex_fn(q.device.type)(qt, kt, vt, block_mask=block_mask, scale=scale)[0].transpose(0, 1)
+
+
+# -------------------------------------------------------------------------------- xformers
+@functools.lru_cache(maxsize=None)
+def _xformers_import_error() -> str | None:
+    try:
+        import xformers.ops  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken build
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _xformers_available() -> list[str]:
+    err = _xformers_import_error()
+    return [f"xformers: not importable ({err})"] if err else []
+
+
+def _xformers_supports(q, **_) -> list[str]:
+    if q.device.type != "cuda":
+        return ["xformers: no CPU operator (memory_efficient_attention needs CUDA tensors)"]
+    if q.dtype == torch.float64:
+        return ["xformers: float64 is not supported"]
+    return []
+
+
+def _xformers_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
+    from xformers.ops import fmha
+
+    if cu_seqlens is None:
+        B, T = q.shape[:2]
+        lens = seq_lens if seq_lens is not None else torch.full((B,), T, device=q.device, dtype=torch.int64)
+        cu = torch.zeros(B + 1, dtype=torch.int64, device=q.device)
+        cu[1:] = lens.cumsum(0)
+        total = int(cu[-1])
+        packed = [ref.padded_to_packed(t, cu, total) for t in (q, k, v)]
+        out = _xformers_run(*packed, seq_lens=None, cu_seqlens=cu, max_seqlen=T, causal=causal, scale=scale)
+        return ref.packed_to_padded(out, cu, T)
+    lengths = [n for n in (cu_seqlens[1:] - cu_seqlens[:-1]).tolist() if n > 0]  # empty sequences own no rows
+    if not lengths:
+        return torch.zeros_like(q)
+    mask_cls = fmha.attn_bias.BlockDiagonalCausalMask if causal else fmha.attn_bias.BlockDiagonalMask
+    bias = mask_cls.from_seqlens(lengths, device=q.device)
+    out = fmha.memory_efficient_attention(q[None], k[None], v[None], attn_bias=bias, scale=scale)
+    return out[0]
+
+
+# ---------------------------------------------------------------------------------- triton
+def _triton_available() -> list[str]:
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        return [f"triton: not importable ({exc})"]
+    return []
+
+
+def _triton_supports(q, *, forced=False, **_) -> list[str]:
+    from ..kernels import attention as kern
+
+    why = []
+    D = q.shape[-1]
+    if D not in kern.HEAD_DIMS:
+        why.append(f"triton: head dim {D} unsupported (multiples of 16 from 16 to 128)")
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        why.append(f"triton: dtype {str(q.dtype).replace('torch.', '')} unsupported (float16/bfloat16/float32)")
+    if q.device.type == "cpu":
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            why.append("triton: tensors on CPU require TRITON_INTERPRET=1 (set before importing triton)")
+        elif q.dtype == torch.bfloat16:
+            why.append("triton: bfloat16 arithmetic is wrong in the Triton interpreter (CPU); use a GPU")
+        elif not forced:
+            why.append("triton: on CPU it runs in the Triton interpreter (very slow); auto skips it, "
+                       "pass backend='triton' to force it")
+    elif q.device.type != "cuda":
+        why.append(f"triton: tensors on {q.device.type} are not supported (CUDA, or CPU under TRITON_INTERPRET=1)")
+    return why
+
+
+def _triton_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
+    from ..kernels import attention as kern
+
+    return kern.masked_attention(q, k, v, seq_lens=seq_lens, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen,
+                                 causal=causal, scale=scale)
+
+
+BACKENDS = [
+    Backend("triton", _triton_run, _triton_available, _triton_supports),
+    Backend("xformers", _xformers_run, _xformers_available, _xformers_supports),
+    Backend("flex", _flex_run, _flex_available, _flex_supports),
+    Backend("sdpa", _sdpa_run),
+    Backend("eager", _eager_run),
+]

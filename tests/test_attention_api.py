@@ -1,0 +1,226 @@
+"""masked_attention: validation, dispatch rules, the non-Triton backends, the module, torch.compile."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from attention_helpers import (assert_matches_reference, assert_padding_is_zero, cu_from_lengths, make_lengths,
+                               make_qkv, run_with_grads)
+from slpfast.nn import MaskedSelfAttention
+from slpfast.ops import masked_attention
+from slpfast.ops.attention import DISPATCHER
+from slpfast.reference import attention as ref
+
+
+def _attn(backend, **kw):
+    return lambda q, k, v: masked_attention(q, k, v, backend=backend, **kw)
+
+
+# ------------------------------------------------------------------------------- backends
+@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_backend_padded_matches_reference(backend, causal, dtype):
+    B, T, H, D = 4, 17, 2, 32
+    lens = make_lengths(B, T)
+    q, k, v = make_qkv((B, T, H, D), dtype)
+    out, *grads = assert_matches_reference(_attn(backend, seq_lens=lens, causal=causal), q, k, v, packed=False,
+                                           lens_or_cu=lens, causal=causal)
+    assert_padding_is_zero(out, grads, lens)
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_backend_packed_matches_reference(backend, causal):
+    lens = torch.tensor([5, 0, 17, 1], dtype=torch.int32)
+    cu = cu_from_lengths(lens)
+    q, k, v = make_qkv((int(lens.sum()), 3, 16), torch.float32)
+    assert_matches_reference(_attn(backend, cu_seqlens=cu, causal=causal), q, k, v, packed=True, lens_or_cu=cu,
+                             causal=causal)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_flex_forward_on_cpu(packed):
+    """Flex runs forward-only on CPU (no backward there); the GPU tests cover its backward."""
+    lens = torch.tensor([9, 0, 4], dtype=torch.int32)
+    if packed:
+        cu = cu_from_lengths(lens)
+        q, k, v = make_qkv((13, 2, 16), torch.float32)
+        kw = dict(cu_seqlens=cu)
+    else:
+        q, k, v = make_qkv((3, 9, 2, 16), torch.float32)
+        kw = dict(seq_lens=lens)
+    for causal in (False, True):
+        assert_matches_reference(_attn("flex", causal=causal, **kw), q, k, v, packed=packed,
+                                 lens_or_cu=kw.get("cu_seqlens", lens), causal=causal, check_grads=False)
+
+
+def test_sdpa_dense_and_equal_length_packed_take_the_unmasked_path():
+    B, T, H, D = 3, 8, 2, 16
+    q, k, v = make_qkv((B, T, H, D), torch.float32)
+    want = ref.attention_padded(q, k, v, torch.full((B,), T), causal=True)
+    got = masked_attention(q, k, v, causal=True, backend="sdpa")
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    cu = torch.arange(0, B * T + 1, T, dtype=torch.int32)
+    got = masked_attention(*(t.reshape(B * T, H, D) for t in (q, k, v)), cu_seqlens=cu, causal=True, backend="sdpa")
+    torch.testing.assert_close(got, want.reshape(B * T, H, D), atol=1e-5, rtol=1e-5)
+
+
+def test_scale_and_all_zero_lengths():
+    q, k, v = make_qkv((2, 5, 1, 8), torch.float32)
+    for backend in ("eager", "sdpa"):
+        got = masked_attention(q, k, v, scale=0.3, backend=backend)
+        want = ref.attention_padded(q.double(), k.double(), v.double(), torch.tensor([5, 5]), scale=0.3)
+        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+        lens = torch.zeros(2, dtype=torch.int64)
+        out, *grads = run_with_grads(_attn(backend, seq_lens=lens), q, k, v, torch.randn(q.shape))
+        assert_padding_is_zero(out, grads, lens)
+
+
+def test_block_diagonal_mask_input():
+    fmha = pytest.importorskip("xformers.ops.fmha")
+    lens = [3, 0, 6]
+    q, k, v = make_qkv((9, 2, 16), torch.float32)
+    cu = torch.tensor([0, 3, 3, 9], dtype=torch.int32)
+    for mask_cls, causal in ((fmha.attn_bias.BlockDiagonalMask, False), (fmha.attn_bias.BlockDiagonalCausalMask, True)):
+        mask = mask_cls.from_seqlens(lens)
+        want = ref.attention_packed(q, k, v, cu, causal=causal)
+        torch.testing.assert_close(masked_attention(q, k, v, cu_seqlens=mask, backend="sdpa"), want)
+        got4 = masked_attention(q[None], k[None], v[None], cu_seqlens=mask, backend="eager")
+        assert got4.shape == (1, 9, 2, 16)
+        torch.testing.assert_close(got4[0], want)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        masked_attention(q, k, v, cu_seqlens=fmha.attn_bias.BlockDiagonalMask.from_seqlens([3, 6], [4, 5]))
+
+
+# ----------------------------------------------------------------------------- validation
+def _valid():
+    q, k, v = (torch.randn(2, 6, 2, 16) for _ in range(3))
+    return q, k, v, torch.tensor([6, 3])
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda q, k, v, l: ((q[0], k[0], v[0]), dict(seq_lens=l)), "q must have 4 dims"),
+    (lambda q, k, v, l: ((q, k[:, :5], v), dict(seq_lens=l)), "k must have the shape of q"),
+    (lambda q, k, v, l: ((q, k, v.half()), dict(seq_lens=l)), "v must have the dtype of q"),
+    (lambda q, k, v, l: ((q, k, v), dict(seq_lens=l.float())), "seq_lens must be int32/int64"),
+    (lambda q, k, v, l: ((q, k, v), dict(seq_lens=l[:1])), r"seq_lens must be int32/int64 of shape \(B,\)"),
+    (lambda q, k, v, l: ((q, k, v), dict(seq_lens=torch.tensor([7, 1]))), "seq_lens must lie in"),
+    (lambda q, k, v, l: ((q, k, v), dict(seq_lens=torch.tensor([-1, 1]))), "seq_lens must lie in"),
+    (lambda q, k, v, l: ((q, k, v), dict(seq_lens=l, max_seqlen=7)), "max_seqlen must be <= T"),
+    (lambda q, k, v, l: ((q, k, v), dict(seq_lens=l, max_seqlen=5)), "max_seqlen must be >= the longest"),
+    (lambda q, k, v, l: ((q[..., :12], k[..., :12], v[..., :12]), dict()), "head dim"),
+    (lambda q, k, v, l: ((q.int(), k.int(), v.int()), dict()), "q must be float16"),
+    (lambda q, k, v, l: ((q, k, v), dict(scale=float("nan"))), "scale"),
+    (lambda q, k, v, l: ((q, k, v), dict(causal=1)), "causal"),
+    (lambda q, k, v, l: ((q, k, v), dict(cu_seqlens=torch.tensor([0, 6, 12]))), "q must have 3 dims"),
+])
+def test_validation_padded(mutate, match):
+    args, kw = mutate(*_valid())
+    with pytest.raises(ValueError, match=match):
+        masked_attention(*args, **kw)
+
+
+@pytest.mark.parametrize("cu, match", [
+    (torch.tensor([0.0, 4.0, 9.0]), "cu_seqlens must be int32/int64"),
+    (torch.tensor([[0, 4, 9]]), "cu_seqlens must have 1 dims"),
+    (torch.tensor([1, 4, 9]), r"cu_seqlens\[0\] must be 0"),
+    (torch.tensor([0, 5, 4, 9]), "non-decreasing"),
+    (torch.tensor([0, 4, 8]), r"cu_seqlens\[-1\] must equal"),
+])
+def test_validation_cu_seqlens(cu, match):
+    q, k, v = (torch.randn(9, 2, 16) for _ in range(3))
+    with pytest.raises(ValueError, match=match):
+        masked_attention(q, k, v, cu_seqlens=cu)
+
+
+def test_validation_packed_misc():
+    q, k, v = (torch.randn(9, 2, 16) for _ in range(3))
+    cu = torch.tensor([0, 4, 9], dtype=torch.int32)
+    with pytest.raises(ValueError, match="not both"):
+        masked_attention(q, k, v, cu_seqlens=cu, seq_lens=torch.tensor([4, 5]))
+    with pytest.raises(ValueError, match="max_seqlen must be >= the longest"):
+        masked_attention(q, k, v, cu_seqlens=cu, max_seqlen=4)
+    with pytest.raises(ValueError, match="max_seqlen must be a non-negative host int"):
+        masked_attention(q, k, v, cu_seqlens=cu, max_seqlen=torch.tensor(5))
+    with pytest.raises(ValueError, match="cu_seqlens must be a torch.Tensor"):
+        masked_attention(q, k, v, cu_seqlens=[0, 4, 9])
+
+
+# -------------------------------------------------------------------------------- dispatch
+def test_dispatch_rules():
+    q, k, v = (torch.randn(2, 6, 2, 16) for _ in range(3))
+    lens = torch.tensor([6, 3])
+    inputs = dict(q=q, k=k, v=v, seq_lens=lens, cu_seqlens=None, max_seqlen=6, causal=False, scale=0.25,
+                  forced=False)
+    assert DISPATCHER.select("auto", **inputs).name == "sdpa"  # CPU: never the interpreter or unfused flex
+    why = DISPATCHER.backends["triton"].reasons(**inputs)
+    assert why and all(w.startswith("triton:") for w in why)
+    assert any("xformers" in w for w in DISPATCHER.backends["xformers"].reasons(**inputs))
+    with pytest.raises(ValueError, match="backend 'xformers' cannot run"):
+        masked_attention(q, k, v, seq_lens=lens, backend="xformers")
+    with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
+        masked_attention(q, k, v, seq_lens=lens, backend="cudnn")
+    # an input nothing supports: every backend's reasons are listed
+    saved = dict(DISPATCHER.backends)
+    try:
+        for name in ("sdpa", "eager"):
+            DISPATCHER.backends.pop(name)
+        with pytest.raises(NotImplementedError) as info:
+            masked_attention(q, k, v, seq_lens=lens)
+        for name in ("triton", "xformers", "flex"):
+            assert f"`{name}` is not supported because" in str(info.value)
+    finally:
+        DISPATCHER.backends.clear()
+        DISPATCHER.backends.update(saved)
+
+
+def test_triton_reason_without_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    q = torch.randn(1, 4, 1, 16)
+    why = DISPATCHER.backends["triton"].reasons(q=q, k=q, v=q, forced=True)
+    assert any("TRITON_INTERPRET=1" in w for w in why)
+    why = DISPATCHER.backends["triton"].reasons(q=q[..., :8], k=q, v=q, forced=True)
+    assert any("head dim 8" in w for w in why)
+
+
+# -------------------------------------------------------------------------------- module
+def test_module_padded_and_packed_agree():
+    torch.manual_seed(0)
+    mod = MaskedSelfAttention(64, 2, backend="sdpa")
+    lens = torch.tensor([7, 0, 3])
+    x = torch.randn(3, 7, 64, requires_grad=True)
+    y = mod(x, lens)
+    assert y.shape == x.shape
+    # padded rows only hold the output-projection bias and never influence valid rows
+    pad = torch.arange(7)[None] >= lens[:, None]
+    torch.testing.assert_close(y[pad], mod.out_proj.bias.expand(int(pad.sum()), 64))
+    x2 = x.detach().clone()
+    x2[pad] = 1e3
+    torch.testing.assert_close(mod(x2, lens)[~pad], y[~pad])
+    cu = cu_from_lengths(lens.int())
+    xp = torch.cat([x[0, :7], x[2, :3]])
+    yp = mod(xp, cu_seqlens=cu, max_seqlen=7)
+    torch.testing.assert_close(yp, torch.cat([y[0, :7], y[2, :3]]), atol=1e-5, rtol=1e-5)
+    yp.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in mod.parameters())
+    with pytest.raises(ValueError, match="num_heads must divide dim"):
+        MaskedSelfAttention(64, 3)
+    with pytest.raises(ValueError, match="goes with cu_seqlens"):
+        mod(xp, lens)
+
+
+def test_compile_through_sdpa():
+    """torch.compile of the module (fullgraph) with the sdpa backend, forward and backward."""
+    mod = MaskedSelfAttention(32, 2, causal=True, backend="sdpa")
+    lens = torch.tensor([5, 2], dtype=torch.int32)
+    cu = cu_from_lengths(lens)
+    x = torch.randn(7, 32)
+    compiled = torch.compile(mod, fullgraph=True, backend="aot_eager")
+    got = compiled(x, cu_seqlens=cu, max_seqlen=5)
+    torch.testing.assert_close(got, mod(x, cu_seqlens=cu, max_seqlen=5), atol=1e-5, rtol=1e-5)
+    got.sum().backward()
+    assert torch.isfinite(mod.qkv.weight.grad).all()
