@@ -66,13 +66,14 @@ def mpm_loss(pred: torch.Tensor, target: torch.Tensor, conf: torch.Tensor, mask:
     if conf.shape != pred.shape[:-1] or mask.shape != conf.shape:
         raise ValueError(f"mpm_loss: conf {tuple(conf.shape)} and mask {tuple(mask.shape)} must be "
                          f"{tuple(pred.shape[:-1])}")
-    pred = pred.float()
-    target = target.float()
-    if kind == "l1":
-        err = (pred - target).abs()
-    else:
-        err = F.smooth_l1_loss(pred, target, reduction="none", beta=beta)
     w = conf.float().clamp(min=0) * mask.float()
-    # A NaN target at a zero-weight joint must not poison the sum (0 * NaN = NaN).
-    err = torch.where(w.unsqueeze(-1) > 0, err, torch.zeros_like(err))
+    pred = pred.float()
+    # A NaN/inf target at a zero-weight joint must not poison the loss or its gradient
+    # (0 * NaN = NaN, also in the backward), so such targets are replaced before any arithmetic.
+    target = target.float().masked_fill(~(w > 0).unsqueeze(-1), 0.0)
+    pred_used = torch.where((w > 0).unsqueeze(-1), pred, torch.zeros_like(pred))
+    if kind == "l1":
+        err = (pred_used - target).abs()
+    else:
+        err = F.smooth_l1_loss(pred_used, target, reduction="none", beta=beta)
     return (err.sum(-1) * w).sum() / w.sum().clamp(min=1e-6)

@@ -1,0 +1,269 @@
+"""The pre-training loop.
+
+One :class:`Trainer` per process (``torchrun`` starts one per GPU or CPU slot):
+
+- DDP over NCCL (GPU) or gloo (CPU); bf16 autocast on GPU; optional ``torch.compile``;
+- gradient accumulation (``no_sync`` on all but the last micro-batch) and norm clipping;
+- AdamW + warmup/cosine (:mod:`slpfast.train.optim`);
+- a non-finite loss or gradient on ANY rank skips the step on every rank (an all-reduced flag
+  keeps the ranks in lock-step) and is counted; ``train.max_nonfinite`` in a row aborts;
+- checkpoints every ``train.ckpt_every`` steps, at the end and on SIGTERM (then a clean exit);
+  ``train.resume=auto`` continues from the latest one bit-for-bit on CPU;
+- logs (:mod:`slpfast.train.logging`) and, at the end, the encoder exported as safetensors.
+
+The data side (store, loader, normalization, augmentation, masks) is in :mod:`slpfast.train.data`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+
+import torch
+from torch import nn
+
+from slpfast.train import checkpoint as ckpt
+from slpfast.train import distributed as D
+from slpfast.train.config import PretrainConfig
+from slpfast.train.logging import IntervalMeter, RunLogger, peak_memory_gib
+from slpfast.train.optim import build_optimizer, build_scheduler
+
+#: dense bf16 peak FLOP/s per GPU used for MFU (vendor spec; H100/H200 SXM)
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after ``train.max_nonfinite`` consecutive non-finite steps."""
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP
+
+
+class Trainer:
+    """Build everything from a validated :class:`PretrainConfig`, then :meth:`run`."""
+
+    def __init__(self, cfg: PretrainConfig):
+        from slpfast.train import data as data_mod
+
+        self.cfg = cfg.validate()
+        tr = cfg.train
+        self.dist = D.setup(tr.device)
+        self.device = self.dist.device
+        if self.device.type == "cpu":
+            threads = tr.threads or max(1, (os.cpu_count() or 1) // max(1, self.dist.local_world_size))
+            torch.set_num_threads(threads)
+        self.out_dir = os.path.abspath(os.path.expanduser(tr.out_dir))
+        self.bf16 = tr.precision == "bf16" or (tr.precision == "auto" and self.device.type == "cuda")
+        torch.manual_seed(tr.seed)  # identical init on every rank (DDP also broadcasts it)
+
+        self.data = data_mod.PretrainData(cfg, self.dist)
+        model = self.data.build_model().to(self.device)
+        self.model_flops_per_frame, self.attn_flops_coeff = data_mod.flops_coefficients(model)
+        self.raw_model = model
+        self.optimizer = build_optimizer(model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, tr.steps)
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if tr.compile:
+            model = torch.compile(model)
+        self.model = model
+        self.step = 0
+        self.nonfinite_total = 0
+        self._stop_signal = False
+        self.history: list[dict] = []  # interval records (every rank keeps them; rank 0 writes)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict:
+        """Full checkpoint payload; collective (gathers every rank's loader + RNG state)."""
+        mine = {"loader": self.data.loader_state(), "rng": ckpt.capture_rng()}
+        ranks = [None] * self.dist.world_size
+        if self.dist.enabled:
+            torch.distributed.all_gather_object(ranks, mine)
+        else:
+            ranks = [mine]
+        return {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "ranks": ranks, "config": self.cfg.to_dict(),
+                "world_size": self.dist.world_size, "extra": {"nonfinite_total": self.nonfinite_total}}
+
+    def save(self) -> str | None:
+        state = self._state()
+        path = None
+        if self.dist.is_main:
+            path = ckpt.save_checkpoint(self.out_dir, self.step, state, self.cfg.train.keep_last)
+        D.barrier(self.dist)
+        return path
+
+    def maybe_resume(self) -> str | None:
+        path = ckpt.resolve_resume(self.cfg.train.resume, self.out_dir) if self.dist.is_main else None
+        path = D.broadcast_object(path, self.dist)
+        if path is None:
+            return None
+        state = ckpt.load_checkpoint(path, map_location="cpu")
+        if state["world_size"] != self.dist.world_size:
+            raise ValueError(f"train.resume: {path} was written by {state['world_size']} ranks, this run has "
+                             f"{self.dist.world_size}; per-rank loader and RNG states cannot be remapped")
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        mine = state["ranks"][self.dist.rank]
+        self.data.load_loader_state(mine["loader"])
+        ckpt.restore_rng(mine["rng"])
+        self.step = int(state["step"])
+        self.nonfinite_total = int(state.get("extra", {}).get("nonfinite_total", 0))
+        return path
+
+    # ------------------------------------------------------------------ one step
+    def _any(self, flag: bool) -> bool:
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)  # NCCL needs device tensors
+        return bool(D.all_reduce(t, self.dist, "max").item() > 0)
+
+    def _micro_steps(self):
+        """Yield (batch, data_seconds) for one optimizer step's micro-batches."""
+        for _ in range(self.cfg.optim.accum_steps):
+            t0 = time.perf_counter()
+            batch = self.data.next_batch(self.step)
+            yield batch, time.perf_counter() - t0
+
+    def train_step(self) -> tuple[dict[str, float] | None, dict]:
+        """One optimizer step. Returns (loss terms or None if skipped, counters)."""
+        accum = self.cfg.optim.accum_steps
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        stats = {"clips": 0, "frames": 0, "data_s": 0.0, "flops": 0.0, "grad_norm": float("nan")}
+        skipped = False
+        for micro, (batch, data_s) in enumerate(self._micro_steps()):
+            stats["data_s"] += data_s
+            inputs = self.data.prepare(batch, self.step, micro, self.device)
+            lengths = inputs["lengths"]
+            stats["clips"] += int(lengths.numel())
+            stats["frames"] += int(lengths.sum())
+            stats["flops"] += self.model_flops_per_frame * float(lengths.sum()) + \
+                self.attn_flops_coeff * float((lengths.double() ** 2).sum())
+            last = micro == accum - 1
+            sync_ctx = self.model.no_sync() if (self.dist.enabled and not last and hasattr(self.model, "no_sync")) \
+                else contextlib.nullcontext()
+            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+            with sync_ctx:
+                with autocast:
+                    out = self.model(**inputs["model_kwargs"])
+                loss = out["loss"]
+                if self._any(not bool(torch.isfinite(loss.detach()).item())):
+                    skipped = True  # every rank skips the same micro-batch: no half-run all-reduce
+                    break
+                (loss / accum).backward()
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
+        if not skipped:
+            clip = self.cfg.optim.grad_clip
+            params = [p for p in self.raw_model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+            stats["grad_norm"] = float(norm)
+            if not math.isfinite(stats["grad_norm"]):  # identical on every rank after DDP's all-reduce
+                skipped = True
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.step()
+        self.scheduler.step()  # the schedule follows the step counter, skipped or not
+        self.step += 1
+        return (None if skipped else sums), stats
+
+    # ------------------------------------------------------------------ the loop
+    def _on_sigterm(self, signum, frame):  # noqa: ARG002
+        self._stop_signal = True
+
+    def run(self) -> dict:
+        """Train to ``train.steps`` (or SIGTERM); returns a summary dict."""
+        tr = self.cfg.train
+        resumed = self.maybe_resume()
+        prev = signal.signal(signal.SIGTERM, self._on_sigterm)
+        logger = RunLogger(self.out_dir, enabled=self.dist.is_main, total_steps=tr.steps, start_step=self.step,
+                           progress=tr.progress, tensorboard=tr.tensorboard)
+        if resumed:
+            logger.message(f"resumed from {resumed} at step {self.step}")
+        meter = IntervalMeter()
+        keys = self.data.loss_keys()
+        consecutive = 0
+        status = "completed"
+        peak = _peak_flops(self.device)
+        try:
+            while self.step < tr.steps:
+                if self._any(self._stop_signal):
+                    status = "preempted"
+                    break
+                losses, st = self.train_step()
+                if losses is None:
+                    consecutive += 1
+                    self.nonfinite_total += 1
+                    meter.skipped += 1
+                    logger.message(f"step {self.step}: non-finite loss or gradient, step skipped "
+                                   f"({consecutive} in a row, {self.nonfinite_total} total)")
+                    if consecutive >= tr.max_nonfinite:
+                        raise NonFiniteLossError(f"{consecutive} consecutive non-finite steps "
+                                                 f"(train.max_nonfinite={tr.max_nonfinite}); aborting")
+                else:
+                    consecutive = 0
+                    meter.add(losses, st["clips"], st["frames"], st["data_s"], st["grad_norm"], st["flops"])
+                logger.advance(1, {"loss": f"{losses['loss']:.4f}"} if losses else None)
+                if self.step % tr.log_every == 0 or self.step == tr.steps:
+                    self._log_interval(meter, keys, logger, peak)
+                    meter.reset()
+                if tr.ckpt_every and self.step % tr.ckpt_every == 0 and self.step < tr.steps:
+                    self.save()
+            path = self.save()
+            if status == "completed":
+                export = self.export()
+                if export:
+                    logger.message(f"exported the pose encoder to {export}")
+            logger.message(f"{status} at step {self.step}; checkpoint {path}" if path else f"{status} at step {self.step}")
+        finally:
+            signal.signal(signal.SIGTERM, prev)
+            logger.close()
+        return {"status": status, "step": self.step, "history": self.history, "nonfinite_total": self.nonfinite_total}
+
+    def _log_interval(self, meter: IntervalMeter, keys: list[str], logger: RunLogger, peak: float | None) -> None:
+        totals = D.all_reduce(meter.totals(keys).to(self.device), self.dist, "sum").cpu()
+        elapsed = max(time.perf_counter() - meter.t0, 1e-9)
+        clips, frames, flops, data_s = (float(x) for x in totals[:4])
+        steps = float(totals[-1]) / self.dist.world_size  # summed over ranks
+        losses = totals[4:-1] / max(float(totals[-1]), 1.0)  # mean over ranks and steps
+        rec = {"step": self.step, "total_steps": self.cfg.train.steps}
+        rec.update({f"loss/{k}": float(v) for k, v in zip(keys, losses)})
+        rec.update({
+            "lr": self.scheduler.get_last_lr()[0],
+            "grad_norm": meter.grad_norm_sum / max(meter.steps, 1),
+            "clips_per_s": clips / elapsed, "frames_per_s": frames / elapsed,
+            "data_wait": data_s / self.dist.world_size / elapsed,
+            "mfu": (flops / elapsed / (peak * self.dist.world_size)) if peak else None,
+            "peak_mem_gib": peak_memory_gib(self.device), "skipped": meter.skipped, "steps_in_interval": steps,
+        })
+        self.history.append(rec)
+        logger.write(rec)
+
+    def export(self) -> str | None:
+        """Write the pose encoder as safetensors (rank 0); returns the path."""
+        name = self.cfg.train.export
+        if not name:
+            return None
+        path = name if os.path.isabs(name) else os.path.join(self.out_dir, name)
+        if self.dist.is_main:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _unwrap(self.model).encoder.save_pretrained(path)
+        D.barrier(self.dist)
+        return path
+
+    def close(self) -> None:
+        D.cleanup(self.dist)

