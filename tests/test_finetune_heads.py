@@ -54,8 +54,12 @@ def test_retrieval_head_normalised_and_scale():
     assert torch.allclose(s.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert head.logit_scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
     with torch.no_grad():
-        head.log_logit_scale.fill_(10.0)
+        head.contrastive.log_scale.fill_(10.0)
     assert head.logit_scale().item() == 100.0
+    # perfectly aligned pairs with a large scale give a loss near 0, shuffled ones do not
+    e = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    assert head.loss(e, e).item() < 0.05
+    assert head.loss(e, e.roll(1, 0)).item() > 1.0
 
 
 def test_word_vocab_roundtrip():

@@ -86,24 +86,36 @@ class CTCHead(nn.Module):
 
 
 class RetrievalHead(nn.Module):
-    """Joint sign-text space: ``sign (B, D) -> (B, E)``, ``text (B, D_text) -> (B, E)``,
-    both L2-normalised, and ``logit_scale`` (stored as its log, CLIP's initial 1/0.07)."""
+    """Joint sign-text space: ``sign (B, D) -> (B, E)``, ``text (B, D_text) -> (B, E)``, both
+    L2-normalised, and the symmetric InfoNCE loss with a learnable temperature.
 
-    def __init__(self, dim: int, text_dim: int, embed_dim: int = 256):
+    The parameter names (``sign_proj``, ``text_proj``, ``contrastive.log_scale``) are those of
+    :class:`slpfast.models.pretrain_model.PretrainModel`, so the pre-trained contrastive head
+    loads as is (zero-shot retrieval) and fine-tuning starts from it.
+    """
+
+    def __init__(self, dim: int, text_dim: int, embed_dim: int = 128, init_temperature: float = 0.07,
+                 backend: str = "auto"):
         super().__init__()
+        from slpfast.nn import ContrastiveLoss
+
         self.sign_proj = nn.Linear(dim, embed_dim)
         self.text_proj = nn.Linear(text_dim, embed_dim)
-        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.contrastive = ContrastiveLoss(init_temperature, backend=backend)
 
     def embed_sign(self, pooled: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.sign_proj(pooled).float(), dim=-1)
 
     def embed_text(self, text_features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text_proj(text_features).float(), dim=-1)
+        return F.normalize(self.text_proj(text_features.to(self.text_proj.weight.dtype)).float(), dim=-1)
 
     def logit_scale(self) -> torch.Tensor:
-        # clamp at 100 as CLIP does: a larger multiplier makes the softmax one-hot and unstable
-        return self.log_logit_scale.exp().clamp(max=100.0)
+        """The multiplier (1 / temperature, capped at 100 as in CLIP)."""
+        return self.contrastive.scale
+
+    def loss(self, sign: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE of normalised (B, E) embeddings (all-gathered under DDP)."""
+        return self.contrastive(sign, text)
 
 
 class WordVocab:
