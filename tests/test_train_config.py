@@ -1,0 +1,133 @@
+"""Config (TOML + overrides + validation), optimizer schedule, checkpoints."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from slpfast.train import checkpoint as ckpt
+from slpfast.train.config import PretrainConfig, field_docs, help_text, parse_args
+from slpfast.train.optim import build_optimizer, build_scheduler, param_groups, warmup_cosine
+
+
+def test_defaults_validate_and_every_field_has_a_docstring():
+    cfg = parse_args([])
+    assert cfg.model.size == "tiny" and cfg.mpm.ratio == 0.5 and cfg.train.resume == ""
+    import dataclasses
+
+    from slpfast.train.config import _SECTION_CLASSES
+
+    for section, cls in _SECTION_CLASSES.items():
+        docs = field_docs(cls)
+        missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
+        assert missing == [], f"[{section}] fields without a docstring: {missing}"
+    assert "--optim.lr=0.001" in help_text()
+
+
+def test_toml_then_overrides(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[model]\nsize = "base"\n[optim]\nlr = 5e-4\nwarmup_steps = 7\n[train]\nsteps = 11\nprogress = false\n')
+    cfg = parse_args(["--config", str(p), "--optim.lr=1e-2", "--train.steps", "12", "--mpm.strategy=spans",
+                      "--train.tensorboard=false", "--optim.beta2=0.95"])
+    assert cfg.model.size == "base" and cfg.optim.warmup_steps == 7
+    assert cfg.optim.lr == 1e-2 and cfg.train.steps == 12 and cfg.mpm.strategy == "spans"
+    assert cfg.train.progress is False and cfg.train.tensorboard is False and cfg.optim.beta2 == 0.95
+    assert PretrainConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--optim.lr=-1"], "optim.lr must be > 0"),
+    (["--optim.lr=fast"], "optim.lr expects float"),
+    (["--mpm.ratio=0"], "mpm.ratio"),
+    (["--mpm.strategy=time"], "mpm.strategy"),
+    (["--model.size=huge"], "model.size"),
+    (["--model.dim=30", "--model.heads=4"], "divisible"),
+    (["--train.steps=0"], "train.steps"),
+    (["--train.progress=maybe"], "train.progress expects bool"),
+    (["--text.kind=hf"], "text.path"),
+    (["--data.max_frames=5000"], "data.max_frames"),
+    (["--mpm.weight=0", "--text.weight=0"], "cannot all be 0"),
+    (["--optim.nope=1"], "unknown key optim.nope"),
+    (["--nosection.x=1"], "unknown section"),
+    (["--lr=1"], "bad option"),
+    (["positional"], "unexpected argument"),
+    (["--train.steps"], "needs a value"),
+    (["--config", "/nonexistent.toml"], "does not exist"),
+])
+def test_config_errors_name_the_key(argv, match):
+    with pytest.raises(ValueError, match=match):
+        parse_args(argv)
+
+
+def test_toml_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[optim\nlr = 1")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        parse_args(["--config", str(bad)])
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('[optim]\nlr = "high"\n')
+    with pytest.raises(ValueError, match="optim.lr expects float"):
+        parse_args(["--config", str(wrong)])
+    flat = tmp_path / "flat.toml"
+    flat.write_text("lr = 1\n")
+    with pytest.raises(ValueError, match="section"):
+        parse_args(["--config", str(flat)])
+
+
+def test_warmup_cosine_schedule():
+    f = lambda s: warmup_cosine(s, warmup=10, total=110, min_ratio=0.1)  # noqa: E731
+    assert f(0) == pytest.approx(1 / 11) and f(9) == pytest.approx(10 / 11)
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)
+    assert f(500) == pytest.approx(0.1)
+    vals = [f(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(vals, vals[1:]))
+
+
+def test_param_groups_exclude_norms_biases_embeddings():
+    from slpfast.models import PoseEncoder, PoseEncoderConfig
+
+    enc = PoseEncoder(PoseEncoderConfig(dim=32, heads=2, attn_backend="eager"))
+    decay, no_decay = param_groups(enc, 0.1)
+    names = {id(p): n for n, p in enc.named_parameters()}
+    assert all(p.dim() == 2 for p in decay["params"])
+    nd = {names[id(p)] for p in no_decay["params"]}
+    assert "pos.weight" in nd and "parts.mask_token" in nd and any(n.endswith("norm1.weight") for n in nd)
+    cfg = PretrainConfig().optim
+    opt = build_optimizer(enc, cfg)
+    sched = build_scheduler(opt, cfg, 100)
+    assert opt.param_groups[0]["lr"] == pytest.approx(cfg.lr / (cfg.warmup_steps + 1))
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(cfg.lr * 2 / (cfg.warmup_steps + 1))
+
+
+def test_checkpoints_atomic_keep_last_and_resume_resolution(tmp_path):
+    out = str(tmp_path)
+    assert ckpt.resolve_resume("auto", out) is None and ckpt.resolve_resume("", out) is None
+    state = {"model": {"w": torch.arange(3)}, "optimizer": {}, "scheduler": {}, "ranks": [{}]}
+    for step in (10, 20, 30, 40):
+        ckpt.save_checkpoint(out, step, state, keep_last=2)
+    paths = ckpt.list_checkpoints(out)
+    assert [os.path.basename(p) for p in paths] == ["step_00000030.pt", "step_00000040.pt"]
+    # a leftover temp file (crash mid-write) is never picked up
+    open(os.path.join(ckpt.checkpoint_dir(out), ".step_00000050.pt.tmp123"), "wb").write(b"partial")
+    assert ckpt.resolve_resume("auto", out).endswith("step_00000040.pt")
+    loaded = ckpt.load_checkpoint(paths[-1])
+    assert loaded["step"] == 40 and torch.equal(loaded["model"]["w"], torch.arange(3))
+    with pytest.raises(ValueError, match="does not exist"):
+        ckpt.resolve_resume(str(tmp_path / "nope.pt"), out)
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(open(paths[-1], "rb").read()[:100])
+    with pytest.raises(ValueError, match="cannot be read"):
+        ckpt.load_checkpoint(str(trunc))
+
+
+def test_rng_capture_restore():
+    import random
+
+    import numpy as np
+
+    s = ckpt.capture_rng()
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    ckpt.restore_rng(s)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
