@@ -57,10 +57,105 @@ at::Tensor unpack_packed_cpu_op(const at::Tensor& packed, const at::Tensor& cu_s
   return out;
 }
 
+// ---------------------------------------------------------------- pose ops
+// Grain of at::parallel_for over clips: a clip is ~T*J joints, so a few clips per task.
+constexpr int64_t kPoseGrain = 4;
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> normalize_pose_cpu_op(const at::Tensor& pose, const at::Tensor& conf,
+                                                                     const at::Tensor& seqs, const at::Tensor& layout,
+                                                                     double conf_threshold) {
+  const char* op = "normalize_pose";
+  const PoseShape s = check_pose_inputs(op, pose, conf, seqs, layout);
+  const auto x = pose.contiguous();
+  const auto c = conf.contiguous();
+  const auto sq = seqs.contiguous();
+  check_seqs_values(op, s.packed ? "cu_seqlens" : "lengths", sq, s, s.packed ? s.rows : s.T);
+  auto out = at::empty_like(x);
+  auto out_conf = at::empty_like(c);
+  auto info = at::empty({s.batch, 5}, x.options().dtype(at::kDouble));
+  pose::NormalizeArgs a;
+  a.pose = x.data_ptr();
+  a.conf = c.data_ptr<float>();
+  a.out_pose = out.data_ptr();
+  a.out_conf = out_conf.data_ptr<float>();
+  a.seqs = pose::Seqs{sq.data_ptr<int64_t>(), s.packed ? -1 : s.T};
+  a.batch = s.batch;
+  a.C = static_cast<int>(s.C);
+  a.half = x.scalar_type() == at::kHalf;
+  a.thr = conf_threshold;
+  a.layout = pose::make_layout(layout.data_ptr<int32_t>(), layout.data_ptr<int32_t>());
+  a.info = info.data_ptr<double>();
+  at::parallel_for(0, s.batch, kPoseGrain, [&](int64_t b0, int64_t b1) { pose::normalize_cpu(a, b0, b1); });
+  return {out, out_conf, info};
+}
+
+at::Tensor sample_augment_params_cpu_op(const at::Tensor& clip_ids, int64_t seed, c10::ArrayRef<double> config,
+                                        int64_t num_parts) {
+  TORCH_CHECK(clip_ids.dim() == 1 && clip_ids.scalar_type() == at::kLong,
+              "sample_augment_params: clip_ids must be a 1-D int64 tensor, got ", clip_ids.scalar_type(), " ",
+              clip_ids.sizes());
+  TORCH_CHECK(config.size() == pose::kNumSampleCfg, "sample_augment_params: sample_config must have ",
+              pose::kNumSampleCfg, " entries, got ", config.size());
+  TORCH_CHECK(num_parts >= 1 && num_parts <= pose::kMaxParts, "sample_augment_params: num_parts must be in [1, ",
+              pose::kMaxParts, "], got ", num_parts);
+  const auto ids = clip_ids.contiguous();
+  const int64_t batch = ids.size(0);
+  auto params = at::empty({batch, pose::kNumParams}, ids.options().dtype(at::kDouble));
+  const int64_t* idp = ids.data_ptr<int64_t>();
+  double* out = params.data_ptr<double>();
+  at::parallel_for(0, batch, 64, [&](int64_t b0, int64_t b1) {
+    pose::sample_params_cpu(idp, b0, b1, static_cast<uint64_t>(seed), config.data(), static_cast<int>(num_parts), out);
+  });
+  return params;
+}
+
+std::tuple<at::Tensor, at::Tensor> augment_pose_cpu_op(const at::Tensor& pose, const at::Tensor& conf,
+                                                       const at::Tensor& seqs, const at::Tensor& out_seqs,
+                                                       int64_t out_len, const at::Tensor& params,
+                                                       const at::Tensor& clip_ids, int64_t seed,
+                                                       const at::Tensor& layout, c10::ArrayRef<double> elem_config,
+                                                       bool normalize, double conf_threshold) {
+  const char* op = "augment_pose";
+  const PoseShape s = check_pose_inputs(op, pose, conf, seqs, layout);
+  check_augment_extras(op, s, pose, out_seqs, out_len, params, clip_ids, elem_config);
+  const auto x = pose.contiguous();
+  const auto c = conf.contiguous();
+  const auto sq = seqs.contiguous();
+  const auto osq = out_seqs.contiguous();
+  const auto prm = params.contiguous();
+  const auto ids = clip_ids.contiguous();
+  check_seqs_values(op, s.packed ? "cu_seqlens" : "lengths", sq, s, s.packed ? s.rows : s.T);
+  check_seqs_values(op, s.packed ? "out_cu_seqlens" : "out_lengths", osq, s, out_len);
+  auto out = at::empty(augment_out_shape(s, out_len), x.options());
+  auto out_conf = at::empty(out.sizes().slice(0, out.dim() - 1), c.options());
+  pose::AugmentArgs a;
+  a.pose = x.data_ptr();
+  a.conf = c.data_ptr<float>();
+  a.out_pose = out.data_ptr();
+  a.out_conf = out_conf.data_ptr<float>();
+  a.in = pose::Seqs{sq.data_ptr<int64_t>(), s.packed ? -1 : s.T};
+  a.out = pose::Seqs{osq.data_ptr<int64_t>(), s.packed ? -1 : out_len};
+  a.batch = s.batch;
+  a.C = static_cast<int>(s.C);
+  a.half = x.scalar_type() == at::kHalf;
+  a.params = prm.data_ptr<double>();
+  a.clip_ids = ids.data_ptr<int64_t>();
+  a.seed = static_cast<uint64_t>(seed);
+  a.elem = pose::ElemConfig{elem_config[0], elem_config[1], elem_config[2]};
+  a.normalize = normalize;
+  a.thr = conf_threshold;
+  a.layout = pose::make_layout(layout.data_ptr<int32_t>(), layout.data_ptr<int32_t>());
+  at::parallel_for(0, s.batch, kPoseGrain, [&](int64_t b0, int64_t b1) { pose::augment_cpu(a, b0, b1); });
+  return {out, out_conf};
+}
+
 }  // namespace
 }  // namespace slpfast
 
 TORCH_LIBRARY_IMPL(slpfast, CPU, m) {
+  m.impl("normalize_pose", &slpfast::normalize_pose_cpu_op);
+  m.impl("sample_augment_params", &slpfast::sample_augment_params_cpu_op);
+  m.impl("augment_pose", &slpfast::augment_pose_cpu_op);
   m.impl("pack_padded", &slpfast::pack_padded_cpu_op);
   m.impl("unpack_packed", &slpfast::unpack_packed_cpu_op);
 }

@@ -1,6 +1,8 @@
 // CUDA implementations of the torch.ops.slpfast ops: argument checks and allocation here,
 // the kernels themselves in the torch-free csrc/core/*.cu. Compiled only when the extension
 // is built with CUDA (SLPFAST_WITH_CUDA).
+#include <algorithm>
+
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -56,10 +58,113 @@ at::Tensor unpack_packed_cuda_op(const at::Tensor& packed, const at::Tensor& cu_
   return out;
 }
 
+// ---------------------------------------------------------------- pose ops
+// Lengths / cu_seqlens values are validated by the Python wrappers on the host; here only
+// shapes, dtypes and devices are checked (no device->host sync). The layout table is a CPU
+// tensor: its header is read here and the table is copied to the device for the kernels.
+
+at::Tensor pose_workspace(const at::Tensor& like, int64_t batch) {
+  return at::empty({std::max<int64_t>(pose::cuda_workspace_bytes(batch), 1)}, like.options().dtype(at::kByte));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> normalize_pose_cuda_op(const at::Tensor& pose, const at::Tensor& conf,
+                                                                      const at::Tensor& seqs, const at::Tensor& layout,
+                                                                      double conf_threshold) {
+  const char* op = "normalize_pose";
+  const PoseShape s = check_pose_inputs(op, pose, conf, seqs, layout);
+  const c10::cuda::CUDAGuard guard(pose.device());
+  const auto x = pose.contiguous();
+  const auto c = conf.contiguous();
+  const auto sq = seqs.contiguous();
+  const auto dev_layout = layout.to(pose.device());
+  auto out = at::empty_like(x);
+  auto out_conf = at::empty_like(c);
+  auto info = at::empty({s.batch, 5}, x.options().dtype(at::kDouble));
+  auto ws = pose_workspace(x, s.batch);
+  pose::NormalizeArgs a;
+  a.pose = x.data_ptr();
+  a.conf = c.data_ptr<float>();
+  a.out_pose = out.data_ptr();
+  a.out_conf = out_conf.data_ptr<float>();
+  a.seqs = pose::Seqs{sq.data_ptr<int64_t>(), s.packed ? -1 : s.T};
+  a.batch = s.batch;
+  a.C = static_cast<int>(s.C);
+  a.half = x.scalar_type() == at::kHalf;
+  a.thr = conf_threshold;
+  a.layout = pose::make_layout(layout.data_ptr<int32_t>(), dev_layout.data_ptr<int32_t>());
+  a.info = info.data_ptr<double>();
+  check_launch(op, pose::normalize_cuda_rows(a, s.rows, ws.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()));
+  return {out, out_conf, info};
+}
+
+at::Tensor sample_augment_params_cuda_op(const at::Tensor& clip_ids, int64_t seed, c10::ArrayRef<double> config,
+                                         int64_t num_parts) {
+  TORCH_CHECK(clip_ids.dim() == 1 && clip_ids.scalar_type() == at::kLong,
+              "sample_augment_params: clip_ids must be a 1-D int64 tensor, got ", clip_ids.scalar_type(), " ",
+              clip_ids.sizes());
+  TORCH_CHECK(config.size() == pose::kNumSampleCfg, "sample_augment_params: sample_config must have ",
+              pose::kNumSampleCfg, " entries, got ", config.size());
+  TORCH_CHECK(num_parts >= 1 && num_parts <= pose::kMaxParts, "sample_augment_params: num_parts must be in [1, ",
+              pose::kMaxParts, "], got ", num_parts);
+  const c10::cuda::CUDAGuard guard(clip_ids.device());
+  const auto ids = clip_ids.contiguous();
+  auto params = at::empty({ids.size(0), pose::kNumParams}, ids.options().dtype(at::kDouble));
+  check_launch("sample_augment_params",
+               pose::sample_params_cuda(ids.data_ptr<int64_t>(), ids.size(0), static_cast<uint64_t>(seed),
+                                        config.data(), static_cast<int>(num_parts), params.data_ptr<double>(),
+                                        c10::cuda::getCurrentCUDAStream().stream()));
+  return params;
+}
+
+std::tuple<at::Tensor, at::Tensor> augment_pose_cuda_op(const at::Tensor& pose, const at::Tensor& conf,
+                                                        const at::Tensor& seqs, const at::Tensor& out_seqs,
+                                                        int64_t out_len, const at::Tensor& params,
+                                                        const at::Tensor& clip_ids, int64_t seed,
+                                                        const at::Tensor& layout, c10::ArrayRef<double> elem_config,
+                                                        bool normalize, double conf_threshold) {
+  const char* op = "augment_pose";
+  const PoseShape s = check_pose_inputs(op, pose, conf, seqs, layout);
+  check_augment_extras(op, s, pose, out_seqs, out_len, params, clip_ids, elem_config);
+  const c10::cuda::CUDAGuard guard(pose.device());
+  const auto x = pose.contiguous();
+  const auto c = conf.contiguous();
+  const auto sq = seqs.contiguous();
+  const auto osq = out_seqs.contiguous();
+  const auto prm = params.contiguous();
+  const auto ids = clip_ids.contiguous();
+  const auto dev_layout = layout.to(pose.device());
+  auto out = at::empty(augment_out_shape(s, out_len), x.options());
+  auto out_conf = at::empty(out.sizes().slice(0, out.dim() - 1), c.options());
+  auto ws = pose_workspace(x, s.batch);
+  pose::AugmentArgs a;
+  a.pose = x.data_ptr();
+  a.conf = c.data_ptr<float>();
+  a.out_pose = out.data_ptr();
+  a.out_conf = out_conf.data_ptr<float>();
+  a.in = pose::Seqs{sq.data_ptr<int64_t>(), s.packed ? -1 : s.T};
+  a.out = pose::Seqs{osq.data_ptr<int64_t>(), s.packed ? -1 : out_len};
+  a.batch = s.batch;
+  a.C = static_cast<int>(s.C);
+  a.half = x.scalar_type() == at::kHalf;
+  a.params = prm.data_ptr<double>();
+  a.clip_ids = ids.data_ptr<int64_t>();
+  a.seed = static_cast<uint64_t>(seed);
+  a.elem = pose::ElemConfig{elem_config[0], elem_config[1], elem_config[2]};
+  a.normalize = normalize;
+  a.thr = conf_threshold;
+  a.layout = pose::make_layout(layout.data_ptr<int32_t>(), dev_layout.data_ptr<int32_t>());
+  const int64_t out_rows = s.packed ? out_len : s.batch * out_len;
+  check_launch(op, pose::augment_cuda_rows(a, out_rows, ws.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()));
+  return {out, out_conf};
+}
+
 }  // namespace
 }  // namespace slpfast
 
 TORCH_LIBRARY_IMPL(slpfast, CUDA, m) {
+  m.impl("normalize_pose", &slpfast::normalize_pose_cuda_op);
+  m.impl("sample_augment_params", &slpfast::sample_augment_params_cuda_op);
+  m.impl("augment_pose", &slpfast::augment_pose_cuda_op);
   m.impl("pack_padded", &slpfast::pack_padded_cuda_op);
   m.impl("unpack_packed", &slpfast::unpack_packed_cuda_op);
 }

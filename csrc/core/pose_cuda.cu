@@ -1,0 +1,200 @@
+// CUDA implementation of the pose ops declared in csrc/core/pose_api.h. Torch-free: raw
+// device pointers and a stream.
+//
+// Two launches per op:
+//   1. plan_kernel, one block per clip: reduces the clip's shoulder / scale-pair sums (and the
+//      bounding box when the shoulders are never visible) in double with a fixed-order tree,
+//      then thread 0 writes the clip's ClipPlan (normalization + affine) to the workspace.
+//      It reads only the anchor joints of each frame, a few percent of the data.
+//   2. one fused element kernel over every output joint: thread k handles joint k % J of
+//      output row k / J, so a warp reads and writes consecutive joints (coalesced), and each
+//      thread applies resampling, flip, affine, jitter and dropout (or normalization) with the
+//      same SLP_HD functions as the CPU loops.
+#define SLPFAST_WITH_CUDA_DECLS
+#include "pose_api.h"
+
+#include <cuda_runtime.h>
+
+namespace slpfast {
+namespace pose {
+namespace {
+
+constexpr int kPlanThreads = 128;
+constexpr int kElemThreads = 256;
+
+// Clip owning output row `row` (binary search over cu_seqlens for packed data).
+__device__ __forceinline__ int64_t clip_of_row(const Seqs& s, int64_t batch, int64_t row) {
+  if (s.cap >= 0) return s.cap > 0 ? row / s.cap : 0;
+  int64_t lo = 0, hi = batch - 1;  // largest b with cu[b] <= row
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (s.seq[mid] <= row) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// Tree reduction of per-thread accumulators in shared memory (deterministic order).
+template <typename Acc, typename Merge>
+__device__ void block_reduce(Acc* sh, Merge merge) {
+  for (int stride = kPlanThreads / 2; stride > 0; stride /= 2) {
+    __syncthreads();
+    if (threadIdx.x < stride) merge(&sh[threadIdx.x], sh[threadIdx.x + stride]);
+  }
+  __syncthreads();
+}
+
+template <typename T>
+__global__ void plan_kernel(const T* __restrict__ pose, const float* __restrict__ conf, Seqs in, Seqs out,
+                            Layout L, int C, double thr, bool normalize, const double* __restrict__ params,
+                            const int64_t* __restrict__ clip_ids, ClipPlan* __restrict__ plans,
+                            double* __restrict__ info) {
+  __shared__ StatsAcc sh_stats[kPlanThreads];
+  __shared__ BoxAcc sh_box[kPlanThreads];
+  const int64_t b = blockIdx.x;
+  const int64_t start = in.start(b), len = in.len(b);
+  ClipNorm norm;
+  if (normalize) {
+    StatsAcc acc;
+    stats_zero(&acc);
+    for (int64_t t = threadIdx.x; t < len; t += kPlanThreads) stats_add_frame(&acc, L, pose, conf, start + t, C, thr);
+    sh_stats[threadIdx.x] = acc;
+    block_reduce(sh_stats, [](StatsAcc* x, const StatsAcc& y) { stats_merge(x, y); });
+    const StatsAcc total = sh_stats[0];
+    if (needs_box(total)) {  // uniform across the block: every thread reads the same total
+      BoxAcc box;
+      box_zero(&box);
+      for (int64_t e = threadIdx.x; e < len * L.J; e += kPlanThreads)
+        box_add_joint(&box, pose, conf, start + e / L.J, static_cast<int>(e % L.J), L.J, C, thr);
+      sh_box[threadIdx.x] = box;
+      block_reduce(sh_box, [](BoxAcc* x, const BoxAcc& y) { box_merge(x, y); });
+      norm = finalize_norm(total, &sh_box[0], C);
+    } else {
+      norm = finalize_norm(total, nullptr, C);
+    }
+  }
+  if (threadIdx.x != 0) return;
+  ClipPlan P;
+  if (normalize) P.norm = norm;
+  P.in_start = start;
+  P.in_len = len;
+  if (params != nullptr) {
+    P.out_start = out.start(b);
+    P.out_rows = out.rows_owned(b);
+    P.out_len = out.len(b) < P.out_rows ? out.len(b) : P.out_rows;
+    P.clip_id = static_cast<uint64_t>(clip_ids[b]);
+    plan_affine(&P, params + b * kNumParams);
+  }
+  plans[b] = P;
+  if (info != nullptr && normalize) {
+    double* row = info + b * 5;
+    for (int k = 0; k < 3; ++k) row[k] = norm.centre[k];
+    row[3] = 1.0 / norm.inv_scale;
+    row[4] = static_cast<double>(norm.fallback);
+  }
+}
+
+template <typename T>
+__global__ void normalize_kernel(const T* __restrict__ pose, const float* __restrict__ conf, T* __restrict__ out,
+                                 float* __restrict__ out_conf, Seqs s, int64_t batch, int64_t rows, Layout L, int C,
+                                 double thr, const ClipPlan* __restrict__ plans) {
+  const int64_t total = rows * L.J;
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t row = k / L.J;
+    const int j = static_cast<int>(k - row * L.J);
+    const int64_t b = clip_of_row(s, batch, row);
+    const ClipPlan& P = plans[b];
+    if (row - P.in_start < P.in_len) {
+      out_conf[k] = normalize_joint_out(L, P.norm, pose, conf, row, j, C, thr, out);
+    } else {
+      for (int c = 0; c < C; ++c) store(out, k * C + c, 0.0);
+      out_conf[k] = 0.0f;
+    }
+  }
+}
+
+template <typename T, bool kNormalize>
+__global__ void augment_kernel(const T* __restrict__ pose, const float* __restrict__ conf, T* __restrict__ out,
+                               float* __restrict__ out_conf, Seqs s_out, int64_t batch, int64_t rows, Layout L,
+                               int C, double thr, ElemConfig E, uint64_t seed, const ClipPlan* __restrict__ plans) {
+  const int64_t total = rows * L.J;
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t row = k / L.J;
+    const int j = static_cast<int>(k - row * L.J);
+    const int64_t b = clip_of_row(s_out, batch, row);
+    const ClipPlan& P = plans[b];
+    out_conf[k] = augment_joint<T, kNormalize>(L, P, E, seed, pose, conf, row - P.out_start, j, C, thr, out, k * C);
+  }
+}
+
+__global__ void sample_kernel(const int64_t* __restrict__ clip_ids, int64_t batch, uint64_t seed, SampleConfig cfg,
+                              int num_parts, double* __restrict__ params) {
+  const int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (b < batch) sample_params(cfg, num_parts, seed, static_cast<uint64_t>(clip_ids[b]), params + b * kNumParams);
+}
+
+int grid_for(int64_t total, int threads) {
+  int64_t blocks = (total + threads - 1) / threads;
+  if (blocks > 65535LL * 16) blocks = 65535LL * 16;
+  return blocks < 1 ? 1 : static_cast<int>(blocks);
+}
+
+// Rows of an array described by `s` (padded: B * cap; packed: cu[B], read on the host side
+// by the caller and passed in through `rows`).
+template <typename T>
+int normalize_impl(const NormalizeArgs& a, int64_t rows, ClipPlan* plans, cudaStream_t st) {
+  const T* pose = static_cast<const T*>(a.pose);
+  plan_kernel<T><<<static_cast<unsigned>(a.batch), kPlanThreads, 0, st>>>(
+      pose, a.conf, a.seqs, a.seqs, a.layout, a.C, a.thr, true, nullptr, nullptr, plans, a.info);
+  if (rows > 0)
+    normalize_kernel<T><<<grid_for(rows * a.layout.J, kElemThreads), kElemThreads, 0, st>>>(
+        pose, a.conf, static_cast<T*>(a.out_pose), a.out_conf, a.seqs, a.batch, rows, a.layout, a.C, a.thr, plans);
+  return static_cast<int>(cudaGetLastError());
+}
+
+template <typename T>
+int augment_impl(const AugmentArgs& a, int64_t rows, ClipPlan* plans, cudaStream_t st) {
+  const T* pose = static_cast<const T*>(a.pose);
+  plan_kernel<T><<<static_cast<unsigned>(a.batch), kPlanThreads, 0, st>>>(
+      pose, a.conf, a.in, a.out, a.layout, a.C, a.thr, a.normalize, a.params, a.clip_ids, plans, nullptr);
+  if (rows > 0) {
+    const int grid = grid_for(rows * a.layout.J, kElemThreads);
+    T* out = static_cast<T*>(a.out_pose);
+    if (a.normalize)
+      augment_kernel<T, true><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch, rows,
+                                                             a.layout, a.C, a.thr, a.elem, a.seed, plans);
+    else
+      augment_kernel<T, false><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch, rows,
+                                                              a.layout, a.C, a.thr, a.elem, a.seed, plans);
+  }
+  return static_cast<int>(cudaGetLastError());
+}
+
+}  // namespace
+
+// `rows` of the arrays: the binding knows them from the tensor shapes (no device sync).
+int normalize_cuda_rows(const NormalizeArgs& a, int64_t rows, void* workspace, void* stream) {
+  if (a.batch == 0) return 0;
+  auto* plans = static_cast<ClipPlan*>(workspace);
+  auto st = static_cast<cudaStream_t>(stream);
+  return a.half ? normalize_impl<uint16_t>(a, rows, plans, st) : normalize_impl<float>(a, rows, plans, st);
+}
+
+int augment_cuda_rows(const AugmentArgs& a, int64_t rows, void* workspace, void* stream) {
+  if (a.batch == 0) return 0;
+  auto* plans = static_cast<ClipPlan*>(workspace);
+  auto st = static_cast<cudaStream_t>(stream);
+  return a.half ? augment_impl<uint16_t>(a, rows, plans, st) : augment_impl<float>(a, rows, plans, st);
+}
+
+int sample_params_cuda(const int64_t* clip_ids, int64_t batch, uint64_t seed, const double* sample_cfg,
+                       int num_parts, double* params, void* stream) {
+  if (batch == 0) return 0;
+  const SampleConfig cfg = make_sample_config(sample_cfg);
+  sample_kernel<<<grid_for(batch, 128), 128, 0, static_cast<cudaStream_t>(stream)>>>(clip_ids, batch, seed, cfg,
+                                                                                      num_parts, params);
+  return static_cast<int>(cudaGetLastError());
+}
+
+}  // namespace pose
+}  // namespace slpfast

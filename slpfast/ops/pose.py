@@ -1,0 +1,367 @@
+"""Pose normalization and augmentation: ``normalize_pose``, ``augment_pose``, ``sample_augment_params``.
+
+Batches are padded, ``pose (B, T, J, C)`` + ``lengths (B,)``, or packed, ``pose (N, J, C)`` +
+``cu_seqlens (B+1,)``; pose float32 or float16, C = 2 or 3; ``conf`` has pose's shape without C
+(any float dtype, used as float32). The layout defaults to the canonical one
+(:mod:`slpfast.layouts`, J = 123); any other is described by a
+:class:`~slpfast.reference.pose.PoseLayoutSpec`. Semantics: :mod:`slpfast.reference.pose`.
+
+Backends: ``extension`` (``torch.ops.slpfast`` from csrc/, CPU with at::parallel_for and CUDA,
+one fused pass) and ``reference`` (numpy, one clip at a time). Randomness is Philox keyed by
+(seed, clip id): the same on CPU and CUDA and independent of how clips are batched.
+
+The ops are not differentiable: their outputs never require grad (data preprocessing).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from .. import _extension
+from ..reference import pose as ref
+from ..reference.pose import AugmentConfig, PoseLayoutSpec
+from ._dispatch import Backend, Dispatcher
+from ._validate import check_cu_seqlens, check_lengths, check_same_device, check_tensor, describe, fail
+
+__all__ = ["normalize_pose", "augment_pose", "sample_augment_params", "AugmentConfig", "PoseLayoutSpec",
+           "layout_table"]
+
+NUM_PARAMS = ref.NUM_PARAMS
+_LIB_LOADED = _extension.load().loaded
+
+
+# ----------------------------------------------------------------------------- layout table
+def layout_table(spec: PoseLayoutSpec) -> torch.Tensor:
+    """The int32 CPU table the C++ ops read (csrc/core/pose_math.h): 16-int header then the
+    anchor, scale_group, flip_perm and part_id tables."""
+    J = spec.num_joints
+    if len(spec.scale_pairs) > 4:
+        raise ValueError(f"layout: at most 4 scale pairs, got {len(spec.scale_pairs)}")
+    head = [J, spec.shoulders[0], spec.shoulders[1], spec.num_parts, len(spec.scale_pairs)]
+    head += [int(i) for pair in spec.scale_pairs for i in pair]
+    head += [0] * (16 - len(head))
+    body = np.concatenate([spec.anchor, spec.scale_group, spec.flip_perm, spec.part_id]).astype(np.int64)
+    return torch.tensor(head + body.tolist(), dtype=torch.int32)
+
+
+@functools.lru_cache(maxsize=4)
+def _canonical(hand_scale: bool) -> tuple[PoseLayoutSpec, torch.Tensor]:
+    spec = ref.canonical_spec(hand_scale)
+    return spec, layout_table(spec)
+
+
+def _resolve_layout(layout: PoseLayoutSpec | None, hand_scale: bool) -> tuple[PoseLayoutSpec, torch.Tensor]:
+    if layout is None:
+        return _canonical(bool(hand_scale))
+    if not isinstance(layout, PoseLayoutSpec):
+        raise ValueError(f"layout must be a PoseLayoutSpec or None, got {type(layout).__name__}")
+    return layout, layout_table(layout)
+
+
+# ----------------------------------------------------------------------------- torch.library
+if _LIB_LOADED:
+
+    @torch.library.register_fake("slpfast::normalize_pose")
+    def _normalize_fake(pose, conf, seqs, layout, conf_threshold):
+        batch = seqs.shape[0] - 1 if pose.dim() == 3 else pose.shape[0]
+        return torch.empty_like(pose), torch.empty_like(conf), pose.new_empty((batch, 5), dtype=torch.float64)
+
+    @torch.library.register_fake("slpfast::sample_augment_params")
+    def _sample_fake(clip_ids, seed, sample_config, num_parts):
+        return clip_ids.new_empty((clip_ids.shape[0], NUM_PARAMS), dtype=torch.float64)
+
+    @torch.library.register_fake("slpfast::augment_pose")
+    def _augment_fake(pose, conf, seqs, out_seqs, out_len, params, clip_ids, seed, layout, elem_config, normalize,
+                      conf_threshold):
+        shape = (out_len, *pose.shape[1:]) if pose.dim() == 3 else (pose.shape[0], out_len, *pose.shape[2:])
+        return pose.new_empty(shape), conf.new_empty(shape[:-1])
+
+    def _non_differentiable(ctx, inputs, output):
+        ctx.mark_non_differentiable(*(output if isinstance(output, tuple) else (output,)))
+
+    def _no_backward(ctx, *grads):  # never reached: outputs are marked non-differentiable
+        raise RuntimeError("slpfast pose ops are not differentiable")
+
+    for _name in ("normalize_pose", "sample_augment_params", "augment_pose"):
+        torch.library.register_autograd(f"slpfast::{_name}", _no_backward, setup_context=_non_differentiable)
+
+
+def _ext_available() -> list[str]:
+    return _extension.unavailable_reasons("cpu")
+
+
+def _ext_supports(pose: torch.Tensor, **_) -> list[str]:
+    return _extension.unavailable_reasons(pose.device.type)
+
+
+# ----------------------------------------------------------------------------- input checks
+def _check_batch(op: str, pose, conf, lengths, cu_seqlens):
+    """Validates a padded or packed batch; returns (conf float32, seqs int64, packed)."""
+    check_tensor(op, "pose", pose, ndim=(3, 4), dtypes=(torch.float32, torch.float16))
+    packed = pose.dim() == 3
+    if pose.shape[-1] not in (2, 3):
+        fail(op, f"pose must have C = 2 or 3 coordinates in its last dim, got {describe(pose)}")
+    check_tensor(op, "conf", conf, dtypes=(torch.float32, torch.float16, torch.bfloat16, torch.float64))
+    if tuple(conf.shape) != tuple(pose.shape[:-1]):
+        fail(op, f"conf must have shape {tuple(pose.shape[:-1])} (pose without C), got {describe(conf)}")
+    if packed:
+        if cu_seqlens is None or lengths is not None:
+            fail(op, "packed pose (N, J, C) needs cu_seqlens= (and no lengths)")
+        check_same_device(op, pose=pose, conf=conf, cu_seqlens=cu_seqlens)
+        check_cu_seqlens(op, "cu_seqlens", cu_seqlens, pose.shape[0])
+        seqs = cu_seqlens.to(torch.int64)
+    else:
+        if lengths is None or cu_seqlens is not None:
+            fail(op, "padded pose (B, T, J, C) needs lengths= (and no cu_seqlens)")
+        check_same_device(op, pose=pose, conf=conf, lengths=lengths)
+        check_lengths(op, "lengths", lengths, pose.shape[0], pose.shape[1])
+        seqs = lengths.to(torch.int64)
+    return conf.detach().to(torch.float32), seqs, packed
+
+
+def _check_layout_matches(op: str, spec: PoseLayoutSpec, pose: torch.Tensor) -> None:
+    if spec.num_joints != pose.shape[-2]:
+        fail(op, f"pose has J={pose.shape[-2]} joints but the layout has {spec.num_joints} "
+                 f"(pass layout=PoseLayoutSpec(...) for non-canonical data)")
+
+
+def _check_threshold(op: str, conf_threshold) -> float:
+    if not isinstance(conf_threshold, (int, float)) or not np.isfinite(conf_threshold):
+        fail(op, f"conf_threshold must be a finite number, got {conf_threshold!r}")
+    return float(conf_threshold)
+
+
+def _clips(seqs: torch.Tensor, packed: bool, T: int):
+    """(start row, length) of every clip, on the host (reference backend)."""
+    s = seqs.cpu().tolist()
+    if packed:
+        return [(s[b], s[b + 1] - s[b]) for b in range(len(s) - 1)]
+    return [(b * T, n) for b, n in enumerate(s)]
+
+
+def _check_config(op: str, cfg) -> AugmentConfig:
+    if not isinstance(cfg, AugmentConfig):
+        fail(op, f"config must be an AugmentConfig, got {type(cfg).__name__}")
+    for name in ("rotation_std", "shear_std", "scale_std", "translate_std", "jitter_std"):
+        v = getattr(cfg, name)
+        if not (np.isfinite(v) and v >= 0):
+            fail(op, f"config.{name} must be a finite number >= 0, got {v!r}")
+    for name in ("flip_p", "joint_drop_p", "frame_drop_p", "part_drop_p"):
+        v = getattr(cfg, name)
+        if not 0.0 <= v <= 1.0:
+            fail(op, f"config.{name} must be a probability in [0, 1], got {v!r}")
+    if not (0 < cfg.speed_min <= cfg.speed_max < float("inf")):
+        fail(op, f"config needs 0 < speed_min <= speed_max, got speed_min={cfg.speed_min!r}, "
+                 f"speed_max={cfg.speed_max!r}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- normalize_pose
+def _normalize_ext(pose, conf, seqs, packed, spec, table, thr):
+    return torch.ops.slpfast.normalize_pose(pose.detach(), conf, seqs, table, thr)
+
+
+def _normalize_ref(pose, conf, seqs, packed, spec, table, thr):
+    J, C = pose.shape[-2:]
+    x = pose.detach().cpu().numpy().reshape(-1, J, C)
+    c = conf.cpu().numpy().reshape(-1, J)
+    out, out_c = np.zeros_like(x), np.zeros(c.shape, np.float32)
+    clips = _clips(seqs, packed, 0 if packed else pose.shape[1])
+    info = np.zeros((len(clips), 5))
+    for b, (st, n) in enumerate(clips):
+        out[st:st + n], out_c[st:st + n], inf = ref.normalize_clip(x[st:st + n], c[st:st + n], spec, thr, x.dtype.type)
+        info[b, :C], info[b, 3], info[b, 4] = inf["centre"], 1.0 / inf["inv_scale"], inf["fallback"]
+    dev = pose.device
+    return (torch.from_numpy(out).reshape(pose.shape).to(dev), torch.from_numpy(out_c).reshape(conf.shape).to(dev),
+            torch.from_numpy(info).to(dev))
+
+
+_NORMALIZE = Dispatcher("normalize_pose", [
+    Backend("extension", _normalize_ext, _ext_available, _ext_supports),
+    Backend("reference", _normalize_ref),
+])
+
+
+def normalize_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor | None = None, *,
+                   cu_seqlens: torch.Tensor | None = None, layout: PoseLayoutSpec | None = None,
+                   hand_scale: bool = False, conf_threshold: float = 0.0, return_info: bool = False,
+                   backend: str = "auto"):
+    """Normalize every clip: body about the shoulders, hands about their wrists, face and mouth
+    about the nose tip (see :mod:`slpfast.reference.pose`).
+
+    Args:
+        pose: (B, T, J, C) with ``lengths`` (B,), or packed (N, J, C) with ``cu_seqlens`` (B+1,);
+            float32/float16, C = 2 or 3.
+        conf: pose's shape without C. Joints with conf <= ``conf_threshold`` (or a non-finite
+            coordinate) come out as zeros with confidence 0.
+        layout: joint layout (default: canonical); ``hand_scale`` scales the canonical hands
+            by their own size (mean wrist-middle_mcp length) instead of the shoulder width.
+    Returns:
+        ``(pose, conf)``: normalized pose (input shape and dtype; padding rows zero) and conf
+        float32 (0 = invalid); with ``return_info`` also ``info (B, 5)`` float64: centre x, y, z,
+        scale and how the frame was found (0 shoulders, 1 bounding box, 2 nothing valid).
+    """
+    op = "normalize_pose"
+    conf32, seqs, packed = _check_batch(op, pose, conf, lengths, cu_seqlens)
+    spec, table = _resolve_layout(layout, hand_scale)
+    _check_layout_matches(op, spec, pose)
+    thr = _check_threshold(op, conf_threshold)
+    impl = _NORMALIZE.select(backend, pose=pose)
+    out, out_conf, info = impl.run(pose, conf32, seqs, packed, spec, table, thr)
+    return (out, out_conf, info) if return_info else (out, out_conf)
+
+
+# ----------------------------------------------------------------------------- sampling
+def _sample_ext(clip_ids, seed, cfg, num_parts):
+    return torch.ops.slpfast.sample_augment_params(clip_ids, seed, cfg.sample_config(), num_parts)
+
+
+def _sample_ref(clip_ids, seed, cfg, num_parts):
+    rows = [ref.sample_params(seed, c, cfg, num_parts) for c in clip_ids.cpu().tolist()]
+    out = np.stack(rows) if rows else np.zeros((0, NUM_PARAMS))
+    return torch.from_numpy(out).to(clip_ids.device)
+
+
+_SAMPLE = Dispatcher("sample_augment_params", [
+    Backend("extension", _sample_ext, _ext_available, lambda clip_ids, **_: _ext_supports(clip_ids)),
+    Backend("reference", _sample_ref),
+])
+
+
+def sample_augment_params(clip_ids: torch.Tensor, seed: int, config: AugmentConfig = AugmentConfig(), *,
+                          num_parts: int = 5, backend: str = "auto") -> torch.Tensor:
+    """Per-clip augmentation parameters (B, 9) float64 on ``clip_ids``' device: flip, angle,
+    shear, scale_x, scale_y, tx, ty, speed, dropped-part bit mask. A pure function of
+    (seed, clip id, config): the same on every device and in every batch."""
+    op = "sample_augment_params"
+    check_tensor(op, "clip_ids", clip_ids, ndim=1, dtypes=(torch.int32, torch.int64))
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        fail(op, f"seed must be an int, got {seed!r}")
+    if not 1 <= int(num_parts) <= 16:
+        fail(op, f"num_parts must be in [1, 16], got {num_parts!r}")
+    cfg = _check_config(op, config)
+    seed = int(seed) & (2**64 - 1)
+    seed = seed - 2**64 if seed >= 2**63 else seed  # the op takes a signed int64
+    ids = clip_ids.to(torch.int64)
+    return _SAMPLE.select(backend, clip_ids=ids).run(ids, seed, cfg, int(num_parts))
+
+
+# ----------------------------------------------------------------------------- augment_pose
+def _augment_ext(pose, conf, seqs, out_seqs, out_len, params, clip_ids, seed, table, spec, cfg, normalize, thr,
+                 packed):
+    return torch.ops.slpfast.augment_pose(pose.detach(), conf, seqs, out_seqs, out_len, params, clip_ids, seed, table,
+                                          cfg.elem_config(), normalize, thr)
+
+
+def _augment_ref(pose, conf, seqs, out_seqs, out_len, params, clip_ids, seed, table, spec, cfg, normalize, thr,
+                 packed):
+    J, C = pose.shape[-2:]
+    x = pose.detach().cpu().numpy().reshape(-1, J, C)
+    c = conf.cpu().numpy().reshape(-1, J)
+    out_shape = (out_len, J, C) if packed else (pose.shape[0], out_len, J, C)
+    out = np.zeros((int(np.prod(out_shape[:-2])), J, C), x.dtype)
+    out_c = np.zeros(out.shape[:-1], np.float32)
+    prm, ids = params.cpu().numpy(), clip_ids.cpu().tolist()
+    spans_in = _clips(seqs, packed, 0 if packed else pose.shape[1])
+    spans_out = _clips(out_seqs, packed, out_len)
+    for b, ((si, n), (so, m)) in enumerate(zip(spans_in, spans_out)):
+        out[so:so + m], out_c[so:so + m] = ref.augment_clip(
+            x[si:si + n], c[si:si + n], prm[b], spec, dtype=x.dtype.type, seed=seed, clip_id=ids[b], out_len=m,
+            cfg=cfg, normalize=normalize, thr=thr)
+    dev = pose.device
+    return torch.from_numpy(out).reshape(out_shape).to(dev), torch.from_numpy(out_c).reshape(out_shape[:-1]).to(dev)
+
+
+_AUGMENT = Dispatcher("augment_pose", [
+    Backend("extension", _augment_ext, _ext_available, _ext_supports),
+    Backend("reference", _augment_ref),
+])
+
+
+def _resampled_lengths(lengths: torch.Tensor, speed: torch.Tensor) -> torch.Tensor:
+    """round(L / speed), >= 1 for non-empty clips (same float64 formula as the C++ core)."""
+    out = torch.floor(lengths.to(torch.float64) / speed + 0.5).clamp_min(1).to(torch.int64)
+    return torch.where(lengths > 0, out, torch.zeros_like(out))
+
+
+def augment_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor | None = None, *,
+                 cu_seqlens: torch.Tensor | None = None, seed: int | None = None,
+                 clip_ids: torch.Tensor | None = None, params: torch.Tensor | None = None,
+                 config: AugmentConfig = AugmentConfig(), normalize: bool = False,
+                 layout: PoseLayoutSpec | None = None, hand_scale: bool = False, conf_threshold: float = 0.0,
+                 out_len: int | None = None, backend: str = "auto"):
+    """Augment every clip with parameters drawn per clip (shared by its frames).
+
+    Per output frame and joint: temporal resampling (speed, linear interpolation), horizontal
+    flip (left/right swapped, x negated: apply to normalized poses), 2-D affine as pose-format's
+    augment2d (+ translation), Gaussian jitter and joint / frame / part dropout (confidence 0).
+    See :class:`AugmentConfig` and csrc/core/pose_augment.h for the exact definitions.
+
+    Args:
+        pose, conf, lengths / cu_seqlens: as :func:`normalize_pose`.
+        seed: Philox seed; with ``clip_ids`` (B,) int (default ``arange(B)``) it keys every
+            random draw, so a clip's result does not depend on its batch or device. Needed
+            unless ``params`` is given (and then still for jitter and dropout).
+        params: explicit per-clip parameters (B, 9) (see :func:`sample_augment_params`)
+            instead of sampling them.
+        normalize: apply :func:`normalize_pose` first, fused into the same pass.
+        out_len: padded output length; default round(T / config.speed_min) when sampling,
+            the longest output clip with explicit ``params``. Longer clips are cut to it.
+    Returns:
+        ``(pose, conf, out_lengths)`` for padded input, pose (B, out_len, J, C);
+        ``(pose, conf, out_cu_seqlens)`` for packed input. Dropped or invalid joints are zeros
+        with confidence 0.
+    """
+    op = "augment_pose"
+    conf32, seqs, packed = _check_batch(op, pose, conf, lengths, cu_seqlens)
+    spec, table = _resolve_layout(layout, hand_scale)
+    _check_layout_matches(op, spec, pose)
+    thr = _check_threshold(op, conf_threshold)
+    cfg = _check_config(op, config)
+    batch = seqs.shape[0] - 1 if packed else pose.shape[0]
+    if clip_ids is None:
+        clip_ids = torch.arange(batch, device=pose.device)
+    check_tensor(op, "clip_ids", clip_ids, ndim=1, dtypes=(torch.int32, torch.int64))
+    if clip_ids.shape[0] != batch:
+        fail(op, f"clip_ids must have shape (B,)=({batch},), got {describe(clip_ids)}")
+    check_same_device(op, pose=pose, clip_ids=clip_ids)
+    clip_ids = clip_ids.to(torch.int64)
+    needs_seed = cfg.jitter_std > 0 or cfg.joint_drop_p > 0 or cfg.frame_drop_p > 0
+    if seed is None and (params is None or needs_seed):
+        fail(op, "seed is required (to sample the parameters, or for jitter and dropout)")
+    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
+        fail(op, f"seed must be an int, got {seed!r}")
+    seed = 0 if seed is None else int(seed) & (2**64 - 1)
+    seed = seed - 2**64 if seed >= 2**63 else seed
+    in_lengths = seqs[1:] - seqs[:-1] if packed else seqs
+    if params is None:
+        params = sample_augment_params(clip_ids, seed, cfg, num_parts=spec.num_parts, backend=backend)
+        default_len = ref.resampled_length(pose.shape[1], cfg.speed_min) if not packed else None
+    else:
+        check_tensor(op, "params", params, ndim=2, dtypes=(torch.float32, torch.float64))
+        if tuple(params.shape) != (batch, NUM_PARAMS):
+            fail(op, f"params must have shape (B, {NUM_PARAMS})=({batch}, {NUM_PARAMS}), got {describe(params)}")
+        check_same_device(op, pose=pose, params=params)
+        params = params.detach().to(torch.float64)
+        if batch and not bool(((params[:, 7] > 0) & torch.isfinite(params).all(1)).all()):
+            fail(op, "params must be finite with speed (column 7) > 0")
+        default_len = None
+    out_lengths = _resampled_lengths(in_lengths, params[:, 7])
+    if packed:
+        out_lengths_dtype = cu_seqlens.dtype
+        out_seqs = torch.zeros(batch + 1, dtype=torch.int64, device=pose.device)
+        out_seqs[1:] = torch.cumsum(out_lengths, 0)
+        out_len = int(out_seqs[-1])
+    else:
+        if out_len is None:
+            out_len = default_len if default_len is not None else int(out_lengths.max()) if batch else 0
+        elif not isinstance(out_len, int) or out_len < 0:
+            fail(op, f"out_len must be an int >= 0, got {out_len!r}")
+        out_seqs = out_lengths.clamp_max(out_len)
+        out_lengths_dtype = lengths.dtype
+    impl = _AUGMENT.select(backend, pose=pose)
+    out, out_conf = impl.run(pose, conf32, seqs, out_seqs, out_len, params, clip_ids, seed, table, spec, cfg,
+                             bool(normalize), thr, packed)
+    return out, out_conf, out_seqs.to(out_lengths_dtype)
