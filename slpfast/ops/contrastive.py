@@ -18,7 +18,8 @@ Backends, fastest first (``backend="auto"`` takes the first that supports the in
   triton is imported) and only when named (``backend="triton"``): the interpreter is for tests.
 - ``chunked``: pure torch over row tiles with recomputation in the backward, memory
   O(chunk * N + N * D) (:mod:`slpfast.ops.contrastive_chunked`); the fast CPU path.
-- ``eager``: :mod:`slpfast.reference.contrastive`, materializes the N_local x N_global logits.
+- ``eager``: the math of :mod:`slpfast.reference.contrastive`, materializing the N_local x N_global
+  logits (float32).
 
 Dtypes: float16/bfloat16/float32 everywhere (``chunked``/``eager`` also float64). Statistics
 and the returned loss are float32 (float64 for float64 inputs); gradients come back in the
@@ -31,7 +32,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..reference import contrastive as ref
 from . import contrastive_chunked as chunked
 from . import distributed as ddp
 from ._dispatch import Backend, Dispatcher
@@ -140,10 +140,23 @@ def _run_triton(*args, **kw):
 
 
 def _run_eager(sign, text, sign_all, text_all, scale, s, offset, **_):
-    up = (lambda t: t) if sign.dtype == torch.float64 else (lambda t: t.float())
-    return ref.contrastive_loss(up(sign), up(text), scale, label_offset=offset,
-                                sign_all=None if sign_all is None else up(sign_all),
-                                text_all=None if text_all is None else up(text_all))
+    """The reference math (:mod:`slpfast.reference.contrastive`), materializing the logits.
+
+    Logits are float32 (float64 for float64 inputs). On CUDA, half inputs keep their matmul in
+    half (as open_clip under autocast); CPU half matmuls are slow, so CPU inputs are upcast first.
+    In one process the second direction is the transpose of the first (one matmul, as open_clip).
+    """
+    acc = torch.float64 if sign.dtype == torch.float64 else torch.float32
+    keep = sign.device.type == "cuda" and sign.dtype in (torch.float16, torch.bfloat16)
+    cast = (lambda t: t) if keep else (lambda t: t.to(acc))  # noqa: E731
+    labels = torch.arange(sign.shape[0], device=sign.device) + offset
+    if sign_all is None:
+        logits_st = scale * (cast(sign) @ cast(text).T).to(acc)
+        logits_ts = logits_st.T
+    else:
+        logits_st = scale * (cast(sign) @ cast(text_all).T).to(acc)
+        logits_ts = scale * (cast(text) @ cast(sign_all).T).to(acc)
+    return 0.5 * (F.cross_entropy(logits_st, labels) + F.cross_entropy(logits_ts, labels))
 
 
 _DISPATCH = Dispatcher(OP, [

@@ -1,0 +1,119 @@
+"""Triton backend of contrastive_loss: value and gradients (d_sign, d_text, d_scale) against a
+float64 reference. On CPU the kernels run in the interpreter (fp32/fp16); bf16 and large N are
+``@pytest.mark.cuda`` (run by bench/gpu_check.sh)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from test_contrastive import check_against_reference, make_inputs, run, assert_close_rel
+
+kc = pytest.importorskip("slpfast.kernels.contrastive")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu" and not kc.INTERPRET:
+    pytest.skip("Triton on CPU needs TRITON_INTERPRET=1 before triton is imported", allow_module_level=True)
+
+
+def on_device(x, y, s):
+    return x.to(DEVICE), y.to(DEVICE), s.to(DEVICE)
+
+
+# the full N x D grid in fp32 and fp16: with the interpreter's wide tiles the largest case
+# (N=300, D=384) costs ~1.5 s
+GRID = [(n, d) for n in (1, 7, 64, 300) for d in (32, 256, 384)]
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("n,d", GRID)
+def test_triton_matches_float64_reference(n, d, dtype):
+    check_against_reference(*on_device(*make_inputs(n, d, dtype)), "triton")
+
+
+def test_triton_extreme_scale_near_duplicates():
+    x, _, _ = make_inputs(48, 32, torch.float32)
+    y = F.normalize(x + 1e-3 * torch.randn_like(x), dim=1)
+    check_against_reference(*on_device(x, y, torch.tensor(100.0)), "triton")
+
+
+def test_gpu_tiling_paths_in_interpreter(monkeypatch):
+    """The GPU configs loop over D in BLOCK_D steps and split the gradient's D over programs
+    (BLOCK_DO): force such small tiles (ragged in M, N, D and D-out) to test those paths on CPU."""
+    small = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_D=16, num_warps=4, num_stages=1)
+    monkeypatch.setattr(kc, "_configs", lambda kind, *a: [small if kind == "fwd" else dict(small, BLOCK_DO=32)])
+    x, y, s = make_inputs(37, 72, torch.float32, scale=30.0)
+    check_against_reference(*on_device(x, y, s), "triton")
+    # the distributed primitives (rows local, columns gathered; M != K)
+    a, b = x[:21].to(DEVICE), y.to(DEVICE)
+    lse = kc.fwd_row(a, b, 30.0)
+    want = torch.logsumexp(30.0 * a.double() @ b.double().T, 1)
+    torch.testing.assert_close(lse.double(), want, rtol=1e-5, atol=1e-5)
+    pb, pta, ps = kc.bwd_row(a, b, 30.0, lse)
+    sim = a.double() @ b.double().T
+    p = torch.exp(30.0 * sim - want[:, None])
+    torch.testing.assert_close(pb.double(), p @ b.double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pta.double(), p.T @ a.double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ps.double(), (p * sim).sum(), rtol=1e-5, atol=1e-5)
+
+
+def test_launch_falls_back_when_a_config_does_not_fit(monkeypatch):
+    """Configs that exceed shared memory / registers raise OutOfResources at launch: the next one
+    is used and remembered (GPU safety net, tested with a fake launch)."""
+    monkeypatch.setattr(kc, "_chosen", {})
+    monkeypatch.setattr(kc, "_configs", lambda *a: [dict(BLOCK_M=128), dict(BLOCK_M=64), dict(BLOCK_M=32)])
+    tried = []
+
+    def run(BLOCK_M):
+        tried.append(BLOCK_M)
+        if BLOCK_M == 128:
+            raise kc.triton.runtime.errors.OutOfResources(300000, 232448, "shared memory")
+        return BLOCK_M
+
+    assert kc._launch("fwd", 1, 1, 8, torch.float16, torch.device("cpu"), run) == 64
+    assert kc._launch("fwd", 1, 1, 8, torch.float16, torch.device("cpu"), run) == 64
+    assert tried == [128, 64, 64]
+
+    def never(BLOCK_M):
+        raise kc.triton.runtime.errors.OutOfResources(1, 0, "shared memory")
+
+    with pytest.raises(kc.triton.runtime.errors.OutOfResources):
+        kc._launch("bwd", 1, 1, 8, torch.float16, torch.device("cpu"), never)
+
+
+def test_triton_agrees_with_chunked_module_path():
+    """Through the module (learnable scale) both backends give the same step."""
+    from slpfast.nn import ContrastiveLoss
+
+    x, y, _ = make_inputs(50, 64, torch.float32)
+    grads = []
+    for backend in ("triton", "chunked"):
+        m = ContrastiveLoss(backend=backend).to(DEVICE)
+        loss = m(x.to(DEVICE), y.to(DEVICE))
+        loss.backward()
+        grads.append((loss.detach().cpu(), m.log_scale.grad.cpu()))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+# ---- GPU only -------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n,d", [(1, 32), (300, 384), (1000, 512), (4099, 128)])
+def test_cuda_bf16_against_float64(n, d):
+    check_against_reference(*on_device(*make_inputs(n, d, torch.bfloat16)), "triton")
+
+
+@pytest.mark.cuda
+def test_cuda_n32k_bf16_matches_chunked_and_uses_linear_memory():
+    n, d = 32768, 512
+    x, y, s = on_device(*make_inputs(n, d, torch.bfloat16))
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    got = run(x, y, s, "triton")
+    peak = torch.cuda.max_memory_allocated() - base
+    want = run(x, y, s, "chunked")  # fp32 math on the same bf16 inputs
+    for g, w, name in zip(got, want, ("loss", "d_sign", "d_text", "d_scale")):
+        assert_close_rel(g, w, 2e-2, f"N=32k {name}")
+    # fp32 N x N logits would be 4 GiB; linear memory stays far below (inputs + fp32 grads)
+    assert peak < 64 * n * d, f"peak extra memory {peak / 2**20:.0f} MiB"
