@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from slpfast.eval.ctc_decode import ctc_greedy_decode
-from slpfast.models.heads import (CTCHead, HFSeq2SeqTranslator, ISLRHead, RetrievalHead, SLTDecoder,
-                                  WordVocab)
+from slpfast.data.collate import WordTokenizer, pad_int
+from slpfast.models.heads import CTCHead, HFSeq2SeqTranslator, ISLRHead, RetrievalHead, SLTDecoder
 
 
 def test_islr_head_shapes_and_bad_classes():
@@ -62,26 +62,14 @@ def test_retrieval_head_normalised_and_scale():
     assert head.loss(e, e.roll(1, 0)).item() > 1.0
 
 
-def test_word_vocab_roundtrip():
-    v = WordVocab.build(["the cat sleeps", "a dog sleeps", "the dog"])
-    assert v.itos[:4] == WordVocab.SPECIALS and len(v) == 4 + 5
-    ids, lengths = v.encode(["the dog sleeps", "a bird"])
-    assert ids[0].tolist() == [1, v.stoi["the"], v.stoi["dog"], v.stoi["sleeps"], 2]
-    assert ids[1].tolist() == [1, v.stoi["a"], WordVocab.UNK, 2, 0]
-    assert lengths.tolist() == [5, 4]
-    assert v.decode(ids) == ["the dog sleeps", "a <unk>"]
-    assert WordVocab(v.itos).stoi == v.stoi
-    with pytest.raises(ValueError, match="first 4 entries"):
-        WordVocab(["a", "b"])
-
-
 def test_slt_decoder_overfits_two_sentences():
     torch.manual_seed(0)
-    vocab = WordVocab.build(["the cat sleeps", "a dog runs fast"])
-    dec = SLTDecoder(8, len(vocab), width=32, layers=1, heads=2, dropout=0.0, max_len=8)
+    texts = ["the cat sleeps", "a dog runs fast"]
+    tok = WordTokenizer.from_texts(texts)
+    dec = SLTDecoder(8, len(tok), width=32, layers=1, heads=2, dropout=0.0, max_len=8)
     frames = torch.randn(2, 5, 8)
     lengths = torch.tensor([5, 3])
-    ids, _ = vocab.encode(["the cat sleeps", "a dog runs fast"])
+    ids = torch.from_numpy(pad_int(tok(texts), tok.pad_token_id)[0])
     opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
     for _ in range(50):
         opt.zero_grad()
@@ -89,7 +77,7 @@ def test_slt_decoder_overfits_two_sentences():
         loss.backward()
         opt.step()
     dec.eval()
-    assert vocab.decode(dec.generate(frames, lengths)) == ["the cat sleeps", "a dog runs fast"]
+    assert [tok.decode(row) for row in dec.generate(frames, lengths)] == texts
     # a clip with 0 frames decodes without NaN
     assert torch.isfinite(dec(frames, torch.tensor([0, 3]), ids)).all()
     with pytest.raises(ValueError, match="max_len"):

@@ -9,7 +9,8 @@ pooled clip vector ``pooled (B, D)``. Each downstream task adds one head:
 - :class:`RetrievalHead`: sign-text retrieval, projects the pooled clip and a (frozen) text
   encoder's sentence vector into one L2-normalised space with a learnable temperature.
 - :class:`SLTDecoder`: gloss-free translation, a small transformer decoder over a word
-  vocabulary (:class:`WordVocab`) that cross-attends to the frames.
+  vocabulary (:class:`slpfast.data.collate.WordTokenizer` ids: pad 0, bos 1, eos 2, unk 3)
+  that cross-attends to the frames.
 - :class:`HFSeq2SeqTranslator`: translation with a local Hugging Face encoder-decoder
   (BART / mBART / T5 directory): frames are projected to its width and fed as the
   encoder's ``inputs_embeds``.
@@ -118,51 +119,8 @@ class RetrievalHead(nn.Module):
         return self.contrastive(sign, text)
 
 
-class WordVocab:
-    """Whitespace word vocabulary for :class:`SLTDecoder`: ids 0..3 are pad, bos, eos, unk."""
-
-    PAD, BOS, EOS, UNK = 0, 1, 2, 3
-    SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
-
-    def __init__(self, words: list[str]):
-        self.itos = list(words)
-        if self.itos[:4] != self.SPECIALS:
-            raise ValueError(f"WordVocab: the first 4 entries must be {self.SPECIALS}, got {self.itos[:4]}")
-        self.stoi = {w: i for i, w in enumerate(self.itos)}
-
-    @classmethod
-    def build(cls, texts, min_freq: int = 1) -> "WordVocab":
-        counts: dict[str, int] = {}
-        for t in texts:
-            for w in t.split():
-                counts[w] = counts.get(w, 0) + 1
-        words = sorted(w for w, c in counts.items() if c >= min_freq)  # sorted: same ids on every rank
-        return cls(cls.SPECIALS + words)
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def encode(self, texts, max_len: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-        """texts -> ids (B, L) = <bos> w1 .. wn <eos>, 0 padded, and lengths (B,) (incl. bos/eos)."""
-        rows = [[self.BOS] + [self.stoi.get(w, self.UNK) for w in t.split()][: max_len - 2] + [self.EOS]
-                for t in texts]
-        ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-        return ids, torch.tensor([len(r) for r in rows], dtype=torch.int64)
-
-    def decode(self, ids) -> list[str]:
-        """ids (B, L) -> strings, stopping at <eos>, dropping <bos>/<pad>."""
-        out = []
-        for row in ids.tolist() if isinstance(ids, torch.Tensor) else ids:
-            words = []
-            for i in row:
-                if i == self.EOS:
-                    break
-                if i not in (self.PAD, self.BOS):
-                    words.append(self.itos[i] if 0 <= i < len(self.itos) else "<unk>")
-            out.append(" ".join(words))
-        return out
+#: special token ids shared with :class:`slpfast.data.collate.WordTokenizer`
+PAD, BOS, EOS = 0, 1, 2
 
 
 class SLTDecoder(nn.Module):
@@ -179,7 +137,7 @@ class SLTDecoder(nn.Module):
             raise ValueError(f"SLTDecoder: width={width} must be divisible by heads={heads}")
         self.max_len = max_len
         self.mem_proj = nn.Linear(dim, width)
-        self.embed = nn.Embedding(vocab_size, width, padding_idx=WordVocab.PAD)
+        self.embed = nn.Embedding(vocab_size, width, padding_idx=PAD)
         self.pos = nn.Embedding(max_len, width)
         layer = nn.TransformerDecoderLayer(width, heads, 4 * width, dropout, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, layers)
@@ -193,7 +151,7 @@ class SLTDecoder(nn.Module):
         x = self.embed(ids) + self.pos(torch.arange(L, device=ids.device))
         causal = torch.triu(torch.ones(L, L, dtype=torch.bool, device=ids.device), 1)
         mem = self.mem_proj(frames)
-        h = self.decoder(x, mem, tgt_mask=causal, tgt_key_padding_mask=ids == WordVocab.PAD,
+        h = self.decoder(x, mem, tgt_mask=causal, tgt_key_padding_mask=ids == PAD,
                          memory_key_padding_mask=_key_padding_mask(lengths.to(ids.device), frames.shape[1]),
                          tgt_is_causal=True)
         return self.out(self.norm(h))
@@ -202,19 +160,19 @@ class SLTDecoder(nn.Module):
         """Teacher-forced cross-entropy of ids[:, 1:] given ids[:, :-1]; padding ignored."""
         logits = self(frames, lengths, ids[:, :-1])
         return F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(),
-                               ignore_index=WordVocab.PAD, label_smoothing=label_smoothing)
+                               ignore_index=PAD, label_smoothing=label_smoothing)
 
     @torch.no_grad()
     def generate(self, frames: torch.Tensor, lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
         """Greedy decoding -> ids (B, <=max_len) starting with <bos>; rows stop at <eos>."""
         max_len = min(max_len or self.max_len, self.max_len)
-        ids = torch.full((frames.shape[0], 1), WordVocab.BOS, dtype=torch.int64, device=frames.device)
+        ids = torch.full((frames.shape[0], 1), BOS, dtype=torch.int64, device=frames.device)
         done = torch.zeros(frames.shape[0], dtype=torch.bool, device=frames.device)
         for _ in range(max_len - 1):
             nxt = self(frames, lengths, ids)[:, -1].argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, WordVocab.PAD), nxt)
+            nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
             ids = torch.cat([ids, nxt[:, None]], 1)
-            done |= nxt == WordVocab.EOS
+            done |= nxt == EOS
             if bool(done.all()):
                 break
         return ids
