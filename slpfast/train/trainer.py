@@ -53,7 +53,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
 class Trainer:
     """Build everything from a validated :class:`PretrainConfig`, then :meth:`run`."""
 
-    def __init__(self, cfg: PretrainConfig):
+    def __init__(self, cfg: PretrainConfig, data_factory=None):
+        """``data_factory(cfg, dist)`` builds the data + model provider (default :class:`PretrainData`;
+        ``slpfast.finetune`` passes its task's)."""
         from slpfast.train import data as data_mod
 
         self.cfg = cfg.validate()
@@ -67,7 +69,7 @@ class Trainer:
         self.bf16 = tr.precision == "bf16" or (tr.precision == "auto" and self.device.type == "cuda")
         torch.manual_seed(tr.seed)  # identical init on every rank (DDP also broadcasts it)
 
-        self.data = data_mod.PretrainData(cfg, self.dist)
+        self.data = (data_factory or data_mod.PretrainData)(cfg, self.dist)
         model = self.data.build_model().to(self.device)
         self.model_flops_per_frame, self.attn_flops_coeff = data_mod.flops_coefficients(model)
         self.raw_model = model
