@@ -1,6 +1,186 @@
-"""Placeholder: the Triton kernels land in the next commit."""
+"""Triton masked attention for ragged sequences: launchers, block configs, torch ops, autograd.
+
+Entry point: :func:`masked_attention` (called by the ``triton`` backend of
+:func:`slpfast.ops.masked_attention`, which validates the input first).
+
+- ``torch.ops.slpfast.attn_fwd(q, k, v, lens, max_seqlen, causal, scale, varlen) -> (out, lse)``
+- ``torch.ops.slpfast.attn_bwd(do, q, k, v, out, lse, lens, max_seqlen, causal, scale, varlen)
+  -> (dq, dk, dv)``
+
+Both are ``torch.library.triton_op`` s (``torch.compile`` traces into the kernels; fake tensors
+come for free), and ``attn_fwd`` has an autograd formula that calls ``attn_bwd``.
+``lens`` is ``seq_lens (B,)`` (padded, may be None: nothing padded) or ``cu_seqlens (B+1,)``
+(``varlen=True``). ``lse`` is fp32 ``(H, rows)``, rows = B*T (padded) or total (packed).
+
+Block sizes: on a GPU each kernel is autotuned over a few configs per (head dim, causal,
+layout, dtype, length bucket); set ``SLPFAST_ATTN_AUTOTUNE=0`` to take the first config.
+Under the CPU interpreter one config is used (:data:`INTERPRETER_BLOCKS`, tests change it).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+
+from .attention_bwd import attn_bwd_delta_kernel, attn_bwd_dkdv_kernel, attn_bwd_dq_kernel
+from .attention_fwd import attn_fwd_kernel
+
+#: head dims the kernels take (multiples of 16 up to 128; non-powers of two are padded)
 HEAD_DIMS = (16, 32, 48, 64, 80, 96, 112, 128)
+#: (BLOCK_M, BLOCK_N) per kernel under the interpreter, and the Delta pre-pass rows
+INTERPRETER_BLOCKS = {"fwd": (64, 64), "dkdv": (64, 64), "dq": (64, 64), "delta": 64}
+
+_KEY = ["D", "CAUSAL", "VARLEN", "MAX_SEQLEN_KEY"]
 
 
-def masked_attention(*args, **kwargs):
-    raise NotImplementedError("slpfast.kernels.attention: Triton kernels not implemented yet")
+def _configs(triples):
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in triples]
+
+
+# (BLOCK_M, BLOCK_N, warps, stages), the likely best first (taken alone when autotuning is off)
+_FWD = _configs([(128, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2), (64, 32, 4, 4)])
+_DKDV = _configs([(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 4)])
+_DQ = _configs([(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4)])
+
+
+def _prune_for_head_dim(configs, named_args, **_):
+    """Drop the widest tiles for D=128 (register pressure), keeping at least one config."""
+    if named_args["D"] <= 64:
+        return configs
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 64]
+    return kept or configs[:1]
+
+
+def _tuned(kernel, configs):
+    if os.environ.get("SLPFAST_ATTN_AUTOTUNE", "1") == "0":
+        configs = configs[:1]
+    return triton.autotune(configs=configs, key=_KEY, prune_configs_by={"early_config_prune": _prune_for_head_dim})(kernel)
+
+
+_TUNED = {}
+
+
+def _kernel(name: str, device: torch.device):
+    """(kernel, extra meta-parameters) for this device: autotuned on GPU, fixed blocks on CPU."""
+    kernels = {"fwd": (attn_fwd_kernel, _FWD), "dkdv": (attn_bwd_dkdv_kernel, _DKDV), "dq": (attn_bwd_dq_kernel, _DQ)}
+    kernel, configs = kernels[name]
+    if device.type == "cpu":
+        m, n = INTERPRETER_BLOCKS[name]
+        return kernel, {"BLOCK_M": m, "BLOCK_N": n}
+    if name not in _TUNED:
+        _TUNED[name] = _tuned(kernel, configs)
+    return _TUNED[name], {}
+
+
+def _geometry(q: torch.Tensor, lens, max_seqlen: int, varlen: bool):
+    """-> (B, T, H, D, rows, rows of the launch grid, batch/token/head strides of q)."""
+    if varlen:
+        total, H, D = q.shape
+        B = lens.shape[0] - 1
+        return B, 0, H, D, total, max_seqlen, (0, q.stride(0), q.stride(1))
+    B, T, H, D = q.shape
+    return B, T, H, D, B * T, T, (q.stride(0), q.stride(1), q.stride(2))
+
+
+def _strides(t: torch.Tensor, varlen: bool):
+    return (0, t.stride(0), t.stride(1)) if varlen else (t.stride(0), t.stride(1), t.stride(2))
+
+
+def _last_dim_contiguous(*ts):
+    return [t if t.stride(-1) == 1 else t.contiguous() for t in ts]
+
+
+def _fake_under_interpreter(t: torch.Tensor) -> bool:
+    """Fake tensors reach the kernel itself under TRITON_INTERPRET=1 (wrap_triton hands back the
+    interpreted function): then there is nothing to compute, only shapes to return."""
+    return t.device.type == "cpu" and torch._subclasses.fake_tensor.is_fake(t)
+
+
+def _common(q, lens, max_seqlen, varlen, causal):
+    B, T, H, D, rows, grid_rows, _ = _geometry(q, lens, max_seqlen, varlen)
+    meta = dict(D=D, VARLEN=varlen, HAS_LENS=lens is not None, CAUSAL=causal,
+                BLOCK_D=max(16, triton.next_power_of_2(D)),
+                DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32")
+    bucket = triton.next_power_of_2(max(grid_rows, 16))
+    return B, T, H, rows, grid_rows, bucket, meta
+
+
+@torch.library.triton_op("slpfast::attn_fwd", mutates_args=())
+def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: torch.Tensor | None, max_seqlen: int,
+             causal: bool, scale: float, varlen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = _last_dim_contiguous(q, k, v)
+    B, T, H, rows, grid_rows, bucket, meta = _common(q, lens, max_seqlen, varlen, causal)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty((H, rows), dtype=torch.float32, device=q.device)
+    if B * H * grid_rows == 0:
+        return out.zero_(), lse.zero_()
+    if _fake_under_interpreter(q):
+        return out, lse
+    kernel, blocks = _kernel("fwd", q.device)
+    grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_M"]), B * H)  # noqa: E731
+    torch.library.wrap_triton(kernel)[grid](
+        q, k, v, out, lse, lens if lens is not None else q,
+        *_strides(q, varlen), *_strides(k, varlen), *_strides(v, varlen), *_strides(out, varlen), lse.stride(0),
+        T, H, scale, bucket, **meta, **blocks)
+    return out, lse
+
+
+@torch.library.triton_op("slpfast::attn_bwd", mutates_args=())
+def attn_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+             lse: torch.Tensor, lens: torch.Tensor | None, max_seqlen: int, causal: bool, scale: float,
+             varlen: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    q, k, v = _last_dim_contiguous(q, k, v)
+    do, out = do.contiguous(), out.contiguous()
+    B, T, H, rows, grid_rows, bucket, meta = _common(q, lens, max_seqlen, varlen, causal)
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dk = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dv = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    if B * H * grid_rows == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    if _fake_under_interpreter(q):
+        return dq, dk, dv
+    D = meta["D"]
+    delta = torch.empty((H, rows), dtype=torch.float32, device=q.device)
+    block_r = INTERPRETER_BLOCKS["delta"] if q.device.type == "cpu" else 128
+    torch.library.wrap_triton(attn_bwd_delta_kernel)[(triton.cdiv(rows, block_r), H)](
+        out, do, delta, rows, H * D, D, H * D, D, delta.stride(0),
+        D=D, BLOCK_R=block_r, BLOCK_D=meta["BLOCK_D"], num_warps=4)
+    common = (*_strides(q, varlen), *_strides(k, varlen), *_strides(v, varlen), *_strides(do, varlen))
+    tail = (T, H, scale, bucket)
+    kernel, blocks = _kernel("dkdv", q.device)
+    grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_N"]), B * H)  # noqa: E731
+    torch.library.wrap_triton(kernel)[grid](
+        q, k, v, do, dk, dv, lse, delta, lens if lens is not None else q,
+        *common, *_strides(dk, varlen), lse.stride(0), *tail, **meta, **blocks)
+    kernel, blocks = _kernel("dq", q.device)
+    grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_M"]), B * H)  # noqa: E731
+    torch.library.wrap_triton(kernel)[grid](
+        q, k, v, do, dq, lse, delta, lens if lens is not None else q,
+        *common, *_strides(dq, varlen), lse.stride(0), *tail, **meta, **blocks)
+    return dq, dk, dv
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, lens, max_seqlen, causal, scale, varlen = inputs
+    out, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(q, k, v, out, lse, lens)
+    ctx.args = (max_seqlen, causal, scale, varlen)
+
+
+def _backward(ctx, d_out, _d_lse):
+    q, k, v, out, lse, lens = ctx.saved_tensors
+    dq, dk, dv = torch.ops.slpfast.attn_bwd(d_out, q, k, v, out, lse, lens, *ctx.args)
+    return dq, dk, dv, None, None, None, None, None
+
+
+attn_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def masked_attention(q, k, v, *, seq_lens=None, cu_seqlens=None, max_seqlen: int, causal: bool, scale: float):
+    """Validated input of :func:`slpfast.ops.masked_attention` -> out (rows past a length: 0)."""
+    varlen = cu_seqlens is not None
+    lens = cu_seqlens if varlen else seq_lens
+    out, _ = torch.ops.slpfast.attn_fwd(q, k, v, lens, int(max_seqlen), bool(causal), float(scale), varlen)
+    return out

@@ -36,7 +36,10 @@ def run_with_grads(fn, q, k, v, grad_out):
     """fn(q, k, v) -> out; returns (out, dq, dk, dv) computed at the inputs' dtype."""
     q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
     out = fn(q, k, v)
-    dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad_out.to(out.dtype))
+    if not out.requires_grad:  # e.g. the reference with no rows at all: nothing to differentiate
+        return [out.detach()] + [torch.zeros_like(t) for t in (q, k, v)]
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad_out.to(out.dtype), allow_unused=True)
+    dq, dk, dv = (torch.zeros_like(t) if g is None else g for g, t in zip((dq, dk, dv), (q, k, v)))
     return [t.detach() for t in (out, dq, dk, dv)]
 
 

@@ -1,0 +1,190 @@
+"""Triton masked attention vs the float64 reference: output and dQ, dK, dV.
+
+On CPU these run in the Triton interpreter (conftest sets TRITON_INTERPRET=1), so the grid of
+cases is a pairwise covering of {packed, padded} x {causal, not} x {fp32, fp16} x D {32, 64, 128}
+x T {1, 17, 64, 129}, kept to a few hundred program-steps each. The ``cuda`` tests at the end run
+the same checks plus bf16, larger shapes and torch.compile on the GPU machine.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from attention_helpers import (assert_matches_reference, assert_padding_is_zero, cu_from_lengths, make_lengths,
+                               make_qkv, run_with_grads)
+from slpfast.ops import masked_attention
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = [
+    pytest.mark.skipif(DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1",
+                       reason="triton on CPU needs TRITON_INTERPRET=1"),
+    pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning"),
+]
+
+F32, F16 = torch.float32, torch.float16
+# (T, D, packed, causal, dtype): every pair of factor values appears at least once
+PAIRWISE = [
+    (1, 32, True, False, F32), (1, 64, False, True, F16), (1, 128, True, True, F16),
+    (17, 32, False, True, F32), (17, 64, True, False, F16), (17, 128, False, False, F32),
+    (64, 32, True, True, F16), (64, 64, False, False, F32), (64, 128, True, False, F32),
+    (129, 32, False, False, F16), (129, 64, True, True, F32), (129, 128, False, True, F16),
+]
+
+
+def _check(B, T, H, D, packed, causal, dtype, *, lens=None, scale=None, device=DEVICE):
+    lens = make_lengths(B, T) if lens is None else lens
+    if packed:
+        cu = cu_from_lengths(lens).to(device)
+        q, k, v = make_qkv((int(lens.sum()), H, D), dtype, device)
+        fn = lambda a, b, c: masked_attention(a, b, c, cu_seqlens=cu, causal=causal, scale=scale,  # noqa: E731
+                                              max_seqlen=T, backend="triton")
+        return assert_matches_reference(fn, q, k, v, packed=True, lens_or_cu=cu, causal=causal, scale=scale)
+    lens = lens.to(device)
+    q, k, v = make_qkv((B, T, H, D), dtype, device)
+    fn = lambda a, b, c: masked_attention(a, b, c, seq_lens=lens, causal=causal, scale=scale,  # noqa: E731
+                                          backend="triton")
+    out, *grads = assert_matches_reference(fn, q, k, v, packed=False, lens_or_cu=lens, causal=causal, scale=scale)
+    assert_padding_is_zero(out, grads, lens)
+    return out, *grads
+
+
+@pytest.mark.parametrize("T, D, packed, causal, dtype", PAIRWISE)
+def test_triton_matches_reference(T, D, packed, causal, dtype):
+    _check(3, T, 2, D, packed, causal, dtype)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_batch_of_one_and_scale(packed):
+    _check(1, 40, 3, 32, packed, True, F32, lens=torch.tensor([37], dtype=torch.int32), scale=0.3)
+
+
+def test_zero_lengths_everywhere():
+    for packed in (False, True):
+        out, *grads = _check(2, 9, 1, 16, packed, False, F32, lens=torch.zeros(2, dtype=torch.int32))
+        assert all((t == 0).all() for t in (out, *grads))
+
+
+def test_dense_without_lengths_and_noncontiguous_input():
+    """seq_lens=None (nothing padded) and q/k/v as strided views of one qkv projection."""
+    B, T, H, D = 2, 33, 2, 48
+    qkv = torch.randn(B, T, 3, H, D, device=DEVICE, dtype=torch.float64).float().requires_grad_()
+    grad_out = torch.randn(B, T, H, D, device=DEVICE)
+    outs = []
+    for backend in ("triton", "eager"):
+        x = qkv.detach().clone().requires_grad_()
+        q, k, v = x.unbind(2)
+        out = masked_attention(q, k, v, causal=True, backend=backend)
+        out.backward(grad_out)
+        outs.append((out.detach(), x.grad))
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(outs[0][1], outs[1][1], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("blocks", [((32, 16), (16, 32), (32, 16)), ((16, 32), (32, 16), (16, 32))])
+def test_unequal_block_sizes(blocks, monkeypatch):
+    """Tiles with BLOCK_M != BLOCK_N (as GPU configs use) split the causal diagonal differently."""
+    if DEVICE != "cpu":
+        pytest.skip("block sizes are autotuned on the GPU")
+    from slpfast.kernels import attention as kern
+
+    fwd, dkdv, dq = blocks
+    monkeypatch.setitem(kern.INTERPRETER_BLOCKS, "fwd", fwd)
+    monkeypatch.setitem(kern.INTERPRETER_BLOCKS, "dkdv", dkdv)
+    monkeypatch.setitem(kern.INTERPRETER_BLOCKS, "dq", dq)
+    monkeypatch.setitem(kern.INTERPRETER_BLOCKS, "delta", 16)
+    lens = torch.tensor([40, 0, 23], dtype=torch.int32)
+    _check(3, 40, 1, 32, False, True, F32, lens=lens)
+    _check(3, 40, 1, 32, True, True, F16, lens=lens)
+
+
+def test_lse_and_determinism():
+    from slpfast.kernels import attention as kern
+
+    lens = torch.tensor([21, 5], dtype=torch.int32, device=DEVICE)
+    q, k, v = make_qkv((2, 21, 2, 32), F32, DEVICE)
+    out, lse = torch.ops.slpfast.attn_fwd(q, k, v, lens, 21, True, 0.2, False)
+    s = torch.einsum("bihd,bjhd->bhij", q.double(), k.double()) * 0.2
+    i = torch.arange(21, device=DEVICE)
+    allowed = (i[None, :] <= i[:, None])[None, None] & (i < lens[:, None, None, None])
+    want = torch.logsumexp(s.masked_fill(~allowed, float("-inf")), -1)  # (B, H, T)
+    got = lse.view(2, 2, 21).transpose(0, 1).double()  # (H, B*T) -> (B, H, T)
+    valid = i[None, :] < lens[:, None]
+    torch.testing.assert_close(got.permute(0, 2, 1)[valid], want.permute(0, 2, 1)[valid], atol=1e-5, rtol=1e-5)
+    assert (got.permute(0, 2, 1)[~valid] == 0).all()
+    g = torch.randn_like(q)
+    first = run_with_grads(lambda a, b, c: masked_attention(a, b, c, seq_lens=lens, backend="triton"), q, k, v, g)
+    again = run_with_grads(lambda a, b, c: masked_attention(a, b, c, seq_lens=lens, backend="triton"), q, k, v, g)
+    assert all(torch.equal(a, b) for a, b in zip(first, again)), "backward is not deterministic"
+    assert kern.HEAD_DIMS[-1] == 128
+
+
+def test_opcheck():
+    q, k, v = make_qkv((2, 9, 2, 16), F32, DEVICE)
+    lens = torch.tensor([9, 4], device=DEVICE)
+    # the AOT / compile checks cannot run the interpreter (fake tensors): GPU only
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    if DEVICE == "cuda":
+        utils += ("test_aot_dispatch_dynamic",)
+    for args in ((q, k, v, lens, 9, False, 0.25, False), (q, k, v, None, 9, True, 0.25, False)):
+        torch.library.opcheck(torch.ops.slpfast.attn_fwd.default, args, test_utils=utils)
+    out, lse = torch.ops.slpfast.attn_fwd(q, k, v, lens, 9, False, 0.25, False)
+    bwd_args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, lens, 9, False, 0.25,
+                False)
+    torch.library.opcheck(torch.ops.slpfast.attn_bwd.default, bwd_args,
+                          test_utils=tuple(u for u in utils if u != "test_autograd_registration"))
+
+
+# ------------------------------------------------------------------------------------ GPU
+BF16 = torch.bfloat16
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("T, D, packed, causal, dtype", PAIRWISE + [
+    (129, 64, True, False, BF16), (64, 128, False, True, BF16), (17, 32, True, True, BF16),
+    (1, 64, False, False, BF16)])
+def test_cuda_matches_reference(T, D, packed, causal, dtype):
+    _check(3, T, 2, D, packed, causal, dtype)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [BF16, F16])
+@pytest.mark.parametrize("D", [64, 128, 80])
+def test_cuda_large_shapes(packed, causal, dtype, D):
+    lens = torch.randint(1, 513, (8,), dtype=torch.int32)
+    lens[0], lens[1] = 512, 0
+    _check(8, 512, 4, D, packed, causal, dtype, lens=lens)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["flex", "sdpa"])
+def test_cuda_other_backends(backend):
+    lens = torch.tensor([200, 0, 77, 129], dtype=torch.int32, device="cuda")
+    for packed in (False, True):
+        for causal in (False, True):
+            cu = cu_from_lengths(lens)
+            shape = (int(lens.sum()), 4, 64) if packed else (4, 200, 4, 64)
+            kw = dict(cu_seqlens=cu, max_seqlen=200) if packed else dict(seq_lens=lens)
+            q, k, v = make_qkv(shape, BF16, "cuda")
+            fn = lambda a, b, c: masked_attention(a, b, c, causal=causal, backend=backend, **kw)  # noqa: E731
+            assert_matches_reference(fn, q, k, v, packed=packed, lens_or_cu=kw.get("cu_seqlens", lens), causal=causal)
+
+
+@pytest.mark.cuda
+def test_cuda_compile_module_with_triton():
+    from slpfast.nn import MaskedSelfAttention
+
+    mod = MaskedSelfAttention(128, 2, causal=True, backend="triton").cuda().to(BF16)
+    lens = torch.tensor([100, 3, 0, 64], dtype=torch.int32, device="cuda")
+    cu = cu_from_lengths(lens)
+    x = torch.randn(int(lens.sum()), 128, device="cuda", dtype=BF16, requires_grad=True)
+    eager = mod(x, cu_seqlens=cu, max_seqlen=100)
+    (gx,) = torch.autograd.grad(eager.float().square().sum(), x)
+    compiled = torch.compile(mod, fullgraph=True)
+    got = compiled(x, cu_seqlens=cu, max_seqlen=100)
+    (gx2,) = torch.autograd.grad(got.float().square().sum(), x)
+    torch.testing.assert_close(got, eager, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(gx2, gx, atol=5e-2, rtol=5e-2)
