@@ -73,10 +73,9 @@ class BuildExt(cpp_extension.BuildExtension):
             "python": sys.version.split()[0],
             "csrc_hash": csrc_hash(os.path.join(ROOT, "csrc")),
         }
-        targets = {os.path.join(ROOT, "slpfast")}
-        if not self.inplace and self.build_lib:
-            targets.add(os.path.join(self.build_lib, "slpfast"))
-        for d in targets:
+        # Next to the built library: the source tree for in-place/editable builds, else build_lib.
+        target = os.path.join(ROOT, "slpfast") if self.inplace else os.path.join(self.build_lib, "slpfast")
+        for d in (target,):
             os.makedirs(d, exist_ok=True)
             with open(os.path.join(d, "_build_info.json"), "w") as f:
                 json.dump(info, f, indent=1)
@@ -89,13 +88,13 @@ if WITH_CUDA and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
     if not visible:
         os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
 
-cxx_flags = ["-O3", "-std=c++17"]
+cxx_flags = ["-O3"]  # the C++ standard is the one torch requires (cpp_extension sets it)
 if WITH_CUDA:
     ext = cpp_extension.CUDAExtension(
         "slpfast._C",
         _sources(True),
         define_macros=[("SLPFAST_WITH_CUDA", "1")],
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
     )
 else:
     ext = cpp_extension.CppExtension("slpfast._C", _sources(False), extra_compile_args={"cxx": cxx_flags})

@@ -1,7 +1,15 @@
 // Every schema of the torch.ops.slpfast namespace lives here; implementations are
 // registered per device in cpu_impl.cpp and cuda_impl.cpp, fake (meta) implementations
 // and autograd from Python (slpfast/ops/_registration.py).
+#include <Python.h>
 #include <torch/library.h>
+
+// `import slpfast._C` loads this library, which runs the registrations below; the Python
+// module itself is empty.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
 
 TORCH_LIBRARY(slpfast, m) {
   // padded (B, T, *rest) + cu_seqlens (B+1,) int64 -> packed (total, *rest).
