@@ -119,7 +119,19 @@ class PretrainData:
 
     # ------------------------------------------------------------------ loader
     def _build_loader(self):
-        raise NotImplementedError("loader pending (issue 6)")
+        """The slpfast.data loader: fixed batches, this rank's disjoint part, random crops."""
+        from slpfast.data.loader_torch import make_loader
+
+        d = self.cfg.data
+        kw = dict(split=self.splits, batch_size=d.batch_size, shuffle=True, seed=self.cfg.train.seed,
+                  drop_last=True, rank=self.dist.rank, world_size=self.dist.world_size, max_frames=d.max_frames,
+                  crop="random", channels=3, text_features=self.feature_name, num_workers=d.num_workers,
+                  device=self.device if self.device.type == "cuda" else None)
+        loader = make_loader(self.store, backend=d.loader, **kw)
+        if len(loader) == 0:
+            raise ValueError(f"data.batch_size={d.batch_size} x {self.dist.world_size} ranks is larger than the "
+                             f"{len(self.store) if self.splits is None else 'training-split'} clips of the store")
+        return loader
 
     def next_batch(self, step: int) -> dict:
         if self._iter is None:
@@ -139,8 +151,43 @@ class PretrainData:
 
     # ------------------------------------------------------------------ per step
     def prepare(self, batch: dict, step: int, micro: int, device: torch.device) -> dict:
-        """Batch from the loader -> model keyword arguments on ``device`` (+ lengths for the meters)."""
-        raise NotImplementedError
+        """Batch from the loader -> model keyword arguments on ``device`` (+ lengths for the meters).
+
+        normalize_pose -> augment_pose (seed = f(train.seed, step, micro), keyed by clip id, so
+        a clip's augmentation depends neither on its batch nor on the rank) -> MPM mask.
+        """
+        from slpfast.ops import normalize_pose
+
+        c = self.cfg
+        nb = device.type == "cuda"
+        pose = batch["pose"].to(device, non_blocking=nb)
+        conf = batch["conf"].to(device, non_blocking=nb)
+        lengths = batch["lengths"].to(device, non_blocking=nb)
+        pose, conf = normalize_pose(pose, conf, lengths)
+        if c.data.augment:
+            pose, conf, lengths = self._augment(pose, conf, lengths, batch["clip_id"].to(device), _mix(c.train.seed, step, micro))
+        pose = pose.float()
+        gen = torch.Generator(device=device).manual_seed(_mix(c.train.seed, step, micro, self.dist.rank, 1))
+        mask = None
+        if c.mpm.weight > 0:
+            mask = sample_joint_mask(lengths, pose.shape[1], strategy=c.mpm.strategy, ratio=c.mpm.ratio,
+                                     span=c.mpm.span, generator=gen)
+        text = None
+        if self.feature_name is not None:
+            text = TextFeatures(batch["text_features"].to(device, non_blocking=nb),
+                                batch["text_token_features"].to(device, non_blocking=nb),
+                                batch["text_token_lengths"].to(device, non_blocking=nb))
+        elif self.frozen_text is not None:
+            text = self.frozen_text(batch["text"])
+        kwargs = dict(pose=pose, conf=conf, lengths=lengths, joint_mask=mask, text=text)
+        if self.trainable_text is not None:
+            kwargs["texts"] = list(batch["text"])
+        return {"lengths": lengths, "model_kwargs": kwargs}
+
+    def _augment(self, pose, conf, lengths, clip_ids, seed):
+        from slpfast.ops import augment_pose
+
+        return augment_pose(pose, conf, lengths, clip_ids=clip_ids, seed=seed)
 
 
 def flops_coefficients(model: nn.Module) -> tuple[float, float]:
