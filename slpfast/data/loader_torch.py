@@ -1,0 +1,245 @@
+"""The plain-torch loader: a ``torch.utils.data.DataLoader`` over planned batches.
+
+::
+
+    from slpfast.data import Store, TorchLoader
+    store = Store("runs/synthetic")
+    loader = TorchLoader(store, split="sentence_train", batch_size=64, seed=0, num_workers=2)
+    for batch in loader:            # one epoch; iterate again for the next
+        batch["pose"]               # float32 (B, T, 123, 3), see slpfast.data.collate
+    state = loader.state_dict()     # {"epoch", "step", ...}: resume mid-epoch with
+    loader.load_state_dict(state)   # load_state_dict on a freshly built loader
+
+Batches are a pure function of (store, sampler settings, seed, epoch, rank, world size), see
+:mod:`.samplers`; the DALI loader (:mod:`.loader_dali`) yields the same ones. Each batch is
+gathered by one numba call straight from the memory-mapped store into the output tensors
+(in shared memory when built in a worker process, so handing it to the main process copies
+nothing).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from .collate import Collator, to_torch
+from .samplers import FixedBatchSampler, TokenBudgetSampler
+
+__all__ = ["TorchLoader", "make_loader", "build_sampler"]
+
+
+def build_sampler(source, *, split=None, indices=None, mixture=None, batch_size=None, max_tokens=None,
+                  packed=False, shuffle=True, seed=0, drop_last=False, rank=None, world_size=None,
+                  max_frames=None, crop="random", max_batch_size=None, bucket_size=4096):
+    if split is not None:
+        if indices is not None:
+            raise ValueError("give split or indices, not both")
+        indices = source.indices(split)
+        if len(indices) == 0:
+            raise ValueError(f"split {split!r} is empty (splits: {getattr(source, 'splits', None)})")
+    common = dict(shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, max_frames=max_frames, crop=crop,
+                  mixture=mixture)
+    if (batch_size is None) == (max_tokens is None):
+        raise ValueError("give exactly one of batch_size and max_tokens")
+    if batch_size is not None:
+        return FixedBatchSampler(source.lengths, indices, batch_size=batch_size, drop_last=drop_last, **common)
+    return TokenBudgetSampler(source.lengths, indices, max_tokens=max_tokens, packed=packed,
+                              max_batch_size=max_batch_size or (1 << 30), bucket_size=bucket_size, **common)
+
+
+def _shared_empty(shape, dtype) -> torch.Tensor:
+    """An uninitialised tensor whose storage is already in shared memory (no copy when sent)."""
+    n = int(np.prod(shape))
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(n, device="cpu")
+    return torch.empty(0, dtype=dtype).new(storage).view(*shape) if n else torch.empty(shape, dtype=dtype)
+
+
+def _worker_init(_):
+    from . import _kernels
+
+    _kernels.serial_only()  # the workers are the parallelism
+    torch.set_num_threads(1)
+
+
+class _PlanDataset(torch.utils.data.Dataset):
+    """Map-style dataset whose item (epoch, k) is batch k of that epoch's plan (built lazily,
+    so persistent workers serve every epoch)."""
+
+    def __init__(self, collator: Collator, sampler):
+        self.collator = collator
+        self.sampler = sampler
+        self._plan = None
+
+    def plan(self, epoch):
+        if self._plan is None or self._plan.epoch != epoch:
+            self._plan = self.sampler.plan(epoch)
+        return self._plan
+
+    def __getitem__(self, key):
+        epoch, k = key
+        idx, st, ln = self.plan(epoch).batch(k)
+        return make_batch(self.collator, idx, st, ln, shared=torch.utils.data.get_worker_info() is not None)
+
+
+class _Keys(torch.utils.data.Sampler):
+    """The (epoch, batch) keys still to serve in the current epoch; mutated between epochs."""
+
+    def __init__(self):
+        self.epoch, self.start, self.stop = 0, 0, 0
+
+    def __iter__(self):
+        return ((self.epoch, k) for k in range(self.start, self.stop))
+
+    def __len__(self):
+        return self.stop - self.start
+
+
+def make_batch(collator: Collator, idx, st, ln, *, shared: bool = False) -> dict:
+    """Collate one planned batch into torch tensors (pose/conf allocated in shm if ``shared``)."""
+    out = None
+    if shared:
+        J = 123
+        C = collator.channels
+        if collator.packed:
+            total = int(np.sum(ln))
+            out = {"pose": _shared_empty((total, J, C), torch.float32), "conf": _shared_empty((total, J), torch.float32)}
+        else:
+            T = int(np.max(ln)) if len(ln) else 0
+            if collator.pad_to > 1:
+                T = -(-T // collator.pad_to) * collator.pad_to
+            out = {"pose": _shared_empty((len(idx), T, J, C), torch.float32),
+                   "conf": _shared_empty((len(idx), T, J), torch.float32)}
+        np_out = {k: v.numpy() for k, v in out.items()}
+        b = collator(idx, st, ln, out=np_out)
+        tb = to_torch(b)
+        tb.update(out)
+        return tb
+    return to_torch(collator(idx, st, ln))
+
+
+class TorchLoader:
+    """Resumable batch loader on ``torch.utils.data.DataLoader`` (see the module docstring).
+
+    Args:
+        source: a :class:`~slpfast.data.Store` or ``ConcatStore``.
+        split / indices / mixture: which clips (default all).
+        batch_size or max_tokens: fixed batches or a token budget (frames per batch;
+            padded cost unless ``packed``).
+        packed: packed pose form (``cu_seqlens``) instead of padded.
+        shuffle, seed, drop_last, max_frames, crop, max_batch_size, bucket_size: sampler settings.
+        rank, world_size: default from torch.distributed (each rank a disjoint part, same steps).
+        channels, tokenizer, max_text_len, text_features, pad_to: see :class:`~slpfast.data.collate.Collator`.
+        num_workers: DataLoader worker processes (0: build batches in this process with numba
+            threads); prefetch_factor: batches in flight per worker.
+        device: move batches to this device (pinned + non_blocking for CUDA).
+    """
+
+    def __init__(self, source, *, split=None, indices=None, mixture=None, batch_size=None, max_tokens=None,
+                 packed=False, shuffle=True, seed=0, drop_last=False, rank=None, world_size=None, max_frames=None,
+                 crop="random", max_batch_size=None, bucket_size=4096, channels=3, tokenizer=None,
+                 max_text_len=None, text_features="auto", pad_to=1, num_workers=0, prefetch_factor=2,
+                 device=None, pin_memory=None, multiprocessing_context=None):
+        self.source = source
+        self.sampler = build_sampler(source, split=split, indices=indices, mixture=mixture, batch_size=batch_size,
+                                     max_tokens=max_tokens, packed=packed, shuffle=shuffle, seed=seed,
+                                     drop_last=drop_last, rank=rank, world_size=world_size, max_frames=max_frames,
+                                     crop=crop, max_batch_size=max_batch_size, bucket_size=bucket_size)
+        self.collator = Collator(source, packed=packed, channels=channels, tokenizer=tokenizer,
+                                 max_text_len=max_text_len, text_features=text_features, pad_to=pad_to)
+        self.num_workers = int(num_workers)
+        self.prefetch_factor = prefetch_factor
+        self.device = torch.device(device) if device is not None else None
+        cuda = self.device is not None and self.device.type == "cuda"
+        self.pin_memory = cuda if pin_memory is None else pin_memory
+        self.multiprocessing_context = multiprocessing_context
+        self.epoch = 0
+        self.step = 0
+        self._plan_cache = None
+        self._dl = None
+        self._keys = _Keys()
+
+    # ------------------------------------------------------------------ state
+    def plan(self, epoch: int | None = None):
+        e = self.epoch if epoch is None else epoch
+        if self._plan_cache is None or self._plan_cache.epoch != e:
+            self._plan_cache = self.sampler.plan(e)
+        return self._plan_cache
+
+    def __len__(self) -> int:
+        """Batches in the current epoch (from its start)."""
+        return len(self.plan())
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.step = int(epoch), 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "seed": self.sampler.seed,
+                "rank": self.sampler.rank, "world_size": self.sampler.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed", self.sampler.seed) != self.sampler.seed:
+            raise ValueError(f"state was saved with seed {state['seed']}, this loader has {self.sampler.seed}")
+        if state.get("world_size", self.sampler.world_size) != self.sampler.world_size:
+            raise ValueError("state was saved with a different world size")
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+
+    # ------------------------------------------------------------------ iteration
+    def _dataloader(self):
+        if self._dl is None:
+            from . import _kernels
+
+            ctx = self.multiprocessing_context
+            if ctx is None:
+                # fork is fastest, but not after numba's OpenMP pool started in this process
+                ctx = "spawn" if (os.name != "posix" or _kernels.parallel_started()) else "fork"
+            self._dl = torch.utils.data.DataLoader(
+                _PlanDataset(self.collator, self.sampler), batch_size=None, sampler=self._keys,
+                num_workers=self.num_workers, prefetch_factor=self.prefetch_factor, worker_init_fn=_worker_init,
+                pin_memory=self.pin_memory, multiprocessing_context=ctx, persistent_workers=True)
+        return self._dl
+
+    def close(self) -> None:
+        """Stop the worker processes (they are persistent across epochs)."""
+        self._dl = None
+
+    def _finish(self, b: dict) -> dict:
+        if self.device is None:
+            return b
+        nb = self.device.type == "cuda"
+        return {k: (v.to(self.device, non_blocking=nb) if isinstance(v, torch.Tensor) else v) for k, v in b.items()}
+
+    def __iter__(self):
+        plan = self.plan()
+        start = self.step
+        if start >= len(plan):  # a finished epoch: move on
+            self.epoch, self.step = self.epoch + 1, 0
+            plan, start = self.plan(), 0
+        if self.num_workers == 0:
+            it = (make_batch(self.collator, *plan.batch(k)) for k in range(start, len(plan)))
+            if self.pin_memory:
+                it = ({k: (v.pin_memory() if isinstance(v, torch.Tensor) else v) for k, v in b.items()} for b in it)
+        else:
+            self._keys.epoch, self._keys.start, self._keys.stop = self.epoch, start, len(plan)
+            it = iter(self._dataloader())
+        for b in it:
+            self.step += 1
+            yield self._finish(b)
+        self.epoch, self.step = self.epoch + 1, 0
+
+
+def make_loader(source, *, backend: str = "auto", **kw):
+    """A DALI loader when ``backend`` is "dali" (or "auto" and DALI imports), else a TorchLoader."""
+    if backend in ("dali", "auto"):
+        try:
+            from .loader_dali import DaliLoader, dali_available
+
+            if dali_available():
+                return DaliLoader(source, **kw)
+        except ImportError:
+            if backend == "dali":
+                raise
+        if backend == "dali":
+            raise RuntimeError("DALI is not available")
+    torch_kw = {k: v for k, v in kw.items() if k not in ("py_num_workers", "prefetch_queue_depth")}
+    return TorchLoader(source, **torch_kw)

@@ -1,0 +1,173 @@
+"""Samplers and the torch loader: batch contract, token budget, distributed parts, resume."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from slpfast.data import Store, TorchLoader
+from slpfast.data.collate import WordTokenizer
+from slpfast.data.samplers import FixedBatchSampler, TokenBudgetSampler, pack_ffd, pack_sorted_padded
+from slpfast.data.synthetic import generate_corpus
+from slpfast.layouts import NUM_JOINTS
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("syn")
+    return generate_corpus(str(d / "s"), num_clips=240, seed=1, num_glosses=24, shard_clips=64)
+
+
+def _same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+        else:
+            assert a[k] == b[k], k
+
+
+def test_batch_contract(store):
+    tok = WordTokenizer.from_store(store)
+    L = TorchLoader(store, split="sentence_train", batch_size=8, seed=0, tokenizer=tok)
+    b = next(iter(L))
+    B = 8
+    T = int(b["lengths"].max())
+    assert b["pose"].shape == (B, T, NUM_JOINTS, 3) and b["pose"].dtype == torch.float32
+    assert b["conf"].shape == (B, T, NUM_JOINTS) and b["conf"].dtype == torch.float32
+    for k in ("lengths", "clip_id", "label", "gloss_ids", "gloss_lengths", "text_ids", "text_lengths"):
+        assert b[k].dtype == torch.int64, k
+    assert (b["label"] == -1).all() and len(b["text"]) == B
+    for i in range(B):
+        cid = int(b["clip_id"][i])
+        c = store.clip(cid)
+        n = int(b["lengths"][i])
+        assert torch.equal(b["pose"][i, :n], torch.from_numpy(c["pose"]))
+        assert not b["pose"][i, n:].any()
+        g = int(b["gloss_lengths"][i])
+        assert b["gloss_ids"][i, :g].tolist() == c["gloss_ids"].tolist() and (b["gloss_ids"][i, g:] == -1).all()
+        assert tok.decode(b["text_ids"][i].tolist()) == c["text"] == b["text"][i]
+    isl = next(iter(TorchLoader(store, split="islr_train", batch_size=4)))
+    assert (isl["label"] == isl["gloss_ids"][:, 0]).all() and (isl["gloss_lengths"] == 1).all()
+
+
+def test_text_features_in_batches(store, tmp_path):
+    import shutil
+
+    st = Store(shutil.copytree(store.path, str(tmp_path / "copy")))
+    n = len(st)
+    pooled = np.arange(n * 4, dtype=np.float32).reshape(n, 4) / 100
+    toks = [np.full((i % 3 + 1, 4), i / 100, np.float32) for i in range(n)]
+    st.write_text_features(pooled, toks, name="enc")
+    st = Store(st.path)
+    b = next(iter(TorchLoader(st, batch_size=5, seed=2, packed=True)))
+    ids = b["clip_id"].numpy()
+    assert b["text_features"].shape == (5, 4) and b["text_token_features"].shape[0] == 5
+    np.testing.assert_allclose(b["text_features"].numpy(), pooled[ids], rtol=1e-3)
+    assert b["text_lengths"].tolist() == [i % 3 + 1 for i in ids]
+    assert b["cu_seqlens"].dtype == torch.int32 and int(b["cu_seqlens"][-1]) == b["pose"].shape[0]
+
+
+def test_packing_kernels():
+    rng = np.random.default_rng(0)
+    L = np.sort(rng.integers(1, 300, 1000))[::-1].copy()
+    for fn, cost in ((pack_ffd, lambda x: x.sum()), (pack_sorted_padded, lambda x: len(x) * x.max())):
+        bid = fn(L, 1024, 64)
+        assert len(bid) == len(L)
+        for b in np.unique(bid):
+            items = L[bid == b]
+            assert cost(items) <= 1024 and len(items) <= 64
+    # FFD packs tightly
+    bid = pack_ffd(L, 1024, 1 << 30)
+    assert L.sum() / (1024 * (bid.max() + 1)) > 0.95
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_token_budget(store, packed):
+    L = TorchLoader(store, max_tokens=1200, packed=packed, seed=0)
+    n = 0
+    seen = []
+    for b in L:
+        lens = b["lengths"]
+        cost = int(lens.sum()) if packed else len(lens) * int(lens.max())
+        assert cost <= 1200
+        if not packed:
+            assert b["pose"].shape[1] == int(lens.max())
+        seen.append(b["clip_id"])
+        n += 1
+    ids = torch.cat(seen)
+    assert len(ids) == len(store) and len(set(ids.tolist())) == len(store)  # every clip once
+    assert n == len(L)
+
+
+def test_crop_long_clips(store):
+    L = TorchLoader(store, batch_size=16, max_frames=40, seed=0)
+    b = next(iter(L))
+    assert int(b["lengths"].max()) <= 40
+    full = store.lengths[b["clip_id"].numpy()]
+    assert (b["lengths"].numpy() == np.minimum(full, 40)).all()
+
+
+@pytest.mark.parametrize("kind", ["fixed", "budget"])
+def test_ranks_disjoint_same_steps(store, kind):
+    parts, steps = [], []
+    for r in range(3):
+        if kind == "fixed":
+            s = FixedBatchSampler(store.lengths, batch_size=7, rank=r, world_size=3, seed=5)
+        else:
+            s = TokenBudgetSampler(store.lengths, max_tokens=900, rank=r, world_size=3, seed=5)
+        p = s.plan(2)
+        parts.append(set(p.indices.tolist()))
+        steps.append(len(p))
+        assert len(p.indices) == len(parts[-1])
+    assert len(set(steps)) == 1
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert len(parts[0] | parts[1] | parts[2]) >= len(store) - (3 if kind == "fixed" else 0.2 * len(store))
+
+
+def _dist_worker(rank, world_size, path, out):
+    st = Store(path)
+    L = TorchLoader(st, batch_size=6, seed=9)  # rank / world size from torch.distributed
+    ids = [b["clip_id"] for b in L]
+    torch.save(torch.cat(ids), f"{out}/rank{rank}.pt")
+    assert L.sampler.world_size == world_size and L.sampler.rank == rank
+
+
+def test_distributed_loader(store, distributed, tmp_path):
+    distributed(_dist_worker, 2, store.path, str(tmp_path))
+    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert len(a) == len(b) == len(store) // 2
+    assert not set(a.tolist()) & set(b.tolist())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch(store, workers):
+    kw = dict(split="sentence_train", max_tokens=1500, seed=3, num_workers=workers)
+    ref = TorchLoader(store, **kw)
+    full = [b for _ in range(2) for b in ref]  # two epochs
+    n0 = len(TorchLoader(store, **kw).plan(0))
+    a = TorchLoader(store, **kw)
+    got = []
+    for b in a:
+        got.append(b)
+        if len(got) == 3:
+            break
+    state = a.state_dict()
+    assert state["step"] == 3 and state["epoch"] == 0
+    b2 = TorchLoader(store, **kw)
+    b2.load_state_dict(state)
+    got += list(b2)  # rest of epoch 0
+    assert len(got) == n0
+    got += list(b2)  # epoch 1
+    assert len(got) == len(full)
+    for x, y in zip(got, full):
+        _same(x, y)
+    assert not torch.equal(full[0]["clip_id"], full[n0]["clip_id"])  # epochs differ
+
+
+def test_workers_match_main_process(store):
+    a = list(TorchLoader(store, batch_size=16, seed=4, num_workers=0, packed=True))
+    b = list(TorchLoader(store, batch_size=16, seed=4, num_workers=2, packed=True))
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        _same(x, y)

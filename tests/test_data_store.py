@@ -1,0 +1,201 @@
+"""Store: write/read round trip, O(1) access, validation of corrupt and truncated shards,
+cached text features, mixing."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from slpfast.data import ShardError, Store, StoreWriter
+from slpfast.data.mixing import mix_stores
+from slpfast.layouts import NUM_JOINTS
+
+
+def _clips(n, seed=0, T=(5, 40)):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        t = int(rng.integers(*T))
+        pose = rng.uniform(-2, 2, (t, NUM_JOINTS, 3)).astype(np.float32)
+        conf = rng.random((t, NUM_JOINTS)).astype(np.float32)
+        out.append((pose, conf))
+    return out
+
+
+def _write(path, clips, **kw):
+    with StoreWriter(str(path), meta={"name": "t"}, **kw) as w:
+        for i, (p, c) in enumerate(clips):
+            w.add(p, c, text=f"text {i} é", split="a" if i % 3 else "b", source="src", language="xx",
+                  signer=f"s{i % 4}", fps=25.0 + i, label=i % 5, glosses=list(range(i % 4)), key=f"k{i}")
+    return Store(str(path))
+
+
+def test_round_trip(tmp_path):
+    clips = _clips(50)
+    st = _write(tmp_path / "st", clips, shard_clips=16)
+    assert len(st) == 50 and len(st.shards) == 4
+    assert st.meta == {"name": "t"}
+    for i in (0, 7, 16, 49, -1):
+        c = st.clip(i)
+        j = i % 50
+        p, cf = clips[j]
+        np.testing.assert_array_equal(c["pose"], p.astype(np.float16).astype(np.float32))
+        np.testing.assert_array_equal(c["conf"], cf.astype(np.float16).astype(np.float32))
+        assert c["text"] == f"text {j} é" and c["key"] == f"k{j}" and c["label"] == j % 5
+        assert c["gloss_ids"].tolist() == list(range(j % 4)) and c["signer"] == f"s{j % 4}"
+        assert c["fps"] == 25.0 + j and c["split"] == ("a" if j % 3 else "b") and c["clip_id"] == j
+    np.testing.assert_array_equal(st.indices("b"), np.arange(0, 50, 3))
+    with pytest.raises(IndexError):
+        st.clip(50)
+
+
+def test_gather_padded_and_packed(tmp_path):
+    clips = _clips(40, seed=1)
+    st = _write(tmp_path / "st", clips, shard_clips=7)
+    idx = np.array([3, 39, 0, 17, 17, 8])
+    b = st.gather(idx)
+    T = max(clips[i][0].shape[0] for i in idx)
+    assert b["pose"].shape == (6, T, NUM_JOINTS, 3) and b["conf"].shape == (6, T, NUM_JOINTS)
+    for k, i in enumerate(idx):
+        L = clips[i][0].shape[0]
+        np.testing.assert_array_equal(b["pose"][k, :L], clips[i][0].astype(np.float16).astype(np.float32))
+        assert not b["pose"][k, L:].any() and not b["conf"][k, L:].any()
+    pk = st.gather(idx, packed=True, channels=2)
+    cu = pk["cu_seqlens"]
+    assert cu.dtype == np.int32 and cu[-1] == pk["pose"].shape[0] and pk["pose"].shape[-1] == 2
+    for k, i in enumerate(idx):
+        np.testing.assert_array_equal(pk["pose"][cu[k]:cu[k + 1]], b["pose"][k, : b["lengths"][k], :, :2])
+    crop = st.gather([5], starts=[2], lengths=[3])
+    np.testing.assert_array_equal(crop["pose"][0], clips[5][0][2:5].astype(np.float16).astype(np.float32))
+
+
+def test_sanitize_and_2d(tmp_path):
+    pose = np.ones((4, NUM_JOINTS, 2), np.float32)
+    pose[1, 3, 0] = np.nan
+    pose[2, 4, 1] = 1e9
+    conf = np.ones((4, NUM_JOINTS), np.float32)
+    with StoreWriter(str(tmp_path / "st")) as w:
+        w.add(pose, conf, text="x")
+        with pytest.raises(ValueError):
+            w.add(np.zeros((0, NUM_JOINTS, 3)), np.zeros((0, NUM_JOINTS)))
+        with pytest.raises(ValueError):
+            w.add(np.zeros((3, 50, 3)), np.zeros((3, 50)))
+    c = Store(str(tmp_path / "st")).clip(0)
+    assert c["dims"] == 2 and not c["pose"][..., 2].any()
+    assert c["pose"][1, 3].tolist() == [0, 0, 0] and c["conf"][1, 3] == 0
+    assert c["pose"][2, 4, 1] == 65504.0 and np.isfinite(c["pose"]).all()
+
+
+def _shard(path):
+    return os.path.join(path, "shard-00000.slp")
+
+
+def test_truncated_shard(tmp_path):
+    st = tmp_path / "st"
+    _write(st, _clips(5))
+    f = _shard(st)
+    data = open(f, "rb").read()
+    open(f, "wb").write(data[:-100])
+    with pytest.raises(ShardError, match="truncated"):
+        Store(str(st))
+    open(f, "wb").write(data[:20])
+    with pytest.raises(ShardError, match="truncated"):
+        Store(str(st))
+
+
+@pytest.mark.parametrize("where", ["magic", "version", "header", "index", "pose"])
+def test_corrupt_shard(tmp_path, where, monkeypatch):
+    st = tmp_path / "st"
+    _write(st, _clips(5))
+    f = _shard(st)
+    data = bytearray(open(f, "rb").read())
+    if where == "magic":
+        data[0:4] = b"XXXX"
+        msg = "magic"
+    elif where == "version":
+        data[8] = 99
+        msg = "version|prelude"
+    elif where == "header":
+        data[40] ^= 0xFF
+        msg = "header"
+    else:  # flip a byte inside a section
+        hdr = json.loads(bytes(data[32: 32 + int.from_bytes(data[12:16], "little")]))
+        ds = (32 + int.from_bytes(data[12:16], "little") + 63) // 64 * 64
+        msg = "label" if where == "index" else "poseconf"
+        data[ds + hdr["sections"][msg]["offset"] + 5] ^= 0x01
+    open(f, "wb").write(bytes(data))
+    if where == "pose":
+        Store(str(st), verify="none")  # sizes only
+        with pytest.raises(ShardError, match=msg):
+            Store(str(st))  # small sections are CRC-checked on every open
+        from slpfast.data import shard_format
+
+        monkeypatch.setattr(shard_format, "FAST_VERIFY_BYTES", 16)
+        Store(str(st))  # big pose sections: only a full verify reads them
+        with pytest.raises(ShardError, match=msg):
+            Store(str(st), verify="full")
+    else:
+        with pytest.raises(ShardError, match=msg):
+            Store(str(st))
+
+
+def test_missing_and_mismatched(tmp_path):
+    with pytest.raises(ShardError, match="no store.json"):
+        Store(str(tmp_path))
+    st = tmp_path / "st"
+    _write(st, _clips(3))
+    info = json.load(open(st / "store.json"))
+    info["shards"][0]["num_clips"] = 4
+    json.dump(info, open(st / "store.json", "w"))
+    with pytest.raises(ShardError, match="does not match"):
+        Store(str(st))
+    os.unlink(_shard(st))
+    with pytest.raises(ShardError, match="cannot open"):
+        Store(str(st))
+
+
+def test_atomic_shard_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    from slpfast.data import shard_format
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shard_format.os, "fsync", boom)
+    with pytest.raises(OSError):
+        shard_format.write_shard(str(tmp_path / "x.slp"), {"a": np.zeros(3)}, kind="clips")
+    assert os.listdir(tmp_path) == []
+
+
+def test_text_features(tmp_path):
+    st = _write(tmp_path / "st", _clips(20), shard_clips=6)
+    rng = np.random.default_rng(0)
+    pooled = rng.standard_normal((20, 8)).astype(np.float32)
+    toks = [rng.standard_normal((i % 5 + 1, 8)).astype(np.float32) for i in range(20)]
+    st.write_text_features(pooled, toks, name="minilm", meta={"encoder": "test"})
+    st2 = Store(str(tmp_path / "st"))
+    assert st2.text_feature_names == ["minilm"]
+    p, t = st2.text_features("minilm", [3, 19])
+    np.testing.assert_allclose(p, pooled[[3, 19]], atol=2e-3)
+    assert t[1].shape == (5, 8)
+    np.testing.assert_allclose(t[0], toks[3], atol=2e-3)
+    assert "text_features/minilm" in st2.clip(0)
+    with pytest.raises(ValueError):
+        st2.write_text_features(pooled[:5], name="short")
+    assert "short" not in Store(str(tmp_path / "st")).text_feature_names
+
+
+def test_mixing(tmp_path):
+    a = _write(tmp_path / "a", _clips(30))
+    b = _write(tmp_path / "b", _clips(10, seed=3))
+    cat, mix = mix_stores([a, b], [1, 3], num_samples=400, seed=0)
+    assert len(cat) == 40
+    e0 = mix.epoch_indices(0)
+    assert len(e0) == 400 and (e0 < 40).all()
+    assert abs((e0 >= 30).mean() - 0.75) < 0.01
+    assert not np.array_equal(e0, mix.epoch_indices(1))
+    np.testing.assert_array_equal(e0, mix.epoch_indices(0))
+    c = cat.clip(35)
+    np.testing.assert_array_equal(c["pose"], b.clip(5)["pose"])
+    assert c["clip_id"] == 35 and cat.text(35) == b.text(5)
