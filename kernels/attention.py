@@ -8,7 +8,8 @@ Entry point: :func:`masked_attention` (called by the ``triton`` backend of
   -> (dq, dk, dv)``
 
 Both are ``torch.library.triton_op`` s (``torch.compile`` traces into the kernels; fake tensors
-come for free), and ``attn_fwd`` has an autograd formula that calls ``attn_bwd``.
+come for free), and ``attn_fwd`` has an autograd formula that calls ``attn_bwd``. Eager calls
+take a plain ``autograd.Function`` over the same launchers (less CPU time per call).
 ``lens`` is ``seq_lens (B,)`` (padded, may be None: nothing padded) or ``cu_seqlens (B+1,)``
 (``varlen=True``). ``lse`` is fp32 ``(H, rows)``, rows = B*T (padded) or total (packed).
 
@@ -106,9 +107,13 @@ def _common(q, lens, max_seqlen, varlen, causal):
     return B, T, H, rows, grid_rows, bucket, meta
 
 
-@torch.library.triton_op("slpfast::attn_fwd", mutates_args=())
-def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: torch.Tensor | None, max_seqlen: int,
-             causal: bool, scale: float, varlen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _launcher(kernel, wrap: bool):
+    """Inside a triton_op body ``wrap_triton`` lets torch.compile trace the launch; the eager
+    autograd path calls the kernel directly."""
+    return torch.library.wrap_triton(kernel) if wrap else kernel
+
+
+def _fwd(q, k, v, lens, max_seqlen: int, causal: bool, scale: float, varlen: bool, wrap: bool):
     q, k, v = _last_dim_contiguous(q, k, v)
     B, T, H, rows, grid_rows, bucket, meta = _common(q, lens, max_seqlen, varlen, causal)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -119,17 +124,14 @@ def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: torch.Tens
         return out, lse
     kernel, blocks = _kernel("fwd", q.device)
     grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_M"]), B * H)  # noqa: E731
-    torch.library.wrap_triton(kernel)[grid](
+    _launcher(kernel, wrap)[grid](
         q, k, v, out, lse, lens if lens is not None else q,
         *_strides(q, varlen), *_strides(k, varlen), *_strides(v, varlen), *_strides(out, varlen), lse.stride(0),
         T, H, scale, bucket, **meta, **blocks)
     return out, lse
 
 
-@torch.library.triton_op("slpfast::attn_bwd", mutates_args=())
-def attn_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-             lse: torch.Tensor, lens: torch.Tensor | None, max_seqlen: int, causal: bool, scale: float,
-             varlen: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _bwd(do, q, k, v, out, lse, lens, max_seqlen: int, causal: bool, scale: float, varlen: bool, wrap: bool):
     q, k, v = _last_dim_contiguous(q, k, v)
     do, out = do.contiguous(), out.contiguous()
     B, T, H, rows, grid_rows, bucket, meta = _common(q, lens, max_seqlen, varlen, causal)
@@ -143,22 +145,34 @@ def attn_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     D = meta["D"]
     delta = torch.empty((H, rows), dtype=torch.float32, device=q.device)
     block_r = INTERPRETER_BLOCKS["delta"] if q.device.type == "cpu" else 128
-    torch.library.wrap_triton(attn_bwd_delta_kernel)[(triton.cdiv(rows, block_r), H)](
+    _launcher(attn_bwd_delta_kernel, wrap)[(triton.cdiv(rows, block_r), H)](
         out, do, delta, rows, H * D, D, H * D, D, delta.stride(0),
         D=D, BLOCK_R=block_r, BLOCK_D=meta["BLOCK_D"], num_warps=4)
     common = (*_strides(q, varlen), *_strides(k, varlen), *_strides(v, varlen), *_strides(do, varlen))
-    tail = (T, H, scale, bucket)
+    lens = lens if lens is not None else q
     kernel, blocks = _kernel("dkdv", q.device)
     grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_N"]), B * H)  # noqa: E731
-    torch.library.wrap_triton(kernel)[grid](
-        q, k, v, do, dk, dv, lse, delta, lens if lens is not None else q,
-        *common, *_strides(dk, varlen), lse.stride(0), *tail, **meta, **blocks)
+    _launcher(kernel, wrap)[grid](q, k, v, do, dk, dv, lse, delta, lens, *common, *_strides(dk, varlen),
+                                  lse.stride(0), T, H, scale, bucket, **meta, **blocks)
     kernel, blocks = _kernel("dq", q.device)
     grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_M"]), B * H)  # noqa: E731
-    torch.library.wrap_triton(kernel)[grid](
-        q, k, v, do, dq, lse, delta, lens if lens is not None else q,
-        *common, *_strides(dq, varlen), lse.stride(0), *tail, **meta, **blocks)
+    _launcher(kernel, wrap)[grid](q, k, v, do, dq, lse, delta, lens, *common, *_strides(dq, varlen),
+                                  lse.stride(0), T, H, scale, bucket, **meta, **blocks)
     return dq, dk, dv
+
+
+# ------------------------------------------------- torch ops (what torch.compile sees)
+@torch.library.triton_op("slpfast::attn_fwd", mutates_args=())
+def attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: torch.Tensor | None, max_seqlen: int,
+             causal: bool, scale: float, varlen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return _fwd(q, k, v, lens, max_seqlen, causal, scale, varlen, wrap=True)
+
+
+@torch.library.triton_op("slpfast::attn_bwd", mutates_args=())
+def attn_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+             lse: torch.Tensor, lens: torch.Tensor | None, max_seqlen: int, causal: bool, scale: float,
+             varlen: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _bwd(do, q, k, v, out, lse, lens, max_seqlen, causal, scale, varlen, wrap=True)
 
 
 def _setup_context(ctx, inputs, output):
@@ -178,9 +192,33 @@ def _backward(ctx, d_out, _d_lse):
 attn_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+# ------------------------------------------- eager autograd (a fraction of the op overhead)
+class _MaskedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, lens, max_seqlen, causal, scale, varlen):
+        out, lse = _fwd(q, k, v, lens, max_seqlen, causal, scale, varlen, wrap=False)
+        ctx.save_for_backward(q, k, v, out, lse, lens)
+        ctx.args = (max_seqlen, causal, scale, varlen)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_out):
+        q, k, v, out, lse, lens = ctx.saved_tensors
+        dq, dk, dv = _bwd(d_out, q, k, v, out, lse, lens, *ctx.args, wrap=False)
+        return dq, dk, dv, None, None, None, None, None
+
+
 def masked_attention(q, k, v, *, seq_lens=None, cu_seqlens=None, max_seqlen: int, causal: bool, scale: float):
-    """Validated input of :func:`slpfast.ops.masked_attention` -> out (rows past a length: 0)."""
+    """Validated input of :func:`slpfast.ops.masked_attention` -> out (rows past a length: 0).
+
+    Eager calls go through a plain ``autograd.Function`` (the custom-op dispatch costs more CPU
+    time per call than these kernels take on short pose clips); under ``torch.compile`` the
+    ``torch.ops.slpfast.attn_*`` triton ops are used, which compile traces into.
+    """
     varlen = cu_seqlens is not None
     lens = cu_seqlens if varlen else seq_lens
-    out, _ = torch.ops.slpfast.attn_fwd(q, k, v, lens, int(max_seqlen), bool(causal), float(scale), varlen)
-    return out
+    args = (q, k, v, lens, int(max_seqlen), bool(causal), float(scale), varlen)
+    if torch.compiler.is_compiling():
+        return torch.ops.slpfast.attn_fwd(*args)[0]
+    return _MaskedAttention.apply(*args)

@@ -213,14 +213,17 @@ def test_module_padded_and_packed_agree():
         mod(xp, lens)
 
 
-def test_compile_through_sdpa():
-    """torch.compile of the module (fullgraph) with the sdpa backend, forward and backward."""
-    mod = MaskedSelfAttention(32, 2, causal=True, backend="sdpa")
+def test_compile_through_auto_dispatch():
+    """torch.compile (fullgraph) of the module with backend="auto": the dispatch traces, and on
+    CPU it lands on sdpa; forward and backward, packed and padded."""
+    mod = MaskedSelfAttention(32, 2, causal=True)
     lens = torch.tensor([5, 2], dtype=torch.int32)
     cu = cu_from_lengths(lens)
-    x = torch.randn(7, 32)
     compiled = torch.compile(mod, fullgraph=True, backend="aot_eager")
+    x = torch.randn(7, 32)
     got = compiled(x, cu_seqlens=cu, max_seqlen=5)
     torch.testing.assert_close(got, mod(x, cu_seqlens=cu, max_seqlen=5), atol=1e-5, rtol=1e-5)
     got.sum().backward()
     assert torch.isfinite(mod.qkv.weight.grad).all()
+    xp = torch.randn(2, 5, 32)
+    torch.testing.assert_close(compiled(xp, lens), mod(xp, lens), atol=1e-5, rtol=1e-5)

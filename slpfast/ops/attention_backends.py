@@ -142,13 +142,18 @@ def _flex_call(q, k, v, seq_lens, cu_seqlens, causal, scale, compile_mask):
 
 
 # -------------------------------------------------------------------------------- xformers
-@functools.lru_cache(maxsize=None)
+_XFORMERS_ERROR: list[str | None] = []  # [import error or None], filled on first use
+
+
+@torch.compiler.assume_constant_result  # a machine fact: torch.compile need not trace the import
 def _xformers_import_error() -> str | None:
-    try:
-        import xformers.ops  # noqa: F401
-    except Exception as exc:  # ImportError, or a broken build
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    if not _XFORMERS_ERROR:
+        try:
+            import xformers.ops  # noqa: F401
+            _XFORMERS_ERROR.append(None)
+        except Exception as exc:  # ImportError, or a broken build
+            _XFORMERS_ERROR.append(f"{type(exc).__name__}: {exc}")
+    return _XFORMERS_ERROR[0]
 
 
 def _xformers_available() -> list[str]:
