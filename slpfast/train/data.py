@@ -22,7 +22,13 @@ from torch import nn
 from slpfast.models.masking import sample_joint_mask
 from slpfast.models.pretrain_model import PretrainModel
 from slpfast.models.text_encoder import TextFeatures, build_text_encoder, cache_text_features, default_text_model_path
+from slpfast.ops.pose import AugmentConfig
 from slpfast.train import distributed as D
+
+#: Pre-training augmentation: pose-format's augment2d distributions (rotation/shear/scale std
+#: 0.2), horizontal flip with p = 0.5, speed in [0.9, 1.1] and a little joint jitter (the pose is
+#: normalized to a shoulder width of 1, so 0.01 is 1% of it).
+AUGMENT = AugmentConfig(speed_min=0.9, speed_max=1.1, jitter_std=0.01)
 
 #: splits of the synthetic corpus used for pre-training (val/test stay unseen)
 SYNTHETIC_TRAIN_SPLITS = ("islr_train", "sentence_train")
@@ -156,16 +162,18 @@ class PretrainData:
         normalize_pose -> augment_pose (seed = f(train.seed, step, micro), keyed by clip id, so
         a clip's augmentation depends neither on its batch nor on the rank) -> MPM mask.
         """
-        from slpfast.ops import normalize_pose
+        from slpfast.ops import augment_pose, normalize_pose
 
         c = self.cfg
         nb = device.type == "cuda"
         pose = batch["pose"].to(device, non_blocking=nb)
         conf = batch["conf"].to(device, non_blocking=nb)
         lengths = batch["lengths"].to(device, non_blocking=nb)
-        pose, conf = normalize_pose(pose, conf, lengths)
-        if c.data.augment:
-            pose, conf, lengths = self._augment(pose, conf, lengths, batch["clip_id"].to(device), _mix(c.train.seed, step, micro))
+        if c.data.augment:  # one fused pass: normalize, then augment
+            pose, conf, lengths = augment_pose(pose, conf, lengths, seed=_mix(c.train.seed, step, micro),
+                                               clip_ids=batch["clip_id"].to(device), config=AUGMENT, normalize=True)
+        else:
+            pose, conf = normalize_pose(pose, conf, lengths)
         pose = pose.float()
         gen = torch.Generator(device=device).manual_seed(_mix(c.train.seed, step, micro, self.dist.rank, 1))
         mask = None
@@ -184,10 +192,6 @@ class PretrainData:
             kwargs["texts"] = list(batch["text"])
         return {"lengths": lengths, "model_kwargs": kwargs}
 
-    def _augment(self, pose, conf, lengths, clip_ids, seed):
-        from slpfast.ops import augment_pose
-
-        return augment_pose(pose, conf, lengths, clip_ids=clip_ids, seed=seed)
 
 
 def flops_coefficients(model: nn.Module) -> tuple[float, float]:

@@ -1,0 +1,118 @@
+"""Pre-training loop in-process: loss falls, exact resume after a kill, non-finite steps, export."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from _pretrain_common import ROOT, env, read_losses, tiny_args, tiny_store
+from slpfast.train.config import parse_args
+from slpfast.train.trainer import NonFiniteLossError, Trainer
+
+
+def _trainer(store, out, **over) -> Trainer:
+    return Trainer(parse_args(tiny_args(store, str(out), **over)))
+
+
+def test_loss_falls_over_100_steps(tmp_path_factory, tmp_path):
+    store = tiny_store(tmp_path_factory)
+    tr = _trainer(store, tmp_path, **{"train.steps": 100, "train.log_every": 10, "train.ckpt_every": 0,
+                                      "optim.lr": 2e-3, "optim.warmup_steps": 10})
+    try:
+        summary = tr.run()
+    finally:
+        tr.close()
+    hist = summary["history"]
+    assert summary["status"] == "completed" and len(hist) == 10
+    first, last = hist[0], hist[-1]
+    assert last["loss/loss"] < 0.75 * first["loss/loss"], (first, last)
+    assert last["loss/mpm"] < 0.7 * first["loss/mpm"]
+    assert last["loss/nce"] < first["loss/nce"]
+    for rec in hist:
+        assert rec["clips_per_s"] > 0 and 0 <= rec["data_wait"] <= 1 and rec["peak_mem_gib"] > 0
+        assert rec["mfu"] is None  # CPU: no MFU
+    # exported encoder loads and encodes
+    from slpfast.models import PoseEncoder
+
+    enc = PoseEncoder.from_pretrained(str(tmp_path / "encoder.safetensors"))
+    out = enc(torch.randn(2, 5, 123, 2), torch.rand(2, 5, 123), torch.tensor([5, 3]))
+    assert out.pooled.shape == (2, 32) and torch.isfinite(out.pooled).all()
+    assert os.path.isfile(tmp_path / "metrics.jsonl")
+
+
+def test_kill_and_resume_gives_identical_losses(tmp_path_factory, tmp_path):
+    store = tiny_store(tmp_path_factory)
+    over = {"train.steps": 40, "train.ckpt_every": 4, "mpm.strategy": "mixed", "text.finegrained_weight": 0.5}
+    # uninterrupted reference run (in this process)
+    ref_dir = tmp_path / "ref"
+    tr = _trainer(store, ref_dir, **over)
+    try:
+        tr.run()
+    finally:
+        tr.close()
+    ref = read_losses(str(ref_dir))
+    assert sorted(ref) == list(range(1, 41))
+    # a separate process, SIGKILLed after its second checkpoint
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "slpfast.pretrain", *tiny_args(store, str(run_dir), **over)],
+                            cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck = run_dir / "checkpoints" / "step_00000008.pt"
+    deadline = time.time() + 180
+    while not ck.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ck.exists(), "the run never reached its step-8 checkpoint"
+    # resume in this process
+    tr = _trainer(store, run_dir, **over, **{"train.resume": "auto"})
+    try:
+        start_ckpt = tr.maybe_resume()
+        tr.cfg.train.resume = ""  # run() must not resume twice
+        resumed_at = tr.step
+        tr.run()
+    finally:
+        tr.close()
+    assert start_ckpt is not None and 8 <= resumed_at < 40, resumed_at
+    got = read_losses(str(run_dir))
+    assert sorted(got) == list(range(1, 41))
+    assert [got[s] for s in range(1, 41)] == [ref[s] for s in range(1, 41)]  # bit-identical on CPU
+
+
+def test_nonfinite_steps_are_skipped_then_abort(tmp_path_factory, tmp_path):
+    store = tiny_store(tmp_path_factory)
+    tr = _trainer(store, tmp_path, **{"train.steps": 20, "train.max_nonfinite": 3, "train.ckpt_every": 0,
+                                      "train.export": ""})
+    real_forward = tr.model.forward
+    poisoned = {2, 4, 5, 6, 7}  # step 2 alone: skipped; 4, 5, 6 in a row: abort at the third
+
+    def forward(**kw):
+        out = real_forward(**kw)
+        if tr.step in poisoned:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    tr.model.forward = forward
+    before = {}
+    orig_step = tr.train_step
+
+    def spy():
+        if tr.step == 2:
+            before.update({k: v.detach().clone() for k, v in tr.raw_model.state_dict().items()})
+        res = orig_step()
+        if tr.step == 3:
+            after = tr.raw_model.state_dict()
+            assert all(torch.equal(before[k], after[k]) for k in before), "a skipped step changed the weights"
+        return res
+
+    tr.train_step = spy
+    try:
+        with pytest.raises(NonFiniteLossError, match="3 consecutive"):
+            tr.run()
+    finally:
+        tr.close()
+    assert tr.nonfinite_total == 4 and tr.step == 7
