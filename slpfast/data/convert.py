@@ -1,0 +1,302 @@
+"""Convert pose files into a store: ``python -m slpfast.data.convert SRC... --out DIR``.
+
+::
+
+    python -m slpfast.data.convert data/poses/ extra.pose --manifest texts.tsv --out stores/mine \\
+        --fps 25 --max-gap 5 --workers 8
+
+SRC are files or folders (searched recursively for .pose, .json, .npy, .npz, .pkl). Every
+clip is read (:mod:`.readers`), the main signer picked, mapped to the canonical layout
+(:mod:`slpfast.layouts_sources`), short gaps filled, resampled to ``--fps`` (numba,
+:mod:`.preprocess`) and written with its text and metadata from the manifest
+(:mod:`.manifest`).
+
+Robustness: a clip that cannot be used is skipped and its reason counted: ``corrupt``,
+``shape`` (wrong shapes / unknown layout), ``nan`` (NaN or inf in a confident point),
+``empty`` (no frames or no confident point), ``missing_text`` (no manifest row or empty
+text; ``--allow-missing-text`` keeps such clips with text ""). The run never stops on bad
+input. The report (``convert_report.json`` in the store, also printed) has the counts and
+the first few files per reason.
+
+Resume: inputs are cut into chunks of ``--chunk`` files in sorted order; each chunk becomes
+one shard, written atomically, followed by its chunk report. A rerun with the same inputs
+skips finished chunks (their shard and report exist and the shard validates) and redoes the
+rest, so an interrupted run (Ctrl-C, crash, kill) resumes where it stopped and never leaves
+a half-written shard. ``store.json`` is written last.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+
+from ..layouts import PART_SLICES
+from .manifest import Manifest, read_manifest
+from .readers import EXTENSIONS, ReadError, read_any
+from .shard_format import ShardError, ShardFile, atomic_write_json
+from .store import write_clip_shard, write_store_json
+
+REASONS = ("corrupt", "shape", "nan", "empty", "missing_text")
+_SIGNER_WEIGHT_PARTS = ("body", "left_hand", "right_hand")
+
+
+def find_inputs(sources: list[str]) -> list[tuple[str, str]]:
+    """(path, clip id) for every input file; the id is the path relative to its SRC root
+    without extension (a file given directly: its stem)."""
+    out = []
+    for src in sources:
+        if os.path.isdir(src):
+            for root, _, files in os.walk(src):
+                for f in files:
+                    if f.lower().endswith(EXTENSIONS):
+                        p = os.path.join(root, f)
+                        out.append((p, os.path.splitext(os.path.relpath(p, src))[0].replace(os.sep, "/")))
+        elif os.path.exists(src):
+            out.append((src, os.path.splitext(os.path.basename(src))[0]))
+        else:
+            raise FileNotFoundError(src)
+    out.sort(key=lambda x: (x[1], x[0]))
+    return out
+
+
+class Skip(Exception):
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+
+
+def convert_one(path: str, clip_id: str, manifest: Manifest | None, opts: dict) -> dict:
+    """Read + preprocess one clip. Returns the record for the shard, or raises Skip."""
+    from . import preprocess
+
+    row = manifest.lookup(clip_id, os.path.basename(clip_id)) if manifest is not None else None
+    text = (row or {}).get("text", "")
+    if not text.strip() and not opts["allow_missing_text"]:
+        raise Skip("missing_text", "no manifest row with text" if row is None else "empty text")
+    try:
+        raw = read_any(path, layout=opts["layout"], channels=opts["channels"])
+    except ReadError as e:
+        raise Skip(e.reason, str(e)) from None
+    pts, conf = raw.points, raw.conf
+    if pts.shape[0] == 0 or pts.shape[1] == 0:
+        raise Skip("empty", "no frames" if pts.shape[0] == 0 else "no person")
+    if not np.isfinite(conf).all() or not np.isfinite(pts[conf > 0]).all():
+        raise Skip("nan", "NaN or inf values")
+    pts = np.where(conf[..., None] > 0, pts, 0.0).astype(np.float32)  # NaN at missing points is fine
+    pts = np.nan_to_num(pts, nan=0.0, posinf=0.0, neginf=0.0)
+    # canonical layout first (the signer score weighs body + hands), then pick the signer
+    cpts, cconf = raw.layout.to_canonical(pts, conf)  # (T, people, J, 3)
+    weight = np.zeros(cpts.shape[2])
+    for part in _SIGNER_WEIGHT_PARTS:
+        weight[PART_SLICES[part]] = 1.0
+    if cpts.shape[1] > 1:
+        p, c, _ = preprocess.select_signer(cpts, cconf, weight=weight)
+    else:
+        p, c = cpts[:, 0], cconf[:, 0]
+    if not (c > 0).any():
+        raise Skip("empty", "no confident point")
+    p, c = preprocess.fill_gaps(p, c, opts["max_gap"])
+    fps = raw.fps or (float(row["fps"]) if row and row.get("fps") else None) or opts["default_fps"]
+    if opts["fps"]:
+        p, c = preprocess.resample(p, c, fps, opts["fps"])
+        fps = opts["fps"]
+    glosses = manifest.gloss_ids(row) if (manifest is not None and row) else []
+    return {"pose": p, "conf": c, "text": text, "key": clip_id, "fps": float(fps),
+            "split": (row or {}).get("split") or opts["split"], "source": (row or {}).get("source") or opts["source"],
+            "language": (row or {}).get("language") or opts["language"], "signer": (row or {}).get("signer", ""),
+            "label": manifest.label(row) if (manifest is not None and row) else -1, "glosses": glosses,
+            "dims": raw.dims, "layout": raw.layout.name}
+
+
+def _record(rec):
+    from .store import sanitize_pose
+
+    pose, conf = sanitize_pose(rec["pose"], rec["conf"])
+    out = np.zeros(pose.shape[:2] + (4,), np.float16)
+    out[..., :3] = pose
+    out[..., 3] = conf
+    return out
+
+
+def run_chunk(args) -> dict:
+    """Convert one chunk of files into ``shard-<k>.slp`` (+ its report). Runs in a worker."""
+    k, items, out_dir, manifest, opts = args
+    from . import _kernels
+
+    _kernels.serial_only()
+    poses, cols = [], {c: [] for c in ("fps", "label", "dims", "text", "key", "gloss", "split", "source", "language",
+                                        "signer")}
+    reasons: Counter = Counter()
+    examples: dict[str, list] = {}
+    layouts: Counter = Counter()
+    for path, cid in items:
+        try:
+            rec = convert_one(path, cid, manifest, opts)
+        except Skip as e:
+            reasons[e.reason] += 1
+            examples.setdefault(e.reason, []).append(f"{path}: {e}")
+            continue
+        except Exception as e:  # never let one file stop the run
+            reasons["corrupt"] += 1
+            examples.setdefault("corrupt", []).append(f"{path}: unexpected {type(e).__name__}: {e}")
+            continue
+        poses.append(_record(rec))
+        cols["fps"].append(rec["fps"])
+        cols["label"].append(rec["label"])
+        cols["dims"].append(rec["dims"])
+        cols["text"].append(rec["text"].encode("utf-8"))
+        cols["key"].append(rec["key"].encode("utf-8"))
+        cols["gloss"].append(np.asarray(rec["glosses"], np.int32))
+        for c in ("split", "source", "language", "signer"):
+            cols[c].append(str(rec[c]))
+        layouts[rec["layout"]] += 1
+    shard = None
+    if poses:
+        name = f"shard-{k:05d}.slp"
+        info = write_clip_shard(os.path.join(out_dir, name), poses, cols)
+        shard = {"file": name, **info}
+    report = {"chunk": k, "files": len(items), "converted": len(poses), "skipped": dict(reasons),
+              "examples": {r: v[:5] for r, v in examples.items()}, "layouts": dict(layouts), "shard": shard}
+    atomic_write_json(os.path.join(out_dir, "chunks", f"chunk-{k:05d}.json"), report)
+    return report
+
+
+def _chunk_done(out_dir: str, k: int) -> dict | None:
+    rp = os.path.join(out_dir, "chunks", f"chunk-{k:05d}.json")
+    if not os.path.isfile(rp):
+        return None
+    try:
+        with open(rp) as f:
+            rep = json.load(f)
+        if rep.get("shard"):
+            sh = ShardFile(os.path.join(out_dir, rep["shard"]["file"]), verify="fast", expect_kind="clips")
+            if sh.meta.get("num_clips") != rep["shard"]["num_clips"]:
+                return None
+        return rep
+    except (OSError, ValueError, ShardError):
+        return None
+
+
+def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fps: float | None = None,
+            default_fps: float = 25.0, max_gap: int = 5, layout: str | None = None, channels: str = "auto",
+            split: str = "train", source: str = "", language: str = "", allow_missing_text: bool = False,
+            workers: int = 1, chunk: int = 256, progress: bool = True, overwrite: bool = False,
+            meta: dict | None = None) -> dict:
+    """Convert ``sources`` into a store at ``out_dir`` (see the module docstring). Returns the report."""
+    items = find_inputs(sources)
+    man = read_manifest(manifest) if manifest else None
+    opts = {"fps": fps, "default_fps": default_fps, "max_gap": max_gap, "layout": layout, "channels": channels,
+            "split": split, "source": source, "language": language, "allow_missing_text": allow_missing_text}
+    os.makedirs(os.path.join(out_dir, "chunks"), exist_ok=True)
+    h = hashlib.sha256(json.dumps([items, opts, chunk, manifest and os.path.getsize(manifest)]).encode()).hexdigest()
+    state_path = os.path.join(out_dir, "convert_state.json")
+    if os.path.isfile(state_path):
+        with open(state_path) as f:
+            old = json.load(f)
+        if old.get("inputs_hash") != h:
+            if not overwrite:
+                raise SystemExit(f"{out_dir} holds a conversion of other inputs/options; use --overwrite to start over")
+            for f in os.listdir(os.path.join(out_dir, "chunks")):
+                os.unlink(os.path.join(out_dir, "chunks", f))
+    elif overwrite:
+        for f in os.listdir(os.path.join(out_dir, "chunks")):
+            os.unlink(os.path.join(out_dir, "chunks", f))
+    atomic_write_json(state_path, {"inputs_hash": h, "num_files": len(items)})
+    chunks = [items[s:s + chunk] for s in range(0, len(items), chunk)]
+    reports: dict[int, dict] = {}
+    todo = []
+    for k, c in enumerate(chunks):
+        rep = _chunk_done(out_dir, k)
+        if rep is not None:
+            reports[k] = rep
+        else:
+            todo.append((k, c, out_dir, man, opts))
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(items), initial=sum(len(chunks[k]) for k in reports), unit="clip",
+                       desc="convert", file=sys.stderr)
+        except ImportError:  # pragma: no cover
+            bar = None
+    t0 = time.time()
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for rep in pool.imap_unordered(run_chunk, todo):
+                reports[rep["chunk"]] = rep
+                if bar:
+                    bar.update(rep["files"])
+    else:
+        for t in todo:
+            rep = run_chunk(t)
+            reports[rep["chunk"]] = rep
+            if bar:
+                bar.update(rep["files"])
+    if bar:
+        bar.close()
+    shards = [reports[k]["shard"] for k in sorted(reports) if reports[k]["shard"]]
+    store_meta = dict(meta or {})
+    if man is not None and man.gloss_vocab:
+        store_meta["gloss_vocab"] = man.gloss_vocab
+    store_meta["converted_from"] = [os.path.abspath(s) for s in sources]
+    if fps:
+        store_meta["fps"] = fps
+    write_store_json(out_dir, shards, store_meta)
+    skipped: Counter = Counter()
+    layouts: Counter = Counter()
+    examples: dict[str, list] = {}
+    for k in sorted(reports):
+        skipped.update(reports[k]["skipped"])
+        layouts.update(reports[k].get("layouts", {}))
+        for r, v in reports[k]["examples"].items():
+            examples.setdefault(r, []).extend(v)
+    report = {"files": len(items), "converted": sum(r["converted"] for r in reports.values()),
+              "skipped": {r: skipped.get(r, 0) for r in REASONS}, "layouts": dict(layouts),
+              "examples": {r: v[:10] for r, v in examples.items()}, "shards": len(shards),
+              "resumed_chunks": len(chunks) - len(todo), "seconds": round(time.time() - t0, 3)}
+    atomic_write_json(os.path.join(out_dir, "convert_report.json"), report)
+    return report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m slpfast.data.convert", description=__doc__.split("\n")[0])
+    p.add_argument("sources", nargs="+", help="pose files or folders")
+    p.add_argument("--out", required=True, help="store directory")
+    p.add_argument("--manifest", help="CSV / TSV / JSONL with id,text,language,split,source[,gloss,signer,fps,label]")
+    p.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: keep)")
+    p.add_argument("--default-fps", type=float, default=25.0, help="fps of inputs that do not say (npy, pkl)")
+    p.add_argument("--max-gap", type=int, default=5, help="interpolate missing runs up to this many frames")
+    p.add_argument("--layout", default=None, help="source layout for header-less inputs (default: by #points)")
+    p.add_argument("--channels", default="auto", choices=["auto", "xy", "xyz", "xyc", "xyzc"],
+                   help="channels of bare .npy arrays")
+    p.add_argument("--split", default="train", help="split of clips whose manifest row has none")
+    p.add_argument("--source", default="", help="source name of clips whose manifest row has none")
+    p.add_argument("--language", default="", help="language of clips whose manifest row has none")
+    p.add_argument("--allow-missing-text", action="store_true", help="keep clips without text (text '')")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    p.add_argument("--chunk", type=int, default=256, help="files per shard (the unit of resume)")
+    p.add_argument("--overwrite", action="store_true", help="start over if DIR holds another conversion")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    rep = convert(a.sources, a.out, manifest=a.manifest, fps=a.fps, default_fps=a.default_fps, max_gap=a.max_gap,
+                  layout=a.layout, channels=a.channels, split=a.split, source=a.source, language=a.language,
+                  allow_missing_text=a.allow_missing_text, workers=a.workers, chunk=a.chunk,
+                  progress=not a.no_progress, overwrite=a.overwrite)
+    print(json.dumps({k: v for k, v in rep.items() if k != "examples"}, indent=1))
+    for r, ex in rep["examples"].items():
+        for e in ex[:3]:
+            print(f"skipped ({r}): {e}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

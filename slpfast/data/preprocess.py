@@ -1,0 +1,168 @@
+"""Conversion-time preprocessing (numba): main-signer selection, gap filling, fps resampling.
+
+All functions take float32 ``points`` (T, [people,] J, C) and ``conf`` (T, [people,] J); a
+joint is missing where its confidence is 0.
+
+- :func:`select_signer`: (T, people, J, C) -> (T, J, C): per frame the person with the
+  highest score (sum of confidences of body + hands, times the size of its box, times how
+  central it is), with hysteresis: the previous frame's choice is kept unless another person
+  scores ``switch_margin`` times higher (people are not tracked across frames by the pose
+  estimators, so the choice is re-matched each frame by distance to the previous centroid).
+- :func:`fill_gaps`: per joint, runs of at most ``max_gap`` missing frames with valid frames
+  on both sides are linearly interpolated (confidence interpolated too). Longer gaps stay.
+- :func:`resample`: linear interpolation in time to ``target_fps`` (a frame between a valid
+  and a missing one is missing).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _fill_gaps(points, conf, max_gap):
+    T, J, C = points.shape
+    for j in range(J):
+        t = 0
+        while t < T:
+            if conf[t, j] > 0:
+                t += 1
+                continue
+            s = t
+            while t < T and conf[t, j] <= 0:
+                t += 1
+            e = t  # missing run [s, e)
+            if s > 0 and e < T and e - s <= max_gap:
+                a, b = s - 1, e
+                for k in range(s, e):
+                    w = (k - a) / (b - a)
+                    for c in range(C):
+                        points[k, j, c] = (1 - w) * points[a, j, c] + w * points[b, j, c]
+                    conf[k, j] = (1 - w) * conf[a, j] + w * conf[b, j]
+    return points, conf
+
+
+def fill_gaps(points: np.ndarray, conf: np.ndarray, max_gap: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolate missing runs of at most ``max_gap`` frames (copies; inputs untouched)."""
+    p = np.ascontiguousarray(points, np.float32).copy()
+    c = np.ascontiguousarray(conf, np.float32).copy()
+    if max_gap <= 0 or p.shape[0] < 3:
+        return p, c
+    return _fill_gaps(p, c, int(max_gap))
+
+
+@njit(cache=True)
+def _select(points, conf, weight, switch_margin):
+    T, P, J, C = points.shape
+    out = np.zeros((T, J, C), np.float32)
+    oc = np.zeros((T, J), np.float32)
+    choice = np.full(T, -1, np.int64)
+    prev = -1
+    pcx = 0.0
+    pcy = 0.0
+    for t in range(T):
+        best = -1
+        best_s = 0.0
+        scores = np.zeros(P)
+        cxs = np.zeros(P)
+        cys = np.zeros(P)
+        for p in range(P):
+            s = 0.0
+            n = 0.0
+            x0, x1, y0, y1 = 1e30, -1e30, 1e30, -1e30
+            sx = 0.0
+            sy = 0.0
+            for j in range(J):
+                c = conf[t, p, j]
+                if c > 0:
+                    s += c * weight[j]
+                    x = points[t, p, j, 0]
+                    y = points[t, p, j, 1]
+                    x0 = min(x0, x)
+                    x1 = max(x1, x)
+                    y0 = min(y0, y)
+                    y1 = max(y1, y)
+                    sx += x
+                    sy += y
+                    n += 1
+            if n > 0:
+                size = np.sqrt(max((x1 - x0) * (y1 - y0), 0.0)) + 1e-6
+                scores[p] = s * size
+                cxs[p] = sx / n
+                cys[p] = sy / n
+        if prev >= 0:  # re-match the previous signer by centroid distance
+            dmin = 1e30
+            for p in range(P):
+                if scores[p] > 0:
+                    d = (cxs[p] - pcx) ** 2 + (cys[p] - pcy) ** 2
+                    if d < dmin:
+                        dmin = d
+                        prev = p
+        for p in range(P):
+            if scores[p] > best_s:
+                best_s = scores[p]
+                best = p
+        if prev >= 0 and best >= 0 and scores[prev] > 0 and best_s < switch_margin * scores[prev]:
+            best = prev
+        choice[t] = best
+        if best >= 0:
+            prev = best
+            pcx = cxs[best]
+            pcy = cys[best]
+            for j in range(J):
+                oc[t, j] = conf[t, best, j]
+                for c in range(C):
+                    out[t, j, c] = points[t, best, j, c]
+    return out, oc, choice
+
+
+def select_signer(points: np.ndarray, conf: np.ndarray, *, weight: np.ndarray | None = None,
+                  switch_margin: float = 1.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(T, people, J, C) -> the main signer (T, J, C), (T, J) and the person index per frame."""
+    points = np.ascontiguousarray(points, np.float32)
+    conf = np.ascontiguousarray(conf, np.float32)
+    if points.ndim != 4:
+        raise ValueError(f"points must be (T, people, J, C), got {points.shape}")
+    J = points.shape[2]
+    w = np.ones(J) if weight is None else np.asarray(weight, np.float64)
+    return _select(points, conf, w, float(switch_margin))
+
+
+@njit(cache=True)
+def _resample(points, conf, src_fps, dst_fps, T2):
+    T, J, C = points.shape
+    out = np.zeros((T2, J, C), np.float32)
+    oc = np.zeros((T2, J), np.float32)
+    for k in range(T2):
+        x = k * src_fps / dst_fps
+        a = int(np.floor(x))
+        if a >= T - 1:
+            a = T - 1
+            w = 0.0
+        else:
+            w = x - a
+        b = min(a + 1, T - 1)
+        for j in range(J):
+            ca = conf[a, j]
+            cb = conf[b, j]
+            if w < 1e-6:
+                if ca > 0:
+                    oc[k, j] = ca
+                    for c in range(C):
+                        out[k, j, c] = points[a, j, c]
+            elif ca > 0 and cb > 0:
+                oc[k, j] = (1 - w) * ca + w * cb
+                for c in range(C):
+                    out[k, j, c] = (1 - w) * points[a, j, c] + w * points[b, j, c]
+    return out, oc
+
+
+def resample(points: np.ndarray, conf: np.ndarray, src_fps: float, dst_fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Resample (T, J, C) from ``src_fps`` to ``dst_fps`` by linear interpolation."""
+    points = np.ascontiguousarray(points, np.float32)
+    conf = np.ascontiguousarray(conf, np.float32)
+    T = points.shape[0]
+    if T == 0 or not src_fps or not dst_fps or abs(src_fps - dst_fps) < 1e-6:
+        return points.copy(), conf.copy()
+    T2 = max(1, int(round((T - 1) * dst_fps / src_fps)) + 1)
+    return _resample(points, conf, float(src_fps), float(dst_fps), T2)

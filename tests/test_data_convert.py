@@ -1,0 +1,278 @@
+"""Layouts, readers, preprocessing and the converter: round trip on the real .pose files,
+bad inputs, resume after interruption."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from slpfast.data import Store, TorchLoader
+from slpfast.data import convert as conv
+from slpfast.data.preprocess import fill_gaps, resample, select_signer
+from slpfast.layouts import BODY_JOINTS, NUM_JOINTS, PART_SLICES
+from slpfast.layouts_sources import LAYOUTS, MEDIAPIPE_MESH_TO_IBUG68, get_layout
+
+POSE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "pose")
+if not os.path.isdir(POSE_DIR):
+    POSE_DIR = "/work/shared/data/pose"
+POSE_FILES = sorted(f for f in os.listdir(POSE_DIR) if f.endswith(".pose")) if os.path.isdir(POSE_DIR) else []
+needs_pose = pytest.mark.skipif(not POSE_FILES, reason="real .pose samples not found")
+
+
+def _manifest(path, ids, **extra):
+    with open(path, "w") as f:
+        f.write("id\ttext\tlanguage\tsplit\tsource\tgloss\n")
+        for i, cid in enumerate(ids):
+            f.write(f"{cid}\ttext of {cid}\txx\t{'test' if i % 2 else 'train'}\treal\t{'HELLO' if i % 2 else 'A B'}\n")
+    return str(path)
+
+
+# ------------------------------------------------------------------------------ layouts
+def test_layout_tables():
+    for name, lay in LAYOUTS.items():
+        assert len(lay.sources) == NUM_JOINTS, name
+        flat = [i for s in lay.sources for i in s]
+        assert all(0 <= i < lay.num_points for i in flat), name
+    assert {get_layout(n).name for n in (133, 137, 543, 553, 576, 586, 178)} == {
+        "coco_wholebody_133", "openpose_137", "mediapipe_holistic_543", "mediapipe_holistic_553",
+        "mediapipe_holistic_576", "mediapipe_holistic_586", "mediapipe_holistic_reduced_178"}
+    assert len(MEDIAPIPE_MESH_TO_IBUG68) == 68 and len(set(MEDIAPIPE_MESH_TO_IBUG68)) == 68
+    # missing joints: reduced holistic has no nose points in its mesh
+    red = LAYOUTS["mediapipe_holistic_reduced_178"]
+    assert red.sources[PART_SLICES["face"].start + 30] == ()
+    pts = np.random.default_rng(0).random((4, 178, 3)).astype(np.float32)
+    p, c = red.to_canonical(pts)
+    assert c[:, PART_SLICES["face"].start + 30].max() == 0 and not p[:, PART_SLICES["face"].start + 30].any()
+
+
+def test_coco_wholebody_mapping():
+    lay = get_layout("coco133")
+    pts = np.arange(133 * 2, dtype=np.float32).reshape(1, 133, 2)
+    conf = np.ones((1, 133), np.float32)
+    conf[0, 9] = 0  # left wrist undetected
+    p, c = lay.to_canonical(pts, conf)
+    assert p.shape == (1, NUM_JOINTS, 3) and not p[..., 2].any()
+    assert p[0, BODY_JOINTS.index("left_shoulder"), 0] == pts[0, 5, 0]
+    assert c[0, BODY_JOINTS.index("left_wrist")] == 0
+    assert p[0, PART_SLICES["right_hand"].start + 4, 0] == pts[0, 112 + 4, 0]
+    assert p[0, PART_SLICES["mouth"].start, 0] == pts[0, 23 + 48, 0]
+
+
+@needs_pose
+@pytest.mark.parametrize("fname", POSE_FILES)
+def test_pose_layout_by_header(fname):
+    from pose_format import Pose
+
+    pose = Pose.read(open(os.path.join(POSE_DIR, fname), "rb").read())
+    from slpfast.data.readers import read_pose
+
+    raw = read_pose(os.path.join(POSE_DIR, fname))
+    comps = {c.name: c for c in pose.header.components}
+    data = np.asarray(pose.body.data.data)[:, 0]
+    p, c = raw.layout.to_canonical(raw.points[:, 0], raw.conf[:, 0])
+    if "openpose" in fname:
+        off = 0
+        for comp in pose.header.components:
+            if comp.name == "hand_right_keypoints_2d":
+                break
+            off += len(comp.points)
+        np.testing.assert_array_equal(p[:, PART_SLICES["right_hand"], :2][c[:, PART_SLICES["right_hand"]] > 0],
+                                      data[:, off:off + 21][c[:, PART_SLICES["right_hand"]] > 0])
+        ls = BODY_JOINTS.index("left_shoulder")
+        ok = c[:, ls] > 0
+        np.testing.assert_array_equal(p[ok, ls, :2], data[ok, comps["pose_keypoints_2d"].points.index("LShoulder")])
+    else:
+        names = comps["POSE_LANDMARKS"].points
+        ls = BODY_JOINTS.index("left_shoulder")
+        ok = c[:, ls] > 0
+        np.testing.assert_array_equal(p[ok, ls], data[ok, names.index("LEFT_SHOULDER")])
+        lh = PART_SLICES["left_hand"]
+        off = len(names) + len(comps["FACE_LANDMARKS"].points)
+        okh = c[:, lh.start] > 0
+        np.testing.assert_array_equal(p[okh, lh], data[okh, off:off + 21])
+        mesh = [int(x) for x in comps["FACE_LANDMARKS"].points]
+        mouth0 = PART_SLICES["mouth"].start  # iBUG 48 = mesh 61
+        okm = c[:, mouth0] > 0
+        np.testing.assert_array_equal(p[okm, mouth0], data[okm, len(names) + mesh.index(61)])
+
+
+# ------------------------------------------------------------------------------ preprocessing
+def test_fill_gaps():
+    T = 12
+    p = np.zeros((T, 2, 2), np.float32)
+    p[:, :, 0] = np.arange(T)[:, None]
+    c = np.ones((T, 2), np.float32)
+    c[3:6, 0] = 0  # gap of 3: filled
+    c[2:10, 1] = 0  # gap of 8: kept
+    p2 = p.copy()
+    p2[c == 0] = 0
+    q, qc = fill_gaps(p2, c, max_gap=5)
+    np.testing.assert_allclose(q[3:6, 0, 0], [3, 4, 5])
+    assert (qc[3:6, 0] == 1).all() and (qc[2:10, 1] == 0).all() and (q[2:10, 1] == 0).all()
+
+
+def test_resample():
+    T = 31
+    p = np.zeros((T, 1, 3), np.float32)
+    p[:, 0, 0] = np.arange(T)
+    c = np.ones((T, 1), np.float32)
+    q, qc = resample(p, c, 30.0, 15.0)
+    assert q.shape[0] == 16
+    np.testing.assert_allclose(q[:, 0, 0], np.arange(0, 31, 2))
+    q, _ = resample(p, c, 30.0, 60.0)
+    assert q.shape[0] == 61
+    np.testing.assert_allclose(q[:, 0, 0], np.arange(61) / 2)
+
+
+def test_select_signer():
+    T, J = 6, 5
+    rng = np.random.default_rng(0)
+    pts = np.zeros((T, 2, J, 2), np.float32)
+    pts[:, 0] = rng.random((T, J, 2)) * 10 + 100  # big signer
+    pts[:, 1] = rng.random((T, J, 2)) * 2  # small bystander
+    conf = np.ones((T, 2, J), np.float32)
+    pts[3] = pts[3, ::-1]  # people order swapped in one frame
+    conf[3] = conf[3, ::-1]
+    out, oc, who = select_signer(pts, conf)
+    assert who.tolist() == [0, 0, 0, 1, 0, 0]
+    assert (out[:, 0, 0] >= 100).all()
+
+
+# ------------------------------------------------------------------------------ converter
+@needs_pose
+def test_round_trip_real_pose_files(tmp_path):
+    ids = [os.path.splitext(f)[0] for f in POSE_FILES]
+    man = _manifest(tmp_path / "m.tsv", ids)
+    rep = conv.convert([POSE_DIR], str(tmp_path / "st"), manifest=man, max_gap=0, progress=False)
+    assert rep["converted"] == len(ids) and sum(rep["skipped"].values()) == 0
+    assert {"openpose_137", "mediapipe_holistic_reduced_178"} <= set(rep["layouts"])
+    assert {"mediapipe_holistic_576", "mediapipe_holistic_586"} & set(rep["layouts"])
+    st = Store(str(tmp_path / "st"))
+    assert st.meta["gloss_vocab"] == ["A", "B", "HELLO"]
+    from slpfast.data.readers import read_pose
+
+    for i in range(len(st)):
+        c = st.clip(i)
+        raw = read_pose(os.path.join(POSE_DIR, c["key"] + ".pose"))
+        p, cf = raw.layout.to_canonical(raw.points[:, 0], raw.conf[:, 0])
+        assert c["pose"].shape == p.shape and c["text"] == f"text of {c['key']}"
+        assert c["fps"] == pytest.approx(raw.fps) and c["dims"] == raw.dims
+        ok = cf > 0
+        np.testing.assert_array_equal(c["conf"] > 0, ok)
+        np.testing.assert_allclose(c["pose"][ok], p[ok], rtol=1e-3, atol=1e-3)
+        assert c["gloss_ids"].tolist() == ([2] if ids.index(c["key"]) % 2 else [0, 1])
+    # -> loader
+    b = next(iter(TorchLoader(st, batch_size=len(st), shuffle=False)))
+    assert b["pose"].shape[0] == len(st) and b["pose"].shape[2:] == (NUM_JOINTS, 3)
+    # resampled conversion
+    rep = conv.convert([POSE_DIR], str(tmp_path / "st25"), manifest=man, fps=12.5, progress=False)
+    st25 = Store(str(tmp_path / "st25"))
+    k = [st25.key(i) for i in range(len(st25))].index("holistic_reduced_170f")
+    assert st25.lengths[k] == round(169 * 12.5 / 24) + 1 and st25.fps[k] == 12.5
+
+
+def _bad_inputs(d):
+    os.makedirs(d)
+    rng = np.random.default_rng(0)
+    good = rng.random((10, 133, 2)).astype(np.float32)
+    np.save(f"{d}/good_npy.npy", good)
+    np.savez(f"{d}/good_npz.npz", keypoints=good, scores=np.ones((10, 133), np.float32), fps=np.float32(30))
+    with open(f"{d}/good_pkl.pkl", "wb") as f:
+        pickle.dump({"keypoints": good[:, None], "scores": np.full((10, 1, 133), 0.9, np.float32)}, f)
+    frames = [{"frame_id": t, "instances": [{"keypoints": good[t].tolist(), "keypoint_scores": [0.8] * 133},
+                                            {"keypoints": (good[t] * 0.1).tolist(), "keypoint_scores": [0.5] * 133}]}
+              for t in range(10)]
+    json.dump(frames, open(f"{d}/good_json.json", "w"))
+    np.save(f"{d}/wrong_shape.npy", rng.random((10, 50, 2)).astype(np.float32))
+    bad = good.copy()
+    bad[3, 4, 0] = np.nan
+    np.save(f"{d}/has_nan.npy", bad)
+    np.save(f"{d}/empty.npy", np.zeros((0, 133, 2), np.float32))
+    np.save(f"{d}/no_text.npy", good)
+    open(f"{d}/corrupt.npy", "wb").write(b"\x93NUMPY garbage")
+    open(f"{d}/corrupt.json", "w").write("[{\"frame_id\": 0, ")
+    with open(f"{d}/evil.pkl", "wb") as f:
+        pickle.dump({"keypoints": good, "x": os.system}, f)
+    src = os.path.join(POSE_DIR, POSE_FILES[0]) if POSE_FILES else None
+    if src:
+        data = open(src, "rb").read()
+        open(f"{d}/truncated.pose", "wb").write(data[: len(data) // 2])
+    open(f"{d}/garbage.pose", "wb").write(os.urandom(300))
+    ids = ["good_npy", "good_npz", "good_pkl", "good_json", "wrong_shape", "has_nan", "empty", "corrupt",
+           "evil", "truncated", "garbage"]
+    return ids
+
+
+def test_bad_inputs_skipped_with_reasons(tmp_path):
+    ids = _bad_inputs(tmp_path / "in")
+    man = _manifest(tmp_path / "m.tsv", ids)
+    rep = conv.convert([str(tmp_path / "in")], str(tmp_path / "st"), manifest=man, progress=False, chunk=3)
+    sk = rep["skipped"]
+    assert rep["converted"] == 4, rep
+    assert sk["shape"] == 1 and sk["nan"] == 1 and sk["empty"] == 1 and sk["missing_text"] == 1
+    assert sk["corrupt"] == (5 if POSE_FILES else 4), rep["examples"]
+    st = Store(str(tmp_path / "st"))
+    keys = sorted(st.key(i) for i in range(len(st)))
+    assert keys == ["good_json", "good_npy", "good_npz", "good_pkl"]
+    k = keys.index("good_npz")
+    assert st.fps[[st.key(i) for i in range(len(st))].index("good_npz")] == 30.0
+    j = [st.key(i) for i in range(len(st))].index("good_json")
+    # the big person is the signer
+    assert st.clip(j)["pose"][..., 0].max() > 0.5
+    assert not any(f.endswith(".tmp") or ".tmp-" in f for f in os.listdir(tmp_path / "st"))
+    del k
+
+
+def test_resume_after_interruption(tmp_path, monkeypatch):
+    ids = _bad_inputs(tmp_path / "in")
+    man = _manifest(tmp_path / "m.tsv", ids)
+    ref = conv.convert([str(tmp_path / "in")], str(tmp_path / "ref"), manifest=man, progress=False, chunk=2)
+    calls = {"n": 0}
+    real = conv.convert_one
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(conv, "convert_one", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        conv.convert([str(tmp_path / "in")], str(tmp_path / "st"), manifest=man, progress=False, chunk=2)
+    assert not os.path.exists(tmp_path / "st" / "store.json")
+    monkeypatch.setattr(conv, "convert_one", real)
+    rep = conv.convert([str(tmp_path / "in")], str(tmp_path / "st"), manifest=man, progress=False, chunk=2)
+    assert rep["resumed_chunks"] == 2
+    assert rep["converted"] == ref["converted"] and rep["skipped"] == ref["skipped"]
+    a, b = Store(str(tmp_path / "ref")), Store(str(tmp_path / "st"))
+    assert len(a) == len(b)
+    for i in range(len(a)):
+        np.testing.assert_array_equal(a.clip(i)["pose"], b.clip(i)["pose"])
+    # a damaged shard of a finished chunk is redone
+    shard = os.path.join(tmp_path / "st", b.info["shards"][0]["file"])
+    open(shard, "r+b").truncate(100)
+    rep = conv.convert([str(tmp_path / "in")], str(tmp_path / "st"), manifest=man, progress=False, chunk=2)
+    n_chunks = -(-len(os.listdir(tmp_path / "in")) // 2)
+    assert rep["resumed_chunks"] == n_chunks - 1
+    Store(str(tmp_path / "st"), verify="full")
+    # other inputs: refuses without --overwrite
+    with pytest.raises(SystemExit):
+        conv.convert([str(tmp_path / "in")], str(tmp_path / "st"), manifest=man, progress=False, chunk=3)
+
+
+@needs_pose
+def test_cli(tmp_path):
+    import subprocess
+    import sys
+
+    shutil.copy(os.path.join(POSE_DIR, POSE_FILES[-1]), tmp_path / "a.pose")
+    r = subprocess.run([sys.executable, "-m", "slpfast.data.convert", str(tmp_path / "a.pose"), "--out",
+                        str(tmp_path / "st"), "--allow-missing-text", "--workers", "1", "--no-progress"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["converted"] == 1
+    assert len(Store(str(tmp_path / "st"))) == 1
