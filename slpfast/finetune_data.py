@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from slpfast.finetune_init import (build_encoder, load_contrastive_head, load_strict, load_task_model,
-                                   pretrain_text_setup, read_init)
+from slpfast.finetune_init import (build_encoder, check_task, load_contrastive_head, load_strict,
+                                   load_task_model, pretrain_text_setup, read_init)
 from slpfast.finetune_tasks import (SPLIT_PREFIX, CSLRModel, ISLRModel, RetrievalModel, SLTModel,
                                     compute_metrics)
 from slpfast.train import distributed as D
@@ -47,6 +47,7 @@ class FinetuneData:
         self.cfg, self.dist, self.device = cfg, dist, dist.device
         t = cfg.task
         self.src = read_init(t.init, cfg.model)
+        check_task(self.src, t.task)
         # the model section records the encoder actually used (so a fine-tuning checkpoint rebuilds it)
         cfg.model = self.src.encoder_config
         self.store, _ = open_store(cfg, dist)

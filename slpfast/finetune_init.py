@@ -143,10 +143,18 @@ def load_contrastive_head(head: nn.Module, src: InitSource) -> None:
     load_strict(head, sub, "", f"{src.path} (contrastive head)")
 
 
-def load_task_model(model: nn.Module, src: InitSource, task: str) -> None:
-    """Load a whole fine-tuning checkpoint into ``model`` (same task and shapes)."""
-    if src.config.get("task", {}).get("task") != task:
+def check_task(src: InitSource, task: str) -> None:
+    """A fine-tuning checkpoint only initialises the task it was trained for."""
+    if src.kind == "finetune" and src.config.get("task", {}).get("task") != task:
         raise ValueError(f"--init: {src.path} is a fine-tuning checkpoint of task "
                          f"{src.config.get('task', {}).get('task')!r}, not {task!r}")
+    if src.kind == "finetune" and not src.config.get("resolved"):
+        raise ValueError(f"--init: fine-tuning checkpoint {src.path} has no resolved head sizes; "
+                         "it was not written by slpfast.finetune")
+
+
+def load_task_model(model: nn.Module, src: InitSource, task: str) -> None:
+    """Load a whole fine-tuning checkpoint into ``model`` (same task and shapes)."""
+    check_task(src, task)
     load_strict(model, src.state, "", src.path)
 

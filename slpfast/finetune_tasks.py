@@ -44,6 +44,11 @@ class TaskModel(nn.Module):
     def __init__(self, encoder: PoseEncoder):
         super().__init__()
         self.encoder = encoder
+        # the MPM mask tokens only enter when joints are hidden, which fine-tuning never does:
+        # freeze them so DDP does not wait for gradients that never come
+        mask_token = getattr(encoder.parts, "mask_token", None)
+        if isinstance(mask_token, nn.Parameter):
+            mask_token.requires_grad_(False)
 
     def encode(self, pose, conf, lengths):
         return self.encoder(pose[..., : self.encoder.config.coord_dims], conf, lengths)

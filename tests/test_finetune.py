@@ -1,0 +1,161 @@
+"""slpfast.finetune end to end on a tiny synthetic corpus: every task trains a few steps and is
+evaluated, eval-only from its checkpoint reproduces the numbers, zero-shot retrieval from a
+pre-training checkpoint, and bad arguments give clear errors."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from slpfast import finetune
+from slpfast.finetune_data import label_subset
+
+COMMON = ["--data.batch_size=8", "--data.max_frames=48", "--train.log_every=2", "--train.progress=false",
+          "--train.tensorboard=false", "--task.eval_batch_size=32", "--task.slt_width=32", "--task.slt_heads=2",
+          "--task.slt_layers=1", "--task.beam_size=4"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from slpfast.data.synthetic import generate_corpus
+
+    path = str(tmp_path_factory.mktemp("corpus") / "store")
+    generate_corpus(path, num_clips=120, seed=3, num_glosses=10)
+    return path
+
+
+def _run(corpus, out, *args):
+    cfg = finetune.parse_args(["--data", corpus, f"--train.out_dir={out}", *COMMON, *args])
+    return finetune.run(cfg)
+
+
+@pytest.fixture(scope="module")
+def pretrain_ckpt(corpus, tmp_path_factory):
+    """A 2-step pre-training run (small trainable text encoder) -> its checkpoint and export."""
+    from slpfast.train.config import parse_args
+    from slpfast.train.trainer import Trainer
+
+    out = str(tmp_path_factory.mktemp("pre"))
+    cfg = parse_args([f"--data.store={corpus}", "--train.steps=2", "--data.batch_size=8", "--data.max_frames=48",
+                      "--text.kind=small", f"--train.out_dir={out}", "--train.progress=false",
+                      "--train.tensorboard=false"])
+    tr = Trainer(cfg)
+    try:
+        tr.run()
+    finally:
+        tr.close()
+    return os.path.join(out, "checkpoints", "step_00000002.pt"), os.path.join(out, "encoder.safetensors")
+
+
+@pytest.mark.parametrize("task,keys", [
+    ("islr", ["top1", "top5", "top1_per_class", "top5_per_class"]),
+    ("cslr", ["wer_greedy", "wer_beam"]),
+    ("slt", ["bleu4", "rouge_l"]),
+])
+def test_task_trains_and_evaluates(corpus, tmp_path, task, keys):
+    res = _run(corpus, str(tmp_path), "--task", task, "--init", "none", "--train.steps=2")
+    assert res["steps"] == 2 and res["train"]["status"] == "completed"
+    loss = res["train"]["last"][f"loss/{ {'islr': 'ce', 'cslr': 'ctc', 'slt': 'ce'}[task]}"]
+    assert np.isfinite(loss)
+    assert set(res["metrics"]) == {f"{'islr' if task == 'islr' else 'sentence'}_{s}" for s in ("val", "test")}
+    for m in res["metrics"].values():
+        for k in keys:
+            assert np.isfinite(m[k]) and m[k] >= 0
+    with open(os.path.join(str(tmp_path), "results.json")) as f:
+        written = json.load(f)
+    assert written["task"] == task and written["config"]["task"]["task"] == task
+    # evaluate-only from the fine-tuning checkpoint gives the same numbers
+    ckpt = os.path.join(str(tmp_path), "checkpoints", "step_00000002.pt")
+    again = _run(corpus, str(tmp_path / "eval"), "--task", task, "--init", ckpt, "--eval-only")
+    assert again["init_kind"] == "finetune"
+    for split, m in res["metrics"].items():
+        for k in keys:
+            assert again["metrics"][split][k] == pytest.approx(m[k], abs=1e-6), (split, k)
+
+
+def test_retrieval_zero_shot_then_finetune(corpus, tmp_path, pretrain_ckpt):
+    ckpt, export = pretrain_ckpt
+    zs = _run(corpus, str(tmp_path / "zs"), "--task", "retrieval", "--init", ckpt, "--eval-only")
+    assert zs["init_kind"] == "pretrain"
+    val = zs["metrics"]["sentence_val"]
+    for k in ("s2t_R@1", "s2t_R@5", "s2t_R@10", "s2t_MedR", "t2s_R@1", "t2s_MedR"):
+        assert np.isfinite(val[k])
+    ft = _run(corpus, str(tmp_path / "ft"), "--task", "retrieval", "--init", ckpt, "--train.steps=2")
+    assert ft["steps"] == 2 and np.isfinite(ft["train"]["last"]["loss/nce"])
+    # ISLR from the exported encoder: the encoder weights are the pre-trained ones at step 0
+    from slpfast.finetune_data import FinetuneData
+    from slpfast.models.encoder import PoseEncoder
+    from slpfast.train.distributed import setup
+
+    cfg = finetune.parse_args(["--task", "islr", "--init", export, "--data", corpus, "--task.eval_only=true",
+                               *COMMON])
+    model = FinetuneData(cfg, setup("cpu")).build_model()
+    ref = PoseEncoder.from_pretrained(export)
+    for (k, a), (_, b) in zip(model.encoder.state_dict().items(), ref.state_dict().items()):
+        assert torch.equal(a, b), k
+    # zero-shot retrieval uses the pre-trained contrastive head and text encoder as they are
+    cfg = finetune.parse_args(["--task", "retrieval", "--init", ckpt, "--data", corpus, "--task.eval_only=true",
+                               *COMMON])
+    model = FinetuneData(cfg, setup("cpu")).build_model()
+    state = torch.load(ckpt, weights_only=False)["model"]
+    for k in ("sign_proj.weight", "text_proj.bias", "contrastive.log_scale"):
+        assert torch.equal(model.head.state_dict()[k], state[k]), k
+    some = next(k for k in state if k.startswith("text_encoder."))
+    assert torch.equal(model.text_encoder.state_dict()[some[len("text_encoder."):]], state[some])
+
+
+def test_label_subset_is_stratified():
+    labels = np.repeat(np.arange(5), [10, 10, 10, 3, 1])
+    idx = np.arange(len(labels))
+    sub = label_subset(labels, idx, 0.1, seed=0)
+    assert sorted(set(labels[sub])) == [0, 1, 2, 3, 4]        # every class kept
+    assert len(sub) == 1 + 1 + 1 + 1 + 1                       # round(10% of each), at least 1
+    assert np.array_equal(sub, label_subset(labels, idx, 0.1, seed=0))
+    assert np.array_equal(label_subset(labels, idx, 1.0, seed=0), idx)
+
+
+def test_bad_arguments(corpus, tmp_path, pretrain_ckpt):
+    ckpt, export = pretrain_ckpt
+    with pytest.raises(ValueError, match="--init: .* does not exist"):
+        _run(corpus, str(tmp_path), "--task", "islr", "--init", str(tmp_path / "nope.safetensors"))
+    with pytest.raises(ValueError, match="--data: .* not a store directory"):
+        finetune.parse_args(["--task", "islr", "--data", str(tmp_path / "missing")])
+    with pytest.raises(ValueError, match="task.task must be islr, cslr, retrieval or slt"):
+        finetune.parse_args(["--task", "pose-estimation"])
+    with pytest.raises(ValueError, match="unknown key task.lable_fraction"):
+        finetune.parse_args(["--task.lable_fraction=0.1"])
+    with pytest.raises(ValueError, match="task.label_fraction must be in"):
+        finetune.parse_args(["--task.label_fraction=0"])
+    # an encoder whose tensors do not match its own config
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    with safe_open(export, framework="pt") as f:
+        meta = f.metadata()
+    state = load_file(export)
+    name = next(k for k in state if k.endswith("weight") and state[k].dim() == 2)
+    state[name] = torch.zeros(3, 3)
+    del state[next(k for k in state if k.endswith("bias"))]
+    bad = str(tmp_path / "bad.safetensors")
+    save_file(state, bad, metadata=meta)
+    with pytest.raises(ValueError, match=r"do not match the model's encoder \(missing 1: .*shape mismatch"):
+        _run(corpus, str(tmp_path), "--task", "islr", "--init", bad)
+    # safetensors without the encoder config, and a file that is not a checkpoint
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ValueError, match="no slpfast_encoder_config metadata"):
+        _run(corpus, str(tmp_path), "--task", "islr", "--init", str(tmp_path / "plain.safetensors"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be read"):
+        _run(corpus, str(tmp_path), "--task", "islr", "--init", str(tmp_path / "junk.pt"))
+    # a fine-tuning checkpoint of another task
+    other = torch.load(ckpt, weights_only=False)
+    other["config"]["task"] = {"task": "cslr"}
+    torch.save(other, str(tmp_path / "cslr.pt"))
+    with pytest.raises(ValueError, match="fine-tuning checkpoint of task 'cslr', not 'islr'"):
+        _run(corpus, str(tmp_path), "--task", "islr", "--init", str(tmp_path / "cslr.pt"))
+    # eval-only needs trained heads (only retrieval can be zero-shot)
+    with pytest.raises(ValueError, match="--eval-only: islr needs a fine-tuning checkpoint"):
+        _run(corpus, str(tmp_path), "--task", "islr", "--init", ckpt, "--eval-only")
+    # the CLI turns all of these into exit code 2 and one line on stderr
+    assert finetune.main(["--task", "islr", "--init", str(tmp_path / "nope.pt")]) == 2
