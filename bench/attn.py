@@ -36,7 +36,7 @@ QUICK_SHAPES = {
     "dense": (2, 32, 32, 2, 32),
 }
 # CPU with --interpret: the interpreter costs ~ms per program, so triton gets its own tiny shape
-INTERPRET_SHAPES = {"ragged": (2, 4, 20, 1, 16)}
+INTERPRET_SHAPES = {"ragged": (2, 4, 20, 1, 16), "dense": (1, 16, 16, 1, 16)}
 
 
 def parse_args():

@@ -99,6 +99,38 @@ def test_unequal_block_sizes(blocks, monkeypatch):
     _check(3, 40, 1, 32, True, True, F16, lens=lens)
 
 
+@pytest.mark.parametrize("tune", [True, False])
+def test_autotuned_launch_path(tune, monkeypatch):
+    """The GPU launch path (autotuner, its key, the pruning, grids from META) run in the
+    interpreter with small configs and a stand-in benchmark (DESIGN.md section 5); with tuning
+    off, the first config that survives the pruning runs and nothing is benchmarked."""
+    if DEVICE != "cpu":
+        pytest.skip("the GPU tests run the real autotuner")
+    from slpfast.kernels import attention as kern
+
+    calls = []
+
+    def fake_bench(kernel_call, quantiles):
+        kernel_call()
+        calls.append(1)
+        return [float(len(calls) % 3), 0.0, 0.0]  # an arbitrary but valid winner
+
+    small = {"fwd": [(32, 32, 4, 3), (32, 16, 4, 1), (16, 32, 4, 1)], "dkdv": [(16, 32, 4, 1), (32, 16, 4, 1)],
+             "dq": [(32, 16, 4, 1), (16, 16, 4, 1)]}
+    kernels = {"fwd": kern.attn_fwd_kernel, "dkdv": kern.attn_bwd_dkdv_kernel, "dq": kern.attn_bwd_dq_kernel}
+    bench = fake_bench if tune else kern._first_config
+    tuned = {name: kern._tuned(kernels[name], kern._configs(small[name]), do_bench=bench) for name in small}
+    monkeypatch.setattr(kern, "_kernel", lambda name, device: (tuned[name], {}))
+    lens = torch.tensor([33, 0, 20], dtype=torch.int32)
+    _check(3, 33, 1, 96, False, True, F32, lens=lens)  # fp32: the 3-stage fwd tile is pruned
+    assert tuned["fwd"].best_config.num_stages == 1
+    _check(3, 33, 1, 32, True, False, F16, lens=lens)
+    if tune:
+        assert len(calls) == (2 + 2 + 2) + (3 + 2 + 2), "every kept config of every kernel is benchmarked once"
+    else:
+        assert not calls and tuned["fwd"].best_config.kwargs == {"BLOCK_M": 32, "BLOCK_N": 32}
+
+
 def test_lse_and_determinism():
     from slpfast.kernels import attention as kern
 
@@ -155,28 +187,52 @@ def test_opcheck():
 BF16 = torch.bfloat16
 
 
+@pytest.fixture
+def no_autotune(monkeypatch):
+    """Correctness runs take the first fitting config (one compile per variant, no tuning);
+    test_cuda_every_config covers the others."""
+    monkeypatch.setenv("SLPFAST_ATTN_AUTOTUNE", "0")
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("T, D, packed, causal, dtype", PAIRWISE + [
     (129, 64, True, False, BF16), (64, 128, False, True, BF16), (17, 32, True, True, BF16),
     (1, 64, False, False, BF16)])
-def test_cuda_matches_reference(T, D, packed, causal, dtype):
+def test_cuda_matches_reference(T, D, packed, causal, dtype, no_autotune):
     _check(3, T, 2, D, packed, causal, dtype)
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("dtype", [BF16, F16])
-@pytest.mark.parametrize("D", [64, 128, 80])
-def test_cuda_large_shapes(packed, causal, dtype, D):
+@pytest.mark.parametrize("packed, causal, dtype, D", [
+    (False, False, BF16, 64), (True, True, BF16, 64), (True, False, BF16, 128), (False, True, F16, 128),
+    (True, True, BF16, 80), (False, False, F32, 128)])
+def test_cuda_large_shapes(packed, causal, dtype, D, no_autotune):
     lens = torch.randint(1, 513, (8,), dtype=torch.int32)
     lens[0], lens[1] = 512, 0
     _check(8, 512, 4, D, packed, causal, dtype, lens=lens)
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("packed, causal, dtype, D", [(False, True, BF16, 64), (True, False, F16, 128)])
+def test_cuda_every_config(packed, causal, dtype, D, monkeypatch):
+    """Each autotuning candidate (that the pruning keeps) computes the right thing."""
+    from slpfast.kernels import attention as kern
+
+    raw = {"fwd": kern.attn_fwd_kernel, "dkdv": kern.attn_bwd_dkdv_kernel, "dq": kern.attn_bwd_dq_kernel}
+    q = torch.empty(1, device="cuda", dtype=dtype)
+    kept = {name: kern._prune(cfgs, {"Q": q}, D=D) for name, cfgs in
+            (("fwd", kern._FWD), ("dkdv", kern._DKDV), ("dq", kern._DQ))}
+    lens = torch.tensor([300, 0, 129, 64, 1], dtype=torch.int32)
+    for i in range(max(map(len, kept.values()))):
+        pick = {name: cfgs[i % len(cfgs)] for name, cfgs in kept.items()}
+        monkeypatch.setattr(kern, "_kernel", lambda name, device: (
+            raw[name], {**pick[name].kwargs, "num_warps": pick[name].num_warps, "num_stages": pick[name].num_stages}))
+        _check(5, 300, 2, D, packed, causal, dtype, lens=lens)
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("backend", ["flex", "sdpa"])
-def test_cuda_other_backends(backend):
+def test_cuda_other_backends(backend, no_autotune):
     lens = torch.tensor([200, 0, 77, 129], dtype=torch.int32, device="cuda")
     for packed in (False, True):
         for causal in (False, True):
@@ -189,7 +245,7 @@ def test_cuda_other_backends(backend):
 
 
 @pytest.mark.cuda
-def test_cuda_compile_module_with_triton():
+def test_cuda_compile_module_with_triton(no_autotune):
     from slpfast.nn import MaskedSelfAttention
 
     mod = MaskedSelfAttention(128, 2, causal=True, backend="triton").cuda().to(BF16)
