@@ -24,28 +24,9 @@ import numpy as np
 import torch
 
 from .collate import Collator, to_torch
-from .samplers import FixedBatchSampler, TokenBudgetSampler
+from .samplers import build_sampler
 
 __all__ = ["TorchLoader", "make_loader", "build_sampler"]
-
-
-def build_sampler(source, *, split=None, indices=None, mixture=None, batch_size=None, max_tokens=None,
-                  packed=False, shuffle=True, seed=0, drop_last=False, rank=None, world_size=None,
-                  max_frames=None, crop="random", max_batch_size=None, bucket_size=4096):
-    if split is not None:
-        if indices is not None:
-            raise ValueError("give split or indices, not both")
-        indices = source.indices(split)
-        if len(indices) == 0:
-            raise ValueError(f"split {split!r} is empty (splits: {getattr(source, 'splits', None)})")
-    common = dict(shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, max_frames=max_frames, crop=crop,
-                  mixture=mixture)
-    if (batch_size is None) == (max_tokens is None):
-        raise ValueError("give exactly one of batch_size and max_tokens")
-    if batch_size is not None:
-        return FixedBatchSampler(source.lengths, indices, batch_size=batch_size, drop_last=drop_last, **common)
-    return TokenBudgetSampler(source.lengths, indices, max_tokens=max_tokens, packed=packed,
-                              max_batch_size=max_batch_size or (1 << 30), bucket_size=bucket_size, **common)
 
 
 def _shared_empty(shape, dtype) -> torch.Tensor:
@@ -229,17 +210,18 @@ class TorchLoader:
 
 
 def make_loader(source, *, backend: str = "auto", **kw):
-    """A DALI loader when ``backend`` is "dali" (or "auto" and DALI imports), else a TorchLoader."""
+    """A loader by backend: "torch", "dali", or "auto" (DALI when it imports and CUDA is
+    available, where its GPU transfer pays off; the torch loader otherwise). Both take the
+    same arguments and yield the same batches."""
+    if backend not in ("auto", "torch", "dali"):
+        raise ValueError(f"backend must be auto/torch/dali, got {backend!r}")
     if backend in ("dali", "auto"):
-        try:
-            from .loader_dali import DaliLoader, dali_available
+        from .loader_dali import DaliLoader, dali_available
 
-            if dali_available():
-                return DaliLoader(source, **kw)
-        except ImportError:
-            if backend == "dali":
-                raise
-        if backend == "dali":
-            raise RuntimeError("DALI is not available")
-    torch_kw = {k: v for k, v in kw.items() if k not in ("py_num_workers", "prefetch_queue_depth")}
+        if backend == "dali" or (dali_available() and torch.cuda.is_available()):
+            if not dali_available():
+                raise RuntimeError("backend='dali' but nvidia.dali does not import")
+            return DaliLoader(source, **kw)
+    torch_kw = {k: v for k, v in kw.items() if k not in ("py_num_workers", "prefetch_queue_depth", "num_threads",
+                                                          "py_start_method")}
     return TorchLoader(source, **torch_kw)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-__all__ = ["BatchPlan", "FixedBatchSampler", "TokenBudgetSampler", "dist_info", "pack_ffd", "pack_sorted_padded"]
+__all__ = ["BatchPlan", "FixedBatchSampler", "TokenBudgetSampler", "build_sampler", "dist_info", "pack_ffd",
+           "pack_sorted_padded"]
 
 
 def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -236,3 +237,22 @@ class TokenBudgetSampler(_Sampler):
         per_rank = len(bins) // self.world_size
         mine = bins[self.rank::self.world_size][:per_rank]
         return self._plan(mine, epoch)
+
+
+def build_sampler(source, *, split=None, indices=None, mixture=None, batch_size=None, max_tokens=None,
+                  packed=False, shuffle=True, seed=0, drop_last=False, rank=None, world_size=None,
+                  max_frames=None, crop="random", max_batch_size=None, bucket_size=4096):
+    if split is not None:
+        if indices is not None:
+            raise ValueError("give split or indices, not both")
+        indices = source.indices(split)
+        if len(indices) == 0:
+            raise ValueError(f"split {split!r} is empty (splits: {getattr(source, 'splits', None)})")
+    common = dict(shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, max_frames=max_frames, crop=crop,
+                  mixture=mixture)
+    if (batch_size is None) == (max_tokens is None):
+        raise ValueError("give exactly one of batch_size and max_tokens")
+    if batch_size is not None:
+        return FixedBatchSampler(source.lengths, indices, batch_size=batch_size, drop_last=drop_last, **common)
+    return TokenBudgetSampler(source.lengths, indices, max_tokens=max_tokens, packed=packed,
+                              max_batch_size=max_batch_size or (1 << 30), bucket_size=bucket_size, **common)
