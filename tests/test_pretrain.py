@@ -116,3 +116,19 @@ def test_nonfinite_steps_are_skipped_then_abort(tmp_path_factory, tmp_path):
     finally:
         tr.close()
     assert tr.nonfinite_total == 4 and tr.step == 7
+
+
+def test_grad_accumulation_and_fine_grained_term(tmp_path_factory, tmp_path):
+    store = tiny_store(tmp_path_factory)
+    tr = _trainer(store, tmp_path, **{"train.steps": 3, "optim.accum_steps": 2, "train.ckpt_every": 0,
+                                      "text.finegrained_weight": 0.5, "mpm.loss": "l1", "train.tensorboard": "true"})
+    try:
+        summary = tr.run()
+        assert tr.data.loader.state_dict()["step"] == 6  # two micro-batches per optimizer step
+    finally:
+        tr.close()
+    rec = summary["history"][-1]
+    assert {"loss/loss", "loss/mpm", "loss/nce", "loss/fg"} <= set(rec)
+    torch.testing.assert_close(rec["loss/loss"], rec["loss/mpm"] + rec["loss/nce"] + 0.5 * rec["loss/fg"],
+                               rtol=1e-5, atol=1e-5)
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))

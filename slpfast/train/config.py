@@ -78,17 +78,17 @@ class DataConfig:
 
     store: str = ""
     """Store directory; empty = the synthetic corpus in synthetic_dir (generated on first run)."""
-    synthetic_dir: str = "~/.cache/slpfast/synthetic"
-    """Where the default synthetic corpus is generated and kept."""
+    synthetic_dir: str = "~/.cache/slpfast/pretrain-synthetic"
+    """Where the default synthetic corpus is generated and kept (regenerated if synthetic_clips/seed change)."""
     synthetic_clips: int = 2000
     """Clips in the generated synthetic corpus."""
     synthetic_seed: int = 0
     """Seed of the synthetic corpus."""
     loader: str = "torch"
     """Loader: torch (DataLoader) or dali."""
-    batch_size: int = 32
+    batch_size: int = 16
     """Clips per micro-batch per rank."""
-    max_frames: int = 128
+    max_frames: int = 64
     """Clips longer than this are cropped (random window) by the loader."""
     num_workers: int = 0
     """DataLoader worker processes per rank."""
@@ -110,7 +110,7 @@ class OptimConfig:
     """AdamW beta2."""
     eps: float = 1e-8
     """AdamW epsilon."""
-    warmup_steps: int = 20
+    warmup_steps: int = 50
     """Linear warmup steps from 0 to lr."""
     min_lr_ratio: float = 0.05
     """Final learning rate of the cosine decay, as a fraction of lr."""
@@ -124,7 +124,7 @@ class OptimConfig:
 class TrainConfig:
     """The loop: length, devices, numerics, checkpoints, logs."""
 
-    steps: int = 300
+    steps: int = 600
     """Optimizer steps to run."""
     seed: int = 0
     """Seed of the model init, masks, augmentation and data order."""
@@ -138,11 +138,11 @@ class TrainConfig:
     """Run directory: checkpoints, logs, the exported encoder."""
     resume: str = ""
     """Empty = start fresh, auto = latest checkpoint in out_dir if any, or a checkpoint path."""
-    ckpt_every: int = 100
+    ckpt_every: int = 200
     """Save a checkpoint every this many steps (0 = only at the end)."""
     keep_last: int = 3
     """Checkpoints kept; older ones are deleted."""
-    log_every: int = 10
+    log_every: int = 25
     """Steps per log line."""
     max_nonfinite: int = 5
     """Abort after this many consecutive steps with a non-finite loss or gradient (each is skipped)."""

@@ -1,0 +1,140 @@
+"""Pre-training step throughput: slpfast against a plain-PyTorch baseline, in the same run.
+
+Both providers run the same :class:`slpfast.train.trainer.Trainer` step (same model sizes,
+losses, optimizer, bf16 autocast on GPU, MPM masks, cached text features) on the same
+synthetic store; the baseline swaps in what a typical research repo uses
+(see ``bench/_train_baseline.py``): ``nn.MultiheadAttention`` with ``key_padding_mask``, the
+naive N x N contrastive loss, and per-sample numpy normalization/augmentation in DataLoader
+workers. A step includes waiting for its batch, so data-path costs count.
+
+    python bench/train_step.py              # tiny and base
+    python bench/train_step.py --quick      # CI / GPU check: tiny only, few steps
+    python bench/train_step.py --sizes base --batch 256 --json out.jsonl
+
+Reported: median step time, clips/s, speed-up over the baseline and, on GPU, MFU (model FLOPs
+from :func:`slpfast.train.data.flops_coefficients` over the dense bf16 peak).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from _common import Results, base_parser, measure  # noqa: E402
+from _train_baseline import BaselineDataset, baseline_collate, to_baseline  # noqa: E402
+
+
+def _config(args, size: str, store: str, out_dir: str):
+    from slpfast.models import default_text_model_path
+    from slpfast.train.config import parse_args
+
+    text = "minilm" if default_text_model_path() and not args.small_text else "small"
+    return parse_args([f"--model.size={size}", f"--data.store={store}", f"--data.batch_size={args.batch}",
+                       f"--data.max_frames={args.max_frames}", f"--text.kind={text}", "--train.progress=false",
+                       "--train.tensorboard=false", f"--train.out_dir={out_dir}", "--train.steps=100000",
+                       f"--data.num_workers={args.workers}", f"--train.compile={str(args.compile).lower()}"])
+
+
+def _baseline(trainer, args) -> None:
+    """Turn a Trainer into the plain-PyTorch baseline (see the module docstring)."""
+    from slpfast.models.masking import sample_joint_mask
+    from slpfast.models.text_encoder import TextFeatures
+    from slpfast.train.optim import build_optimizer, build_scheduler
+
+    cfg, data = trainer.cfg, trainer.data
+    model = to_baseline(trainer.raw_model)
+    trainer.raw_model = trainer.model = model
+    trainer.optimizer = build_optimizer(model, cfg.optim)
+    trainer.scheduler = build_scheduler(trainer.optimizer, cfg.optim, cfg.train.steps)
+    indices = data.store.indices(data.splits) if data.splits else range(len(data.store))
+    ds = BaselineDataset(data.store, list(indices), cfg.data.max_frames, data.feature_name, seed=cfg.train.seed)
+    workers = max(1, args.workers)
+    data.loader = torch.utils.data.DataLoader(ds, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
+                                              num_workers=workers, collate_fn=baseline_collate,
+                                              persistent_workers=True, pin_memory=trainer.device.type == "cuda")
+    data._iter = None
+
+    def prepare(batch, step, micro, device):
+        lengths = batch["lengths"].to(device)
+        gen = torch.Generator(device=device).manual_seed(step * 131 + micro)
+        mask = sample_joint_mask(lengths, batch["pose"].shape[1], strategy=cfg.mpm.strategy, ratio=cfg.mpm.ratio,
+                                 span=cfg.mpm.span, generator=gen)
+        text = None
+        if data.feature_name is not None:
+            text = TextFeatures(batch["text_features"].to(device), batch["text_token_features"].to(device),
+                                batch["text_token_lengths"].to(device))
+        kw = dict(pose=batch["pose"].to(device), conf=batch["conf"].to(device), lengths=lengths, joint_mask=mask,
+                  text=text)
+        if data.trainable_text is not None:
+            kw["texts"] = list(batch["text"])
+        return {"lengths": lengths, "model_kwargs": kw}
+
+    data.prepare = prepare
+
+
+def run(args) -> Results:
+    from slpfast.data.synthetic import generate_corpus
+    from slpfast.train.trainer import Trainer, _peak_flops
+
+    res = Results("train_step", args.json)
+    clips = 256 if args.quick else 2000
+    store = os.path.expanduser(os.path.join(os.environ.get("SLPFAST_CACHE", "~/.cache/slpfast"), f"bench-train-{clips}"))
+    generate_corpus(store, clips, 0, overwrite=False)
+    for size in args.sizes:
+        base_ms = None
+        for provider in ("baseline", "slpfast"):
+            with tempfile.TemporaryDirectory() as tmp:
+                trainer = Trainer(_config(args, size, store, tmp))
+                if provider == "baseline":
+                    _baseline(trainer, args)
+                last = {}
+
+                def step():
+                    last.update(trainer.train_step()[1])
+
+                t = measure(step, device=trainer.device, warmup=args.warmup, repeats=args.repeats)
+                peak = _peak_flops(trainer.device)
+                sec = t["median_ms"] / 1e3
+                clips_step = trainer.cfg.data.batch_size * trainer.cfg.optim.accum_steps
+                if provider == "baseline":
+                    base_ms = t["median_ms"]
+                res.add(size=size, provider=provider, batch=trainer.cfg.data.batch_size,
+                        max_frames=trainer.cfg.data.max_frames, median_ms=t["median_ms"], p20_ms=t["p20_ms"],
+                        p80_ms=t["p80_ms"], clips_per_s=clips_step / sec,
+                        speedup=(base_ms / t["median_ms"]) if base_ms else None,
+                        mfu=(last.get("flops", 0.0) / sec / peak) if peak else None,
+                        params_m=sum(p.numel() for p in trainer.raw_model.parameters()) / 1e6)
+                trainer.close()
+                del trainer
+    return res
+
+
+def main(argv=None) -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--sizes", default=None, help="comma-separated model sizes (default tiny,base; --quick: tiny)")
+    p.add_argument("--batch", type=int, default=None, help="clips per step (default 16 CPU / 256 GPU; --quick 8)")
+    p.add_argument("--max-frames", type=int, default=None, help="longest clip (default 128; --quick 64)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 2 CPU / 8 GPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (both providers)")
+    p.add_argument("--small-text", action="store_true", help="small trainable text encoder instead of cached MiniLM")
+    args = p.parse_args(argv)
+    gpu = torch.cuda.is_available()
+    args.sizes = (args.sizes or ("tiny" if args.quick else "tiny,base")).split(",")
+    args.batch = args.batch or (8 if args.quick and not gpu else 16 if not gpu else 256)
+    args.max_frames = args.max_frames or (64 if args.quick else 128)
+    args.workers = args.workers if args.workers is not None else (8 if gpu else 2)
+    args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
+    args.repeats = args.repeats or (3 if args.quick else 10)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    res = run(args)
+    res.print_table(["size", "provider", "batch", "max_frames", "median_ms", "clips_per_s", "speedup", "mfu", "params_m"])
+
+
+if __name__ == "__main__":
+    main()
