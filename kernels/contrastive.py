@@ -41,12 +41,14 @@ def _sim_tile(A, B, rm, rn, M, K, D, stride_a, stride_b,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     """S[rm, rn] = A[rm] . B[rn] over D in BLOCK_D steps (fp32 accumulator, zero outside M/K)."""
     rd = tl.arange(0, BLOCK_D)
+    a_rows = A + rm.to(tl.int64)[:, None] * stride_a  # int64: N * D may pass 2**31
+    b_rows = B + rn.to(tl.int64)[None, :] * stride_b
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + rd
-        a = tl.load(A + rm[:, None] * stride_a + cols[None, :],
+        a = tl.load(a_rows + cols[None, :],
                     mask=(rm[:, None] < M) & (cols[None, :] < D), other=0.0)
-        bt = tl.load(B + rn[None, :] * stride_b + cols[:, None],
+        bt = tl.load(b_rows + cols[:, None],
                      mask=(rn[None, :] < K) & (cols[:, None] < D), other=0.0)
         acc = tl.dot(a, bt, acc, input_precision=PREC)
     return acc
@@ -96,10 +98,10 @@ def _grad_rows_kernel(A, B, LSE_R, LSE_C, OUT, PS, M, K, D, stride_a, stride_b, 
             g += tl.exp2(z - lse_c[None, :])
         g = tl.where(row_ok[:, None] & col_ok[None, :], g, 0.0)
         ps += tl.sum(g * s, 1)
-        b = tl.load(B + rn[:, None] * stride_b + ro[None, :],
+        b = tl.load(B + rn.to(tl.int64)[:, None] * stride_b + ro[None, :],
                     mask=col_ok[:, None] & (ro[None, :] < D), other=0.0)
         acc = tl.dot(g.to(b.dtype), b, acc, input_precision=PREC)
-    tl.store(OUT + rm[:, None] * stride_o + ro[None, :], acc, mask=row_ok[:, None] & (ro[None, :] < D))
+    tl.store(OUT + rm.to(tl.int64)[:, None] * stride_o + ro[None, :], acc, mask=row_ok[:, None] & (ro[None, :] < D))
     tl.store(PS + pid_m * tl.num_programs(1) + pid_d, tl.sum(ps, 0))
 
 

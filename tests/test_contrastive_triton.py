@@ -98,9 +98,18 @@ def test_triton_agrees_with_chunked_module_path():
 # ---- GPU only -------------------------------------------------------------------------------
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("n,d", [(1, 32), (300, 384), (1000, 512), (4099, 128)])
-def test_cuda_bf16_against_float64(n, d):
-    check_against_reference(*on_device(*make_inputs(n, d, torch.bfloat16)), "triton")
+def test_cuda_against_float64(n, d, dtype):
+    check_against_reference(*on_device(*make_inputs(n, d, dtype)), "triton")
+
+
+@pytest.mark.cuda
+def test_cuda_auto_picks_triton():
+    from slpfast.ops.contrastive import _DISPATCH
+
+    x, _, _ = on_device(*make_inputs(4, 8, torch.bfloat16))
+    assert _DISPATCH.select("auto", sign=x, auto=True).name == "triton"
 
 
 @pytest.mark.cuda

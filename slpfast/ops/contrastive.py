@@ -31,6 +31,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from . import contrastive_chunked as chunked
 from . import distributed as ddp
@@ -69,12 +70,12 @@ class ContrastiveFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         sign, text, sign_all, text_all, lse_a, lse_b, diag = ctx.saved_tensors
         eng, s = ctx.engine, ctx.s
         c = grad / (2 * sign.shape[0])
-        acc = lse_a.dtype
-        x, y = sign.to(acc), text.to(acc)
+        cs = c * s
         if ctx.single:
             gy, gtx, ps = eng.bwd_pair(sign, text, s, lse_a, lse_b)
             d_sign_all = d_text_all = None
@@ -82,11 +83,12 @@ class ContrastiveFunction(torch.autograd.Function):
             gy, d_text_all, ps_a = eng.bwd_row(sign, text_all, s, lse_a)
             gtx, d_sign_all, ps_b = eng.bwd_row(text, sign_all, s, lse_b)
             ps = ps_a + ps_b
-            d_sign_all = (c * s * d_sign_all).to(sign_all.dtype)
-            d_text_all = (c * s * d_text_all).to(text_all.dtype)
-        # the positive logit s*x_i.y_i appears once per direction, hence the factor 2
-        d_sign = (c * s * (gy - 2.0 * y)).to(sign.dtype)
-        d_text = (c * s * (gtx - 2.0 * x)).to(text.dtype)
+            d_sign_all = d_sign_all.mul_(cs).to(sign_all.dtype)
+            d_text_all = d_text_all.mul_(cs).to(text_all.dtype)
+        # in place on the fp32 (M, D) results: no further N x D temporaries. The positive logit
+        # s * x_i . y_i appears once per direction, hence the factor 2.
+        d_sign = gy.add_(text, alpha=-2.0).mul_(cs).to(sign.dtype)
+        d_text = gtx.add_(sign, alpha=-2.0).mul_(cs).to(text.dtype)
         dtype, shape = ctx.scale_meta
         d_scale = (c * (ps - 2.0 * diag.sum())).to(dtype).reshape(shape)
         return None, d_sign, d_text, d_sign_all, d_text_all, d_scale, None, None
