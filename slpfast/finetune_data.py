@@ -64,6 +64,7 @@ class FinetuneData:
         if t.task == "islr":
             self.train_indices = label_subset(self.store.labels, self.train_indices, t.label_fraction, t.label_seed)
         self._resolve()
+        self.text_encoder, self.feature_name = self._text_side()
         self.loader = None if t.eval_only else self._build_loader()
         self._iter = None
 
@@ -108,6 +109,21 @@ class FinetuneData:
                            "max_length": info.get("max_length") or cfg.text.max_length,
                            "embed_dim": info.get("proj_dim") or cfg.text.proj_dim}
 
+    def _text_side(self):
+        """Retrieval: the text encoder, and the name of its cached features in the store (used
+        instead of running a frozen encoder every batch; never a set of another encoder)."""
+        if self.cfg.task.task != "retrieval":
+            return None, None
+        from slpfast.models.text_encoder import build_text_encoder, feature_set_name
+
+        tx = self.cfg.resolved["text"]
+        enc = build_text_encoder(tx["kind"], tx["path"], dim=tx["small_dim"], max_length=tx["max_length"],
+                                 attn_backend=self.cfg.model.attn_backend)
+        if self.src.kind == "pretrain" and enc.trainable:
+            load_strict(enc, self.src.state, "text_encoder.", self.src.path)
+        name = None if enc.trainable else feature_set_name(enc)
+        return enc, (name if name in self.store.text_feature_names else None)
+
     def build_model(self):
         cfg, t, res = self.cfg, self.cfg.task, self.cfg.resolved
         encoder = build_encoder(self.src)
@@ -124,15 +140,9 @@ class FinetuneData:
             model = SLTModel(encoder, vocab, t.slt_model, t.slt_width, t.slt_layers, t.slt_heads, t.head_dropout,
                              t.slt_max_len, t.label_smoothing, t.slt_num_beams)
         else:
-            from slpfast.models.text_encoder import build_text_encoder
-
-            tx = res["text"]
-            text_enc = build_text_encoder(tx["kind"], tx["path"], dim=tx["small_dim"], max_length=tx["max_length"],
-                                          attn_backend=encoder.config.attn_backend)
-            if self.src.kind == "pretrain" and tx["kind"] == "small":
-                load_strict(text_enc, self.src.state, "text_encoder.", self.src.path)
-            model = RetrievalModel(encoder, text_enc.dim, tx["embed_dim"], text_enc, cfg.text.init_temperature,
-                                   cfg.text.backend)
+            text_enc = self.text_encoder
+            model = RetrievalModel(encoder, text_enc.dim, res["text"]["embed_dim"], text_enc,
+                                   cfg.text.init_temperature, cfg.text.backend)
             if self.src.kind == "pretrain" and pretrain_text_setup(self.src)["has_head"]:
                 load_contrastive_head(model.head, self.src)
         if self.src.kind == "finetune":
@@ -154,7 +164,7 @@ class FinetuneData:
                            rank=rank, world_size=world, max_frames=d.max_frames if train else self.cfg.model.max_frames,
                            crop="random" if train else "center", channels=3,
                            num_workers=d.num_workers if train else 0,
-                           text_features="auto" if self.cfg.task.task == "retrieval" else None)
+                           text_features=self.feature_name)
 
     def _build_loader(self):
         loader = self._loader(self.train_indices, train=True, rank=self.dist.rank, world=self.dist.world_size,

@@ -120,11 +120,15 @@ class RetrievalModel(TaskModel):
         self.text_dim = text_dim
 
     def text_features(self, batch_texts, text_features=None) -> torch.Tensor:
-        if text_features is not None and text_features.shape[-1] == self.text_dim:
+        """(B, D_text): the cached features of this model's text encoder when the batch has
+        them (the loader only adds that encoder's set), else the encoder run on the texts."""
+        if text_features is not None:
+            if text_features.shape[-1] != self.text_dim:
+                raise ValueError(f"retrieval: cached text_features have width {text_features.shape[-1]}, "
+                                 f"the text encoder gives {self.text_dim}")
             return text_features.to(self.head.text_proj.weight.device)
         if self.text_encoder is None:
-            raise ValueError("retrieval: the batch has no text_features of width "
-                             f"{self.text_dim} and the model has no text encoder")
+            raise ValueError("retrieval: the batch has no text_features and the model has no text encoder")
         return self.text_encoder(list(batch_texts)).pooled
 
     def forward(self, pose, conf, lengths, texts, text_features=None, **_):
