@@ -1,7 +1,8 @@
 """Benchmark of masked_attention on pose-shaped ragged batches: every provider, fwd and fwd+bwd.
 
     python bench/attn.py                       # GPU: the named shapes in bf16
-    python bench/attn.py --quick               # CI / GPU check: tiny shapes (CPU: fp32)
+    python bench/attn.py --quick               # CI / GPU check: tiny shapes (CPU: fp32; GPU: fwd+bwd,
+                                               # no autotuning, so it fits the check's time box)
     python bench/attn.py --quick --interpret   # CPU: also triton, in the Triton interpreter
     python bench/attn.py --shapes ragged --causal --json bench/results/attn.jsonl
 
@@ -14,7 +15,8 @@ Layouts: ``packed`` (total, H, D) + cu_seqlens and ``padded`` (B, T, H, D) + seq
 call passes ``max_seqlen`` (no host sync). TFLOP/s count real tokens only: 4*sum(L^2)*H*D per
 forward, 2.5x that for the backward, halved when causal. ``vs_sdpa`` is the speed-up over SDPA
 on the padded layout (with its boolean padding mask; unmasked on ``dense``) in the same mode.
-GPU timing: ``triton.testing.do_bench`` (CUDA events, L2 flushed), median and p20-p80.
+GPU timing: ``triton.testing.do_bench`` (CUDA events, L2 flushed), median and p20-p80; the first
+call (autotuning, compiles) is not timed, and flex is compiled afresh for each point.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def parse_args():
     p = base_parser(__doc__.split("\n")[0])
     p.add_argument("--shapes", default=None, help="comma-separated subset of " + ",".join(SHAPES))
     p.add_argument("--providers", default=",".join(PROVIDERS))
-    p.add_argument("--modes", default="fwd,fwd+bwd")
+    p.add_argument("--modes", default=None, help="default fwd,fwd+bwd (GPU --quick: fwd+bwd)")
     p.add_argument("--layouts", default="packed,padded")
     p.add_argument("--causal", action="store_true")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
@@ -126,6 +128,10 @@ def main():
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    quick_gpu = args.quick and device == "cuda"
+    if quick_gpu:  # the GPU check's time box: first fitting config, no tuning runs
+        os.environ.setdefault("SLPFAST_ATTN_AUTOTUNE", "0")
+    modes = (args.modes or ("fwd+bwd" if quick_gpu else "fwd,fwd+bwd")).split(",")
     if args.interpret and device == "cuda":
         raise SystemExit("bench/attn.py: --interpret is for CPU machines")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
@@ -142,7 +148,7 @@ def main():
             continue
         dense = SHAPES[name][1] == SHAPES[name][2]
         for layout in (["padded"] if dense else args.layouts.split(",")):
-            for mode in args.modes.split(","):
+            for mode in modes:
                 for provider in args.providers.split(","):
                     shape = INTERPRET_SHAPES.get(name, shapes[name]) if provider == "triton" and device == "cpu" \
                         else shapes[name]
@@ -151,6 +157,8 @@ def main():
                     if why:
                         skipped[(provider, mode)] = why[0]
                         continue
+                    if provider == "flex" and device == "cuda" and not args.quick:
+                        torch._dynamo.reset()  # flex gets a fresh static-shape compile per point (its best case)
                     t = time_step(step_fn(provider, q, k, v, kw, mode, args.causal), device,
                                   repeats if not (provider == "triton" and device == "cpu") else 1)
                     B, _, _, H, D = shape

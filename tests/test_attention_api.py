@@ -178,13 +178,20 @@ def test_dispatch_rules():
         DISPATCHER.backends.update(saved)
 
 
-def test_triton_reason_without_interpreter(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
+def test_honest_reasons(monkeypatch):
+    backends = DISPATCHER.backends
     q = torch.randn(1, 4, 1, 16)
-    why = DISPATCHER.backends["triton"].reasons(q=q, k=q, v=q, forced=True)
-    assert any("TRITON_INTERPRET=1" in w for w in why)
-    why = DISPATCHER.backends["triton"].reasons(q=q[..., :8], k=q, v=q, forced=True)
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        assert any("TRITON_INTERPRET=1" in w for w in backends["triton"].available())
+        assert any("no CPU operator" in w for w in backends["xformers"].available())
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    why = backends["triton"].supports(q=q[..., :8], forced=True)
     assert any("head dim 8" in w for w in why)
+    assert any("bfloat16 arithmetic is wrong" in w for w in backends["triton"].supports(q=q.bfloat16(), forced=True))
+    assert not backends["triton"].supports(q=q, forced=True)
+    assert any("auto skips it" in w for w in backends["triton"].supports(q=q, forced=False))
+    assert any("no backward on CPU" in w for w in backends["flex"].supports(q=q.requires_grad_(), k=q, v=q))
 
 
 # -------------------------------------------------------------------------------- module

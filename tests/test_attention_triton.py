@@ -194,18 +194,24 @@ def no_autotune(monkeypatch):
     monkeypatch.setenv("SLPFAST_ATTN_AUTOTUNE", "0")
 
 
+# GPU: each distinct (dtype, D, layout, causal) compiles 4 kernels, so the set is kept small
+# enough for bench/gpu_check.sh's time box; every value of every factor appears, bf16 included
+CUDA_CASES = [
+    (1, 64, False, True, BF16), (17, 32, True, True, F16), (17, 128, False, False, F32),
+    (64, 64, True, False, BF16), (129, 128, True, True, BF16), (129, 32, False, False, F16),
+    (64, 128, False, True, F16), (129, 64, True, False, F32),
+]
+
+
 @pytest.mark.cuda
-@pytest.mark.parametrize("T, D, packed, causal, dtype", PAIRWISE + [
-    (129, 64, True, False, BF16), (64, 128, False, True, BF16), (17, 32, True, True, BF16),
-    (1, 64, False, False, BF16)])
+@pytest.mark.parametrize("T, D, packed, causal, dtype", CUDA_CASES)
 def test_cuda_matches_reference(T, D, packed, causal, dtype, no_autotune):
     _check(3, T, 2, D, packed, causal, dtype)
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("packed, causal, dtype, D", [
-    (False, False, BF16, 64), (True, True, BF16, 64), (True, False, BF16, 128), (False, True, F16, 128),
-    (True, True, BF16, 80), (False, False, F32, 128)])
+    (False, False, BF16, 64), (True, True, BF16, 128), (True, False, F16, 80), (False, True, BF16, 64)])
 def test_cuda_large_shapes(packed, causal, dtype, D, no_autotune):
     lens = torch.randint(1, 513, (8,), dtype=torch.int32)
     lens[0], lens[1] = 512, 0
@@ -213,7 +219,7 @@ def test_cuda_large_shapes(packed, causal, dtype, D, no_autotune):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("packed, causal, dtype, D", [(False, True, BF16, 64), (True, False, F16, 128)])
+@pytest.mark.parametrize("packed, causal, dtype, D", [(False, True, BF16, 64)])
 def test_cuda_every_config(packed, causal, dtype, D, monkeypatch):
     """Each autotuning candidate (that the pruning keeps) computes the right thing."""
     from slpfast.kernels import attention as kern
@@ -234,14 +240,13 @@ def test_cuda_every_config(packed, causal, dtype, D, monkeypatch):
 @pytest.mark.parametrize("backend", ["flex", "sdpa"])
 def test_cuda_other_backends(backend, no_autotune):
     lens = torch.tensor([200, 0, 77, 129], dtype=torch.int32, device="cuda")
-    for packed in (False, True):
-        for causal in (False, True):
-            cu = cu_from_lengths(lens)
-            shape = (int(lens.sum()), 4, 64) if packed else (4, 200, 4, 64)
-            kw = dict(cu_seqlens=cu, max_seqlen=200) if packed else dict(seq_lens=lens)
-            q, k, v = make_qkv(shape, BF16, "cuda")
-            fn = lambda a, b, c: masked_attention(a, b, c, causal=causal, backend=backend, **kw)  # noqa: E731
-            assert_matches_reference(fn, q, k, v, packed=packed, lens_or_cu=kw.get("cu_seqlens", lens), causal=causal)
+    for packed, causal in ((False, False), (True, True)):  # each flex variant compiles (~tens of s)
+        cu = cu_from_lengths(lens)
+        shape = (int(lens.sum()), 4, 64) if packed else (4, 200, 4, 64)
+        kw = dict(cu_seqlens=cu, max_seqlen=200) if packed else dict(seq_lens=lens)
+        q, k, v = make_qkv(shape, BF16, "cuda")
+        fn = lambda a, b, c: masked_attention(a, b, c, causal=causal, backend=backend, **kw)  # noqa: E731
+        assert_matches_reference(fn, q, k, v, packed=packed, lens_or_cu=kw.get("cu_seqlens", lens), causal=causal)
 
 
 @pytest.mark.cuda

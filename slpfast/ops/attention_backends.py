@@ -15,7 +15,6 @@ the reasons it cannot take this input (honest, user-facing sentences).
 """
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 
@@ -72,13 +71,19 @@ def _sdpa_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
 
 
 # ------------------------------------------------------------------------------------ flex
-@functools.lru_cache(maxsize=None)
+_FLEX_COMPILED = []
+
+
 def _flex_fn(device_type: str):
-    """flex_attention, compiled on CUDA (fused kernel); eager elsewhere (compiling it on CPU
-    costs ~25 s per new shape, and flex is only run on CPU when named)."""
+    """flex_attention, compiled on CUDA (the fused kernel; shapes turn dynamic after the first
+    recompile); eager elsewhere (on CPU it is forward-only and run only when named)."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention, dynamic=False) if device_type == "cuda" else flex_attention
+    if device_type != "cuda":
+        return flex_attention
+    if not _FLEX_COMPILED:
+        _FLEX_COMPILED.append(torch.compile(flex_attention))
+    return _FLEX_COMPILED[0]
 
 
 def _flex_available() -> list[str]:
@@ -142,21 +147,31 @@ def _flex_call(q, k, v, seq_lens, cu_seqlens, causal, scale, compile_mask):
 
 
 # -------------------------------------------------------------------------------- xformers
-_XFORMERS_ERROR: list[str | None] = []  # [import error or None], filled on first use
+_MACHINE: dict[str, object] = {}  # facts of this machine, found on first use
 
 
-@torch.compiler.assume_constant_result  # a machine fact: torch.compile need not trace the import
-def _xformers_import_error() -> str | None:
-    if not _XFORMERS_ERROR:
+@torch.compiler.assume_constant_result  # a machine fact: torch.compile need not trace it
+def _has_cuda() -> bool:
+    if "cuda" not in _MACHINE:
+        _MACHINE["cuda"] = torch.cuda.is_available()
+    return bool(_MACHINE["cuda"])
+
+
+@torch.compiler.assume_constant_result
+def _xformers_import_error() -> str:
+    """'' when xformers.ops imports, else why not (imported once, only on a CUDA machine)."""
+    if "xformers" not in _MACHINE:
         try:
             import xformers.ops  # noqa: F401
-            _XFORMERS_ERROR.append(None)
+            _MACHINE["xformers"] = ""
         except Exception as exc:  # ImportError, or a broken build
-            _XFORMERS_ERROR.append(f"{type(exc).__name__}: {exc}")
-    return _XFORMERS_ERROR[0]
+            _MACHINE["xformers"] = f"{type(exc).__name__}: {exc}"
+    return str(_MACHINE["xformers"])
 
 
 def _xformers_available() -> list[str]:
+    if not _has_cuda():
+        return ["xformers: no CPU operator (memory_efficient_attention needs a CUDA GPU; none here)"]
     err = _xformers_import_error()
     return [f"xformers: not importable ({err})"] if err else []
 
@@ -196,6 +211,8 @@ def _triton_available() -> list[str]:
         import triton  # noqa: F401
     except ImportError as exc:
         return [f"triton: not importable ({exc})"]
+    if not _has_cuda() and os.environ.get("TRITON_INTERPRET") != "1":
+        return ["triton: no CUDA GPU, and tensors on CPU require TRITON_INTERPRET=1 (set before importing triton)"]
     return []
 
 
