@@ -28,6 +28,7 @@ inputs' dtypes.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -108,7 +109,10 @@ def _triton_available() -> list[str]:
         import triton  # noqa: F401
     except ImportError as exc:
         return [f"triton is not installed ({exc})"]
-    return []
+    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
+        return []
+    return ["no CUDA GPU, and CPU tensors need the Triton interpreter (TRITON_INTERPRET=1 set before "
+            "triton is imported; for tests, used only when named)"]
 
 
 def _triton_supports(sign, auto: bool, **_) -> list[str]:
@@ -146,18 +150,21 @@ def _run_eager(sign, text, sign_all, text_all, scale, s, offset, **_):
 
     Logits are float32 (float64 for float64 inputs). On CUDA, half inputs keep their matmul in
     half (as open_clip under autocast); CPU half matmuls are slow, so CPU inputs are upcast first.
+    Peak memory ~4 fp32 N x N buffers (logits, two log-softmax outputs, their gradients).
     In one process the second direction is the transpose of the first (one matmul, as open_clip).
     """
     acc = torch.float64 if sign.dtype == torch.float64 else torch.float32
-    keep = sign.device.type == "cuda" and sign.dtype in (torch.float16, torch.bfloat16)
-    cast = (lambda t: t) if keep else (lambda t: t.to(acc))  # noqa: E731
     labels = torch.arange(sign.shape[0], device=sign.device) + offset
+    if sign.device.type == "cuda" and sign.dtype in (torch.float16, torch.bfloat16):
+        logits = lambda a, b: scale * (a @ b.T).to(acc)  # noqa: E731
+    else:  # scale folded into the (N, D) operand: autograd then keeps no extra N x N copy for it
+        logits = lambda a, b: (scale * a.to(acc)) @ b.to(acc).T  # noqa: E731
     if sign_all is None:
-        logits_st = scale * (cast(sign) @ cast(text).T).to(acc)
+        logits_st = logits(sign, text)
         logits_ts = logits_st.T
     else:
-        logits_st = scale * (cast(sign) @ cast(text_all).T).to(acc)
-        logits_ts = scale * (cast(text) @ cast(sign_all).T).to(acc)
+        logits_st = logits(sign, text_all)
+        logits_ts = logits(text, sign_all)
     return 0.5 * (F.cross_entropy(logits_st, labels) + F.cross_entropy(logits_ts, labels))
 
 
