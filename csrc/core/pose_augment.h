@@ -112,67 +112,106 @@ SLP_HD bool source_joint(const Layout& L, const ClipPlan& P, const T* pose, cons
   const int64_t row = P.in_start + t;
   const bool ok = kNormalize ? norm_joint(L, P.norm, pose, conf, row, j, C, thr, out)
                              : load_joint(pose, conf, row, j, L.J, C, thr, out);
-  if (ok) *c_out = static_cast<double>(conf[row * L.J + j]);
+  *c_out = ok ? static_cast<double>(conf[row * L.J + j]) : 0.0;
   return ok;
 }
 
-// Computes output joint (i, j) of the clip; returns its confidence (0: invalid, coords zero).
+// Whether output joint (i, j) is dropped (past the clip, empty clip, part/frame/joint dropout).
+SLP_HD bool dropped(const Layout& L, const ClipPlan& P, const ElemConfig& E, uint64_t seed, int64_t i, int j) {
+  if (i >= P.out_len || P.in_len <= 0 || ((P.part_bits >> L.part_id[j]) & 1u)) return true;
+  if (E.frame_drop_p > 0.0 &&
+      u01(draw(seed, P.clip_id, kStreamFrameDrop, static_cast<uint32_t>(i)).v[0]) < E.frame_drop_p)
+    return true;
+  const uint32_t elem = static_cast<uint32_t>(i * L.J + j);
+  return E.joint_drop_p > 0.0 && u01(draw(seed, P.clip_id, kStreamJointDrop, elem).v[0]) < E.joint_drop_p;
+}
+
+// Source position of output frame i: frames t0 and t0 + 1 (when `has1`) with weight w on t0 + 1.
+struct SourcePos {
+  int64_t t0;
+  double w;
+  bool has1;
+};
+SLP_HD SourcePos source_pos(const ClipPlan& P, int64_t i) {
+  SourcePos r;
+  const double s = P.out_len > 1 ? static_cast<double>(i * (P.in_len - 1)) / static_cast<double>(P.out_len - 1)
+                                 : 0.0;
+  r.t0 = static_cast<int64_t>(floor(s));
+  if (r.t0 > P.in_len - 1) r.t0 = P.in_len - 1;
+  r.w = s - static_cast<double>(r.t0);
+  r.has1 = r.w > 0.0 && r.t0 + 1 < P.in_len;
+  return r;
+}
+
+// Linear interpolation of two source samples; with one invalid, the nearer one (ties: t0).
+// (v, cf, ok) hold sample t0 on entry and the result on return.
+SLP_HD bool combine(double v[kMaxC], double* cf, bool ok, const double v1[kMaxC], double c1, bool ok1, double w,
+                    int C) {
+  if (ok && ok1) {
+    for (int k = 0; k < C; ++k) v[k] += w * (v1[k] - v[k]);
+    *cf += w * (c1 - *cf);
+    return true;
+  }
+  if (w > 0.5) {
+    if (!ok1) return false;  // the nearer frame is invalid
+    for (int k = 0; k < C; ++k) v[k] = v1[k];
+    *cf = c1;
+    return true;
+  }
+  return ok;
+}
+
+// Flip, affine and jitter of a valid resampled joint, in place.
+SLP_HD void transform_joint(const ClipPlan& P, const ElemConfig& E, uint64_t seed, uint32_t elem, int C,
+                            double v[kMaxC]) {
+  const double x = P.flip ? -v[0] : v[0], y = v[1];
+  v[0] = x * P.m00 + y * P.m10 + P.tx;
+  v[1] = x * P.m01 + y * P.m11 + P.ty;
+  if (E.jitter_std > 0.0) {
+    const U32x4 r = draw(seed, P.clip_id, kStreamJitter, elem);
+    double z[4];
+    box_muller(r.v[0], r.v[1], &z[0], &z[1]);
+    box_muller(r.v[2], r.v[3], &z[2], &z[3]);
+    for (int k = 0; k < C; ++k) v[k] += E.jitter_std * z[k];
+  }
+}
+
+// transform_joint and rounding; returns the output confidence (0 when not finite).
+template <typename T>
+SLP_HD float finish_joint(const ClipPlan& P, const ElemConfig& E, uint64_t seed, uint32_t elem, int C, double v[kMaxC],
+                          double cf, T* out_pose, int64_t out_base) {
+  transform_joint(P, E, seed, elem, C, v);
+  bool ok = true;
+  for (int k = 0; k < C; ++k) ok = store(out_pose, out_base + k, v[k]) && ok;
+  if (ok) return static_cast<float>(cf);
+  for (int k = 0; k < C; ++k) store(out_pose, out_base + k, 0.0);
+  return 0.0f;
+}
+
+template <typename T>
+SLP_HD float zero_joint(T* out_pose, int64_t out_base, int C) {
+  for (int k = 0; k < C; ++k) store(out_pose, out_base + k, 0.0);
+  return 0.0f;
+}
+
+// Computes output joint (i, j) of the clip reading its sources directly (the CUDA path; the CPU
+// path caches whole normalized source frames and calls the same pieces).
 template <typename T, bool kNormalize>
 SLP_HD float augment_joint(const Layout& L, const ClipPlan& P, const ElemConfig& E, uint64_t seed,
                            const T* pose, const float* conf, int64_t i, int j, int C, double thr,
                            T* out_pose, int64_t out_base) {
+  if (dropped(L, P, E, seed, i, j)) return zero_joint(out_pose, out_base, C);
+  const int src = P.flip ? L.flip_perm[j] : j;
+  const SourcePos sp = source_pos(P, i);
   double v[kMaxC] = {0.0, 0.0, 0.0}, cf = 0.0;
-  bool ok = i < P.out_len && P.in_len > 0 && !((P.part_bits >> L.part_id[j]) & 1u);
-  if (ok && E.frame_drop_p > 0.0)
-    ok = !(u01(draw(seed, P.clip_id, kStreamFrameDrop, static_cast<uint32_t>(i)).v[0]) < E.frame_drop_p);
-  const uint32_t elem = static_cast<uint32_t>(i * L.J + j);
-  if (ok && E.joint_drop_p > 0.0) ok = !(u01(draw(seed, P.clip_id, kStreamJointDrop, elem).v[0]) < E.joint_drop_p);
-  if (ok) {
-    const int src = P.flip ? L.flip_perm[j] : j;
-    // 1. temporal resampling
-    const double s = P.out_len > 1 ? static_cast<double>(i * (P.in_len - 1)) / static_cast<double>(P.out_len - 1)
-                                   : 0.0;
-    int64_t t0 = static_cast<int64_t>(floor(s));
-    if (t0 > P.in_len - 1) t0 = P.in_len - 1;
-    const double w = s - static_cast<double>(t0);
-    ok = source_joint<T, kNormalize>(L, P, pose, conf, t0, src, C, thr, v, &cf);
-    if (w > 0.0 && t0 + 1 < P.in_len) {
-      double v1[kMaxC], c1 = 0.0;
-      const bool ok1 = source_joint<T, kNormalize>(L, P, pose, conf, t0 + 1, src, C, thr, v1, &c1);
-      if (ok && ok1) {
-        for (int k = 0; k < C; ++k) v[k] += w * (v1[k] - v[k]);
-        cf += w * (c1 - cf);
-      } else if (ok1 && w > 0.5) {
-        for (int k = 0; k < C; ++k) v[k] = v1[k];
-        cf = c1;
-        ok = true;
-      } else if (w > 0.5) {
-        ok = false;  // the nearer frame is invalid
-      }
-    }
-    if (ok) {
-      // 2. flip, 3. affine
-      const double x = P.flip ? -v[0] : v[0], y = v[1];
-      v[0] = x * P.m00 + y * P.m10 + P.tx;
-      v[1] = x * P.m01 + y * P.m11 + P.ty;
-      // 4. jitter
-      if (E.jitter_std > 0.0) {
-        const U32x4 r = draw(seed, P.clip_id, kStreamJitter, elem);
-        double z[4];
-        box_muller(r.v[0], r.v[1], &z[0], &z[1]);
-        box_muller(r.v[2], r.v[3], &z[2], &z[3]);
-        for (int k = 0; k < C; ++k) v[k] += E.jitter_std * z[k];
-      }
-    }
+  bool ok = source_joint<T, kNormalize>(L, P, pose, conf, sp.t0, src, C, thr, v, &cf);
+  if (sp.has1) {
+    double v1[kMaxC] = {0.0, 0.0, 0.0}, c1 = 0.0;
+    const bool ok1 = source_joint<T, kNormalize>(L, P, pose, conf, sp.t0 + 1, src, C, thr, v1, &c1);
+    ok = combine(v, &cf, ok, v1, c1, ok1, sp.w, C);
   }
-  if (ok) {
-    for (int k = 0; k < C; ++k) ok = store(out_pose, out_base + k, v[k]) && ok;
-  }
-  if (!ok) {
-    for (int k = 0; k < C; ++k) store(out_pose, out_base + k, 0.0);
-    return 0.0f;
-  }
-  return static_cast<float>(cf);
+  if (!ok) return zero_joint(out_pose, out_base, C);
+  return finish_joint(P, E, seed, static_cast<uint32_t>(i * L.J + j), C, v, cf, out_pose, out_base);
 }
 
 // Output joint (row, j) of normalize_pose; returns its confidence (0: invalid, coords zero).

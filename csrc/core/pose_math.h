@@ -45,7 +45,7 @@ SLP_HD float bits_f32(uint32_t u) {
   return f;
 }
 
-SLP_HD float half_to_float(uint16_t h) {
+SLP_HD float half_to_float_bits(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
   if (e == 0) {  // zero or subnormal: m * 2^-24 is exact in float
@@ -57,7 +57,7 @@ SLP_HD float half_to_float(uint16_t h) {
 }
 
 // float -> float16 bits, round to nearest even; overflow to +-inf, NaN stays NaN.
-SLP_HD uint16_t float_to_half(float f) {
+SLP_HD uint16_t float_to_half_bits(float f) {
   const uint32_t x = f32_bits(f);
   const uint32_t sign = (x >> 16) & 0x8000u;
   const uint32_t ax = x & 0x7fffffffu;
@@ -76,6 +76,51 @@ SLP_HD uint16_t float_to_half(float f) {
   const uint32_t rem = ax & 0x1fffu;
   if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // a carry rolls into the exponent
   return static_cast<uint16_t>(sign | h);
+}
+
+// Branch-free versions of the same two conversions (after Maratos' FP16 library): exact, the
+// float arithmetic only moves bits (the addition does the round-to-nearest-even). 3-4x faster
+// on the CPU, where they are used; the device uses the integer versions (no reliance on its
+// float modes).
+SLP_HD float half_to_float_fast(uint16_t h) {
+  const uint32_t w = static_cast<uint32_t>(h) << 16;
+  const uint32_t sign = w & 0x80000000u;
+  const uint32_t two_w = w + w;
+  const float normalized = bits_f32((two_w >> 4) + (0xE0u << 23)) * 1.925929944387236e-34f;  // 2^-112
+  const float denormalized = bits_f32((two_w >> 17) | (126u << 23)) - 0.5f;
+  const uint32_t sub = 0u - static_cast<uint32_t>(two_w < (1u << 27));  // mask select: vectorizes
+  return bits_f32(sign | (sub & f32_bits(denormalized)) | (~sub & f32_bits(normalized)));
+}
+
+SLP_HD uint16_t float_to_half_fast(float f) {
+  // Selects written as masks so that loops over arrays vectorize.
+  const float base0 = (fabsf(f) * 5.192296858534828e+33f) * 7.703719777548943e-34f;  // 2^112, 2^-110
+  const uint32_t w = f32_bits(f);
+  const uint32_t shl1_w = w + w;
+  const uint32_t sign = w & 0x80000000u;
+  const uint32_t raw_bias = shl1_w & 0xFF000000u;
+  const uint32_t low = 0u - static_cast<uint32_t>(raw_bias < 0x71000000u);
+  const uint32_t bias = (low & 0x71000000u) | (~low & raw_bias);
+  const uint32_t bits = f32_bits(bits_f32((bias >> 1) + 0x07800000u) + base0);
+  const uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
+  const uint32_t nan = 0u - static_cast<uint32_t>(shl1_w > 0xFF000000u);
+  return static_cast<uint16_t>((sign >> 16) | (nan & 0x7E00u) | (~nan & nonsign));
+}
+
+SLP_HD float half_to_float(uint16_t h) {
+#ifdef __CUDA_ARCH__
+  return half_to_float_bits(h);
+#else
+  return half_to_float_fast(h);
+#endif
+}
+
+SLP_HD uint16_t float_to_half(float f) {
+#ifdef __CUDA_ARCH__
+  return float_to_half_bits(f);
+#else
+  return float_to_half_fast(f);
+#endif
 }
 
 // Finiteness from the bits: the same on host and device, immune to fast-math flags.

@@ -1,0 +1,155 @@
+"""Benchmark of pose normalization + augmentation on a padded batch, every provider in one run.
+
+    python bench/pose.py                 # B=256, T~U(32,256), canonical J=123, C=3, float16
+    python bench/pose.py --quick         # CI / GPU check: B=32, T~U(16,64)
+    python bench/pose.py --json bench/results/pose.jsonl
+
+Workloads (same batch):
+  affine  normalize + flip + 2-D affine (rotation, shear, y scale), speed 1: what pose-format
+          can do (its per-clip ``normalize`` + ``augment2d``; flip there only negates x)
+  full    normalize + speed U(0.7, 1.4) resampling + flip + affine + translation + jitter +
+          joint/frame/part dropout (pose-format has no equivalent)
+Providers:
+  ext-cpu       slpfast.ops.augment_pose(normalize=True) on CPU (at::parallel_for, fused)
+  reference     slpfast.reference.pose one clip at a time (numpy, what research repos do)
+  pose-format   pose_format Pose.normalize + body.augment2d one clip at a time (affine only)
+  torch-chain   the same math as batched eager torch ops (bench/pose_chain.py)
+  ext-cuda, torch-chain-cuda   on a GPU, plus the device's copy bandwidth for reference
+GB/s counts the bytes the op must move: input pose + conf, output pose + conf. ``vs_pf`` is the
+speed-up over pose-format's per-clip loop measured in the same run.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import Results, base_parser, measure  # noqa: E402
+from pose_chain import ChainLayout, normalize_augment_chain  # noqa: E402
+
+from slpfast import layouts  # noqa: E402
+from slpfast.ops import pose as P  # noqa: E402
+from slpfast.reference import pose as R  # noqa: E402
+
+WORKLOADS = {
+    "affine": P.AugmentConfig(flip_p=0.5),
+    "full": P.AugmentConfig(flip_p=0.5, speed_min=0.7, speed_max=1.4, translate_std=0.05, jitter_std=0.01,
+                            joint_drop_p=0.05, frame_drop_p=0.05, part_drop_p=0.05),
+}
+
+
+def make_batch(B, t_lo, t_hi, C, dtype, seed=0):
+    """Pixel-space pose with ~10% missing joints (one clip in four without a right hand)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(t_lo, t_hi + 1, (B,), generator=g)
+    T = int(lengths.max())
+    J = layouts.NUM_JOINTS
+    base = torch.tensor([320.0, 240.0, 0.0])[:C]
+    pose = base + 80.0 * torch.randn(B, T, J, C, generator=g)
+    pose[:, :, layouts.LEFT_SHOULDER] = base + torch.tensor([60.0, 0.0, 0.0])[:C]
+    pose[:, :, layouts.RIGHT_SHOULDER] = base - torch.tensor([60.0, 0.0, 0.0])[:C]
+    conf = torch.rand(B, T, J, generator=g) * 0.9 + 0.1
+    conf[torch.rand(B, T, J, generator=g) < 0.1] = 0.0
+    conf[::4, :, layouts.PART_SLICES["right_hand"]] = 0.0
+    pad = torch.arange(T)[None] >= lengths[:, None]
+    conf[pad], pose[pad] = 0.0, 0.0
+    return pose.to(dtype), conf, lengths
+
+
+def pose_format_loop(pose_np, conf_np, lengths, rng):
+    """pose-format per clip: normalize about the shoulders, then augment2d (its own RNG)."""
+    from pose_format.numpy import NumPyPoseBody
+    from pose_format.pose import Pose
+    from pose_format.pose_header import PoseNormalizationInfo
+
+    info = PoseNormalizationInfo(p1=layouts.LEFT_SHOULDER, p2=layouts.RIGHT_SHOULDER)
+    out = []
+    for b, n in enumerate(lengths):
+        body = NumPyPoseBody(25.0, pose_np[b, :n, None].astype(np.float32), conf_np[b, :n, None])
+        p = Pose(None, body).normalize(info)
+        if rng.random() < 0.5:
+            p.body = p.body.flip(axis=0)
+        out.append(p.body.augment2d(rotation_std=0.2, shear_std=0.2, scale_std=0.2).data)
+    return out
+
+
+def reference_loop(pose_np, conf_np, lengths, ids, seed, cfg, spec):
+    out = []
+    for b, n in enumerate(lengths):
+        params = R.sample_params(seed, int(ids[b]), cfg, spec.num_parts)
+        out.append(R.augment_clip(pose_np[b, :n], conf_np[b, :n], params, spec, dtype=pose_np.dtype.type, seed=seed,
+                                  clip_id=int(ids[b]), cfg=cfg, normalize=True))
+    return out
+
+
+def copy_bandwidth(device) -> float:
+    """GB/s of a device-to-device copy of 256 MiB (read + write)."""
+    src = torch.empty(64 * 2**20, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    t = measure(lambda: dst.copy_(src), device=device, warmup=3, repeats=20)["median_ms"]
+    return 2 * src.numel() * 4 / (t * 1e-3) / 1e9
+
+
+def main():
+    p = base_parser(__doc__.split("\n")[0])
+    p.add_argument("--dtype", default="fp16", choices=["fp16", "fp32"])
+    p.add_argument("--C", type=int, default=3, choices=[2, 3])
+    p.add_argument("--workloads", default="affine,full")
+    args = p.parse_args()
+    B, lo, hi = (32, 16, 64) if args.quick else (256, 32, 256)
+    reps = args.repeats or (3 if args.quick else 5)
+    dtype = torch.float16 if args.dtype == "fp16" else torch.float32
+    pose, conf, lengths = make_batch(B, lo, hi, args.C, dtype)
+    ids, seed = torch.arange(B) + 1000, 17
+    spec = R.canonical_spec()
+    pose_np, conf_np, len_list = pose.numpy(), conf.numpy(), lengths.tolist()
+    res = Results("pose", args.json)
+    shape = f"B={B} T~U({lo},{hi}) J={layouts.NUM_JOINTS} C={args.C} {args.dtype}"
+    print(f"# {shape}, torch threads={torch.get_num_threads()}")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not P._extension.unavailable_reasons("cuda") else [])
+    copy_gbs = copy_bandwidth("cuda") if "cuda" in devices else None
+    for wl in args.workloads.split(","):
+        cfg = WORKLOADS[wl]
+        out_len = R.resampled_length(pose.shape[1], cfg.speed_min)
+        out_bytes = B * out_len * layouts.NUM_JOINTS * (args.C * pose.element_size() + 4)
+        nbytes = pose.numel() * pose.element_size() + conf.numel() * 4 + out_bytes
+        noise = dict(jitter_std=cfg.jitter_std, joint_drop_p=cfg.joint_drop_p, frame_drop_p=cfg.frame_drop_p)
+        timings = {}
+        for dev in devices:
+            x, c, n, i = pose.to(dev), conf.to(dev), lengths.to(dev), ids.to(dev)
+            layout = ChainLayout(spec, dev)
+            params = P.sample_augment_params(i, seed, cfg)
+            ext = lambda: P.augment_pose(x, c, n, seed=seed, clip_ids=i, config=cfg, normalize=True)  # noqa: E731
+            chain = lambda: normalize_augment_chain(x, c, n, params, out_len, layout, **noise)  # noqa: E731
+            if wl == "affine":  # the chain is a faithful provider: check it against the op first
+                got, want = chain(), ext()
+                torch.testing.assert_close(got[0].float(), want[0].float(), rtol=2e-3, atol=2e-3)
+            sfx = "" if dev == "cpu" else "-cuda"
+            name = "ext-cpu" if dev == "cpu" else "ext-cuda"
+            timings[name] = measure(ext, device=dev, repeats=reps * (4 if dev == "cuda" else 1))
+            timings["torch-chain" + sfx] = measure(chain, device=dev, repeats=reps * (4 if dev == "cuda" else 1))
+        timings["reference"] = measure(lambda: reference_loop(pose_np, conf_np, len_list, ids, seed, cfg, spec),
+                                       warmup=1, repeats=max(2, reps // 2))
+        if wl == "affine":
+            rng = np.random.default_rng(0)
+            timings["pose-format"] = measure(lambda: pose_format_loop(pose_np, conf_np, len_list, rng), warmup=1,
+                                             repeats=max(2, reps // 2))
+        pf = timings.get("pose-format", {}).get("median_ms")
+        for name, t in timings.items():
+            ms = t["median_ms"]
+            gbs = nbytes / (ms * 1e-3) / 1e9
+            row = dict(workload=wl, shape=shape, provider=name, median_ms=ms, p20_ms=t["p20_ms"], p80_ms=t["p80_ms"],
+                       clips_per_s=B / (ms * 1e-3), gb_per_s=gbs, vs_pf=(pf / ms) if pf else None,
+                       pct_copy_bw=(100 * gbs / copy_gbs) if (copy_gbs and name.endswith("cuda")) else None)
+            res.add(**row)
+    if copy_gbs:
+        print(f"# device copy bandwidth: {copy_gbs:.0f} GB/s")
+    res.print_table(["workload", "provider", "median_ms", "p20_ms", "p80_ms", "clips_per_s", "gb_per_s", "vs_pf",
+                     "pct_copy_bw"])
+
+
+if __name__ == "__main__":
+    main()

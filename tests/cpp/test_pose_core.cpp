@@ -1,0 +1,198 @@
+// Unit tests of the torch-free pose core (csrc/core/pose_*.h): Philox known-answer vectors,
+// float16 conversion, per-clip normalization (shoulders, anchors, bounding-box fallback,
+// invalid input) and the augmentation transform on hand-computed cases.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "check.h"
+#include "pose_api.h"
+
+using namespace slpfast::pose;
+
+static void test_philox_kat() {
+  // Random123 kat_vectors, philox4x32 with 10 rounds.
+  U32x4 c0 = {{0, 0, 0, 0}};
+  U32x4 r = philox4x32_10(c0, 0, 0);
+  CHECK(r.v[0] == 0x6627e8d5u && r.v[1] == 0xe169c58du && r.v[2] == 0xbc57ac4cu && r.v[3] == 0x9b00dbd8u);
+  U32x4 c1 = {{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}};
+  r = philox4x32_10(c1, 0xffffffffu, 0xffffffffu);
+  CHECK(r.v[0] == 0x408f276du && r.v[1] == 0x41c83b0eu && r.v[2] == 0xa20bc7c6u && r.v[3] == 0x6d5451fdu);
+  U32x4 c2 = {{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}};
+  r = philox4x32_10(c2, 0xa4093822u, 0x299f31d0u);
+  CHECK(r.v[0] == 0xd16cfe09u && r.v[1] == 0x94fdccebu && r.v[2] == 0x5001e420u && r.v[3] == 0x24126ea1u);
+  CHECK(u01(0) > 0.0 && u01(0xffffffffu) < 1.0);
+}
+
+static void test_half() {
+  // Every finite half survives half -> float -> half.
+  int bad = 0;
+  for (uint32_t h = 0; h < 65536; ++h) {
+    if ((h & 0x7c00u) == 0x7c00u) continue;
+    if (float_to_half(half_to_float(static_cast<uint16_t>(h))) != h) ++bad;
+  }
+  CHECK(bad == 0);
+  CHECK(half_to_float(0x3c00) == 1.0f && half_to_float(0xc000) == -2.0f && half_to_float(0x0001) == std::ldexp(1.0f, -24));
+  CHECK(float_to_half(1.0f + std::ldexp(1.0f, -11)) == 0x3c00);  // tie -> even
+  CHECK(float_to_half(1.0f + 3 * std::ldexp(1.0f, -11)) == 0x3c02);  // tie -> even (up)
+  CHECK(float_to_half(65519.0f) == 0x7bff && float_to_half(65520.0f) == 0x7c00);
+  CHECK(float_to_half(std::ldexp(1.0f, -25)) == 0 && float_to_half(std::ldexp(1.5f, -25)) == 1);
+  CHECK((float_to_half(NAN) & 0x7fffu) > 0x7c00u);
+  // The branch-free CPU conversions equal the integer (device) ones: every half, every tie and
+  // its neighbours, and a stride through all float bit patterns.
+  int diff = 0;
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const uint16_t hh = static_cast<uint16_t>(h);
+    const float a = half_to_float_bits(hh), b = half_to_float_fast(hh);
+    if (f32_bits(a) != f32_bits(b) && !(std::isnan(a) && std::isnan(b))) ++diff;  // NaN payloads may differ
+    const float next = half_to_float_bits(static_cast<uint16_t>(h + 1));
+    if ((h & 0x7c00u) == 0x7c00u || ((h + 1) & 0x7c00u) == 0x7c00u || ((h ^ (h + 1)) & 0x8000u)) continue;
+    const float mid = 0.5f * (a + next);
+    for (float f : {a, mid, std::nextafter(mid, a), std::nextafter(mid, next)})
+      if (float_to_half_bits(f) != float_to_half_fast(f)) ++diff;
+  }
+  for (uint64_t u = 0; u < (1ull << 32); u += 8191) {
+    const float f = bits_f32(static_cast<uint32_t>(u));
+    const uint16_t a = float_to_half_bits(f), b = float_to_half_fast(f);
+    const bool both_nan = (a & 0x7fffu) > 0x7c00u && (b & 0x7fffu) > 0x7c00u;
+    if (a != b && !both_nan) ++diff;
+  }
+  CHECK(diff == 0);
+}
+
+// A tiny layout: J = 6. Joints 0, 1 shoulders (part 0), 2 wrist + 3 finger (part 1, relative
+// to joint 2, scale pair 0 = (2, 3)), 4 nose + 5 mouth (part 2, relative to joint 4).
+// Flip swaps 0 <-> 1.
+static std::vector<int32_t> tiny_layout(bool hand_scale) {
+  const int J = 6;
+  std::vector<int32_t> t(kHeader + 4 * J, 0);
+  t[0] = J;
+  t[1] = 0;
+  t[2] = 1;
+  t[3] = 3;
+  t[4] = 1;
+  t[5] = 2;
+  t[6] = 3;
+  const int32_t anchor[J] = {-1, -1, 2, 2, 4, 4};
+  const int32_t perm[J] = {1, 0, 2, 3, 4, 5};
+  const int32_t part[J] = {0, 0, 1, 1, 2, 2};
+  for (int j = 0; j < J; ++j) {
+    t[kHeader + j] = anchor[j];
+    t[kHeader + J + j] = (hand_scale && (j == 2 || j == 3)) ? 0 : -1;
+    t[kHeader + 2 * J + j] = perm[j];
+    t[kHeader + 3 * J + j] = part[j];
+  }
+  return t;
+}
+
+static void test_normalize() {
+  std::vector<int32_t> table = tiny_layout(true);
+  CHECK(check_layout(table.data(), static_cast<int64_t>(table.size())) == nullptr);
+  const Layout L = make_layout(table.data(), table.data());
+  // Two frames, C = 2. Shoulders (0,0)-(2,0) then (2,0)-(4,0): centre (2,0), width 2.
+  const float pose[2][6][2] = {{{0, 0}, {2, 0}, {1, 1}, {1, 2}, {1, -1}, {1, -2}},
+                               {{2, 0}, {4, 0}, {3, 1}, {3, 4}, {NAN, 0}, {3, -2}}};
+  const float conf[2][6] = {{1, 1, 1, 1, 1, 0.5f}, {1, 1, 1, 1, 1, 1}};
+  float out[2][6][2];
+  float out_conf[2][6];
+  double info[5];
+  const int64_t lengths[1] = {2};
+  NormalizeArgs a{&pose[0][0][0], &conf[0][0], &out[0][0][0], &out_conf[0][0], Seqs{lengths, 2}, 1, 2, false,
+                  0.0, L, info};
+  normalize_cpu(a, 0, 1);
+  CHECK_NEAR(info[0], 2.0, 1e-12);
+  CHECK_NEAR(info[1], 0.0, 1e-12);
+  CHECK_NEAR(info[3], 2.0, 1e-12);
+  CHECK(info[4] == 0.0);
+  CHECK_NEAR(out[0][0][0], -1.0, 1e-7);  // (0 - 2) / 2
+  CHECK_NEAR(out[1][1][0], 1.0, 1e-7);   // (4 - 2) / 2
+  // Hand: relative to the wrist, scaled by mean wrist-finger length (1 and 3 -> 2).
+  CHECK_NEAR(out[0][3][1], 0.5, 1e-7);
+  CHECK_NEAR(out[1][3][1], 1.5, 1e-7);
+  CHECK_NEAR(out[0][2][0], 0.0, 1e-7);
+  // Mouth relative to the nose, body scale; frame 1's nose is NaN: nose and mouth flagged.
+  CHECK_NEAR(out[0][5][1], -0.5, 1e-7);
+  CHECK(out_conf[0][5] == 0.5f);
+  CHECK(out_conf[1][4] == 0.0f && out_conf[1][5] == 0.0f);
+  CHECK(out[1][4][0] == 0.0f && out[1][5][1] == 0.0f);
+}
+
+static void test_fallbacks() {
+  std::vector<int32_t> table = tiny_layout(false);
+  const Layout L = make_layout(table.data(), table.data());
+  // Left shoulder never valid: bounding box of the valid joints, x in [0, 4], y in [-1, 1].
+  const float pose[1][6][2] = {{{9, 9}, {0, 0}, {4, 1}, {2, 0}, {2, -1}, {1, 0}}};
+  const float conf[1][6] = {{0, 1, 1, 1, 1, 1}};
+  float out[1][6][2];
+  float out_conf[1][6];
+  double info[5];
+  const int64_t lengths[1] = {1};
+  NormalizeArgs a{&pose[0][0][0], &conf[0][0], &out[0][0][0], &out_conf[0][0], Seqs{lengths, 1}, 1, 2, false,
+                  0.0, L, info};
+  normalize_cpu(a, 0, 1);
+  CHECK(info[4] == 1.0);
+  CHECK_NEAR(info[0], 2.0, 1e-12);
+  CHECK_NEAR(info[3], 4.0, 1e-12);
+  CHECK_NEAR(out[0][1][0], -0.5, 1e-7);
+  CHECK(out_conf[0][0] == 0.0f && out[0][0][0] == 0.0f);
+  // Nothing valid: identity frame, everything flagged, no NaN.
+  const float zero_conf[1][6] = {{0, 0, 0, 0, 0, 0}};
+  NormalizeArgs z = a;
+  z.conf = &zero_conf[0][0];
+  normalize_cpu(z, 0, 1);
+  CHECK(info[4] == 2.0 && info[3] == 1.0);
+  for (int j = 0; j < 6; ++j) CHECK(out_conf[0][j] == 0.0f && out[0][j][0] == 0.0f && out[0][j][1] == 0.0f);
+}
+
+static void test_augment() {
+  std::vector<int32_t> table = tiny_layout(false);
+  const Layout L = make_layout(table.data(), table.data());
+  const int T = 5, J = 6, C = 2;
+  std::vector<float> pose(T * J * C), conf(T * J, 1.0f);
+  for (int i = 0; i < T * J * C; ++i) pose[i] = 0.25f * static_cast<float>(i % 17) - 1.0f;
+  // Speed 2: 5 frames -> round(2.5 + 0.5) = 3 frames = input frames 0, 2, 4.
+  CHECK(resampled_length(5, 2.0) == 3 && resampled_length(1, 3.0) == 1 && resampled_length(0, 1.0) == 0);
+  // flip, angle pi/2, shear 0, sx 1, sy 1, tx 0.5, ty 0, speed 2, no dropped part.
+  const double params[kNumParams] = {1.0, M_PI / 2, 0.0, 1.0, 1.0, 0.5, 0.0, 2.0, 0.0};
+  const int64_t in_len[1] = {T}, out_len[1] = {3}, ids[1] = {7};
+  std::vector<float> out(3 * J * C), out_conf(3 * J);
+  AugmentArgs a{pose.data(), conf.data(), out.data(), out_conf.data(), Seqs{in_len, T}, Seqs{out_len, 3}, 1, C,
+                false, params, ids, 1234, ElemConfig{0.0, 0.0, 0.0}, false, 0.0, L};
+  augment_cpu(a, 0, 1);
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < J; ++j) {
+      const int src = j == 0 ? 1 : (j == 1 ? 0 : j);
+      const double x = -pose[((2 * i) * J + src) * C], y = pose[((2 * i) * J + src) * C + 1];
+      // p @ [[c, -s], [s, c]] with c = 0, s = 1: (x, y) -> (y, -x), then + (0.5, 0).
+      CHECK_NEAR(out[(i * J + j) * C], y + 0.5, 1e-6);
+      CHECK_NEAR(out[(i * J + j) * C + 1], -x, 1e-6);
+      CHECK(out_conf[i * J + j] == 1.0f);
+    }
+  }
+  // Dropping part 1 (the hand) and every frame.
+  double drop[kNumParams] = {0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 2.0, 2.0};
+  a.params = drop;
+  augment_cpu(a, 0, 1);
+  CHECK(out_conf[2] == 0.0f && out_conf[3] == 0.0f && out_conf[0] == 1.0f && out[2 * C] == 0.0f);
+  a.elem.frame_drop_p = 1.0;
+  augment_cpu(a, 0, 1);
+  for (float c : out_conf) CHECK(c == 0.0f);
+  // Sampling is a pure function of (seed, clip): same clip id, same parameters.
+  const double cfg[kNumSampleCfg] = {0.5, 0.2, 0.2, 0.2, 0.0, 0.1, 0.8, 1.2, 0.3};
+  const int64_t clips[3] = {5, 9, 5};
+  double p[3 * kNumParams];
+  sample_params_cpu(clips, 0, 3, 42, cfg, 3, p);
+  for (int k = 0; k < kNumParams; ++k) CHECK(p[k] == p[2 * kNumParams + k]);
+  CHECK(p[3] == 1.0 && p[7] >= 0.8 && p[7] <= 1.2);
+  CHECK(p[1] != p[kNumParams + 1]);
+}
+
+int main() {
+  test_philox_kat();
+  test_half();
+  test_normalize();
+  test_fallbacks();
+  test_augment();
+  TEST_MAIN_END();
+}
