@@ -16,6 +16,7 @@ from :func:`slpfast.train.data.flops_coefficients` over the dense bf16 peak).
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tempfile
@@ -109,8 +110,13 @@ def run(args) -> Results:
                         speedup=(base_ms / t["median_ms"]) if base_ms else None,
                         mfu=(last.get("flops", 0.0) / sec / peak) if peak else None,
                         params_m=sum(p.numel() for p in trainer.raw_model.parameters()) / 1e6)
+                it = trainer.data._iter  # stop loader workers now: later forks must not inherit them
+                trainer.data._iter = None
+                if hasattr(it, "_shutdown_workers"):
+                    it._shutdown_workers()
                 trainer.close()
-                del trainer
+                del trainer, it
+                gc.collect()
     return res
 
 

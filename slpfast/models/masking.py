@@ -100,12 +100,14 @@ def sample_joint_mask(lengths: torch.Tensor, T: int, *, strategy: str = "mixed",
            "spans": lambda l, t, r, g: _spans(l, t, r, g, span)}
     if strategy != "mixed":
         return run[strategy](lengths, T, ratio, generator).contiguous()
-    # mixed: compute every strategy's mask and pick one per clip (cheap next to the model)
+    # mixed: one strategy per clip; each strategy runs only on the clips that drew it, so the
+    # cost is that of a single strategy (the draws stay a deterministic function of the generator)
     choice = torch.randint(len(_BASE), (lengths.numel(),), generator=generator, device=lengths.device)
     out = torch.zeros(lengths.numel(), T, NUM_JOINTS, dtype=torch.bool, device=lengths.device)
     for i, name in enumerate(_BASE):
-        m = run[name](lengths, T, ratio, generator)
-        out = torch.where((choice == i).view(-1, 1, 1), m, out)
+        sel = (choice == i).nonzero().flatten()
+        if sel.numel():
+            out[sel] = run[name](lengths[sel], T, ratio, generator)
     return out
 
 
