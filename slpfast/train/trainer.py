@@ -151,9 +151,6 @@ class Trainer:
             inputs = self.data.prepare(batch, self.step, micro, self.device)
             lengths = inputs["lengths"]
             stats["clips"] += int(lengths.numel())
-            stats["frames"] += int(lengths.sum())
-            stats["flops"] += self.model_flops_per_frame * float(lengths.sum()) + \
-                self.attn_flops_coeff * float((lengths.double() ** 2).sum())
             last = micro == accum - 1
             sync_ctx = self.model.no_sync() if (self.dist.enabled and not last and hasattr(self.model, "no_sync")) \
                 else contextlib.nullcontext()
@@ -162,12 +159,19 @@ class Trainer:
                 with autocast:
                     out = self.model(**inputs["model_kwargs"])
                 loss = out["loss"]
-                if self._any(not bool(torch.isfinite(loss.detach()).item())):
+                # one device->host copy per micro-batch: finiteness, every loss term, frame counts
+                probe = torch.stack([(~torch.isfinite(loss.detach())).float()]
+                                    + [v.detach().float() for v in out.values()]
+                                    + [lengths.sum().float(), (lengths.double() ** 2).sum().float()]).cpu()
+                if self._any(bool(probe[0] > 0)):
                     skipped = True  # every rank skips the same micro-batch: no half-run all-reduce
                     break
                 (loss / accum).backward()
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
+            for k, v in zip(out.keys(), probe[1:].tolist()):
+                sums[k] = sums.get(k, 0.0) + v / accum
+            frames, sq = float(probe[-2]), float(probe[-1])
+            stats["frames"] += int(frames)
+            stats["flops"] += self.model_flops_per_frame * frames + self.attn_flops_coeff * sq
         if not skipped:
             clip = self.cfg.optim.grad_clip
             params = [p for p in self.raw_model.parameters() if p.grad is not None]
