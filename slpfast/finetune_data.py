@@ -60,7 +60,7 @@ class FinetuneData:
         for s in [self.train_split] + self.eval_splits:
             if s not in splits:
                 raise ValueError(f"task: split {s!r} is not in the store {self.store.path} (splits: {splits})")
-        self.train_indices = self._usable(self.store.indices(self.train_split))
+        self.train_indices = self._usable(self.train_split)
         if t.task == "islr":
             self.train_indices = label_subset(self.store.labels, self.train_indices, t.label_fraction, t.label_seed)
         self._resolve()
@@ -69,9 +69,10 @@ class FinetuneData:
         self._iter = None
 
     # ------------------------------------------------------------------ what the task needs
-    def _usable(self, idx: np.ndarray) -> np.ndarray:
-        """Clips that carry the task's target (ISLR: a label; CSLR: glosses; others: text)."""
+    def _usable(self, split: str) -> np.ndarray:
+        """Clips of ``split`` that carry the task's target (ISLR: a label; CSLR: glosses; others: text)."""
         task = self.cfg.task.task
+        idx = self.store.indices(split)
         if task == "islr":
             idx = idx[self.store.labels[idx] >= 0]
         elif task == "cslr":
@@ -79,7 +80,7 @@ class FinetuneData:
         else:
             idx = np.array([i for i, s in zip(idx, self.store.texts(idx)) if s.strip()], np.int64)
         if len(idx) == 0:
-            raise ValueError(f"task {task}: no usable clips in split {self.train_split!r} of {self.store.path}")
+            raise ValueError(f"task {task}: no usable clips in split {split!r} of {self.store.path}")
         return idx
 
     def _resolve(self) -> None:
@@ -222,7 +223,7 @@ class FinetuneData:
     @torch.no_grad()
     def evaluate(self, model, split: str) -> dict:
         """Metrics of ``model`` on ``split`` (every rank returns the same dict)."""
-        idx = self._usable(self.store.indices(split))
+        idx = self._usable(split)
         mine = idx[self.dist.rank::self.dist.world_size]  # disjoint shards; no padding, no drops
         was_training = model.training
         model.eval()

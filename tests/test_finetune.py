@@ -159,3 +159,15 @@ def test_bad_arguments(corpus, tmp_path, pretrain_ckpt):
         _run(corpus, str(tmp_path), "--task", "islr", "--init", ckpt, "--eval-only")
     # the CLI turns all of these into exit code 2 and one line on stderr
     assert finetune.main(["--task", "islr", "--init", str(tmp_path / "nope.pt")]) == 2
+
+
+def test_slt_with_local_hf_seq2seq(corpus, tmp_path):
+    from test_finetune_heads import _tiny_bart
+
+    path = _tiny_bart(tmp_path)
+    res = _run(corpus, str(tmp_path / "run"), "--task", "slt", "--init", "none", "--train.steps=1",
+               f"--task.slt_model={path}", "--task.slt_max_len=8", "--task.eval_splits=sentence_val")
+    m = res["metrics"]["sentence_val"]
+    assert np.isfinite(res["train"]["last"]["loss/ce"]) and 0 <= m["bleu4"] <= 100 and 0 <= m["rouge_l"] <= 100
+    with pytest.raises(ValueError, match="task.slt_model must be a local directory"):
+        finetune.parse_args(["--task", "slt", f"--task.slt_model={tmp_path / 'missing'}"])

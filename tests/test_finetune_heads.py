@@ -114,6 +114,14 @@ def test_hf_seq2seq_path_trains_and_translates(tmp_path):
     assert model.proj.weight.grad is not None and model.proj.weight.grad.abs().sum() > 0
     out = model.translate(frames, lengths)
     assert len(out) == 2 and all(isinstance(s, str) for s in out)
+    # clips longer than the 64 learned positions are pooled in time (stride 3 for T=150)
+    long_len = torch.tensor([150, 7])
+    long = torch.randn(2, 150, 8) * (torch.arange(150)[None, :, None] < long_len[:, None, None])  # 0 past lengths
+    pooled, plen = model._fit_positions(long, long_len)
+    assert pooled.shape == (2, 50, 8) and plen.tolist() == [50, 3]
+    assert torch.allclose(pooled[0, 1], long[0, 3:6].mean(0), atol=1e-6)
+    assert torch.allclose(pooled[1, 2], long[1, 6], atol=1e-6)          # last window: 1 valid frame
+    assert torch.isfinite(model.loss(long, long_len, ["a", "b"]))
 
 
 def test_hf_seq2seq_bad_path(tmp_path):

@@ -204,8 +204,27 @@ class HFSeq2SeqTranslator(nn.Module):
         self.path = path
 
     def _encoder_inputs(self, frames, lengths):
-        mask = ~_key_padding_mask(lengths.to(frames.device), frames.shape[1])
+        frames, lengths = self._fit_positions(frames, lengths.to(frames.device))
+        mask = ~_key_padding_mask(lengths, frames.shape[1])
         return self.proj(frames), mask.long()
+
+    def _fit_positions(self, frames, lengths):
+        """Clips longer than the model's learned positions (``max_position_embeddings``, e.g.
+        1024 for mBART; T5 has none) are average-pooled in time by the smallest integer stride
+        that fits, instead of failing on an out-of-range position."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        t = frames.shape[1]
+        if not limit or t <= limit:
+            return frames, lengths
+        stride = -(-t // limit)
+        pad = (-t) % stride
+        x = F.pad(frames, (0, 0, 0, pad))                                 # frames are 0 past lengths
+        x = x.view(x.shape[0], -1, stride, x.shape[2]).sum(2)
+        new_len = -(-lengths // stride)
+        # divide by the number of valid frames in each window (the last one may be partial)
+        starts = torch.arange(x.shape[1], device=x.device)[None, :] * stride
+        count = (lengths[:, None] - starts).clamp(0, stride).clamp(min=1)
+        return x / count[..., None].to(x.dtype), new_len
 
     def loss(self, frames, lengths, texts: list[str]) -> torch.Tensor:
         emb, mask = self._encoder_inputs(frames, lengths)
