@@ -123,7 +123,7 @@ def test_corrupt_shard(tmp_path, where, monkeypatch):
     else:  # flip a byte inside a section
         hdr = json.loads(bytes(data[32: 32 + int.from_bytes(data[12:16], "little")]))
         ds = (32 + int.from_bytes(data[12:16], "little") + 63) // 64 * 64
-        msg = "label" if where == "index" else "poseconf"
+        msg = "label" if where == "index" else "pose"
         data[ds + hdr["sections"][msg]["offset"] + 5] ^= 0x01
     open(f, "wb").write(bytes(data))
     if where == "pose":

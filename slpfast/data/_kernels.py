@@ -1,8 +1,9 @@
 """numba kernels of the data path: float16 decoding + gather into padded / packed batches.
 
-Clips are stored as float16 ``(frames, J, 4)`` rows ``[x, y, z, conf]`` (see :mod:`.store`).
-The gather kernels read a batch of clips straight from the memory-mapped shards and write
-float32 pose and confidence, in parallel over clips (``numba.prange``).
+Clips are stored as float16 pose ``(frames, J, 3)`` and confidence ``(frames, J)`` sections
+(see :mod:`.store`), so a clip (or a crop of it) is one contiguous run in each: the gather
+kernels stream them straight from the memory-mapped shards into float32 pose and confidence,
+in parallel over clips (``numba.prange``).
 
 float16 -> float32 uses the exponent-rebias trick: the bits ``sign<<16 | (h & 0x7fff)<<13``
 read as float32 and multiplied by 2**112 give the exact value for zeros, subnormals and normal
@@ -12,6 +13,7 @@ is ~20x slower than this.
 from __future__ import annotations
 
 import os
+import threading
 import types
 
 import numba
@@ -52,72 +54,83 @@ def serial_only() -> None:
     USE_PARALLEL = False
 
 
-def _gather_padded(shards, shard_id, start, length, C, pose_bits, pose_f, conf_bits, conf_f):
+@njit(inline="always")
+def _bits(h):
+    h = np.uint32(h)
+    return ((h & np.uint32(0x8000)) << np.uint32(16)) | ((h & np.uint32(0x7FFF)) << np.uint32(13))
+
+
+@njit(inline="always")
+def _convert(src, bits, out):
+    """float16 bits -> float32, elementwise over equally long 1-D slices (bits/out alias).
+    Written as two plain zero-based loops over slices so LLVM vectorises both."""
+    n = src.shape[0]
+    for k in range(n):
+        bits[k] = _bits(src[k])
+    for k in range(n):
+        out[k] *= _REBIAS
+
+
+@njit(inline="always")
+def _convert_strided(src, C, bits, out):
+    """(rows*3,) float16 bits -> (rows*C,) float32 keeping the first C of every 3 values."""
+    rows = src.shape[0] // 3
+    for r in range(rows):
+        for c in range(C):
+            bits[r * C + c] = _bits(src[r * 3 + c])
+    n = rows * C
+    for k in range(n):
+        out[k] *= _REBIAS
+
+
+@njit(inline="always")
+def _zero(out):
+    for k in range(out.shape[0]):
+        out[k] = 0.0
+
+
+def _gather_padded(pose_list, conf_list, J, shard_id, start, length, C, pose_bits, pose_f, conf_bits, conf_f):
     """Fill a padded batch.
 
-    shards: typed List of uint16 arrays (frames, J*4) (one per shard).
-    shard_id, start, length: (B,) clip b is frames [start, start+length) of shards[shard_id].
+    pose_list / conf_list: typed Lists (one per shard) of the flat uint16 (float16 bits)
+        pose (frames*J*3,) and confidence (frames*J,) sections.
+    shard_id, start, length: (B,) clip b is frames [start, start+length) of its shard.
     pose_bits/pose_f: the same (B, Tmax*J*C) buffer viewed as uint32 / float32.
     conf_bits/conf_f: the same (B, Tmax*J) buffer viewed as uint32 / float32.
     Frames past ``length`` are zero.
     """
     B = shard_id.shape[0]
     for b in prange(B):
-        src = shards[shard_id[b]]
-        J = src.shape[1] // 4
         s = start[b]
         L = length[b]
-        pb = pose_bits[b]
-        cb = conf_bits[b]
-        for t in range(L):
-            row = src[s + t]
-            po = t * J * C
-            co = t * J
-            for j in range(J):
-                for c in range(C):
-                    h = np.uint32(row[j * 4 + c])
-                    pb[po + j * C + c] = ((h & 0x8000) << 16) | ((h & 0x7FFF) << 13)
-                h = np.uint32(row[j * 4 + 3])
-                cb[co + j] = ((h & 0x8000) << 16) | ((h & 0x7FFF) << 13)
-        npose = L * J * C
-        pf = pose_f[b]
-        for k in range(npose):
-            pf[k] *= _REBIAS
-        for k in range(npose, pf.shape[0]):
-            pf[k] = 0.0
-        nconf = L * J
-        cf = conf_f[b]
-        for k in range(nconf):
-            cf[k] *= _REBIAS
-        for k in range(nconf, cf.shape[0]):
-            cf[k] = 0.0
+        sp = pose_list[shard_id[b]][s * J * 3:(s + L) * J * 3]
+        n = L * J * C
+        if C == 3:
+            _convert(sp, pose_bits[b][:n], pose_f[b][:n])
+        else:
+            _convert_strided(sp, C, pose_bits[b][:n], pose_f[b][:n])
+        _zero(pose_f[b][n:])
+        sc = conf_list[shard_id[b]][s * J:(s + L) * J]
+        _convert(sc, conf_bits[b][:L * J], conf_f[b][:L * J])
+        _zero(conf_f[b][L * J:])
 
 
-def _gather_packed(shards, shard_id, start, length, cu, C, pose_bits, pose_f, conf_bits, conf_f):
-    """Fill a packed batch: clip b goes to rows [cu[b], cu[b+1]) of (sum T, J*C) / (sum T, J)."""
+def _gather_packed(pose_list, conf_list, J, shard_id, start, length, cu, C, pose_bits, pose_f, conf_bits, conf_f):
+    """Fill a packed batch: clip b goes to rows [cu[b], cu[b+1]); pose_bits/pose_f are the flat
+    (sum T * J * C,) buffer, conf_bits/conf_f the flat (sum T * J,) one."""
     B = shard_id.shape[0]
     for b in prange(B):
-        src = shards[shard_id[b]]
-        J = src.shape[1] // 4
         s = start[b]
         L = length[b]
-        r0 = cu[b]
-        for t in range(L):
-            row = src[s + t]
-            pb = pose_bits[r0 + t]
-            cb = conf_bits[r0 + t]
-            for j in range(J):
-                for c in range(C):
-                    h = np.uint32(row[j * 4 + c])
-                    pb[j * C + c] = ((h & 0x8000) << 16) | ((h & 0x7FFF) << 13)
-                h = np.uint32(row[j * 4 + 3])
-                cb[j] = ((h & 0x8000) << 16) | ((h & 0x7FFF) << 13)
-            pf = pose_f[r0 + t]
-            for k in range(J * C):
-                pf[k] *= _REBIAS
-            cf = conf_f[r0 + t]
-            for k in range(J):
-                cf[k] *= _REBIAS
+        sp = pose_list[shard_id[b]][s * J * 3:(s + L) * J * 3]
+        d0 = cu[b] * J * C
+        d1 = d0 + L * J * C
+        if C == 3:
+            _convert(sp, pose_bits[d0:d1], pose_f[d0:d1])
+        else:
+            _convert_strided(sp, C, pose_bits[d0:d1], pose_f[d0:d1])
+        sc = conf_list[shard_id[b]][s * J:(s + L) * J]
+        _convert(sc, conf_bits[cu[b] * J:(cu[b] + L) * J], conf_f[cu[b] * J:(cu[b] + L) * J])
 
 
 def _clone(fn, suffix):
@@ -134,19 +147,51 @@ _packed_par = njit(parallel=True, cache=True, nogil=True)(_clone(_gather_packed,
 _packed_ser = njit(parallel=False, cache=True, nogil=True)(_clone(_gather_packed, "_ser"))
 
 
+_thread = threading.local()
+
+
+def thread_serial() -> None:
+    """Use the single-threaded kernels in the calling thread (loader prefetch threads: the
+    threads are the parallelism)."""
+    _thread.serial = True
+
+
 def _use_parallel(B: int) -> bool:
     global _parallel_started
-    if USE_PARALLEL and B > 1:
+    if USE_PARALLEL and B > 1 and not getattr(_thread, "serial", False):
         _parallel_started = True
         return True
     return False
 
 
-def gather_padded(shards, shard_id, start, length, C, pose_bits, pose_f, conf_bits, conf_f):
-    fn = _padded_par if _use_parallel(shard_id.shape[0]) else _padded_ser
-    fn(shards, shard_id, start, length, C, pose_bits, pose_f, conf_bits, conf_f)
+#: Serialises the multi-threaded kernels: the workqueue layer must not be entered from two
+#: Python threads at once (e.g. a prefetch thread and the main thread).
+_PAR_LOCK = threading.Lock()
 
 
-def gather_packed(shards, shard_id, start, length, cu, C, pose_bits, pose_f, conf_bits, conf_f):
-    fn = _packed_par if _use_parallel(shard_id.shape[0]) else _packed_ser
-    fn(shards, shard_id, start, length, cu, C, pose_bits, pose_f, conf_bits, conf_f)
+def gather_padded(pose_list, conf_list, J, shard_id, start, length, C, pose_bits, pose_f, conf_bits, conf_f):
+    args = (pose_list, conf_list, J, shard_id, start, length, C, pose_bits, pose_f, conf_bits, conf_f)
+    if _use_parallel(shard_id.shape[0]):
+        with _PAR_LOCK:
+            _padded_par(*args)
+    else:
+        _padded_ser(*args)
+
+
+def gather_packed(pose_list, conf_list, J, shard_id, start, length, cu, C, pose_bits, pose_f, conf_bits, conf_f):
+    args = (pose_list, conf_list, J, shard_id, start, length, cu, C, pose_bits, pose_f, conf_bits, conf_f)
+    if _use_parallel(shard_id.shape[0]):
+        with _PAR_LOCK:
+            _packed_par(*args)
+    else:
+        _packed_ser(*args)
+
+
+@njit(cache=True, nogil=True)
+def gather_ints(blobs, shard_id, start, length, out):
+    """out[b, :length[b]] = blobs[shard_id[b]][start[b]:start[b]+length[b]] (rest untouched)."""
+    for b in range(shard_id.shape[0]):
+        src = blobs[shard_id[b]]
+        s = start[b]
+        for k in range(length[b]):
+            out[b, k] = src[s + k]

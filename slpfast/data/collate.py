@@ -150,7 +150,7 @@ class Collator:
         src = self.source
         idx = np.asarray(idx, np.int64)
         texts = src.texts(idx)
-        gl, gl_len = pad_int(src.gloss_lists(idx), -1)
+        gl, gl_len = src.padded_glosses(idx, -1)
         out = {"clip_id": idx.copy(), "label": src.labels[idx].astype(np.int64), "gloss_ids": gl,
                "gloss_lengths": gl_len, "text": texts}
         if self.tokenizer is not None:

@@ -118,10 +118,7 @@ def _record(rec):
     from .store import sanitize_pose
 
     pose, conf = sanitize_pose(rec["pose"], rec["conf"])
-    out = np.zeros(pose.shape[:2] + (4,), np.float16)
-    out[..., :3] = pose
-    out[..., 3] = conf
-    return out
+    return pose.astype(np.float16), conf.astype(np.float16)
 
 
 def run_chunk(args) -> dict:

@@ -3,11 +3,11 @@
 Pipeline (one per loader)::
 
     external_source(source=_DaliSource, parallel=True, batch=True, batch_info=True)
-        -> per clip: float16 (T_i, J, 4) rows read straight from the memory-mapped store
-           (x, y, z, conf), lengths, clip ids, labels, glosses, token ids / text features
+        -> per clip: float16 pose (T_i, J, 3) and confidence (T_i, J) read straight from the
+           memory-mapped store, lengths, clip ids, labels, glosses, token ids / text features
     fn.pad (batch max length, ``align`` = pad_to; glosses with -1, token ids with pad id)
-    [.gpu() when CUDA is available: the float16 rows cross PCIe, half the bytes of float32]
-    fn.cast -> float32; pose = x[..., :C], conf = x[..., 3]
+    [.gpu() when CUDA is available: float16 crosses PCIe, half the bytes of float32]
+    fn.cast -> float32 (pose keeps the first C channels)
 
 ``_DaliSource`` is a stateless, picklable callable: batch ``k`` of epoch ``e`` is a pure
 function of (store path, sampler settings, seed, e, k), computed in DALI's Python worker
@@ -79,10 +79,11 @@ class _DaliSource:
         idx, st, ln = plan.batch(step)
         src = self.source
         col = self.collator
-        poseconf = [src.raw(i, s, n) for i, s, n in zip(idx, st, ln)]
+        raw = [src.raw(i, s, n) for i, s, n in zip(idx, st, ln)]
         one = lambda v: [np.array(x, np.int64) for x in v]  # noqa: E731  (0-d samples)
         gl = [np.asarray(g, np.int64) for g in src.gloss_lists(idx)]
-        outs = [poseconf, one(ln), one(idx), one(src.labels[idx]), gl, one([len(g) for g in gl])]
+        outs = [[p for p, _ in raw], [c for _, c in raw], one(ln), one(idx), one(src.labels[idx]), gl,
+                one([len(g) for g in gl])]
         if col.tokenizer is not None:
             ids, _ = tokenize(col.tokenizer, src.texts(idx), col.max_text_len)
             m = col.max_text_len
@@ -174,7 +175,7 @@ class DaliLoader:
 
         col = self.collator
         src = _DaliSource(self.source, self.sampler, col, self.epoch, self.step)
-        names = ["poseconf", "lengths", "clip_id", "label", "gloss_ids", "gloss_lengths"]
+        names = ["pose16", "conf16", "lengths", "clip_id", "label", "gloss_ids", "gloss_lengths"]
         if col.tokenizer is not None:
             names += ["text_ids", "text_lengths"]
         if col.text_features is not None:
@@ -200,12 +201,15 @@ class DaliLoader:
             outs = fn.external_source(source=src, num_outputs=len(names), parallel=True, batch=True,
                                       batch_info=True, prefetch_queue_depth=self.prefetch_queue_depth)
             o = dict(zip(names, outs))
-            x = fn.pad(o["poseconf"], axes=(0,), fill_value=0, **({"align": align} if align else {}))
+            pad = {"align": align} if align else {}
+            x = fn.pad(o["pose16"], axes=(0,), fill_value=0, **pad)
+            c = fn.pad(o["conf16"], axes=(0,), fill_value=0, **pad)
             if gpu:
-                x = x.gpu()
+                x, c = x.gpu(), c.gpu()
             x = fn.cast(x, dtype=types.FLOAT)
-            res = [x[:, :, 0:C], x[:, :, 3]]
-            for n in names[1:]:
+            c = fn.cast(c, dtype=types.FLOAT)
+            res = [x if C == 3 else x[:, :, 0:C], c]
+            for n in names[2:]:
                 v = o[n]
                 if n == "gloss_ids":
                     v = fn.pad(v, axes=(0,), fill_value=-1)
@@ -219,7 +223,7 @@ class DaliLoader:
         p = pipe()
         p.build()
         self._pipe = p
-        self._names = ["pose", "conf"] + names[1:]
+        self._names = ["pose", "conf"] + names[2:]
         self._pipe_pos = (self.epoch, self.step)
         self._pipe_epoch0 = self.epoch
 

@@ -14,7 +14,8 @@ A clip shard holds, for its ``n`` clips:
 ==================  ===============  =================================================
 section             dtype / shape    content
 ==================  ===============  =================================================
-poseconf            f16 (F, J, 4)    every frame of every clip: x, y, z, confidence
+pose                f16 (F, J, 3)    every frame of every clip: x, y, z
+conf                f16 (F, J)       confidence of every joint
 frame_offsets       i64 (n+1,)       clip i is frames [frame_offsets[i], [i+1])
 fps                 f32 (n,)         frames per second
 label               i64 (n,)         ISLR class (gloss id of an isolated gloss) or -1
@@ -39,7 +40,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -120,10 +121,9 @@ class StoreWriter:
             raise ValueError("empty clip (T = 0)")
         d = pose.shape[2]
         pose, conf = sanitize_pose(pose, conf)
-        rec = np.zeros((pose.shape[0], NUM_JOINTS, 4), np.float16)
+        rec = np.zeros((pose.shape[0], NUM_JOINTS, 3), np.float16)
         rec[..., :d] = pose
-        rec[..., 3] = conf
-        self._pose.append(rec)
+        self._pose.append((rec, conf.astype(np.float16)))
         c = self._cols
         c["fps"].append(float(fps))
         c["label"].append(int(label))
@@ -133,7 +133,7 @@ class StoreWriter:
         c["gloss"].append(np.asarray(glosses if glosses is not None else [], np.int32).reshape(-1))
         for k, v in (("split", split), ("source", source), ("language", language), ("signer", signer)):
             c[k].append(str(v))
-        self._bytes += rec.nbytes
+        self._bytes += rec.nbytes * 4 // 3
         self.num_clips += 1
         if len(self._pose) >= self.shard_clips or self._bytes >= self.shard_bytes:
             self.flush()
@@ -161,10 +161,11 @@ class StoreWriter:
             self.close()
 
 
-def write_clip_shard(path: str, poses: list[np.ndarray], cols: dict) -> dict:
-    """Write one clip shard from float16 (T, J, 4) records and column lists. Returns its listing."""
+def write_clip_shard(path: str, poses: list[tuple[np.ndarray, np.ndarray]], cols: dict) -> dict:
+    """Write one clip shard from float16 ((T, J, 3), (T, J)) pose/confidence pairs and column
+    lists. Returns its listing."""
     n = len(poses)
-    lengths = np.array([p.shape[0] for p in poses], np.int64)
+    lengths = np.array([p.shape[0] for p, _ in poses], np.int64)
     offs = np.zeros(n + 1, np.int64)
     offs[1:] = np.cumsum(lengths)
     strings = {}
@@ -180,7 +181,8 @@ def write_clip_shard(path: str, poses: list[np.ndarray], cols: dict) -> dict:
     gloss_offs[1:] = np.cumsum([len(g) for g in gl])
     gloss_blob = np.concatenate(gl).astype(np.int32) if n and gloss_offs[-1] else np.zeros(0, np.int32)
     sections = {
-        "poseconf": np.concatenate(poses, 0) if n else np.zeros((0, NUM_JOINTS, 4), np.float16),
+        "pose": np.concatenate([p for p, _ in poses], 0) if n else np.zeros((0, NUM_JOINTS, 3), np.float16),
+        "conf": np.concatenate([c for _, c in poses], 0) if n else np.zeros((0, NUM_JOINTS), np.float16),
         "frame_offsets": offs,
         "fps": np.array(cols["fps"], np.float32),
         "label": np.array(cols["label"], np.int64),
@@ -214,7 +216,8 @@ def _typed_list(arrays):
 class _ClipSource:
     """What the gather kernels need: the shard arrays and a flat per-clip index."""
 
-    shard_arrays: list  # uint16 (frames, J*4) per shard
+    pose_arrays: list  # flat uint16 (frames*J*3,) per shard
+    conf_arrays: list  # flat uint16 (frames*J,) per shard
     shard_of: np.ndarray  # int32 (N,)
     frame_start: np.ndarray  # int64 (N,) first frame of each clip inside its shard
     lengths: np.ndarray  # int64 (N,)
@@ -226,7 +229,7 @@ class _ClipSource:
         if self._typed is None:
             with self._lock:
                 if self._typed is None:
-                    self._typed = _typed_list(self.shard_arrays)
+                    self._typed = (_typed_list(self.pose_arrays), _typed_list(self.conf_arrays))
         return self._typed
 
     # ----------------------------------------------------------------------------- gathers
@@ -264,11 +267,11 @@ class _ClipSource:
             total = int(cu[-1])
             pose = out["pose"] if out else np.empty((total, J, channels), np.float32)
             conf = out["conf"] if out else np.empty((total, J), np.float32)
-            p2 = pose.reshape(total, J * channels)
-            c2 = conf.reshape(total, J)
+            p1 = pose.reshape(-1)
+            c1 = conf.reshape(-1)
             if B:
-                _kernels.gather_packed(self.typed_shards(), sid, abs_start, ln, cu, channels,
-                                       p2.view(np.uint32), p2, c2.view(np.uint32), c2)
+                _kernels.gather_packed(*self.typed_shards(), J, sid, abs_start, ln, cu, channels,
+                                       p1.view(np.uint32), p1, c1.view(np.uint32), c1)
             return {"pose": pose, "conf": conf, "lengths": ln, "cu_seqlens": cu.astype(np.int32)}
         T = int(ln.max()) if B else 0
         if max_len is not None:
@@ -280,16 +283,51 @@ class _ClipSource:
         p2 = pose.reshape(B, T * J * channels)
         c2 = conf.reshape(B, T * J)
         if B:
-            _kernels.gather_padded(self.typed_shards(), sid, abs_start, ln, channels,
+            _kernels.gather_padded(*self.typed_shards(), J, sid, abs_start, ln, channels,
                                    p2.view(np.uint32), p2, c2.view(np.uint32), c2)
         return {"pose": pose, "conf": conf, "lengths": ln}
 
-    def raw(self, i: int, start: int = 0, length: int | None = None) -> np.ndarray:
-        """float16 (T, J, 4) view of clip ``i`` (x, y, z, conf), no copy."""
+    # ----------------------------------------------------------------------- texts, glosses
+    def texts(self, indices) -> list[str]:
+        """Texts of ``indices`` (vectorised index lookup, one decode per clip)."""
+        idx = np.asarray(indices, np.int64).reshape(-1)
+        sid, a, b = self.shard_of[idx], self.text_start[idx], self.text_end[idx]
+        blobs = self.text_blobs
+        return [bytes(blobs[k][x:y]).decode("utf-8") for k, x, y in zip(sid.tolist(), a.tolist(), b.tolist())]
+
+    def gloss_lists(self, indices) -> list[np.ndarray]:
+        idx = np.asarray(indices, np.int64).reshape(-1)
+        sid, a, b = self.shard_of[idx], self.gloss_start[idx], self.gloss_end[idx]
+        blobs = self.gloss_blobs
+        return [blobs[k][x:y].astype(np.int64) for k, x, y in zip(sid.tolist(), a.tolist(), b.tolist())]
+
+    def padded_glosses(self, indices, fill: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """(B, G) int64 gloss ids padded with ``fill`` and (B,) lengths (numba gather)."""
+        from . import _kernels
+
+        idx = np.asarray(indices, np.int64).reshape(-1)
+        a, b = self.gloss_start[idx], self.gloss_end[idx]
+        lens = (b - a).astype(np.int64)
+        G = int(lens.max()) if len(idx) else 0
+        out = np.full((len(idx), G), fill, np.int64)
+        if G:
+            if self._typed_gloss is None:
+                self._typed_gloss = _typed_list(self.gloss_blobs)
+            _kernels.gather_ints(self._typed_gloss, self.shard_of[idx].astype(np.int64), a, lens, out)
+        return out, lens
+
+    _typed_gloss = None
+
+    def raw(self, i: int, start: int = 0, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """float16 pose (T, J, 3) and confidence (T, J) views of clip ``i`` (no copy)."""
         i = int(i)
         L = int(self.lengths[i]) if length is None else int(length)
         s = int(self.frame_start[i]) + int(start)
-        return self.shard_arrays[int(self.shard_of[i])][s: s + L].view(np.float16).reshape(L, NUM_JOINTS, 4)
+        sh = int(self.shard_of[i])
+        J = NUM_JOINTS
+        p = self.pose_arrays[sh][s * J * 3: (s + L) * J * 3].view(np.float16).reshape(L, J, 3)
+        c = self.conf_arrays[sh][s * J: (s + L) * J].view(np.float16).reshape(L, J)
+        return p, c
 
 
 class Store(_ClipSource):
@@ -343,7 +381,11 @@ class Store(_ClipSource):
         self.clip_offsets = np.zeros(len(shards) + 1, np.int64)
         self.clip_offsets[1:] = np.cumsum(counts)
         N = int(self.clip_offsets[-1])
-        self.shard_arrays = [sh["poseconf"].view(np.uint16).reshape(-1, NUM_JOINTS * 4) for sh in shards]
+        for sh in shards:
+            if sh["pose"].shape[1:] != (NUM_JOINTS, 3) or sh["conf"].shape != sh["pose"].shape[:2]:
+                raise ShardError(f"{sh.path}: pose {sh['pose'].shape} / conf {sh['conf'].shape} are not (F, {NUM_JOINTS}, 3) / (F, {NUM_JOINTS})")
+        self.pose_arrays = [sh["pose"].view(np.uint16).reshape(-1) for sh in shards]
+        self.conf_arrays = [sh["conf"].view(np.uint16).reshape(-1) for sh in shards]
         cat = lambda name, dt: (np.concatenate([sh[name] for sh in shards]).astype(dt)  # noqa: E731
                                 if shards else np.zeros(0, dt))
         self.shard_of = np.repeat(np.arange(len(shards), dtype=np.int32), counts)
@@ -353,8 +395,14 @@ class Store(_ClipSource):
                         else np.zeros(0, np.int64)).astype(np.int64)
         for sh, n in zip(shards, counts):
             fo = sh["frame_offsets"]
-            if fo.shape[0] != n + 1 or (n and (fo[0] != 0 or fo[-1] != sh["poseconf"].shape[0] or (np.diff(fo) < 0).any())):
+            if fo.shape[0] != n + 1 or (n and (fo[0] != 0 or fo[-1] != sh["pose"].shape[0] or (np.diff(fo) < 0).any())):
                 raise ShardError(f"{sh.path}: corrupt frame index")
+        self.text_blobs = [sh["text_blob"] for sh in shards]
+        self.gloss_blobs = [np.ascontiguousarray(sh["gloss_blob"], np.int32) for sh in shards]
+        self.text_start = np.concatenate([sh["text_offsets"][:-1] for sh in shards]) if shards else np.zeros(0, np.int64)
+        self.text_end = np.concatenate([sh["text_offsets"][1:] for sh in shards]) if shards else np.zeros(0, np.int64)
+        self.gloss_start = np.concatenate([sh["gloss_offsets"][:-1] for sh in shards]) if shards else np.zeros(0, np.int64)
+        self.gloss_end = np.concatenate([sh["gloss_offsets"][1:] for sh in shards]) if shards else np.zeros(0, np.int64)
         self.labels = cat("label", np.int64)
         self.fps = cat("fps", np.float32)
         self.dims = cat("dims", np.uint8)
@@ -393,9 +441,6 @@ class Store(_ClipSource):
         o = sh["text_offsets"]
         return bytes(sh["text_blob"][o[k]: o[k + 1]]).decode("utf-8")
 
-    def texts(self, indices: Iterable[int]) -> list[str]:
-        return [self.text(int(i)) for i in indices]
-
     def key(self, i: int) -> str:
         sh, k = self._loc(i)
         o = sh["key_offsets"]
@@ -405,9 +450,6 @@ class Store(_ClipSource):
         sh, k = self._loc(i)
         o = sh["gloss_offsets"]
         return np.asarray(sh["gloss_blob"][o[k]: o[k + 1]], np.int64)
-
-    def gloss_lists(self, indices) -> list[np.ndarray]:
-        return [self.glosses(int(i)) for i in indices]
 
     def category(self, name: str, i: int) -> str:
         return self.tables[name][int(self.codes[name][i])]
@@ -606,12 +648,17 @@ class ConcatStore(_ClipSource):
         self.stores = list(stores)
         self.store_offsets = np.zeros(len(self.stores) + 1, np.int64)
         self.store_offsets[1:] = np.cumsum([len(s) for s in self.stores])
-        self.shard_arrays = [a for s in self.stores for a in s.shard_arrays]
-        shard_base = np.cumsum([0] + [len(s.shard_arrays) for s in self.stores])
+        self.pose_arrays = [a for s in self.stores for a in s.pose_arrays]
+        self.conf_arrays = [a for s in self.stores for a in s.conf_arrays]
+        shard_base = np.cumsum([0] + [len(s.pose_arrays) for s in self.stores])
         self.shard_of = np.concatenate([s.shard_of + shard_base[k] for k, s in enumerate(self.stores)]).astype(np.int32)
         self.frame_start = np.concatenate([s.frame_start for s in self.stores])
         self.lengths = np.concatenate([s.lengths for s in self.stores])
         self.labels = np.concatenate([s.labels for s in self.stores])
+        self.text_blobs = [a for s in self.stores for a in s.text_blobs]
+        self.gloss_blobs = [a for s in self.stores for a in s.gloss_blobs]
+        for name in ("text_start", "text_end", "gloss_start", "gloss_end"):
+            setattr(self, name, np.concatenate([getattr(s, name) for s in self.stores]))
         self.meta = {"stores": [s.path for s in self.stores]}
 
     def __len__(self):
@@ -631,15 +678,9 @@ class ConcatStore(_ClipSource):
         s, k = self._local(i)
         return s.text(k)
 
-    def texts(self, indices):
-        return [self.text(int(i)) for i in indices]
-
     def glosses(self, i):
         s, k = self._local(i)
         return s.glosses(k)
-
-    def gloss_lists(self, indices):
-        return [self.glosses(int(i)) for i in indices]
 
     @property
     def text_feature_names(self):
