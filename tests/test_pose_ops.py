@@ -194,3 +194,19 @@ def test_sampled_parameter_distributions():
     torch.testing.assert_close(p[:50], ref, rtol=1e-14, atol=1e-14)
     iso = P.sample_augment_params(torch.arange(10), seed=9, config=P.AugmentConfig(isotropic_scale=True))
     assert torch.equal(iso[:, 3], iso[:, 4])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_simd_and_baseline_cpu_paths_agree_bitwise(dtype, monkeypatch):
+    """The CPU op picks an AVX2/F16C build of its loops at run time; the baseline build must
+    give the same bits (SLPFAST_POSE_NO_SIMD=1 forces it)."""
+    pose, conf, lengths = random_batch([23, 1, 0, 40, 7], C=3, dtype=dtype, seed=9)
+    pose[0, 3, 5, 1] = float("nan")
+    kwargs = dict(seed=4, clip_ids=torch.tensor([1, 2, 3, 4, 5]), config=P.AugmentConfig(**FULL_CONFIG),
+                  normalize=True)
+    fast = P.augment_pose(pose, conf, lengths, **kwargs), P.normalize_pose(pose, conf, lengths)
+    monkeypatch.setenv("SLPFAST_POSE_NO_SIMD", "1")
+    base = P.augment_pose(pose, conf, lengths, **kwargs), P.normalize_pose(pose, conf, lengths)
+    for a, b in zip(fast, base):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)

@@ -2,8 +2,10 @@
 // calling the shared math of pose_math.h / pose_augment.h. No threads of its own (the torch
 // binding parallelises over clips with at::parallel_for).
 #include "pose_api.h"
+#include "pose_cpu_frames.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 namespace slpfast {
@@ -58,160 +60,64 @@ void write_info(double* info, int64_t b, const ClipNorm& n) {
   row[4] = static_cast<double>(n.fallback);
 }
 
-// ---- frame-at-a-time helpers: each source frame is converted and normalized once, every
-// output row is computed into a double buffer and rounded in one tight loop. The arithmetic
-// is that of norm_joint / augment_joint (shared with CUDA); only the order of work differs.
+// ---- frame-at-a-time paths (pose_cpu_frames.h): every source frame is converted and
+// normalized once, every output frame computed with branch-free loops over the joints.
 
-inline double to_double(float x) { return static_cast<double>(x); }
-inline double to_double(uint16_t x) { return static_cast<double>(half_to_float(x)); }
-
-// Rounds n doubles to the storage type (tight loop, vectorizable).
-inline void round_out(const double* v, float* out, int64_t n) {
-  for (int64_t e = 0; e < n; ++e) out[e] = static_cast<float>(v[e]);
-}
-inline void round_out(const double* v, uint16_t* out, int64_t n) {
-  for (int64_t e = 0; e < n; ++e) out[e] = float_to_half(static_cast<float>(v[e]));
-}
-inline bool stored_finite(float x) { return finite(static_cast<double>(x)); }
-inline bool stored_finite(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
-
-// Raw values (J*C) and validity (J) of the joints of `row`.
-template <typename T, int C>
-void load_frame(const Layout& L, const T* pose, const float* conf, int64_t row, double thr, double* raw,
-                uint8_t* ok) {
-  const T* src = pose + row * L.J * C;
-  for (int e = 0; e < L.J * C; ++e) raw[e] = to_double(src[e]);
-  const float* cr = conf + row * L.J;
-  for (int j = 0; j < L.J; ++j) {
-    unsigned good = static_cast<double>(cr[j]) > thr;
-    for (int k = 0; k < C; ++k) good &= static_cast<unsigned>(finite(raw[j * C + k]));
-    ok[j] = static_cast<uint8_t>(good);
-  }
-}
-
-// norm_joint on a loaded frame.
-template <int C>
-__attribute__((always_inline)) inline bool norm_from_frame(const Layout& L, const ClipNorm& N, const double* raw, const uint8_t* ok, int j,
-                     double out[kMaxC]) {
-  if (!ok[j]) return false;
-  const int a = L.anchor[j];
-  const double* ref = N.centre;
-  if (a >= 0) {
-    if (!ok[a]) return false;
-    ref = raw + a * C;
-  }
-  const int g = L.scale_group[j];
-  const double inv = g < 0 ? N.inv_scale : N.inv_pair[g];
-  for (int k = 0; k < C; ++k) out[k] = (raw[j * C + k] - ref[k]) * inv;
-  return true;
-}
-
-// Writes one output row from v (J*C, zeros where !ok) and cf: rounds, then flags joints whose
-// rounded value is not finite (rare: checked for the whole row first, branch-free).
-template <typename T, int C>
-void write_row(const double* v, const double* cf, const uint8_t* ok, int J, T* out, float* out_conf) {
-  round_out(v, out, static_cast<int64_t>(J) * C);
-  unsigned any_bad = 0;
-  for (int e = 0; e < J * C; ++e) any_bad |= static_cast<unsigned>(!stored_finite(out[e]));
-  for (int j = 0; j < J; ++j) out_conf[j] = ok[j] ? static_cast<float>(cf[j]) : 0.0f;
-  if (!any_bad) return;
-  for (int j = 0; j < J; ++j) {
-    bool good = true;
-    for (int k = 0; k < C; ++k) good = good && stored_finite(out[j * C + k]);
-    if (good) continue;
-    for (int k = 0; k < C; ++k) out[j * C + k] = T(0);
-    out_conf[j] = 0.0f;
-  }
-}
-
-struct RowBuffers {
-  std::vector<double> raw, v, cf;
-  std::vector<uint8_t> raw_ok, ok;
-  RowBuffers(int J, int C)
-      : raw(static_cast<size_t>(J) * C), v(static_cast<size_t>(J) * C), cf(J), raw_ok(J), ok(J) {}
-};
-
-template <typename T, int C>
-void normalize_range(const NormalizeArgs& a, int64_t b0, int64_t b1) {
+template <typename T, int C, bool kSimd>
+SLP_CPU_INLINE void normalize_range(const NormalizeArgs& a, int64_t b0, int64_t b1) {
   const T* pose = static_cast<const T*>(a.pose);
   T* out = static_cast<T*>(a.out_pose);
   const Layout& L = a.layout;
-  RowBuffers buf(L.J, C);
+  const int J = L.J;
+  cpu::Frame raw(J), norm(J);  // norm is written by write_frame's scratch too
+  cpu::ClipTables tb(J);
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t start = a.seqs.start(b), len = a.seqs.len(b), owned = a.seqs.rows_owned(b);
     const ClipNorm n = clip_norm(L, pose, a.conf, start, len, C, a.thr);
     write_info(a.info, b, n);
-    for (int64_t t = 0; t < len; ++t) {
-      const int64_t row = start + t;
-      load_frame<T, C>(L, pose, a.conf, row, a.thr, buf.raw.data(), buf.raw_ok.data());
-      for (int j = 0; j < L.J; ++j) {
-        double* v = &buf.v[j * C];
-        buf.ok[j] = norm_from_frame<C>(L, n, buf.raw.data(), buf.raw_ok.data(), j, v);
-        if (!buf.ok[j])
-          for (int k = 0; k < C; ++k) v[k] = 0.0;
-        buf.cf[j] = a.conf[row * L.J + j];
-      }
-      write_row<T, C>(buf.v.data(), buf.cf.data(), buf.ok.data(), L.J, out + row * L.J * C, a.out_conf + row * L.J);
+    tb.set_norm(L, n);
+    for (int64_t row = start; row < start + len; ++row) {
+      cpu::load_frame<T, C, kSimd>(J, pose, a.conf, row, a.thr, n.centre, &raw);
+      cpu::normalize_frame<C>(J, tb, raw, &norm);
+      cpu::write_frame<T, C, kSimd>(J, norm, out + row * J * C, a.out_conf + row * J);
     }
-    for (int64_t t = len; t < owned; ++t) {  // padding rows
-      std::fill(out + (start + t) * L.J * C, out + (start + t + 1) * L.J * C, T(0));
-      std::fill(a.out_conf + (start + t) * L.J, a.out_conf + (start + t + 1) * L.J, 0.0f);
-    }
+    std::fill(out + (start + len) * J * C, out + (start + owned) * J * C, T(0));  // padding rows
+    std::fill(a.out_conf + (start + len) * J, a.out_conf + (start + owned) * J, 0.0f);
   }
 }
 
-// Two source frames (t0 and t0 + 1 of the current output frame), normalized or raw.
-template <typename T, int C, bool kNormalize>
-struct FrameCache {
-  struct Slot {
-    int64_t t = -1;
-    std::vector<double> v, cf;
-    std::vector<uint8_t> ok;
-  };
-  Slot slot[2];
-  std::vector<double> raw;
-  std::vector<uint8_t> raw_ok;
-
-  explicit FrameCache(int J) : raw(static_cast<size_t>(J) * C), raw_ok(static_cast<size_t>(J)) {
-    for (Slot& s : slot) {
-      s.v.resize(static_cast<size_t>(J) * C);
-      s.cf.resize(static_cast<size_t>(J));
-      s.ok.resize(static_cast<size_t>(J));
-    }
-  }
-  void reset() { slot[0].t = slot[1].t = -1; }
+// Source frames t0 and t0 + 1 of the current output frame, normalized (or masked raw).
+template <typename T, int C, bool kNormalize, bool kSimd>
+struct SourceFrames {
+  cpu::Frame raw, slot0, slot1;
+  explicit SourceFrames(int J) : raw(J), slot0(J), slot1(J) {}
+  void reset() { slot0.t = slot1.t = -1; }
 
   // Frame t of the clip; never evicts frame `keep`.
-  const Slot& get(const Layout& L, const ClipPlan& P, const T* pose, const float* conf, double thr, int64_t t,
-                  int64_t keep) {
-    for (Slot& s : slot)
-      if (s.t == t) return s;
-    Slot& s = slot[0].t == keep ? slot[1] : slot[0];
-    const int64_t row = P.in_start + t;
-    load_frame<T, C>(L, pose, conf, row, thr, raw.data(), raw_ok.data());
-    for (int j = 0; j < L.J; ++j) {
-      bool good;
-      if (kNormalize) {
-        good = norm_from_frame<C>(L, P.norm, raw.data(), raw_ok.data(), j, &s.v[j * C]);
-      } else {
-        good = raw_ok[j] != 0;
-        for (int k = 0; k < C; ++k) s.v[j * C + k] = raw[j * C + k];
-      }
-      s.ok[j] = good;
-      s.cf[j] = good ? static_cast<double>(conf[row * L.J + j]) : 0.0;
-    }
+  SLP_CPU_INLINE const cpu::Frame& get(const AugmentArgs& a, const ClipPlan& P, const cpu::ClipTables& tb, int64_t t, int64_t keep) {
+    if (slot0.t == t) return slot0;
+    if (slot1.t == t) return slot1;
+    cpu::Frame& s = slot0.t == keep ? slot1 : slot0;
+    const int J = a.layout.J;
+    const double zero[kMaxC] = {0.0, 0.0, 0.0};
+    cpu::load_frame<T, C, kSimd>(J, static_cast<const T*>(a.pose), a.conf, P.in_start + t, a.thr,
+                          kNormalize ? P.norm.centre : zero, &raw);
+    if (kNormalize) cpu::normalize_frame<C>(J, tb, raw, &s);
+    else cpu::mask_frame(J, raw, &s);
     s.t = t;
     return s;
   }
 };
 
-template <typename T, int C, bool kNormalize>
-void augment_range(const AugmentArgs& a, int64_t b0, int64_t b1) {
+template <typename T, int C, bool kNormalize, bool kSimd>
+SLP_CPU_INLINE void augment_range(const AugmentArgs& a, int64_t b0, int64_t b1) {
   const T* pose = static_cast<const T*>(a.pose);
   T* out = static_cast<T*>(a.out_pose);
   const Layout& L = a.layout;
-  FrameCache<T, C, kNormalize> cache(L.J);
-  RowBuffers buf(L.J, C);
+  const int J = L.J;
+  SourceFrames<T, C, kNormalize, kSimd> frames(J);
+  cpu::Frame row_buf(J);
+  cpu::ClipTables tb(J);
   for (int64_t b = b0; b < b1; ++b) {
     ClipPlan P;
     P.in_start = a.in.start(b);
@@ -220,62 +126,88 @@ void augment_range(const AugmentArgs& a, int64_t b0, int64_t b1) {
     P.out_len = a.out.len(b);
     P.out_rows = a.out.rows_owned(b);
     if (P.out_len > P.out_rows) P.out_len = P.out_rows;
+    if (P.in_len <= 0) P.out_len = 0;
     P.clip_id = static_cast<uint64_t>(a.clip_ids[b]);
     plan_affine(&P, a.params + b * kNumParams);
-    if (kNormalize) P.norm = clip_norm(L, pose, a.conf, P.in_start, P.in_len, C, a.thr);
-    cache.reset();
-    for (int64_t i = 0; i < P.out_rows; ++i) {
-      const int64_t row = P.out_start + i;
-      if (i >= P.out_len || P.in_len <= 0) {
-        std::fill(out + row * L.J * C, out + (row + 1) * L.J * C, T(0));
-        std::fill(a.out_conf + row * L.J, a.out_conf + (row + 1) * L.J, 0.0f);
-        continue;
-      }
-      const SourcePos sp = source_pos(P, i);
-      const auto& f0 = cache.get(L, P, pose, a.conf, a.thr, sp.t0, sp.t0 + 1);
-      const auto* f1 = sp.has1 ? &cache.get(L, P, pose, a.conf, a.thr, sp.t0 + 1, sp.t0) : nullptr;
-      for (int j = 0; j < L.J; ++j) {
-        double* v = &buf.v[j * C];
-        for (int k = 0; k < C; ++k) v[k] = 0.0;
-        buf.ok[j] = 0;
-        buf.cf[j] = 0.0;
-        if (dropped(L, P, a.elem, a.seed, i, j)) continue;
-        const int src = P.flip ? L.flip_perm[j] : j;
-        double w[kMaxC] = {0.0, 0.0, 0.0};
-        for (int k = 0; k < C; ++k) w[k] = f0.v[src * C + k];
-        double cf = f0.cf[src];
-        bool ok = f0.ok[src] != 0;
-        if (f1 != nullptr) {
-          double w1[kMaxC] = {0.0, 0.0, 0.0};
-          for (int k = 0; k < C; ++k) w1[k] = f1->v[src * C + k];
-          ok = combine(w, &cf, ok, w1, f1->cf[src], f1->ok[src] != 0, sp.w, C);
-        }
-        if (!ok) continue;
-        transform_joint(P, a.elem, a.seed, static_cast<uint32_t>(i * L.J + j), C, w);
-        for (int k = 0; k < C; ++k) v[k] = w[k];
-        buf.ok[j] = 1;
-        buf.cf[j] = cf;
-      }
-      write_row<T, C>(buf.v.data(), buf.cf.data(), buf.ok.data(), L.J, out + row * L.J * C, a.out_conf + row * L.J);
+    if (kNormalize) {
+      P.norm = clip_norm(L, pose, a.conf, P.in_start, P.in_len, C, a.thr);
+      tb.set_norm(L, P.norm);
     }
+    tb.set_augment(L, P);
+    frames.reset();
+    for (int64_t i = 0; i < P.out_len; ++i) {
+      const int64_t row = P.out_start + i;
+      const SourcePos sp = source_pos(P, i);
+      const cpu::Frame& f0 = frames.get(a, P, tb, sp.t0, sp.t0 + 1);
+      const cpu::Frame* f1 = sp.has1 ? &frames.get(a, P, tb, sp.t0 + 1, sp.t0) : nullptr;
+      cpu::augment_frame(L, P, tb, a.elem, a.seed, i, sp, f0, f1, C, &row_buf);
+      cpu::write_frame<T, C, kSimd>(J, row_buf, out + row * J * C, a.out_conf + row * J);
+    }
+    const int64_t end = P.out_start + P.out_rows, first_pad = P.out_start + P.out_len;
+    std::fill(out + first_pad * J * C, out + end * J * C, T(0));
+    std::fill(a.out_conf + first_pad * J, a.out_conf + end * J, 0.0f);
   }
+}
+
+// Entry points per instruction set: the baseline build and one compiled for AVX2 + F16C,
+// picked at run time (SLPFAST_POSE_NO_SIMD=1 forces the baseline, e.g. to compare the two).
+bool use_simd() {
+#if SLP_X86_SIMD
+  static const bool cpu_ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  const char* off = std::getenv("SLPFAST_POSE_NO_SIMD");
+  return cpu_ok && !(off != nullptr && off[0] == '1');
+#else
+  return false;
+#endif
+}
+
+template <typename T, int C>
+void normalize_base(const NormalizeArgs& a, int64_t b0, int64_t b1) { normalize_range<T, C, false>(a, b0, b1); }
+template <typename T, int C, bool kNormalize>
+void augment_base(const AugmentArgs& a, int64_t b0, int64_t b1) {
+  augment_range<T, C, kNormalize, false>(a, b0, b1);
+}
+#if SLP_X86_SIMD
+template <typename T, int C>
+SLP_AVX2 void normalize_simd(const NormalizeArgs& a, int64_t b0, int64_t b1) {
+  normalize_range<T, C, true>(a, b0, b1);
+}
+template <typename T, int C, bool kNormalize>
+SLP_AVX2 void augment_simd(const AugmentArgs& a, int64_t b0, int64_t b1) {
+  augment_range<T, C, kNormalize, true>(a, b0, b1);
+}
+#endif
+
+template <typename T, int C>
+void normalize_dispatch(const NormalizeArgs& a, int64_t b0, int64_t b1) {
+#if SLP_X86_SIMD
+  if (use_simd()) return normalize_simd<T, C>(a, b0, b1);
+#endif
+  normalize_base<T, C>(a, b0, b1);
 }
 
 template <typename T, int C>
 void augment_dispatch(const AugmentArgs& a, int64_t b0, int64_t b1) {
-  if (a.normalize) augment_range<T, C, true>(a, b0, b1);
-  else augment_range<T, C, false>(a, b0, b1);
+#if SLP_X86_SIMD
+  if (use_simd()) {
+    if (a.normalize) augment_simd<T, C, true>(a, b0, b1);
+    else augment_simd<T, C, false>(a, b0, b1);
+    return;
+  }
+#endif
+  if (a.normalize) augment_base<T, C, true>(a, b0, b1);
+  else augment_base<T, C, false>(a, b0, b1);
 }
 
 }  // namespace
 
 void normalize_cpu(const NormalizeArgs& a, int64_t b0, int64_t b1) {
   if (a.half) {
-    if (a.C == 2) normalize_range<uint16_t, 2>(a, b0, b1);
-    else normalize_range<uint16_t, 3>(a, b0, b1);
+    if (a.C == 2) normalize_dispatch<uint16_t, 2>(a, b0, b1);
+    else normalize_dispatch<uint16_t, 3>(a, b0, b1);
   } else {
-    if (a.C == 2) normalize_range<float, 2>(a, b0, b1);
-    else normalize_range<float, 3>(a, b0, b1);
+    if (a.C == 2) normalize_dispatch<float, 2>(a, b0, b1);
+    else normalize_dispatch<float, 3>(a, b0, b1);
   }
 }
 

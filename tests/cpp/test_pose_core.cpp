@@ -3,6 +3,8 @@
 // invalid input) and the augmentation transform on hand-computed cases.
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -188,7 +190,41 @@ static void test_augment() {
   CHECK(p[1] != p[kNumParams + 1]);
 }
 
+// The AVX2/F16C entry points (picked at run time) and the baseline ones give identical bits.
+static void test_simd_matches_baseline() {
+  std::vector<int32_t> table = tiny_layout(true);
+  const Layout L = make_layout(table.data(), table.data());
+  const int B = 3, T = 37, J = 6, C = 3;
+  std::vector<uint16_t> pose(B * T * J * C);
+  std::vector<float> conf(B * T * J);
+  uint32_t state = 12345u;
+  auto next = [&state]() { state = state * 1664525u + 1013904223u; return state; };
+  for (auto& h : pose) h = float_to_half(static_cast<float>(next() % 20000) * 0.05f - 500.0f);
+  for (auto& c : conf) c = (next() % 10 == 0) ? 0.0f : static_cast<float>(next() % 1000) / 1000.0f;
+  pose[7] = 0x7e00;  // a NaN coordinate
+  const int64_t lengths[B] = {37, 1, 20}, ids[B] = {3, 4, 5};
+  double params[B * kNumParams];
+  const double cfg[kNumSampleCfg] = {0.5, 0.3, 0.2, 0.2, 0.0, 0.1, 0.6, 1.5, 0.2};
+  sample_params_cpu(ids, 0, B, 99, cfg, 3, params);
+  int64_t out_len[B];
+  for (int b = 0; b < B; ++b) out_len[b] = std::min<int64_t>(resampled_length(lengths[b], params[b * kNumParams + 7]), 64);
+  std::vector<uint16_t> out[2];
+  std::vector<float> oc[2];
+  for (int pass = 0; pass < 2; ++pass) {
+    if (pass == 1) setenv("SLPFAST_POSE_NO_SIMD", "1", 1);
+    out[pass].assign(B * 64 * J * C, 1);
+    oc[pass].assign(B * 64 * J, 1.0f);
+    AugmentArgs a{pose.data(), conf.data(), out[pass].data(), oc[pass].data(), Seqs{lengths, T}, Seqs{out_len, 64},
+                  B, C, true, params, ids, 7, ElemConfig{0.01, 0.05, 0.05}, true, 0.0, L};
+    augment_cpu(a, 0, B);
+  }
+  unsetenv("SLPFAST_POSE_NO_SIMD");
+  CHECK(out[0] == out[1]);
+  CHECK(oc[0] == oc[1]);
+}
+
 int main() {
+  test_simd_matches_baseline();
   test_philox_kat();
   test_half();
   test_normalize();

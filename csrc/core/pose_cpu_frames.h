@@ -1,0 +1,248 @@
+// CPU-only building blocks of pose_cpu.cpp: whole frames in structure-of-arrays form, processed
+// with branch-free loops over the J joints (the compiler vectorizes most of them).
+//
+// The arithmetic is exactly that of the per-joint functions shared with CUDA (norm_joint,
+// combine, transform_joint in pose_math.h / pose_augment.h): the same double expressions in
+// the same order, with selects in place of branches; only the order of the work differs.
+// Tests compare the two paths (CPU vs the numpy reference, CPU vs CUDA).
+#pragma once
+
+#include <algorithm>
+#include <vector>
+
+#include "pose_augment.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SLP_X86_SIMD 1
+#include <immintrin.h>
+#define SLP_AVX2 __attribute__((target("avx2,f16c")))
+#else
+#define SLP_X86_SIMD 0
+#define SLP_AVX2
+#endif
+// Everything below is inlined into the per-ISA entry points of pose_cpu.cpp (one compiled for
+// the baseline, one with AVX2 + F16C chosen at run time), so each gets its own vector code.
+// No FMA is enabled: contraction would change the double arithmetic.
+#define SLP_CPU_INLINE __attribute__((always_inline)) inline
+
+namespace slpfast {
+namespace pose {
+namespace cpu {
+
+// Contiguous conversion loops; kF16C uses the hardware conversions (exact and round-to-nearest-
+// even like the software ones, which tests check).
+template <bool kF16C>
+SLP_CPU_INLINE void convert_in(const float* p, double* v, int n) {
+  for (int e = 0; e < n; ++e) v[e] = static_cast<double>(p[e]);
+}
+template <bool kF16C>
+SLP_CPU_INLINE void convert_out(const double* v, float* p, int n) {
+  for (int e = 0; e < n; ++e) p[e] = static_cast<float>(v[e]);
+}
+#if SLP_X86_SIMD
+SLP_AVX2 inline void convert_in_f16c(const uint16_t* p, double* v, int n) {
+  int e = 0;
+  for (; e + 8 <= n; e += 8) {
+    const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + e)));
+    _mm256_storeu_pd(v + e, _mm256_cvtps_pd(_mm256_castps256_ps128(f)));
+    _mm256_storeu_pd(v + e + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
+  }
+  for (; e < n; ++e) v[e] = static_cast<double>(half_to_float(p[e]));
+}
+SLP_AVX2 inline void convert_out_f16c(const double* v, uint16_t* p, int n) {
+  int e = 0;
+  for (; e + 8 <= n; e += 8) {
+    const __m128 lo = _mm256_cvtpd_ps(_mm256_loadu_pd(v + e)), hi = _mm256_cvtpd_ps(_mm256_loadu_pd(v + e + 4));
+    const __m128i h = _mm256_cvtps_ph(_mm256_set_m128(hi, lo), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + e), h);
+  }
+  for (; e < n; ++e) p[e] = float_to_half(static_cast<float>(v[e]));
+}
+#endif
+template <bool kF16C>
+SLP_CPU_INLINE void convert_in(const uint16_t* p, double* v, int n) {
+#if SLP_X86_SIMD
+  if (kF16C) return convert_in_f16c(p, v, n);
+#endif
+  for (int e = 0; e < n; ++e) v[e] = static_cast<double>(half_to_float(p[e]));
+}
+template <bool kF16C>
+SLP_CPU_INLINE void convert_out(const double* v, uint16_t* p, int n) {
+#if SLP_X86_SIMD
+  if (kF16C) return convert_out_f16c(v, p, n);
+#endif
+  for (int e = 0; e < n; ++e) p[e] = float_to_half(static_cast<float>(v[e]));
+}
+
+inline unsigned stored_bad(float x) { return !finite(static_cast<double>(x)); }
+inline unsigned stored_bad(uint16_t h) { return (h & 0x7c00u) == 0x7c00u; }
+
+// One frame: coordinates, confidence and validity of J joints plus one pseudo-joint (index J)
+// that holds the clip centre, so "relative to the centre" is a gather like "relative to joint a".
+struct Frame {
+  int64_t t = -1;
+  std::vector<double> x, y, z, cf;
+  std::vector<uint8_t> ok;
+  std::vector<double> aos;  // scratch: the J*C values interleaved, for the conversion loops
+  explicit Frame(int J) : x(J + 1), y(J + 1), z(J + 1), cf(J + 1), ok(J + 1), aos(3 * (J + 1)) {}
+};
+
+// Per-clip joint tables.
+struct ClipTables {
+  std::vector<int32_t> anc;   // anchor, or J (the centre pseudo-joint)
+  std::vector<double> inv;    // 1 / scale of the joint's group
+  std::vector<int32_t> src;   // source joint (flip permutation or identity)
+  std::vector<uint8_t> keep;  // 0 when the joint's part is dropped for this clip
+  explicit ClipTables(int J) : anc(J), inv(J), src(J), keep(J) {}
+
+  void set_norm(const Layout& L, const ClipNorm& N) {
+    for (int j = 0; j < L.J; ++j) {
+      anc[j] = L.anchor[j] < 0 ? L.J : L.anchor[j];
+      inv[j] = L.scale_group[j] < 0 ? N.inv_scale : N.inv_pair[L.scale_group[j]];
+    }
+  }
+  void set_augment(const Layout& L, const ClipPlan& P) {
+    for (int j = 0; j < L.J; ++j) {
+      src[j] = P.flip ? L.flip_perm[j] : j;
+      keep[j] = !((P.part_bits >> L.part_id[j]) & 1u);
+    }
+  }
+};
+
+// Raw frame `row`: validity = conf > thr and finite coordinates; invalid joints keep their raw
+// values (masked later). The pseudo-joint gets `centre`.
+template <typename T, int C, bool kF16C>
+SLP_CPU_INLINE void load_frame(int J, const T* pose, const float* conf, int64_t row, double thr, const double* centre,
+                               Frame* f) {
+  const T* p = pose + row * J * C;
+  const float* c = conf + row * J;
+  double* v = f->aos.data();
+  convert_in<kF16C>(p, v, J * C);
+  for (int j = 0; j < J; ++j) {
+    f->x[j] = v[j * C];
+    f->y[j] = v[j * C + 1];
+    f->z[j] = C == 3 ? v[j * C + 2] : 0.0;
+  }
+  for (int j = 0; j < J; ++j) {
+    unsigned good = static_cast<double>(c[j]) > thr;
+    good &= finite(f->x[j]) & finite(f->y[j]) & finite(f->z[j]);
+    f->ok[j] = static_cast<uint8_t>(good);
+    f->cf[j] = static_cast<double>(c[j]);
+  }
+  f->x[J] = centre[0];
+  f->y[J] = centre[1];
+  f->z[J] = C == 3 ? centre[2] : 0.0;
+  f->ok[J] = 1;
+  f->cf[J] = 0.0;
+}
+
+// out = norm_joint of every joint of `raw` (zeros and cf 0 where invalid).
+template <int C>
+SLP_CPU_INLINE void normalize_frame(int J, const ClipTables& tb, const Frame& raw, Frame* out) {
+  for (int j = 0; j < J; ++j) {
+    const int a = tb.anc[j];
+    const bool good = raw.ok[j] & raw.ok[a];
+    const double inv = tb.inv[j];
+    out->x[j] = good ? (raw.x[j] - raw.x[a]) * inv : 0.0;
+    out->y[j] = good ? (raw.y[j] - raw.y[a]) * inv : 0.0;
+    out->z[j] = good && C == 3 ? (raw.z[j] - raw.z[a]) * inv : 0.0;
+    out->ok[j] = good;
+    out->cf[j] = good ? raw.cf[j] : 0.0;
+  }
+}
+
+// Raw source frame with invalid joints zeroed (augment without normalization).
+SLP_CPU_INLINE void mask_frame(int J, const Frame& raw, Frame* out) {
+  for (int j = 0; j < J; ++j) {
+    const bool good = raw.ok[j];
+    out->x[j] = good ? raw.x[j] : 0.0;
+    out->y[j] = good ? raw.y[j] : 0.0;
+    out->z[j] = good ? raw.z[j] : 0.0;
+    out->ok[j] = good;
+    out->cf[j] = good ? raw.cf[j] : 0.0;
+  }
+}
+
+// Rounds a frame (values already zero where invalid) into AoS output row `out` / `out_conf`;
+// joints whose rounded value is not finite are zeroed and flagged (rare: checked per row).
+template <typename T, int C, bool kF16C>
+SLP_CPU_INLINE void write_frame(int J, Frame& f, T* out, float* out_conf) {
+  unsigned any_bad = 0;
+  double* v = f.aos.data();
+  for (int j = 0; j < J; ++j) {
+    v[j * C] = f.x[j];
+    v[j * C + 1] = f.y[j];
+    if (C == 3) v[j * C + 2] = f.z[j];
+    out_conf[j] = f.ok[j] ? static_cast<float>(f.cf[j]) : 0.0f;
+  }
+  convert_out<kF16C>(v, out, J * C);
+  for (int e = 0; e < J * C; ++e) any_bad |= stored_bad(out[e]);
+  if (!any_bad) return;
+  for (int j = 0; j < J; ++j) {
+    unsigned bad = 0;
+    for (int k = 0; k < C; ++k) bad |= stored_bad(out[j * C + k]);
+    if (!bad) continue;
+    for (int k = 0; k < C; ++k) out[j * C + k] = T(0);
+    out_conf[j] = 0.0f;
+  }
+}
+
+// Output frame i of a clip from its source frames f0 (and f1 when sp.has1): resampling
+// (combine), flip, affine (transform_joint), part / frame / joint dropout and jitter.
+SLP_CPU_INLINE void augment_frame(const Layout& L, const ClipPlan& P, const ClipTables& tb, const ElemConfig& E,
+                          uint64_t seed, int64_t i, const SourcePos& sp, const Frame& f0, const Frame* f1, int C,
+                          Frame* out) {
+  const int J = L.J;
+  const double w = sp.w;
+  const bool near1 = w > 0.5;
+  for (int j = 0; j < J; ++j) {
+    const int s = tb.src[j];
+    double x = f0.x[s], y = f0.y[s], z = f0.z[s], cf = f0.cf[s];
+    bool ok = f0.ok[s];
+    if (f1 != nullptr) {  // combine(): lerp when both valid, else the nearer frame
+      const bool ok1 = f1->ok[s], both = ok && ok1;
+      const double x1 = f1->x[s], y1 = f1->y[s], z1 = f1->z[s], c1 = f1->cf[s];
+      const double lx = x + w * (x1 - x), ly = y + w * (y1 - y), lz = z + w * (z1 - z), lc = cf + w * (c1 - cf);
+      x = both ? lx : (near1 ? x1 : x);
+      y = both ? ly : (near1 ? y1 : y);
+      z = both ? lz : (near1 ? z1 : z);
+      cf = both ? lc : (near1 ? c1 : cf);
+      ok = near1 ? ok1 : ok;
+    }
+    const double fx = P.flip ? -x : x;  // transform_joint()
+    const double ox = fx * P.m00 + y * P.m10 + P.tx;
+    const double oy = fx * P.m01 + y * P.m11 + P.ty;
+    ok = ok && tb.keep[j];
+    out->x[j] = ok ? ox : 0.0;
+    out->y[j] = ok ? oy : 0.0;
+    out->z[j] = ok ? z : 0.0;
+    out->cf[j] = ok ? cf : 0.0;
+    out->ok[j] = ok;
+  }
+  // Rarely enabled extras, same draws as dropped() / transform_joint().
+  if (!(E.frame_drop_p > 0.0 || E.joint_drop_p > 0.0 || E.jitter_std > 0.0)) return;
+  const bool frame_dropped = E.frame_drop_p > 0.0 &&
+      u01(draw(seed, P.clip_id, kStreamFrameDrop, static_cast<uint32_t>(i)).v[0]) < E.frame_drop_p;
+  for (int j = 0; j < J; ++j) {
+    const uint32_t elem = static_cast<uint32_t>(i * J + j);
+    bool ok = out->ok[j] && !frame_dropped;
+    if (ok && E.joint_drop_p > 0.0) ok = !(u01(draw(seed, P.clip_id, kStreamJointDrop, elem).v[0]) < E.joint_drop_p);
+    if (ok && E.jitter_std > 0.0) {
+      const U32x4 r = draw(seed, P.clip_id, kStreamJitter, elem);
+      double zz[4];
+      box_muller(r.v[0], r.v[1], &zz[0], &zz[1]);
+      box_muller(r.v[2], r.v[3], &zz[2], &zz[3]);
+      out->x[j] += E.jitter_std * zz[0];
+      out->y[j] += E.jitter_std * zz[1];
+      if (C == 3) out->z[j] += E.jitter_std * zz[2];
+    }
+    if (!ok && out->ok[j]) {
+      out->x[j] = out->y[j] = out->z[j] = out->cf[j] = 0.0;
+      out->ok[j] = 0;
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace pose
+}  // namespace slpfast
