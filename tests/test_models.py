@@ -122,3 +122,17 @@ def test_pretrain_model_losses_and_gradients():
     assert missing == []
     with pytest.raises(ValueError, match="joint_mask"):
         model(pose, conf, lens, text=text)
+
+
+def test_pretrain_model_packed_equals_padded():
+    torch.manual_seed(0)
+    model = PretrainModel(CFG, text_dim=24, proj_dim=16, fg_weight=0.5, contrastive_backend="eager")
+    pose, conf, lens = _batch(C=3, lengths=(13, 4, 9))
+    mask = sample_joint_mask(lens, 13, generator=torch.Generator().manual_seed(0))
+    text = TextFeatures(torch.randn(3, 24), torch.randn(3, 5, 24), torch.tensor([5, 2, 1]))
+    pad = model(pose, conf, lens, joint_mask=mask, text=text)
+    valid = torch.arange(13) < lens[:, None]
+    cu = torch.tensor([0, 13, 17, 26], dtype=torch.int32)
+    packed = model(pose[valid], conf[valid], lens, cu_seqlens=cu, max_seqlen=13, joint_mask=mask[valid], text=text)
+    for k in pad:
+        torch.testing.assert_close(packed[k], pad[k], atol=1e-5, rtol=1e-5)

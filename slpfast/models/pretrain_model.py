@@ -62,15 +62,18 @@ class PretrainModel(nn.Module):
             self.token_proj = nn.Linear(text_dim, proj_dim)
 
     def forward(self, pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor, *,
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None,
                 joint_mask: torch.Tensor | None = None, text: TextFeatures | None = None,
                 texts: list[str] | None = None) -> dict[str, torch.Tensor]:
         """Losses of one micro-batch.
 
         Args:
-            pose: (B, T, J, C>=coord_dims) normalized (and augmented) pose; the MPM target.
-            conf: (B, T, J) confidences.
-            lengths: (B,) valid frames.
-            joint_mask: (B, T, J) bool, True = hidden from the encoder (required when MPM is on).
+            pose: (B, T, J, C>=coord_dims) normalized (and augmented) pose, or packed
+                (total, J, C) with ``cu_seqlens``; the MPM target.
+            conf: (B, T, J) or packed (total, J) confidences.
+            lengths: (B,) valid frames (also given in the packed form).
+            cu_seqlens, max_seqlen: the packed form's (B+1,) offsets and longest clip (host int).
+            joint_mask: bool shaped like conf, True = hidden from the encoder (required when MPM is on).
             text: cached/frozen text features, or None to encode ``texts`` with the owned encoder.
             texts: raw strings (B,), used with an owned trainable text encoder.
 
@@ -80,7 +83,10 @@ class PretrainModel(nn.Module):
         pose = pose[..., : self.coord_dims]
         if self.decoder is not None and joint_mask is None:
             raise ValueError("PretrainModel: joint_mask is required when the MPM loss is on")
-        out = self.encoder(pose, conf, lengths, joint_mask=joint_mask)
+        if cu_seqlens is not None:
+            out = self.encoder(pose, conf, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, joint_mask=joint_mask)
+        else:
+            out = self.encoder(pose, conf, lengths, joint_mask=joint_mask)
         terms: dict[str, torch.Tensor] = {}
         if self.decoder is not None:
             pred = self.decoder(out.frames)
@@ -95,7 +101,12 @@ class PretrainModel(nn.Module):
                 txt = F.normalize(self.text_proj(text.pooled.to(out.pooled.dtype)).float(), dim=-1)
                 terms["nce"] = self.contrastive(sign, txt)
             if self.weights["fg"] > 0:
-                frames = F.normalize(self.frame_proj(out.frames).float(), dim=-1)
+                frames = out.frames
+                if cu_seqlens is not None:  # the token-level term works on padded frames
+                    from slpfast.ops import unpack_packed
+
+                    frames = unpack_packed(frames, cu_seqlens, max_seqlen)
+                frames = F.normalize(self.frame_proj(frames).float(), dim=-1)
                 tokens = F.normalize(self.token_proj(text.tokens.to(out.frames.dtype)).float(), dim=-1)
                 terms["fg"] = finegrained_loss(frames, lengths, tokens, text.lengths, self.contrastive.scale,
                                                tau=self.fg_tau)

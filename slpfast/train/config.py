@@ -92,6 +92,8 @@ class DataConfig:
     """Clips longer than this are cropped (random window) by the loader."""
     num_workers: int = 0
     """DataLoader worker processes per rank."""
+    packed: bool = False
+    """Feed clips packed (cu_seqlens: no compute on padding) instead of padded."""
     augment: bool = True
     """Apply slpfast.ops.augment_pose (seeded by step and clip id) before the model."""
 

@@ -131,7 +131,7 @@ class PretrainData:
         d = self.cfg.data
         kw = dict(split=self.splits, batch_size=d.batch_size, shuffle=True, seed=self.cfg.train.seed,
                   drop_last=True, rank=self.dist.rank, world_size=self.dist.world_size, max_frames=d.max_frames,
-                  crop="random", channels=3, text_features=self.feature_name, num_workers=d.num_workers,
+                  crop="random", packed=d.packed, channels=3, text_features=self.feature_name, num_workers=d.num_workers,
                   device=self.device if self.device.type == "cuda" else None)
         loader = make_loader(self.store, backend=d.loader, **kw)
         if len(loader) == 0:
@@ -169,17 +169,31 @@ class PretrainData:
         pose = batch["pose"].to(device, non_blocking=nb)
         conf = batch["conf"].to(device, non_blocking=nb)
         lengths = batch["lengths"].to(device, non_blocking=nb)
+        cu = batch["cu_seqlens"].to(device, non_blocking=nb) if "cu_seqlens" in batch else None
+        form = dict(cu_seqlens=cu) if cu is not None else dict(lengths=lengths)
         if c.data.augment:  # one fused pass: normalize, then augment
-            pose, conf, lengths = augment_pose(pose, conf, lengths, seed=_mix(c.train.seed, step, micro),
-                                               clip_ids=batch["clip_id"].to(device), config=AUGMENT, normalize=True)
+            pose, conf, seqs = augment_pose(pose, conf, **form, seed=_mix(c.train.seed, step, micro),
+                                            clip_ids=batch["clip_id"].to(device), config=AUGMENT, normalize=True)
+            if cu is None:
+                lengths = seqs
+            else:
+                cu = seqs
+                lengths = (cu[1:] - cu[:-1]).to(torch.int64)
         else:
-            pose, conf = normalize_pose(pose, conf, lengths)
+            pose, conf = normalize_pose(pose, conf, **form)
         pose = pose.float()
+        # masks are drawn over the longest clip, so padded and packed batches get the same ones;
+        # padding past the longest clip (augment_pose pads to T / speed_min) is cut off
+        T = int(lengths.max()) if lengths.numel() else 0
+        if cu is None:
+            pose, conf = pose[:, :T], conf[:, :T]
         gen = torch.Generator(device=device).manual_seed(_mix(c.train.seed, step, micro, self.dist.rank, 1))
         mask = None
         if c.mpm.weight > 0:
-            mask = sample_joint_mask(lengths, pose.shape[1], strategy=c.mpm.strategy, ratio=c.mpm.ratio,
+            mask = sample_joint_mask(lengths, T, strategy=c.mpm.strategy, ratio=c.mpm.ratio,
                                      span=c.mpm.span, generator=gen)
+            if cu is not None:  # the padded mask's valid rows, in packed order
+                mask = mask[torch.arange(T, device=device).unsqueeze(0) < lengths.unsqueeze(1)]
         text = None
         if self.feature_name is not None:
             text = TextFeatures(batch["text_features"].to(device, non_blocking=nb),
@@ -188,6 +202,8 @@ class PretrainData:
         elif self.frozen_text is not None:
             text = self.frozen_text(batch["text"])
         kwargs = dict(pose=pose, conf=conf, lengths=lengths, joint_mask=mask, text=text)
+        if cu is not None:
+            kwargs.update(cu_seqlens=cu.to(torch.int32), max_seqlen=T)
         if self.trainable_text is not None:
             kwargs["texts"] = list(batch["text"])
         return {"lengths": lengths, "model_kwargs": kwargs}
