@@ -83,7 +83,8 @@ def run(args) -> Results:
     from slpfast.train.trainer import Trainer, _peak_flops
 
     res = Results("train_step", args.json)
-    clips = 256 if args.quick else 2000
+    # enough clips for several batches per epoch (both loaders drain their pipelines at epoch ends)
+    clips = max(256 if args.quick else 2000, 16 * args.batch)
     store = os.path.expanduser(os.path.join(os.environ.get("SLPFAST_CACHE", "~/.cache/slpfast"), f"bench-train-{clips}"))
     generate_corpus(store, clips, 0, overwrite=False)
     for size in args.sizes:
@@ -123,7 +124,7 @@ def run(args) -> Results:
 def main(argv=None) -> None:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", default=None, help="comma-separated model sizes (default tiny,base; --quick: tiny)")
-    p.add_argument("--batch", type=int, default=None, help="clips per step (default 16 CPU / 256 GPU; --quick 8)")
+    p.add_argument("--batch", type=int, default=None, help="clips per step (default 16 CPU / 256 GPU; --quick 8 / 64)")
     p.add_argument("--max-frames", type=int, default=None, help="longest clip (default 128; --quick 64)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 2 CPU / 8 GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps")
@@ -132,7 +133,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     gpu = torch.cuda.is_available()
     args.sizes = (args.sizes or ("tiny" if args.quick else "tiny,base")).split(",")
-    args.batch = args.batch or (8 if args.quick and not gpu else 16 if not gpu else 256)
+    args.batch = args.batch or ((8 if args.quick else 16) if not gpu else (64 if args.quick else 256))
     args.max_frames = args.max_frames or (64 if args.quick else 128)
     args.workers = args.workers if args.workers is not None else (8 if gpu else 2)
     args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
