@@ -131,3 +131,18 @@ def test_rng_capture_restore():
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     ckpt.restore_rng(s)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_flops_coefficients_count_every_frame_matmul():
+    from slpfast.models import PoseEncoderConfig, PretrainModel
+    from slpfast.train.data import flops_coefficients
+
+    model = PretrainModel(PoseEncoderConfig(dim=32, heads=2, manual_layers=2, non_manual_layers=1,
+                                            attn_backend="eager"), text_dim=8)
+    a, b = flops_coefficients(model)
+    blocks = 3 * (32 * 96 + 32 * 32 + 2 * 32 * 128)  # qkv, out, MLP of each of the 3 blocks
+    assert a > 6 * blocks and b == 12 * 32 * 3
+    # parameters of every Linear applied per frame: 6 FLOPs per weight per frame
+    per_frame = sum(m.weight.numel() for m in model.encoder.modules() if isinstance(m, torch.nn.Linear))
+    per_frame += sum(m.weight.numel() for m in model.decoder.modules() if isinstance(m, torch.nn.Linear))
+    assert a == 6 * per_frame

@@ -221,6 +221,5 @@ def flops_coefficients(model: nn.Module) -> tuple[float, float]:
     dense = sum(m.weight.numel() for m in enc.modules() if isinstance(m, nn.Linear))
     if getattr(model, "decoder", None) is not None:
         dense += sum(m.weight.numel() for m in model.decoder.modules() if isinstance(m, nn.Linear))
-    dense_per_frame = dense - sum(m.weight.numel() for m in enc.parts.modules() if isinstance(m, nn.Linear)) * 0
     layers = len(enc.manual) + len(enc.non_manual)
-    return 6.0 * dense_per_frame, 12.0 * enc.dim * layers
+    return 6.0 * dense, 12.0 * enc.dim * layers
