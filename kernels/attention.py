@@ -113,8 +113,8 @@ def _fake_under_interpreter(t: torch.Tensor) -> bool:
 
 def _common(q, lens, max_seqlen, varlen, causal):
     B, T, H, D, rows, grid_rows, _ = _geometry(q, lens, max_seqlen, varlen)
-    meta = dict(D=D, VARLEN=varlen, HAS_LENS=lens is not None, CAUSAL=causal,
-                BLOCK_D=max(16, triton.next_power_of_2(D)),
+    block_d = max(16, triton.next_power_of_2(D))
+    meta = dict(D=D, VARLEN=varlen, HAS_LENS=lens is not None, CAUSAL=causal, BLOCK_D=block_d, EVEN_D=block_d == D,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32")
     bucket = triton.next_power_of_2(max(grid_rows, 16))
     return B, T, H, rows, grid_rows, bucket, meta

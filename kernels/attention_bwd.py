@@ -31,21 +31,21 @@ def attn_bwd_delta_kernel(O, DO, DELTA, ROWS, s_or, s_oh, s_dor, s_doh, s_dh,
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, k, v, q_ptrs0, do_ptrs0, s_qt, s_dot, lse_ptr0, delta_ptr0, lo, hi, L, offs_n, offs_m0,
-                d_ok, qk_scale, MASK: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr,
+def _dkdv_inner(dk, dv, k, v, q_base, do_base, s_qt, s_dot, lse_base, delta_base, lo, hi, L, offs_n, offs_m0,
+                offs_d, d_ok, qk_scale, MASK: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr,
                 DOT_PREC: tl.constexpr, BLOCK_M: tl.constexpr):
     """Accumulate dK, dV of one key block over query blocks [lo, hi)."""
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
         row_ok = offs_m < L
-        q = _load_tile(q_ptrs0 + start_m * s_qt, row_ok, d_ok, MASK, EVEN_D)
-        do = _load_tile(do_ptrs0 + start_m * s_dot, row_ok, d_ok, MASK, EVEN_D)
+        q = _load_tile(q_base + offs_m[:, None] * s_qt + offs_d[None, :], row_ok, d_ok, MASK, EVEN_D)
+        do = _load_tile(do_base + offs_m[:, None] * s_dot + offs_d[None, :], row_ok, d_ok, MASK, EVEN_D)
         if MASK:
-            lse = tl.load(lse_ptr0 + offs_m, mask=row_ok, other=0.0)
-            delta = tl.load(delta_ptr0 + offs_m, mask=row_ok, other=0.0)
+            lse = tl.load(lse_base + offs_m, mask=row_ok, other=0.0)
+            delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
         else:
-            lse = tl.load(lse_ptr0 + offs_m)
-            delta = tl.load(delta_ptr0 + offs_m)
+            lse = tl.load(lse_base + offs_m)
+            delta = tl.load(delta_base + offs_m)
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # (BLOCK_N, BLOCK_M)
         p_t = tl.math.exp2(s_t - lse[None, :] * 1.4426950408889634)
         if MASK:
@@ -66,7 +66,8 @@ def attn_bwd_dkdv_kernel(
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_db, s_dt, s_dh, s_gb, s_gt, s_gh, s_lh,
     T, H, scale, MAX_SEQLEN_KEY,
     D: tl.constexpr, VARLEN: tl.constexpr, HAS_LENS: tl.constexpr, CAUSAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     """Grid (cdiv(max rows, BLOCK_N), B*H): dK, dV of one key block (DK, DV share strides s_g*)."""
     pid_n = tl.program_id(0)
@@ -74,30 +75,30 @@ def attn_bwd_dkdv_kernel(
     b = pid_bh // H
     h = pid_bh % H
     bi, start, L = _seq_bounds(LENS, b, T, VARLEN, HAS_LENS)
-    EVEN_D: tl.constexpr = BLOCK_D == D
     n_start = pid_n * BLOCK_N
     offs_n = n_start + tl.arange(0, BLOCK_N)
     offs_m0 = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
-    tok_n = (start + offs_n).to(tl.int64)
-    dk_ptrs = DK + bi * s_gb + h * s_gh + tok_n[:, None] * s_gt + offs_d[None, :]
-    dv_ptrs = DV + bi * s_gb + h * s_gh + tok_n[:, None] * s_gt + offs_d[None, :]
+    # per-sequence base pointers in 64-bit arithmetic; in-tile offsets stay 32-bit
+    g_off = bi * s_gb + start * s_gt + h * s_gh
     if n_start >= L:
         if not VARLEN:
             zero = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-            _store_rows(dk_ptrs, zero, offs_n, L, T, d_ok, VARLEN, EVEN_D)
-            _store_rows(dv_ptrs, zero, offs_n, L, T, d_ok, VARLEN, EVEN_D)
+            tile = offs_n[:, None] * s_gt + offs_d[None, :]
+            _store_rows(DK + g_off + tile, zero, offs_n, L, T, d_ok, VARLEN, EVEN_D)
+            _store_rows(DV + g_off + tile, zero, offs_n, L, T, d_ok, VARLEN, EVEN_D)
         return
 
     key_ok = offs_n < L
-    k = _load_tile(K + bi * s_kb + h * s_kh + tok_n[:, None] * s_kt + offs_d[None, :], key_ok, d_ok, True, EVEN_D)
-    v = _load_tile(V + bi * s_vb + h * s_vh + tok_n[:, None] * s_vt + offs_d[None, :], key_ok, d_ok, True, EVEN_D)
-    tok_m0 = (start + offs_m0).to(tl.int64)
-    q_ptrs0 = Q + bi * s_qb + h * s_qh + tok_m0[:, None] * s_qt + offs_d[None, :]
-    do_ptrs0 = DO + bi * s_db + h * s_dh + tok_m0[:, None] * s_dt + offs_d[None, :]
-    lse_ptr0 = LSE + h * s_lh + bi * T + start
-    delta_ptr0 = DELTA + h * s_lh + bi * T + start
+    k = _load_tile(K + bi * s_kb + start * s_kt + h * s_kh + offs_n[:, None] * s_kt + offs_d[None, :], key_ok, d_ok,
+                   True, EVEN_D)
+    v = _load_tile(V + bi * s_vb + start * s_vt + h * s_vh + offs_n[:, None] * s_vt + offs_d[None, :], key_ok, d_ok,
+                   True, EVEN_D)
+    q_base = Q + bi * s_qb + start * s_qt + h * s_qh
+    do_base = DO + bi * s_db + start * s_dt + h * s_dh
+    lse_base = LSE + h * s_lh + bi * T + start
+    delta_base = DELTA + h * s_lh + bi * T + start
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     qk_scale = scale * 1.4426950408889634
@@ -109,28 +110,29 @@ def attn_bwd_dkdv_kernel(
         m_mid = n_start * 0
     L_floor = (L // BLOCK_M) * BLOCK_M
     # diagonal query blocks (masked), interior blocks (unmasked), the last partial block (masked)
-    dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs0, do_ptrs0, s_qt, s_dt, lse_ptr0, delta_ptr0, m_lo,
-                         tl.minimum(m_mid, L), L, offs_n, offs_m0, d_ok, qk_scale, True, CAUSAL, EVEN_D,
+    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, s_qt, s_dt, lse_base, delta_base, m_lo,
+                         tl.minimum(m_mid, L), L, offs_n, offs_m0, offs_d, d_ok, qk_scale, True, CAUSAL, EVEN_D,
                          DOT_PREC, BLOCK_M)
-    dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs0, do_ptrs0, s_qt, s_dt, lse_ptr0, delta_ptr0, m_mid, L_floor, L,
-                         offs_n, offs_m0, d_ok, qk_scale, False, CAUSAL, EVEN_D, DOT_PREC, BLOCK_M)
-    dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs0, do_ptrs0, s_qt, s_dt, lse_ptr0, delta_ptr0,
-                         tl.maximum(m_mid, L_floor), L, L, offs_n, offs_m0, d_ok, qk_scale, True, CAUSAL, EVEN_D,
-                         DOT_PREC, BLOCK_M)
-    _store_rows(dk_ptrs, dk * scale, offs_n, L, T, d_ok, VARLEN, EVEN_D)
-    _store_rows(dv_ptrs, dv, offs_n, L, T, d_ok, VARLEN, EVEN_D)
+    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, s_qt, s_dt, lse_base, delta_base, m_mid, L_floor, L,
+                         offs_n, offs_m0, offs_d, d_ok, qk_scale, False, CAUSAL, EVEN_D, DOT_PREC, BLOCK_M)
+    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, s_qt, s_dt, lse_base, delta_base,
+                         tl.maximum(m_mid, L_floor), L, L, offs_n, offs_m0, offs_d, d_ok, qk_scale, True, CAUSAL,
+                         EVEN_D, DOT_PREC, BLOCK_M)
+    tile = offs_n[:, None] * s_gt + offs_d[None, :]
+    _store_rows(DK + g_off + tile, dk * scale, offs_n, L, T, d_ok, VARLEN, EVEN_D)
+    _store_rows(DV + g_off + tile, dv, offs_n, L, T, d_ok, VARLEN, EVEN_D)
 
 
 @triton.jit
-def _dq_inner(dq, q, do, lse2, delta, k_ptrs0, v_ptrs0, s_kt, s_vt, lo, hi, L, offs_m, offs_n0, d_ok, qk_scale,
-              MASK: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
+def _dq_inner(dq, q, do, lse2, delta, k_base, v_base, s_kt, s_vt, lo, hi, L, offs_m, offs_n0, offs_d, d_ok,
+              qk_scale, MASK: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
               BLOCK_N: tl.constexpr):
     """Accumulate dQ of one query block over key blocks [lo, hi)."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         key_ok = offs_n < L
-        k = _load_tile(k_ptrs0 + start_n * s_kt, key_ok, d_ok, MASK, EVEN_D)
-        v = _load_tile(v_ptrs0 + start_n * s_vt, key_ok, d_ok, MASK, EVEN_D)
+        k = _load_tile(k_base + offs_n[:, None] * s_kt + offs_d[None, :], key_ok, d_ok, MASK, EVEN_D)
+        v = _load_tile(v_base + offs_n[:, None] * s_vt + offs_d[None, :], key_ok, d_ok, MASK, EVEN_D)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
         p = tl.math.exp2(s - lse2[:, None])
         if MASK:
@@ -150,7 +152,8 @@ def attn_bwd_dq_kernel(
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_db, s_dt, s_dh, s_gb, s_gt, s_gh, s_lh,
     T, H, scale, MAX_SEQLEN_KEY,
     D: tl.constexpr, VARLEN: tl.constexpr, HAS_LENS: tl.constexpr, CAUSAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     """Grid (cdiv(max rows, BLOCK_M), B*H): dQ of one query block (DQ strides s_g*)."""
     pid_m = tl.program_id(0)
@@ -158,26 +161,27 @@ def attn_bwd_dq_kernel(
     b = pid_bh // H
     h = pid_bh % H
     bi, start, L = _seq_bounds(LENS, b, T, VARLEN, HAS_LENS)
-    EVEN_D: tl.constexpr = BLOCK_D == D
     m_start = pid_m * BLOCK_M
     offs_m = m_start + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
-    tok_m = (start + offs_m).to(tl.int64)
-    dq_ptrs = DQ + bi * s_gb + h * s_gh + tok_m[:, None] * s_gt + offs_d[None, :]
+    dq_base = DQ + bi * s_gb + start * s_gt + h * s_gh
     if m_start >= L:
         if not VARLEN:
-            _store_rows(dq_ptrs, tl.zeros([BLOCK_M, BLOCK_D], tl.float32), offs_m, L, T, d_ok, VARLEN, EVEN_D)
+            _store_rows(dq_base + offs_m[:, None] * s_gt + offs_d[None, :], tl.zeros([BLOCK_M, BLOCK_D], tl.float32),
+                        offs_m, L, T, d_ok, VARLEN, EVEN_D)
         return
 
     row_ok = offs_m < L
-    q = _load_tile(Q + bi * s_qb + h * s_qh + tok_m[:, None] * s_qt + offs_d[None, :], row_ok, d_ok, True, EVEN_D)
-    do = _load_tile(DO + bi * s_db + h * s_dh + tok_m[:, None] * s_dt + offs_d[None, :], row_ok, d_ok, True, EVEN_D)
-    lse2 = tl.load(LSE + h * s_lh + bi * T + tok_m, mask=row_ok, other=0.0) * 1.4426950408889634
-    delta = tl.load(DELTA + h * s_lh + bi * T + tok_m, mask=row_ok, other=0.0)
-    k_ptrs0 = K + bi * s_kb + h * s_kh + (start + offs_n0).to(tl.int64)[:, None] * s_kt + offs_d[None, :]
-    v_ptrs0 = V + bi * s_vb + h * s_vh + (start + offs_n0).to(tl.int64)[:, None] * s_vt + offs_d[None, :]
+    q = _load_tile(Q + bi * s_qb + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_d[None, :], row_ok, d_ok,
+                   True, EVEN_D)
+    do = _load_tile(DO + bi * s_db + start * s_dt + h * s_dh + offs_m[:, None] * s_dt + offs_d[None, :], row_ok,
+                    d_ok, True, EVEN_D)
+    lse2 = tl.load(LSE + h * s_lh + bi * T + start + offs_m, mask=row_ok, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + h * s_lh + bi * T + start + offs_m, mask=row_ok, other=0.0)
+    k_base = K + bi * s_kb + start * s_kt + h * s_kh
+    v_base = V + bi * s_vb + start * s_vt + h * s_vh
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     qk_scale = scale * 1.4426950408889634
     if CAUSAL:
@@ -186,8 +190,8 @@ def attn_bwd_dq_kernel(
     else:
         hi = L
         full_end = (L // BLOCK_N) * BLOCK_N
-    dq = _dq_inner(dq, q, do, lse2, delta, k_ptrs0, v_ptrs0, s_kt, s_vt, 0, full_end, L, offs_m, offs_n0, d_ok,
-                   qk_scale, False, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
-    dq = _dq_inner(dq, q, do, lse2, delta, k_ptrs0, v_ptrs0, s_kt, s_vt, full_end, hi, L, offs_m, offs_n0, d_ok,
-                   qk_scale, True, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
-    _store_rows(dq_ptrs, dq * scale, offs_m, L, T, d_ok, VARLEN, EVEN_D)
+    dq = _dq_inner(dq, q, do, lse2, delta, k_base, v_base, s_kt, s_vt, 0, full_end, L, offs_m, offs_n0, offs_d,
+                   d_ok, qk_scale, False, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
+    dq = _dq_inner(dq, q, do, lse2, delta, k_base, v_base, s_kt, s_vt, full_end, hi, L, offs_m, offs_n0, offs_d,
+                   d_ok, qk_scale, True, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
+    _store_rows(dq_base + offs_m[:, None] * s_gt + offs_d[None, :], dq * scale, offs_m, L, T, d_ok, VARLEN, EVEN_D)

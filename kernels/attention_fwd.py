@@ -67,14 +67,14 @@ def _store_rows(ptrs, x, offs, L, T, d_ok, VARLEN: tl.constexpr, EVEN_D: tl.cons
 
 
 @triton.jit
-def _fwd_inner(acc, l_i, m_i, q, k_ptrs0, v_ptrs0, s_kt, s_vt, lo, hi, L, offs_m, offs_n0, d_ok, qk_scale,
+def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kt, s_vt, lo, hi, L, offs_m, offs_n0, offs_d, d_ok, qk_scale,
                MASK: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
                BLOCK_N: tl.constexpr):
     """Online softmax over key blocks [lo, hi); ``MASK`` applies the length and causal masks."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         key_ok = offs_n < L
-        k = _load_tile(k_ptrs0 + start_n * s_kt, key_ok, d_ok, MASK, EVEN_D)
+        k = _load_tile(k_base + offs_n[:, None] * s_kt + offs_d[None, :], key_ok, d_ok, MASK, EVEN_D)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
         if MASK:
             ok = key_ok[None, :]
@@ -85,7 +85,7 @@ def _fwd_inner(acc, l_i, m_i, q, k_ptrs0, v_ptrs0, s_kt, s_vt, lo, hi, L, offs_m
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_tile(v_ptrs0 + start_n * s_vt, key_ok, d_ok, MASK, EVEN_D)
+        v = _load_tile(v_base + offs_n[:, None] * s_vt + offs_d[None, :], key_ok, d_ok, MASK, EVEN_D)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PREC)
         m_i = m_new
     return acc, l_i, m_i
@@ -97,7 +97,8 @@ def attn_fwd_kernel(
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_ob, s_ot, s_oh, s_lh,
     T, H, scale, MAX_SEQLEN_KEY,
     D: tl.constexpr, VARLEN: tl.constexpr, HAS_LENS: tl.constexpr, CAUSAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     """Grid (cdiv(max rows, BLOCK_M), B*H). Writes O (rows past L: 0) and LSE (natural log)."""
     pid_m = tl.program_id(0)
@@ -105,25 +106,26 @@ def attn_fwd_kernel(
     b = pid_bh // H
     h = pid_bh % H
     bi, start, L = _seq_bounds(LENS, b, T, VARLEN, HAS_LENS)
-    EVEN_D: tl.constexpr = BLOCK_D == D
     m_start = pid_m * BLOCK_M
     offs_m = m_start + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
-    tok_m = (start + offs_m).to(tl.int64)
-    o_ptrs = O + bi * s_ob + h * s_oh + tok_m[:, None] * s_ot + offs_d[None, :]
-    lse_ptrs = LSE + h * s_lh + bi * T + tok_m
+    # per-sequence base pointers in 64-bit arithmetic; in-tile offsets stay 32-bit
+    o_base = O + bi * s_ob + start * s_ot + h * s_oh
+    lse_base = LSE + h * s_lh + bi * T + start
     if m_start >= L:  # past the end: padded rows are zeros; packed programs have nothing to do
         if not VARLEN:
-            _store_rows(o_ptrs, tl.zeros([BLOCK_M, BLOCK_D], tl.float32), offs_m, L, T, d_ok, VARLEN, EVEN_D)
-            tl.store(lse_ptrs, tl.zeros([BLOCK_M], tl.float32), mask=offs_m < T)
+            _store_rows(o_base + offs_m[:, None] * s_ot + offs_d[None, :], tl.zeros([BLOCK_M, BLOCK_D], tl.float32),
+                        offs_m, L, T, d_ok, VARLEN, EVEN_D)
+            tl.store(lse_base + offs_m, tl.zeros([BLOCK_M], tl.float32), mask=offs_m < T)
         return
 
     row_ok = offs_m < L
-    q = _load_tile(Q + bi * s_qb + h * s_qh + tok_m[:, None] * s_qt + offs_d[None, :], row_ok, d_ok, True, EVEN_D)
-    k_ptrs0 = K + bi * s_kb + h * s_kh + (start + offs_n0).to(tl.int64)[:, None] * s_kt + offs_d[None, :]
-    v_ptrs0 = V + bi * s_vb + h * s_vh + (start + offs_n0).to(tl.int64)[:, None] * s_vt + offs_d[None, :]
+    q = _load_tile(Q + bi * s_qb + start * s_qt + h * s_qh + offs_m[:, None] * s_qt + offs_d[None, :], row_ok, d_ok,
+                   True, EVEN_D)
+    k_base = K + bi * s_kb + start * s_kt + h * s_kh
+    v_base = V + bi * s_vb + start * s_vt + h * s_vh
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -135,17 +137,17 @@ def attn_fwd_kernel(
         hi = L
         full_end = (L // BLOCK_N) * BLOCK_N
     # key blocks wholly inside the length (and below the diagonal): no masks
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_ptrs0, v_ptrs0, s_kt, s_vt, 0, full_end, L, offs_m, offs_n0,
-                               d_ok, qk_scale, False, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kt, s_vt, 0, full_end, L, offs_m, offs_n0,
+                               offs_d, d_ok, qk_scale, False, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
     # the last partial block and the diagonal blocks
-    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_ptrs0, v_ptrs0, s_kt, s_vt, full_end, hi, L, offs_m, offs_n0,
-                               d_ok, qk_scale, True, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kt, s_vt, full_end, hi, L, offs_m, offs_n0,
+                               offs_d, d_ok, qk_scale, True, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
     # every row of a live block sees key 0, so l_i >= 1 and m_i is finite: no NaN
     out = acc / l_i[:, None]
     lse = (m_i + tl.math.log2(l_i)) / 1.4426950408889634
-    _store_rows(o_ptrs, out, offs_m, L, T, d_ok, VARLEN, EVEN_D)
+    _store_rows(o_base + offs_m[:, None] * s_ot + offs_d[None, :], out, offs_m, L, T, d_ok, VARLEN, EVEN_D)
     lse = tl.where(row_ok, lse, 0.0)
     if VARLEN:
-        tl.store(lse_ptrs, lse, mask=row_ok)
+        tl.store(lse_base + offs_m, lse, mask=row_ok)
     else:
-        tl.store(lse_ptrs, lse, mask=offs_m < T)
+        tl.store(lse_base + offs_m, lse, mask=offs_m < T)
