@@ -24,6 +24,7 @@ shared). Baselines use the best of 0 and 2 workers. Every row reports its speed-
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -45,7 +46,13 @@ def make_data(root: str, n_store: int, n_npy: int, n_pose: int, seed: int = 0) -
     rng = np.random.default_rng(seed)
     lengths = rng.integers(96, 161, n_store)
     store_dir = os.path.join(root, f"store-{n_store}")
-    if not os.path.isfile(os.path.join(store_dir, "store.json")):
+    try:
+        Store(store_dir)
+        ok = True
+    except Exception:  # missing, or written by another format version: rebuild
+        ok = False
+        shutil.rmtree(store_dir, ignore_errors=True)
+    if not ok:
         with StoreWriter(store_dir, shard_clips=2048) as w:
             for i, T in enumerate(lengths):
                 p = rng.uniform(0, 1, (T, NUM_JOINTS, 3)).astype(np.float32)

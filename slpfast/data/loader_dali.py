@@ -80,7 +80,7 @@ class _DaliSource:
         src = self.source
         col = self.collator
         raw = [src.raw(i, s, n) for i, s, n in zip(idx, st, ln)]
-        one = lambda v: [np.array(x, np.int64) for x in v]  # noqa: E731  (0-d samples)
+        one = lambda v: np.asarray(v, np.int64).reshape(-1)  # noqa: E731  (a dense batch of 0-d samples)
         gl = [np.asarray(g, np.int64) for g in src.gloss_lists(idx)]
         outs = [[p for p, _ in raw], [c for _, c in raw], one(ln), one(idx), one(src.labels[idx]), gl,
                 one([len(g) for g in gl])]

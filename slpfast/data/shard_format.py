@@ -38,7 +38,7 @@ from typing import Mapping
 import numpy as np
 
 MAGIC = b"SLPFSHRD"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: planar pose + conf sections (1: interleaved poseconf)
 _PRELUDE = struct.Struct("<8sIIQI")  # 28 bytes, followed by a u32 CRC of these bytes
 PRELUDE_SIZE = 32
 ALIGN = 64
