@@ -164,3 +164,17 @@ def test_gpu_steps_bf16_with_mfu(tmp_path_factory, tmp_path):
     if any(k in name for k in ("H100", "H200", "A100")):
         assert hist[-1]["mfu"] is not None and 0 < hist[-1]["mfu"] < 1
     assert hist[-1]["peak_mem_gib"] > 0
+
+
+def test_dali_loader_trains_like_torch_loader(tmp_path_factory, tmp_path):
+    pytest.importorskip("nvidia.dali")
+    store = tiny_store(tmp_path_factory)
+    losses = {}
+    for loader in ("torch", "dali"):
+        tr = _trainer(store, tmp_path / loader, **{"train.steps": 2, "train.ckpt_every": 0, "train.export": "",
+                                                   "data.loader": loader})
+        try:
+            losses[loader] = [r["loss/loss"] for r in tr.run()["history"]]
+        finally:
+            tr.close()
+    assert losses["dali"] == losses["torch"]  # the loaders yield identical batches
