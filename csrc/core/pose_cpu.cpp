@@ -135,7 +135,17 @@ SLP_CPU_INLINE void augment_range(const AugmentArgs& a, int64_t b0, int64_t b1) 
     }
     tb.set_augment(L, P);
     frames.reset();
-    for (int64_t i = 0; i < P.out_len; ++i) {
+    if (P.out_len == P.in_len) {  // not resampled: source frame i -> output frame i, read once
+      const double zero[kMaxC] = {0.0, 0.0, 0.0};
+      for (int64_t i = 0; i < P.out_len; ++i) {
+        const int64_t row = P.out_start + i;
+        cpu::load_frame<T, C, kSimd>(J, pose, a.conf, P.in_start + i, a.thr, kNormalize ? P.norm.centre : zero,
+                                     &frames.raw);
+        cpu::augment_frame_direct<C, kNormalize>(L, P, tb, a.elem, a.seed, i, frames.raw, &row_buf);
+        cpu::write_frame<T, C, kSimd>(J, row_buf, out + row * J * C, a.out_conf + row * J);
+      }
+    }
+    for (int64_t i = P.out_len == P.in_len ? P.out_len : 0; i < P.out_len; ++i) {
       const int64_t row = P.out_start + i;
       const SourcePos sp = source_pos(P, i);
       const cpu::Frame& f0 = frames.get(a, P, tb, sp.t0, sp.t0 + 1);

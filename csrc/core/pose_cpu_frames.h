@@ -187,6 +187,33 @@ SLP_CPU_INLINE void write_frame(int J, Frame& f, T* out, float* out_conf) {
   }
 }
 
+// Frame and joint dropout and jitter of an output frame (rarely enabled; the same draws as
+// dropped() / transform_joint()).
+SLP_CPU_INLINE void apply_extras(int J, const ClipPlan& P, const ElemConfig& E, uint64_t seed, int64_t i, int C,
+                                 Frame* out) {
+  if (!(E.frame_drop_p > 0.0 || E.joint_drop_p > 0.0 || E.jitter_std > 0.0)) return;
+  const bool frame_dropped = E.frame_drop_p > 0.0 &&
+      u01(draw(seed, P.clip_id, kStreamFrameDrop, static_cast<uint32_t>(i)).v[0]) < E.frame_drop_p;
+  for (int j = 0; j < J; ++j) {
+    const uint32_t elem = static_cast<uint32_t>(i * J + j);
+    bool ok = out->ok[j] && !frame_dropped;
+    if (ok && E.joint_drop_p > 0.0) ok = !(u01(draw(seed, P.clip_id, kStreamJointDrop, elem).v[0]) < E.joint_drop_p);
+    if (ok && E.jitter_std > 0.0) {
+      const U32x4 r = draw(seed, P.clip_id, kStreamJitter, elem);
+      double zz[4];
+      box_muller(r.v[0], r.v[1], &zz[0], &zz[1]);
+      box_muller(r.v[2], r.v[3], &zz[2], &zz[3]);
+      out->x[j] += E.jitter_std * zz[0];
+      out->y[j] += E.jitter_std * zz[1];
+      if (C == 3) out->z[j] += E.jitter_std * zz[2];
+    }
+    if (!ok && out->ok[j]) {
+      out->x[j] = out->y[j] = out->z[j] = out->cf[j] = 0.0;
+      out->ok[j] = 0;
+    }
+  }
+}
+
 // Output frame i of a clip from its source frames f0 (and f1 when sp.has1): resampling
 // (combine), flip, affine (transform_joint), part / frame / joint dropout and jitter.
 SLP_CPU_INLINE void augment_frame(const Layout& L, const ClipPlan& P, const ClipTables& tb, const ElemConfig& E,
@@ -219,28 +246,43 @@ SLP_CPU_INLINE void augment_frame(const Layout& L, const ClipPlan& P, const Clip
     out->cf[j] = ok ? cf : 0.0;
     out->ok[j] = ok;
   }
-  // Rarely enabled extras, same draws as dropped() / transform_joint().
-  if (!(E.frame_drop_p > 0.0 || E.joint_drop_p > 0.0 || E.jitter_std > 0.0)) return;
-  const bool frame_dropped = E.frame_drop_p > 0.0 &&
-      u01(draw(seed, P.clip_id, kStreamFrameDrop, static_cast<uint32_t>(i)).v[0]) < E.frame_drop_p;
+  apply_extras(J, P, E, seed, i, C, out);
+}
+
+// Output frame i when the clip is not resampled (output frame i = source frame i, each read
+// once): normalization (as normalize_frame) is applied on the fly to the gathered joint.
+template <int C, bool kNormalize>
+SLP_CPU_INLINE void augment_frame_direct(const Layout& L, const ClipPlan& P, const ClipTables& tb, const ElemConfig& E,
+                                         uint64_t seed, int64_t i, const Frame& raw, Frame* out) {
+  const int J = L.J;
   for (int j = 0; j < J; ++j) {
-    const uint32_t elem = static_cast<uint32_t>(i * J + j);
-    bool ok = out->ok[j] && !frame_dropped;
-    if (ok && E.joint_drop_p > 0.0) ok = !(u01(draw(seed, P.clip_id, kStreamJointDrop, elem).v[0]) < E.joint_drop_p);
-    if (ok && E.jitter_std > 0.0) {
-      const U32x4 r = draw(seed, P.clip_id, kStreamJitter, elem);
-      double zz[4];
-      box_muller(r.v[0], r.v[1], &zz[0], &zz[1]);
-      box_muller(r.v[2], r.v[3], &zz[2], &zz[3]);
-      out->x[j] += E.jitter_std * zz[0];
-      out->y[j] += E.jitter_std * zz[1];
-      if (C == 3) out->z[j] += E.jitter_std * zz[2];
+    const int s = tb.src[j];
+    double x, y, z;
+    bool ok;
+    if (kNormalize) {
+      const int a = tb.anc[s];
+      const double inv = tb.inv[s];
+      ok = raw.ok[s] & raw.ok[a];
+      x = (raw.x[s] - raw.x[a]) * inv;
+      y = (raw.y[s] - raw.y[a]) * inv;
+      z = C == 3 ? (raw.z[s] - raw.z[a]) * inv : 0.0;
+    } else {
+      ok = raw.ok[s];
+      x = raw.x[s];
+      y = raw.y[s];
+      z = raw.z[s];
     }
-    if (!ok && out->ok[j]) {
-      out->x[j] = out->y[j] = out->z[j] = out->cf[j] = 0.0;
-      out->ok[j] = 0;
-    }
+    const double fx = P.flip ? -x : x;  // transform_joint()
+    const double ox = fx * P.m00 + y * P.m10 + P.tx;
+    const double oy = fx * P.m01 + y * P.m11 + P.ty;
+    ok = ok && tb.keep[j];
+    out->x[j] = ok ? ox : 0.0;
+    out->y[j] = ok ? oy : 0.0;
+    out->z[j] = ok ? z : 0.0;
+    out->cf[j] = ok ? raw.cf[s] : 0.0;
+    out->ok[j] = ok;
   }
+  apply_extras(J, P, E, seed, i, C, out);
 }
 
 }  // namespace cpu
