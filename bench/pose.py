@@ -16,12 +16,17 @@ Providers:
   torch-chain   the same math as batched eager torch ops (bench/pose_chain.py)
   ext-cuda, torch-chain-cuda   on a GPU, plus the device's copy bandwidth for reference
 GB/s counts the bytes the op must move: input pose + conf, output pose + conf. ``vs_pf`` is the
-speed-up over pose-format's per-clip loop measured in the same run.
+speed-up over pose-format's per-clip loop measured in the same run (wall clock; the extension
+uses every torch thread, pose-format one). ``cpu_ms`` is the process CPU time per call (all
+threads) and ``vs_pf_cpu`` the ratio of CPU times: robust on a shared, oversubscribed machine,
+where wall-clock ratios mostly measure the scheduler.
 """
 from __future__ import annotations
 
 import os
+import statistics
 import sys
+import time
 
 import numpy as np
 import torch
@@ -85,6 +90,17 @@ def reference_loop(pose_np, conf_np, lengths, ids, seed, cfg, spec):
     return out
 
 
+def cpu_time_ms(fn, repeats: int) -> float:
+    """Median process CPU time (all threads) of fn() in ms; CPU providers only."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        times.append((time.process_time() - t0) * 1e3)
+    return statistics.median(times)
+
+
 def copy_bandwidth(device) -> float:
     """GB/s of a device-to-device copy of 256 MiB (read + write)."""
     src = torch.empty(64 * 2**20, dtype=torch.float32, device=device)
@@ -117,7 +133,7 @@ def main():
         out_bytes = B * out_len * layouts.NUM_JOINTS * (args.C * pose.element_size() + 4)
         nbytes = pose.numel() * pose.element_size() + conf.numel() * 4 + out_bytes
         noise = dict(jitter_std=cfg.jitter_std, joint_drop_p=cfg.joint_drop_p, frame_drop_p=cfg.frame_drop_p)
-        timings = {}
+        timings, cpu_ms = {}, {}
         for dev in devices:
             x, c, n, i = pose.to(dev), conf.to(dev), lengths.to(dev), ids.to(dev)
             layout = ChainLayout(spec, dev)
@@ -131,24 +147,32 @@ def main():
             name = "ext-cpu" if dev == "cpu" else "ext-cuda"
             timings[name] = measure(ext, device=dev, repeats=reps * (4 if dev == "cuda" else 1))
             timings["torch-chain" + sfx] = measure(chain, device=dev, repeats=reps * (4 if dev == "cuda" else 1))
-        timings["reference"] = measure(lambda: reference_loop(pose_np, conf_np, len_list, ids, seed, cfg, spec),
-                                       warmup=1, repeats=max(2, reps // 2))
+            if dev == "cpu":
+                cpu_ms[name] = cpu_time_ms(ext, reps)
+                cpu_ms["torch-chain"] = cpu_time_ms(chain, max(2, reps // 2))
+        ref_loop = lambda: reference_loop(pose_np, conf_np, len_list, ids, seed, cfg, spec)  # noqa: E731
+        timings["reference"] = measure(ref_loop, warmup=1, repeats=max(2, reps // 2))
+        cpu_ms["reference"] = cpu_time_ms(ref_loop, 2)
         if wl == "affine":
             rng = np.random.default_rng(0)
-            timings["pose-format"] = measure(lambda: pose_format_loop(pose_np, conf_np, len_list, rng), warmup=1,
-                                             repeats=max(2, reps // 2))
+            pf_loop = lambda: pose_format_loop(pose_np, conf_np, len_list, rng)  # noqa: E731
+            timings["pose-format"] = measure(pf_loop, warmup=1, repeats=max(2, reps // 2))
+            cpu_ms["pose-format"] = cpu_time_ms(pf_loop, max(2, reps // 2))
         pf = timings.get("pose-format", {}).get("median_ms")
+        pf_cpu = cpu_ms.get("pose-format")
         for name, t in timings.items():
             ms = t["median_ms"]
             gbs = nbytes / (ms * 1e-3) / 1e9
             row = dict(workload=wl, shape=shape, provider=name, median_ms=ms, p20_ms=t["p20_ms"], p80_ms=t["p80_ms"],
                        clips_per_s=B / (ms * 1e-3), gb_per_s=gbs, vs_pf=(pf / ms) if pf else None,
+                       cpu_ms=cpu_ms.get(name),
+                       vs_pf_cpu=(pf_cpu / cpu_ms[name]) if (pf_cpu and name in cpu_ms) else None,
                        pct_copy_bw=(100 * gbs / copy_gbs) if (copy_gbs and name.endswith("cuda")) else None)
             res.add(**row)
     if copy_gbs:
         print(f"# device copy bandwidth: {copy_gbs:.0f} GB/s")
     res.print_table(["workload", "provider", "median_ms", "p20_ms", "p80_ms", "clips_per_s", "gb_per_s", "vs_pf",
-                     "pct_copy_bw"])
+                     "cpu_ms", "vs_pf_cpu", "pct_copy_bw"])
 
 
 if __name__ == "__main__":
