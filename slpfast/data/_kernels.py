@@ -195,3 +195,25 @@ def gather_ints(blobs, shard_id, start, length, out):
         s = start[b]
         for k in range(length[b]):
             out[b, k] = src[s + k]
+
+
+@njit(cache=True, nogil=True)
+def gather_padded_half(pose_list, conf_list, J, shard_id, start, length, pose_out, conf_out):
+    """Padded batch of raw float16 bits (no conversion): pose_out (B, Tmax*J*3) and conf_out
+    (B, Tmax*J) uint16, zero past each clip's length. Used by the DALI source (the cast to
+    float32 then runs in DALI, on the GPU when there is one)."""
+    for b in range(shard_id.shape[0]):
+        s = start[b]
+        L = length[b]
+        sp = pose_list[shard_id[b]][s * J * 3:(s + L) * J * 3]
+        po = pose_out[b]
+        for k in range(sp.shape[0]):
+            po[k] = sp[k]
+        for k in range(sp.shape[0], po.shape[0]):
+            po[k] = 0
+        sc = conf_list[shard_id[b]][s * J:(s + L) * J]
+        co = conf_out[b]
+        for k in range(sc.shape[0]):
+            co[k] = sc[k]
+        for k in range(sc.shape[0], co.shape[0]):
+            co[k] = 0

@@ -1,13 +1,19 @@
-"""The DALI loader: a parallel external source reading the store, padding and casting in DALI.
+"""The DALI loader: a parallel external source reading the store; GPU transfer + cast in DALI.
 
 Pipeline (one per loader)::
 
     external_source(source=_DaliSource, parallel=True, batch=True, batch_info=True)
-        -> per clip: float16 pose (T_i, J, 3) and confidence (T_i, J) read straight from the
-           memory-mapped store, lengths, clip ids, labels, glosses, token ids / text features
-    fn.pad (batch max length, ``align`` = pad_to; glosses with -1, token ids with pad id)
-    [.gpu() when CUDA is available: float16 crosses PCIe, half the bytes of float32]
-    fn.cast -> float32 (pose keeps the first C channels)
+        -> pose / confidence of the batch, padded to the longest clip (``pad_to`` multiple)
+           by one numba gather straight from the memory-mapped store: float16 bits when the
+           pipeline has a GPU, float32 otherwise; lengths, clip ids, labels (dense batches);
+           glosses, token ids, token features (one array per clip)
+    fn.pad  glosses with -1, token ids with the pad id, token features with 0
+    GPU:    .gpu() (float16 crosses PCIe: half the bytes of float32) -> fn.cast to float32,
+            first C channels
+    CPU:    the float32 batch as is
+
+(Padding pose with ``fn.pad`` over per-clip arrays was ~10x slower on CPU than padding in
+the callback: DALI copies every sample into shared memory, then pads, then casts.)
 
 ``_DaliSource`` is a stateless, picklable callable: batch ``k`` of epoch ``e`` is a pure
 function of (store path, sampler settings, seed, e, k), computed in DALI's Python worker
@@ -26,6 +32,8 @@ CPU pipelines (``device_id=None``) run where there is no GPU; with CUDA the outp
 torch CUDA tensors on the current device.
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -47,13 +55,15 @@ def dali_available() -> bool:
 class _DaliSource:
     """Picklable batch callback for ``fn.external_source(parallel=True, batch=True)``."""
 
-    def __init__(self, source, sampler, collator: Collator, start_epoch: int, start_step: int):
+    def __init__(self, source, sampler, collator: Collator, start_epoch: int, start_step: int, half: bool):
         self.source = source
         self.sampler = sampler
         self.collator = collator
         self.start_epoch = start_epoch
         self.start_step = start_step
+        self.half = half  # float16 out (cast in DALI, on the GPU) or float32 from the numba gather
         self._plan = None
+        self._buf = None
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -66,12 +76,56 @@ class _DaliSource:
             self._plan = self.sampler.plan(epoch)
         return self._plan
 
+    def _buffer(self, name, n, dtype):
+        """A recycled output buffer: one that no returned batch still references (DALI may
+        serialise a batch after the callback returned, so a buffer is reused only once the
+        views handed out are gone: reference count)."""
+        if self._buf is None:
+            self._buf = {}
+        pool = self._buf.setdefault(name, [])
+        for k in range(len(pool)):
+            if sys.getrefcount(pool[k]) <= 2 and pool[k].dtype == dtype:  # the list + the call
+                if pool[k].size < n:
+                    pool[k] = np.empty(n, dtype)
+                return pool[k][:n]
+        b = np.empty(max(n, 1), dtype)
+        if len(pool) < 8:
+            pool.append(b)
+        return b[:n]
+
+    def _pose(self, idx, st, ln):
+        """Dense padded (B, T, J, C) pose and (B, T, J) confidence of one batch."""
+        from ..layouts import NUM_JOINTS as J
+
+        col = self.collator
+        B = len(idx)
+        T = int(np.max(ln))
+        if col.pad_to > 1:
+            T = -(-T // col.pad_to) * col.pad_to
+        if not self.half:
+            C = col.channels
+            out = {"pose": self._buffer("p32", B * T * J * C, np.float32).reshape(B, T, J, C),
+                   "conf": self._buffer("c32", B * T * J, np.float32).reshape(B, T, J)}
+            self.source.gather(idx, starts=st, lengths=ln, channels=C, max_len=T, out=out)
+            return out["pose"], out["conf"]
+        from . import _kernels
+
+        src = self.source
+        p = self._buffer("p16", B * T * J * 3, np.uint16).reshape(B, T * J * 3)
+        c = self._buffer("c16", B * T * J, np.uint16).reshape(B, T * J)
+        _kernels.gather_padded_half(*src.typed_shards(), J, src.shard_of[idx].astype(np.int64),
+                                    src.frame_start[idx] + np.asarray(st, np.int64), np.asarray(ln, np.int64), p, c)
+        return p.view(np.float16).reshape(B, T, J, 3), c.view(np.float16).reshape(B, T, J)
+
     def position(self, info) -> tuple[int, int]:
         epoch = self.start_epoch + info.epoch_idx
         step = info.iteration + (self.start_step if info.epoch_idx == 0 else 0)
         return epoch, step
 
     def __call__(self, info):
+        from . import _kernels
+
+        _kernels.thread_serial()  # the DALI workers are the parallelism
         epoch, step = self.position(info)
         plan = self.plan(epoch)
         if step >= len(plan):
@@ -79,11 +133,10 @@ class _DaliSource:
         idx, st, ln = plan.batch(step)
         src = self.source
         col = self.collator
-        raw = [src.raw(i, s, n) for i, s, n in zip(idx, st, ln)]
+        pose, conf = self._pose(idx, st, ln)
         one = lambda v: np.asarray(v, np.int64).reshape(-1)  # noqa: E731  (a dense batch of 0-d samples)
         gl = [np.asarray(g, np.int64) for g in src.gloss_lists(idx)]
-        outs = [[p for p, _ in raw], [c for _, c in raw], one(ln), one(idx), one(src.labels[idx]), gl,
-                one([len(g) for g in gl])]
+        outs = [pose, conf, one(ln), one(idx), one(src.labels[idx]), gl, one([len(g) for g in gl])]
         if col.tokenizer is not None:
             ids, _ = tokenize(col.tokenizer, src.texts(idx), col.max_text_len)
             m = col.max_text_len
@@ -109,7 +162,7 @@ class DaliLoader:
                  packed=False, shuffle=True, seed=0, drop_last=False, rank=None, world_size=None, max_frames=None,
                  crop="random", max_batch_size=None, bucket_size=4096, channels=3, tokenizer=None,
                  max_text_len=None, text_features="auto", pad_to=1, num_workers=None, py_num_workers=None,
-                 prefetch_queue_depth=2, num_threads=1, device="auto", prefetch_factor=None, pin_memory=None,
+                 prefetch_queue_depth=2, num_threads=2, device="auto", prefetch_factor=None, pin_memory=None,
                  multiprocessing_context=None, py_start_method="auto"):
         import torch
 
@@ -174,8 +227,9 @@ class DaliLoader:
         from nvidia.dali import fn, pipeline_def, types
 
         col = self.collator
-        src = _DaliSource(self.source, self.sampler, col, self.epoch, self.step)
-        names = ["pose16", "conf16", "lengths", "clip_id", "label", "gloss_ids", "gloss_lengths"]
+        gpu = self.device is not None and self.device.type == "cuda"
+        src = _DaliSource(self.source, self.sampler, col, self.epoch, self.step, half=gpu)
+        names = ["pose16", "conf16", "lengths", "clip_id", "label", "gloss_ids", "gloss_lengths"]  # pose16/conf16: float32 on CPU
         if col.tokenizer is not None:
             names += ["text_ids", "text_lengths"]
         if col.text_features is not None:
@@ -183,9 +237,7 @@ class DaliLoader:
         pad_id = 0
         if col.tokenizer is not None:
             pad_id = getattr(col.tokenizer, "pad_token_id", 0) or 0
-        gpu = self.device is not None and self.device.type == "cuda"
         C = self.channels
-        align = col.pad_to if col.pad_to > 1 else None
         start = self.py_start_method
         if start == "auto":  # fork is much faster to start, but DALI refuses it once CUDA is up
             import torch
@@ -196,19 +248,19 @@ class DaliLoader:
 
         @pipeline_def(batch_size=self.max_batch, num_threads=self.num_threads,
                       device_id=self.device.index if gpu else None, py_num_workers=self.py_num_workers,
-                      py_start_method=start, prefetch_queue_depth=self.prefetch_queue_depth, seed=0)
+                      py_start_method=start, prefetch_queue_depth=self.prefetch_queue_depth, seed=0,
+                      exec_dynamic=True)
         def pipe():
             outs = fn.external_source(source=src, num_outputs=len(names), parallel=True, batch=True,
                                       batch_info=True, prefetch_queue_depth=self.prefetch_queue_depth)
             o = dict(zip(names, outs))
-            pad = {"align": align} if align else {}
-            x = fn.pad(o["pose16"], axes=(0,), fill_value=0, **pad)
-            c = fn.pad(o["conf16"], axes=(0,), fill_value=0, **pad)
-            if gpu:
-                x, c = x.gpu(), c.gpu()
-            x = fn.cast(x, dtype=types.FLOAT)
-            c = fn.cast(c, dtype=types.FLOAT)
-            res = [x if C == 3 else x[:, :, 0:C], c]
+            x, c = o["pose16"], o["conf16"]
+            if gpu:  # float16 over PCIe, cast to float32 on the GPU
+                x = fn.cast(x.gpu(), dtype=types.FLOAT)
+                c = fn.cast(c.gpu(), dtype=types.FLOAT)
+                if C != 3:
+                    x = x[:, :, 0:C]
+            res = [x, c]
             for n in names[2:]:
                 v = o[n]
                 if n == "gloss_ids":
@@ -236,12 +288,18 @@ class DaliLoader:
         stream = torch.cuda.current_stream(self.device) if (self.device is not None and self.device.type == "cuda") else None
         for name, tl in zip(self._names, out):
             t = tl.as_tensor()
-            dev = self.device if isinstance(tl, TensorListGPU) else torch.device("cpu")
-            arr = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=dev)
-            if arr.numel():
-                feed_ndarray(t, arr, cuda_stream=stream if isinstance(tl, TensorListGPU) else None)
-            if self.device is not None and arr.device != self.device:
-                arr = arr.to(self.device, non_blocking=True)
+            if isinstance(tl, TensorListGPU):  # copy on torch's stream (DALI's buffer is recycled)
+                arr = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=self.device)
+                if arr.numel():
+                    feed_ndarray(t, arr, cuda_stream=stream)
+            else:
+                # zero copy: with DALI's dynamic executor an output owns its memory for as long
+                # as it is referenced (a fresh 50 MB allocation per batch costs more than the
+                # whole gather on this machine: page faults)
+                arr = torch.from_dlpack(t) if t.shape() and np.prod(t.shape()) else \
+                    torch.empty(t.shape(), dtype=to_torch_type[t.dtype])
+                if self.device is not None:
+                    arr = arr.to(self.device, non_blocking=True)
             res[name] = arr
         return res
 
