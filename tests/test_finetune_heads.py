@@ -1,5 +1,4 @@
 """Task heads: shapes, masking of padded frames, losses that train, decoding, HF seq2seq path."""
-import os
 
 import pytest
 import torch

@@ -17,7 +17,6 @@ pooled clip vector ``pooled (B, D)``. Each downstream task adds one head:
 """
 from __future__ import annotations
 
-import math
 import os
 
 import torch
