@@ -36,28 +36,38 @@ INTERPRETER_BLOCKS = {"fwd": (64, 64), "dkdv": (64, 64), "dq": (64, 64), "delta"
 _KEY = ["D", "CAUSAL", "VARLEN", "MAX_SEQLEN_KEY"]
 
 
-def _configs(triples):
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in triples]
+def _configs(rows):
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in rows]
 
 
-# (BLOCK_M, BLOCK_N, warps, stages), the likely best first; the last one fits fp32 D=128
-_FWD = _configs([(128, 64, 4, 3), (64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2), (64, 32, 4, 4), (64, 32, 4, 2)])
-_DKDV = _configs([(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 4), (32, 32, 4, 2)])
-_DQ = _configs([(128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3), (64, 32, 4, 4), (32, 32, 4, 2)])
+# (BLOCK_M, BLOCK_N, warps, stages, widest head dim it suits), in order of preference. The first
+# fitting entry is what runs with autotuning off; those are the tiles that compile for sm_90 with
+# no register spills (tests/attention_sm90_compile.py): "64" entries spill or crowd at D > 64.
+_FWD_T = [(128, 64, 4, 3, 64), (128, 64, 8, 3, 128), (64, 64, 4, 3, 128), (128, 128, 8, 2, 64),
+          (64, 32, 4, 4, 128), (64, 32, 4, 2, 128)]
+_DKDV_T = [(64, 128, 8, 3, 64), (32, 128, 8, 3, 128), (32, 128, 4, 3, 64), (64, 64, 4, 3, 64),
+           (32, 64, 4, 4, 128), (32, 32, 4, 2, 128)]
+_DQ_T = [(128, 64, 8, 3, 64), (128, 32, 8, 3, 128), (64, 64, 4, 3, 64), (128, 32, 4, 3, 64),
+         (64, 32, 4, 4, 128), (32, 32, 4, 2, 128)]
+TABLES = {"fwd": _FWD_T, "dkdv": _DKDV_T, "dq": _DQ_T}
 
 
-def _prune(configs, named_args, **kwargs):
-    """Keep the tiles that fit: fp32 (a testing dtype) takes small tiles and few stages, D > 64
-    drops the widest. (Meta-parameters such as ``D`` arrive in ``kwargs``; positional
-    arguments in ``named_args``.)"""
-    D = kwargs.get("D", named_args.get("D", 128))
-    if getattr(named_args.get("Q"), "dtype", None) == torch.float32:
-        kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 32 and c.num_stages <= 2]
-    elif D > 64:
-        kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 64]
-    else:
-        kept = list(configs)
-    return kept or configs[-1:]
+def _pruner(table):
+    """Config pruning for one kernel's table: fp32 (a testing dtype) keeps small tiles with few
+    stages; D > 64 keeps the entries marked for it. (Meta-parameters such as ``D`` arrive in
+    ``kwargs``, positional arguments in ``named_args``.)"""
+    wide = {row[:4] for row in table if row[4] > 64}
+
+    def prune(configs, named_args, **kwargs):
+        D = kwargs.get("D", named_args.get("D", 128))
+        if getattr(named_args.get("Q"), "dtype", None) == torch.float32:
+            kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 32 and c.num_stages <= 2]
+        elif D > 64:
+            kept = [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in wide]
+        else:
+            kept = list(configs)
+        return kept or configs[-1:]
+    return prune
 
 
 def _first_config(kernel_call, quantiles):
@@ -66,24 +76,25 @@ def _first_config(kernel_call, quantiles):
     return [0.0, 0.0, 0.0]
 
 
-def _tuned(kernel, configs, do_bench=None):
-    return triton.autotune(configs=configs, key=_KEY, do_bench=do_bench,
-                           prune_configs_by={"early_config_prune": _prune})(kernel)
+def _tuned(kernel, table, do_bench=None):
+    """``kernel`` autotuned over ``table``'s configs (keyed by head dim, causal, layout, dtype and
+    length bucket); ``do_bench`` replaces triton's benchmark (tests, autotuning off)."""
+    return triton.autotune(configs=_configs([row[:4] for row in table]), key=_KEY, do_bench=do_bench,
+                           prune_configs_by={"early_config_prune": _pruner(table)})(kernel)
 
 
 _TUNED = {}
+KERNELS = {"fwd": attn_fwd_kernel, "dkdv": attn_bwd_dkdv_kernel, "dq": attn_bwd_dq_kernel}
 
 
 def _kernel(name: str, device: torch.device):
     """(kernel, extra meta-parameters) for this device: autotuned on GPU, fixed blocks on CPU."""
-    kernels = {"fwd": (attn_fwd_kernel, _FWD), "dkdv": (attn_bwd_dkdv_kernel, _DKDV), "dq": (attn_bwd_dq_kernel, _DQ)}
-    kernel, configs = kernels[name]
     if device.type == "cpu":
         m, n = INTERPRETER_BLOCKS[name]
-        return kernel, {"BLOCK_M": m, "BLOCK_N": n}
+        return KERNELS[name], {"BLOCK_M": m, "BLOCK_N": n}
     tune = os.environ.get("SLPFAST_ATTN_AUTOTUNE", "1") != "0"
     if (name, tune) not in _TUNED:
-        _TUNED[name, tune] = _tuned(kernel, configs, do_bench=None if tune else _first_config)
+        _TUNED[name, tune] = _tuned(KERNELS[name], TABLES[name], do_bench=None if tune else _first_config)
     return _TUNED[name, tune], {}
 
 
@@ -118,6 +129,11 @@ def _common(q, lens, max_seqlen, varlen, causal):
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32")
     bucket = triton.next_power_of_2(max(grid_rows, 16))
     return B, T, H, rows, grid_rows, bucket, meta
+
+
+def delta_rows(block_d: int) -> int:
+    """Rows per program of the Delta pre-pass on a GPU (two fp32 tiles stay in registers)."""
+    return min(128, 8192 // block_d)
 
 
 def _launcher(kernel, wrap: bool):
@@ -157,7 +173,7 @@ def _bwd(do, q, k, v, out, lse, lens, max_seqlen: int, causal: bool, scale: floa
         return dq, dk, dv
     D = meta["D"]
     delta = torch.empty((H, rows), dtype=torch.float32, device=q.device)
-    block_r = INTERPRETER_BLOCKS["delta"] if q.device.type == "cpu" else 128
+    block_r = INTERPRETER_BLOCKS["delta"] if q.device.type == "cpu" else delta_rows(meta["BLOCK_D"])
     _launcher(attn_bwd_delta_kernel, wrap)[(triton.cdiv(rows, block_r), H)](
         out, do, delta, rows, H * D, D, H * D, D, delta.stride(0),
         D=D, BLOCK_R=block_r, BLOCK_D=meta["BLOCK_D"], num_warps=4)

@@ -7,7 +7,10 @@ the same checks plus bf16, larger shapes and torch.compile on the GPU machine.
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -115,18 +118,20 @@ def test_autotuned_launch_path(tune, monkeypatch):
         calls.append(1)
         return [float(len(calls) % 3), 0.0, 0.0]  # an arbitrary but valid winner
 
-    small = {"fwd": [(32, 32, 4, 3), (32, 16, 4, 1), (16, 32, 4, 1)], "dkdv": [(16, 32, 4, 1), (32, 16, 4, 1)],
-             "dq": [(32, 16, 4, 1), (16, 16, 4, 1)]}
-    kernels = {"fwd": kern.attn_fwd_kernel, "dkdv": kern.attn_bwd_dkdv_kernel, "dq": kern.attn_bwd_dq_kernel}
+    # (BLOCK_M, BLOCK_N, warps, stages, widest head dim): at D=96 the "64" rows are pruned
+    small = {"fwd": [(32, 32, 4, 3, 128), (16, 16, 4, 1, 64), (32, 16, 4, 1, 128), (16, 32, 4, 1, 128)],
+             "dkdv": [(16, 32, 4, 1, 128), (32, 16, 4, 1, 128)], "dq": [(32, 16, 4, 1, 128), (16, 16, 4, 1, 128)]}
     bench = fake_bench if tune else kern._first_config
-    tuned = {name: kern._tuned(kernels[name], kern._configs(small[name]), do_bench=bench) for name in small}
+    tuned = {name: kern._tuned(kern.KERNELS[name], small[name], do_bench=bench) for name in small}
     monkeypatch.setattr(kern, "_kernel", lambda name, device: (tuned[name], {}))
     lens = torch.tensor([33, 0, 20], dtype=torch.int32)
     _check(3, 33, 1, 96, False, True, F32, lens=lens)  # fp32: the 3-stage fwd tile is pruned
     assert tuned["fwd"].best_config.num_stages == 1
+    _check(3, 33, 1, 96, True, False, F16, lens=lens)  # D > 64: the 16x16 fwd tile is pruned
+    assert tuned["fwd"].best_config.kwargs != {"BLOCK_M": 16, "BLOCK_N": 16}
     _check(3, 33, 1, 32, True, False, F16, lens=lens)
     if tune:
-        assert len(calls) == (2 + 2 + 2) + (3 + 2 + 2), "every kept config of every kernel is benchmarked once"
+        assert len(calls) == (3 + 2 + 2) + (3 + 2 + 2) + (4 + 2 + 2), "each kept config is benchmarked once"
     else:
         assert not calls and tuned["fwd"].best_config.kwargs == {"BLOCK_M": 32, "BLOCK_N": 32}
 
@@ -183,6 +188,22 @@ def test_opcheck():
                           test_utils=tuple(u for u in utils if u != "test_autograd_registration"))
 
 
+@pytest.mark.slow
+def test_kernels_compile_for_sm90():
+    """The GPU code path compiles for sm_90 without a GPU (triton's own ptxas), and the tiles that
+    run with autotuning off do not spill registers in bf16 at D=64 (the pose encoder's case)."""
+    pytest.importorskip("triton.backends.nvidia")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attention_sm90_compile.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, script, "bf16:64:varlen:causal", "fp16:48:padded:plain"], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 8, run.stdout
+    assert all(r["wgmma"] for r in rows if r["kernel"] != "delta"), rows  # Hopper tensor cores
+    assert all(r["stack"] == 0 for r in rows if r["dtype"] == "bf16"), rows
+
+
 # ------------------------------------------------------------------------------------ GPU
 BF16 = torch.bfloat16
 
@@ -224,10 +245,10 @@ def test_cuda_every_config(packed, causal, dtype, D, monkeypatch):
     """Each autotuning candidate (that the pruning keeps) computes the right thing."""
     from slpfast.kernels import attention as kern
 
-    raw = {"fwd": kern.attn_fwd_kernel, "dkdv": kern.attn_bwd_dkdv_kernel, "dq": kern.attn_bwd_dq_kernel}
+    raw = kern.KERNELS
     q = torch.empty(1, device="cuda", dtype=dtype)
-    kept = {name: kern._prune(cfgs, {"Q": q}, D=D) for name, cfgs in
-            (("fwd", kern._FWD), ("dkdv", kern._DKDV), ("dq", kern._DQ))}
+    kept = {name: kern._pruner(table)(kern._configs([row[:4] for row in table]), {"Q": q}, D=D)
+            for name, table in kern.TABLES.items()}
     lens = torch.tensor([300, 0, 129, 64, 1], dtype=torch.int32)
     for i in range(max(map(len, kept.values()))):
         pick = {name: cfgs[i % len(cfgs)] for name, cfgs in kept.items()}

@@ -1,0 +1,84 @@
+"""Ahead-of-time compile of the attention kernels for sm_90 (H100/H200), no GPU needed.
+
+Run by tests/test_attention_triton.py in a subprocess WITHOUT ``TRITON_INTERPRET`` (under the
+interpreter ``@triton.jit`` gives interpreted functions that cannot be compiled). Prints one JSON
+line per kernel: registers, spill stack bytes, shared memory, whether it uses wgmma. Triton's
+bundled ptxas/cuobjdump do the work; the CPU interpreter tests cannot catch what only the GPU
+compiler rejects (or compiles into spills).
+
+    python tests/attention_sm90_compile.py [bf16:64:varlen:causal ...]
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from slpfast.kernels import attention as kern  # noqa: E402  (maps kernels/ in a source checkout)
+
+POINTERS = {"Q", "K", "V", "O", "DO", "DK", "DV", "DQ"}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _signature(fn, dtype: str) -> dict:
+    sig = {}
+    for name, param in zip(fn.arg_names, fn.params):
+        if param.is_constexpr:
+            sig[name] = "constexpr"
+        elif name in POINTERS:
+            sig[name] = "*" + dtype
+        elif name in ("LSE", "DELTA"):
+            sig[name] = "*fp32"
+        elif name == "LENS":
+            sig[name] = "*i32"
+        elif name == "scale":
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def compile_one(fn, dtype: str, constexprs: dict, num_warps: int, num_stages: int) -> dict:
+    src = ASTSource(fn=fn, signature=_signature(fn, dtype),
+                    constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                              options=dict(num_warps=num_warps, num_stages=num_stages))
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile("wb", suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    return {"regs": int(re.search(r"REG:(\d+)", usage).group(1)),
+            "stack": int(re.search(r"STACK:(\d+)", usage).group(1)),
+            "smem": compiled.metadata.shared, "wgmma": "wgmma" in compiled.asm["ptx"]}
+
+
+def check(dtype: str, D: int, varlen: bool, causal: bool) -> None:
+    block_d = max(16, triton.next_power_of_2(D))
+    meta = dict(D=D, VARLEN=varlen, HAS_LENS=True, CAUSAL=causal, BLOCK_D=block_d, EVEN_D=block_d == D,
+                DOT_PREC="ieee" if dtype == "fp32" else "tf32")
+    probe = torch.empty(1, dtype=DTYPES[dtype])
+    for name, table in kern.TABLES.items():
+        configs = kern._configs([row[:4] for row in table])
+        cfg = kern._pruner(table)(configs, {"Q": probe}, D=D)[0]  # what runs with autotuning off
+        info = compile_one(kern.KERNELS[name], dtype, {**meta, **cfg.kwargs}, cfg.num_warps, cfg.num_stages)
+        print(json.dumps({"kernel": name, "dtype": dtype, "D": D, "varlen": varlen, "causal": causal,
+                          **cfg.kwargs, "warps": cfg.num_warps, "stages": cfg.num_stages, **info}), flush=True)
+    info = compile_one(kern.attn_bwd_delta_kernel, dtype, dict(D=D, BLOCK_R=kern.delta_rows(block_d), BLOCK_D=block_d), 4, 1)
+    print(json.dumps({"kernel": "delta", "dtype": dtype, "D": D, **info}), flush=True)
+
+
+if __name__ == "__main__":
+    assert os.environ.get("TRITON_INTERPRET") != "1", "run without TRITON_INTERPRET=1"
+    for spec in sys.argv[1:] or ["bf16:64:varlen:causal"]:
+        dtype, D, layout, mask = spec.split(":")
+        check(dtype, int(D), layout == "varlen", mask == "causal")
