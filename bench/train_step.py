@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import gc
 import os
+import statistics
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from _common import Results, base_parser, measure  # noqa: E402
+from _common import Results, base_parser  # noqa: E402
 from _train_baseline import BaselineDataset, baseline_collate, to_baseline  # noqa: E402
 
 
@@ -38,7 +40,7 @@ def _config(args, size: str, store: str, out_dir: str):
     return parse_args([f"--model.size={size}", f"--data.store={store}", f"--data.batch_size={args.batch}",
                        f"--data.max_frames={args.max_frames}", f"--text.kind={text}", "--train.progress=false",
                        "--train.tensorboard=false", f"--train.out_dir={out_dir}", "--train.steps=100000",
-                       f"--data.num_workers={args.workers}", f"--train.compile={str(args.compile).lower()}"])
+                       "--data.num_workers=0", f"--train.compile={str(args.compile).lower()}"])
 
 
 def _baseline(trainer, args) -> None:
@@ -88,36 +90,48 @@ def run(args) -> Results:
     store = os.path.expanduser(os.path.join(os.environ.get("SLPFAST_CACHE", "~/.cache/slpfast"), f"bench-train-{clips}"))
     generate_corpus(store, clips, 0, overwrite=False)
     for size in args.sizes:
-        base_ms = None
-        for provider in ("baseline", "slpfast"):
-            with tempfile.TemporaryDirectory() as tmp:
-                trainer = Trainer(_config(args, size, store, tmp))
-                if provider == "baseline":
-                    _baseline(trainer, args)
-                last = {}
-
-                def step():
-                    last.update(trainer.train_step()[1])
-
-                t = measure(step, device=trainer.device, warmup=args.warmup, repeats=args.repeats)
-                peak = _peak_flops(trainer.device)
-                sec = t["median_ms"] / 1e3
-                clips_step = trainer.cfg.data.batch_size * trainer.cfg.optim.accum_steps
-                if provider == "baseline":
-                    base_ms = t["median_ms"]
-                res.add(size=size, provider=provider, batch=trainer.cfg.data.batch_size,
-                        max_frames=trainer.cfg.data.max_frames, median_ms=t["median_ms"], p20_ms=t["p20_ms"],
-                        p80_ms=t["p80_ms"], clips_per_s=clips_step / sec,
-                        speedup=(base_ms / t["median_ms"]) if base_ms else None,
-                        mfu=(last.get("flops", 0.0) / sec / peak) if peak else None,
-                        params_m=sum(p.numel() for p in trainer.raw_model.parameters()) / 1e6)
-                it = trainer.data._iter  # stop loader workers now: later forks must not inherit them
-                trainer.data._iter = None
-                if hasattr(it, "_shutdown_workers"):
-                    it._shutdown_workers()
-                trainer.close()
-                del trainer, it
-                gc.collect()
+        # Providers run one after the other, never side by side: the baseline's DataLoader workers
+        # prefetch in the background and would otherwise bill their CPU time to the other
+        # provider. On a shared CPU machine the load drifts, so the full run alternates
+        # baseline/slpfast blocks (``--rounds``) and reports the median over all of them.
+        times = {"baseline": [], "slpfast": []}
+        info = {}
+        for _ in range(args.rounds):
+            for provider in ("baseline", "slpfast"):
+                with tempfile.TemporaryDirectory() as tmp:
+                    tr = Trainer(_config(args, size, store, tmp))
+                    if provider == "baseline":
+                        _baseline(tr, args)
+                    for r in range(args.warmup + args.repeats):
+                        if tr.device.type == "cuda":
+                            torch.cuda.synchronize()
+                        t0 = time.perf_counter()
+                        stats = tr.train_step()[1]
+                        if tr.device.type == "cuda":
+                            torch.cuda.synchronize()
+                        if r >= args.warmup:
+                            times[provider].append((time.perf_counter() - t0) * 1e3)
+                    info[provider] = dict(stats=stats, device=tr.device, batch=tr.cfg.data.batch_size,
+                                          clips_step=tr.cfg.data.batch_size * tr.cfg.optim.accum_steps,
+                                          max_frames=tr.cfg.data.max_frames,
+                                          params_m=sum(x.numel() for x in tr.raw_model.parameters()) / 1e6)
+                    it = tr.data._iter  # stop loader workers before anything else runs
+                    tr.data._iter = None
+                    if hasattr(it, "_shutdown_workers"):
+                        it._shutdown_workers()
+                    tr.close()
+                    del tr, it
+                    gc.collect()
+        base_ms = statistics.median(times["baseline"])
+        for p in ("baseline", "slpfast"):
+            ts, d = sorted(times[p]), info[p]
+            med = statistics.median(ts)
+            peak = _peak_flops(d["device"])
+            res.add(size=size, provider=p, batch=d["batch"], max_frames=d["max_frames"], median_ms=med,
+                    p20_ms=ts[int(0.2 * (len(ts) - 1))], p80_ms=ts[int(0.8 * (len(ts) - 1))],
+                    clips_per_s=d["clips_step"] / (med / 1e3), speedup=base_ms / med,
+                    mfu=(d["stats"]["flops"] / (med / 1e3) / peak) if peak else None,
+                    data_ms=d["stats"]["data_s"] * 1e3, params_m=d["params_m"], steps=len(ts))
     return res
 
 
@@ -126,8 +140,10 @@ def main(argv=None) -> None:
     p.add_argument("--sizes", default=None, help="comma-separated model sizes (default tiny,base; --quick: tiny)")
     p.add_argument("--batch", type=int, default=None, help="clips per step (default 16 CPU / 256 GPU; --quick 8 / 64)")
     p.add_argument("--max-frames", type=int, default=None, help="longest clip (default 128; --quick 64)")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 2 CPU / 8 GPU)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="baseline DataLoader workers (default 2 CPU / 8 GPU); slpfast gathers batches in-process")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps")
+    p.add_argument("--rounds", type=int, default=None, help="alternating baseline/slpfast blocks (default 2; --quick 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (both providers)")
     p.add_argument("--small-text", action="store_true", help="small trainable text encoder instead of cached MiniLM")
     args = p.parse_args(argv)
@@ -138,9 +154,11 @@ def main(argv=None) -> None:
     args.workers = args.workers if args.workers is not None else (8 if gpu else 2)
     args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
     args.repeats = args.repeats or (3 if args.quick else 10)
+    args.rounds = args.rounds or (1 if args.quick else 2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     res = run(args)
-    res.print_table(["size", "provider", "batch", "max_frames", "median_ms", "clips_per_s", "speedup", "mfu", "params_m"])
+    res.print_table(["size", "provider", "batch", "max_frames", "median_ms", "clips_per_s", "speedup", "mfu", "data_ms",
+                     "params_m"])
 
 
 if __name__ == "__main__":

@@ -134,8 +134,11 @@ class PoseEncoder(nn.Module):
         self.non_manual_norm = nn.LayerNorm(d)
         self.fuse = nn.Linear(2 * d, d)
         self.out_norm = nn.LayerNorm(d)
-        self._manual_idx = [PART_INDEX[p] for p in ("body", "left_hand", "right_hand")]
-        self._non_manual_idx = [PART_INDEX[p] for p in ("face", "mouth")]
+        # the manual parts are tokens 0..2 and the non-manual ones 3..4: slices, not index lists
+        # (an index list would copy in the forward and scatter-add in the backward)
+        assert [PART_INDEX[p] for p in ("body", "left_hand", "right_hand", "face", "mouth")] == [0, 1, 2, 3, 4]
+        self._manual_idx = slice(0, 3)
+        self._non_manual_idx = slice(3, 5)
 
     # ------------------------------------------------------------------ forward
     def forward(self, pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor | None = None, *,
