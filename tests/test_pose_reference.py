@@ -119,3 +119,40 @@ def test_real_clip_full_pipeline_cpu_matches_reference(path):
         torch.testing.assert_close(got[0].float(), want[0].float(), rtol=tol, atol=tol)
         torch.testing.assert_close(got[1], want[1], rtol=1e-6, atol=1e-6)
         assert torch.isfinite(got[0].float()).all()
+
+
+@pytest.mark.parametrize("path", FILES, ids=os.path.basename)
+def test_real_clips_in_canonical_layout(path):
+    """Real clips mapped to the canonical layout (slpfast.layouts_sources): the op equals the
+    reference for normalize_pose and the fused augmentation, the shoulders land at about
+    (+-0.5, 0), every hand and face joint is relative to its anchor and nothing is NaN."""
+    from slpfast import layouts
+    from slpfast.layouts_sources import layout_from_components
+
+    pose = _read(path)
+    src = layout_from_components([(c.name, c.points) for c in pose.header.components])
+    pts, cf = src.to_canonical(pose.body.data.data[:, 0], pose.body.confidence[:, 0])
+    x, c = torch.from_numpy(pts)[None], torch.from_numpy(cf)[None]
+    n = torch.tensor([pts.shape[0]])
+    for hand_scale in (False, True):
+        got = P.normalize_pose(x, c, n, hand_scale=hand_scale, return_info=True)
+        want = P.normalize_pose(x, c, n, hand_scale=hand_scale, return_info=True, backend="reference")
+        torch.testing.assert_close(got[0], want[0], rtol=0, atol=1e-6)
+        assert torch.equal(got[1], want[1])
+        assert got[2][0, 4] == 0, "the real clips all show their shoulders"
+        out, oc = got[0][0], got[1][0]
+        assert torch.isfinite(out).all()
+        ls, rs = layouts.LEFT_SHOULDER, layouts.RIGHT_SHOULDER
+        both = (oc[:, ls] > 0) & (oc[:, rs] > 0)
+        mid = 0.5 * (out[both, ls, :2] + out[both, rs, :2])
+        assert mid.abs().mean() < 0.1 and (out[both, ls, :2] - out[both, rs, :2]).norm(dim=-1).mean() < 1.5
+        wrist_ok = oc[:, layouts.LEFT_WRIST] > 0
+        assert (out[wrist_ok, layouts.LEFT_WRIST] == 0).all()
+        nose_ok = oc[:, layouts.FACE_NOSE_TIP] > 0
+        assert (out[nose_ok, layouts.FACE_NOSE_TIP] == 0).all()
+    cfg = R.AugmentConfig(speed_min=0.8, speed_max=1.25, jitter_std=0.01, joint_drop_p=0.05, part_drop_p=0.1)
+    kw = dict(seed=3, clip_ids=torch.tensor([42]), config=cfg, normalize=True)
+    got = P.augment_pose(x.half(), c, n, **kw)
+    want = P.augment_pose(x.half(), c, n, backend="reference", **kw)
+    torch.testing.assert_close(got[0].float(), want[0].float(), rtol=1e-3, atol=1e-3)
+    assert torch.equal(got[1] > 0, want[1] > 0) and torch.isfinite(got[0].float()).all()
