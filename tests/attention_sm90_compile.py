@@ -6,7 +6,7 @@ line per kernel: registers, spill stack bytes, shared memory, whether it uses wg
 bundled ptxas/cuobjdump do the work; the CPU interpreter tests cannot catch what only the GPU
 compiler rejects (or compiles into spills).
 
-    python tests/attention_sm90_compile.py [bf16:64:varlen:causal ...]
+    python tests/attention_sm90_compile.py [bf16:64:varlen:causal[:all] ...]   # :all = every kept config
 """
 from __future__ import annotations
 
@@ -47,8 +47,17 @@ def _signature(fn, dtype: str) -> dict:
     return sig
 
 
+def _aligned(fn) -> dict:
+    """The divisibility-by-16 facts the JIT finds at launch for aligned tensors whose strides are
+    multiples of 16 elements (head dims are multiples of 16): every pointer and every tensor
+    stride except the rows of the fp32 LSE/Delta buffers. Without them no cp.async pipelining."""
+    keep = [i for i, (name, param) in enumerate(zip(fn.arg_names, fn.params)) if not param.is_constexpr and (
+        name in POINTERS or name in ("LSE", "DELTA", "LENS") or (name.startswith("s_") and name not in ("s_lh", "s_dh")))]
+    return {(i,): [["tt.divisibility", 16]] for i in keep}
+
+
 def compile_one(fn, dtype: str, constexprs: dict, num_warps: int, num_stages: int) -> dict:
-    src = ASTSource(fn=fn, signature=_signature(fn, dtype),
+    src = ASTSource(fn=fn, signature=_signature(fn, dtype), attrs=_aligned(fn),
                     constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                               options=dict(num_warps=num_warps, num_stages=num_stages))
@@ -59,20 +68,22 @@ def compile_one(fn, dtype: str, constexprs: dict, num_warps: int, num_stages: in
         usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
     return {"regs": int(re.search(r"REG:(\d+)", usage).group(1)),
             "stack": int(re.search(r"STACK:(\d+)", usage).group(1)),
-            "smem": compiled.metadata.shared, "wgmma": "wgmma" in compiled.asm["ptx"]}
+            "smem": compiled.metadata.shared, "wgmma": "wgmma" in compiled.asm["ptx"],
+            "cp_async": "cp.async" in compiled.asm["ptx"]}
 
 
-def check(dtype: str, D: int, varlen: bool, causal: bool) -> None:
+def check(dtype: str, D: int, varlen: bool, causal: bool, rows: str = "first") -> None:
     block_d = max(16, triton.next_power_of_2(D))
     meta = dict(D=D, VARLEN=varlen, HAS_LENS=True, CAUSAL=causal, BLOCK_D=block_d, EVEN_D=block_d == D,
                 DOT_PREC="ieee" if dtype == "fp32" else "tf32")
     probe = torch.empty(1, dtype=DTYPES[dtype])
     for name, table in kern.TABLES.items():
         configs = kern._configs([row[:4] for row in table])
-        cfg = kern._pruner(table)(configs, {"Q": probe}, D=D)[0]  # what runs with autotuning off
-        info = compile_one(kern.KERNELS[name], dtype, {**meta, **cfg.kwargs}, cfg.num_warps, cfg.num_stages)
-        print(json.dumps({"kernel": name, "dtype": dtype, "D": D, "varlen": varlen, "causal": causal,
-                          **cfg.kwargs, "warps": cfg.num_warps, "stages": cfg.num_stages, **info}), flush=True)
+        kept = kern._pruner(table)(configs, {"Q": probe}, D=D)
+        for cfg in kept[:1] if rows == "first" else kept:  # the first: what runs with autotuning off
+            info = compile_one(kern.KERNELS[name], dtype, {**meta, **cfg.kwargs}, cfg.num_warps, cfg.num_stages)
+            print(json.dumps({"kernel": name, "dtype": dtype, "D": D, "varlen": varlen, "causal": causal,
+                              **cfg.kwargs, "warps": cfg.num_warps, "stages": cfg.num_stages, **info}), flush=True)
     info = compile_one(kern.attn_bwd_delta_kernel, dtype, dict(D=D, BLOCK_R=kern.delta_rows(block_d), BLOCK_D=block_d), 4, 1)
     print(json.dumps({"kernel": "delta", "dtype": dtype, "D": D, **info}), flush=True)
 
@@ -80,5 +91,5 @@ def check(dtype: str, D: int, varlen: bool, causal: bool) -> None:
 if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") != "1", "run without TRITON_INTERPRET=1"
     for spec in sys.argv[1:] or ["bf16:64:varlen:causal"]:
-        dtype, D, layout, mask = spec.split(":")
-        check(dtype, int(D), layout == "varlen", mask == "causal")
+        dtype, D, layout, mask, *rows = spec.split(":")
+        check(dtype, int(D), layout == "varlen", mask == "causal", *rows)
