@@ -14,7 +14,8 @@ Providers:
   reference     slpfast.reference.pose one clip at a time (numpy, what research repos do)
   pose-format   pose_format Pose.normalize + body.augment2d one clip at a time (affine only)
   torch-chain   the same math as batched eager torch ops (bench/pose_chain.py)
-  ext-cuda, torch-chain-cuda   on a GPU, plus the device's copy bandwidth for reference
+  ext-cuda, torch-chain-cuda   on a GPU, plus the device's copy bandwidth for reference;
+                ext-cuda-op is the custom op alone (no Python checks / host syncs)
 GB/s counts the bytes the op must move: input pose + conf, output pose + conf. ``vs_pf`` is the
 speed-up over pose-format's per-clip loop measured in the same run (wall clock; the extension
 uses every torch thread, pose-format one). ``cpu_ms`` is the process CPU time per call (all
@@ -38,6 +39,13 @@ from pose_chain import ChainLayout, normalize_augment_chain  # noqa: E402
 from slpfast import layouts  # noqa: E402
 from slpfast.ops import pose as P  # noqa: E402
 from slpfast.reference import pose as R  # noqa: E402
+
+try:
+    import pose_format  # noqa: F401
+
+    HAVE_POSE_FORMAT = True
+except ImportError:  # e.g. the GPU check machine: that provider is skipped
+    HAVE_POSE_FORMAT = False
 
 WORKLOADS = {
     "affine": P.AugmentConfig(flip_p=0.5),
@@ -125,6 +133,8 @@ def main():
     res = Results("pose", args.json)
     shape = f"B={B} T~U({lo},{hi}) J={layouts.NUM_JOINTS} C={args.C} {args.dtype}"
     print(f"# {shape}, torch threads={torch.get_num_threads()}")
+    if not HAVE_POSE_FORMAT:
+        print("# pose-format is not installed: that provider is skipped")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not P._extension.unavailable_reasons("cuda") else [])
     copy_gbs = copy_bandwidth("cuda") if "cuda" in devices else None
     for wl in args.workloads.split(","):
@@ -143,6 +153,12 @@ def main():
             if wl == "affine":  # the chain is a faithful provider: check it against the op first
                 got, want = chain(), ext()
                 torch.testing.assert_close(got[0].float(), want[0].float(), rtol=2e-3, atol=2e-3)
+            if dev == "cuda":  # the op alone: no argument checks or host syncs of the Python wrapper
+                out_lengths = P._resampled_lengths(n, params[:, 7]).clamp_max(out_len)
+                table = P.layout_table(spec)
+                raw_op = lambda: torch.ops.slpfast.augment_pose(  # noqa: E731
+                    x, c, n, out_lengths, out_len, params, i, seed, table, cfg.elem_config(), True, 0.0)
+                timings["ext-cuda-op"] = measure(raw_op, device=dev, repeats=reps * 4)
             sfx = "" if dev == "cpu" else "-cuda"
             name = "ext-cpu" if dev == "cpu" else "ext-cuda"
             timings[name] = measure(ext, device=dev, repeats=reps * (4 if dev == "cuda" else 1))
@@ -153,7 +169,7 @@ def main():
         ref_loop = lambda: reference_loop(pose_np, conf_np, len_list, ids, seed, cfg, spec)  # noqa: E731
         timings["reference"] = measure(ref_loop, warmup=1, repeats=max(2, reps // 2))
         cpu_ms["reference"] = cpu_time_ms(ref_loop, 2)
-        if wl == "affine":
+        if wl == "affine" and HAVE_POSE_FORMAT:
             rng = np.random.default_rng(0)
             pf_loop = lambda: pose_format_loop(pose_np, conf_np, len_list, rng)  # noqa: E731
             timings["pose-format"] = measure(pf_loop, warmup=1, repeats=max(2, reps // 2))
@@ -167,7 +183,7 @@ def main():
                        clips_per_s=B / (ms * 1e-3), gb_per_s=gbs, vs_pf=(pf / ms) if pf else None,
                        cpu_ms=cpu_ms.get(name),
                        vs_pf_cpu=(pf_cpu / cpu_ms[name]) if (pf_cpu and name in cpu_ms) else None,
-                       pct_copy_bw=(100 * gbs / copy_gbs) if (copy_gbs and name.endswith("cuda")) else None)
+                       pct_copy_bw=(100 * gbs / copy_gbs) if (copy_gbs and "cuda" in name) else None)
             res.add(**row)
     if copy_gbs:
         print(f"# device copy bandwidth: {copy_gbs:.0f} GB/s")

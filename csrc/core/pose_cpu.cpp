@@ -1,6 +1,7 @@
-// CPU implementation of csrc/core/pose_api.h: plain loops over clips, frames and joints
-// calling the shared math of pose_math.h / pose_augment.h. No threads of its own (the torch
-// binding parallelises over clips with at::parallel_for).
+// CPU implementation of csrc/core/pose_api.h. Per clip: statistics with the shared per-joint
+// math (pose_math.h), then frame-at-a-time loops (pose_cpu_frames.h) with the same arithmetic,
+// compiled twice (baseline and AVX2 + F16C, chosen at run time). No threads of its own: the
+// torch binding parallelises over clips with at::parallel_for.
 #include "pose_api.h"
 #include "pose_cpu_frames.h"
 
