@@ -98,6 +98,27 @@ def _kernel(name: str, device: torch.device):
     return _TUNED[name, tune], {}
 
 
+_BEST: dict = {}  # (autotuner, tuning key) -> the config it chose
+
+
+def _run(name: str, wrap: bool, device: torch.device, grid, args: tuple, meta: dict, tuning_key: tuple) -> None:
+    """Launch kernel ``name``. On a GPU in eager mode the autotuner runs once per tuning key;
+    later calls launch the kernel directly with the config it chose (the autotuner's per-call
+    bookkeeping costs CPU time comparable to these kernels on short clips). Traced calls
+    (``wrap``, under torch.compile) hand the autotuner itself to ``wrap_triton``."""
+    kernel, blocks = _kernel(name, device)
+    if wrap or blocks or not isinstance(kernel, triton.runtime.Autotuner):
+        _launcher(kernel, wrap)[grid](*args, **meta, **blocks)
+        return
+    key = (kernel, tuning_key)
+    config = _BEST.get(key)
+    if config is None:
+        kernel[grid](*args, **meta)
+        _BEST[key] = kernel.best_config
+    else:
+        kernel.fn[grid](*args, **meta, **config.all_kwargs())
+
+
 def _geometry(q: torch.Tensor, lens, max_seqlen: int, varlen: bool):
     """-> (B, T, H, D, rows, rows of the launch grid, batch/token/head strides of q)."""
     if varlen:
@@ -120,6 +141,10 @@ def _fake_under_interpreter(t: torch.Tensor) -> bool:
     """Fake tensors reach the kernel itself under TRITON_INTERPRET=1 (wrap_triton hands back the
     interpreted function): then there is nothing to compute, only shapes to return."""
     return t.device.type == "cpu" and torch._subclasses.fake_tensor.is_fake(t)
+
+
+def _tuning_key(q, lens, bucket: int, meta: dict) -> tuple:
+    return (q.dtype, None if lens is None else lens.dtype, bucket, *meta.values())
 
 
 def _common(q, lens, max_seqlen, varlen, causal):
@@ -151,12 +176,10 @@ def _fwd(q, k, v, lens, max_seqlen: int, causal: bool, scale: float, varlen: boo
         return out.zero_(), lse.zero_()
     if _fake_under_interpreter(q):
         return out, lse
-    kernel, blocks = _kernel("fwd", q.device)
     grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_M"]), B * H)  # noqa: E731
-    _launcher(kernel, wrap)[grid](
-        q, k, v, out, lse, lens if lens is not None else q,
-        *_strides(q, varlen), *_strides(k, varlen), *_strides(v, varlen), *_strides(out, varlen), lse.stride(0),
-        T, H, scale, bucket, **meta, **blocks)
+    args = (q, k, v, out, lse, lens if lens is not None else q, *_strides(q, varlen), *_strides(k, varlen),
+            *_strides(v, varlen), *_strides(out, varlen), lse.stride(0), T, H, scale, bucket)
+    _run("fwd", wrap, q.device, grid, args, meta, _tuning_key(q, lens, bucket, meta))
     return out, lse
 
 
@@ -178,15 +201,14 @@ def _bwd(do, q, k, v, out, lse, lens, max_seqlen: int, causal: bool, scale: floa
         out, do, delta, rows, H * D, D, H * D, D, delta.stride(0),
         D=D, BLOCK_R=block_r, BLOCK_D=meta["BLOCK_D"], num_warps=4)
     common = (*_strides(q, varlen), *_strides(k, varlen), *_strides(v, varlen), *_strides(do, varlen))
+    key = _tuning_key(q, lens, bucket, meta)
     lens = lens if lens is not None else q
-    kernel, blocks = _kernel("dkdv", q.device)
     grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_N"]), B * H)  # noqa: E731
-    _launcher(kernel, wrap)[grid](q, k, v, do, dk, dv, lse, delta, lens, *common, *_strides(dk, varlen),
-                                  lse.stride(0), T, H, scale, bucket, **meta, **blocks)
-    kernel, blocks = _kernel("dq", q.device)
+    _run("dkdv", wrap, q.device, grid, (q, k, v, do, dk, dv, lse, delta, lens, *common, *_strides(dk, varlen),
+                                        lse.stride(0), T, H, scale, bucket), meta, key)
     grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_M"]), B * H)  # noqa: E731
-    _launcher(kernel, wrap)[grid](q, k, v, do, dq, lse, delta, lens, *common, *_strides(dq, varlen),
-                                  lse.stride(0), T, H, scale, bucket, **meta, **blocks)
+    _run("dq", wrap, q.device, grid, (q, k, v, do, dq, lse, delta, lens, *common, *_strides(dq, varlen),
+                                      lse.stride(0), T, H, scale, bucket), meta, key)
     return dq, dk, dv
 
 

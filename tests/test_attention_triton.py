@@ -130,6 +130,8 @@ def test_autotuned_launch_path(tune, monkeypatch):
     _check(3, 33, 1, 96, True, False, F16, lens=lens)  # D > 64: the 16x16 fwd tile is pruned
     assert tuned["fwd"].best_config.kwargs != {"BLOCK_M": 16, "BLOCK_N": 16}
     _check(3, 33, 1, 32, True, False, F16, lens=lens)
+    _check(3, 33, 1, 32, True, False, F16, lens=lens)  # tuned already: launched directly with the choice
+    assert {key[0] for key in kern._BEST if key[0] in tuned.values()} == set(tuned.values())
     if tune:
         assert len(calls) == (3 + 2 + 2) + (3 + 2 + 2) + (4 + 2 + 2), "each kept config is benchmarked once"
     else:
