@@ -23,8 +23,6 @@ import torch
 from ..reference import attention as ref
 from ._dispatch import Backend
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-
 
 def _row_valid(seq_lens: torch.Tensor, T: int) -> torch.Tensor:
     """(B,) lengths -> (B, T) bool, True below each length."""
