@@ -134,22 +134,28 @@ class PoseDataset(torch.utils.data.Dataset):
 
 
 def time_loader(make_iter, repeats: int = 3):
-    """Best-of-``repeats`` full passes: (clips/s, frames/s, seconds), after a warm-up pass.
+    """Best-of-``repeats`` full passes after a warm-up pass: (clips/s, frames/s, clips per
+    CPU-second of this process).
 
-    Best-of because this 2-core machine is shared: the best pass is the one least disturbed."""
+    Best-of because the machine may be shared: the best pass is the one least disturbed.
+    Clips per CPU-second (all threads of this process; not meaningful when worker processes
+    do the work) does not depend on how busy the machine is."""
     for _ in make_iter():  # warm up (compilation, worker start, page cache)
         pass
     best = None
+    best_cpu = 0.0
     for _ in range(repeats):
         clips = frames = 0
         t0 = time.perf_counter()
+        c0 = time.process_time()
         for b in make_iter():
             clips += int(b["lengths"].shape[0])
             frames += int(b["lengths"].sum())
         dt = time.perf_counter() - t0
+        best_cpu = max(best_cpu, clips / max(time.process_time() - c0, 1e-9))
         if best is None or clips / dt > best[0]:
-            best = (clips / dt, frames / dt, dt)
-    return best
+            best = (clips / dt, frames / dt)
+    return best[0], best[1], best_cpu
 
 
 def main():
@@ -170,11 +176,11 @@ def main():
     st = data["store"]
     res = Results("data", a.json)
     B = 256
-    reps = a.repeats or (2 if quick else 3)
+    reps = a.repeats or 5
     rows = []
 
-    def add(name, cps, fps, **extra):
-        rows.append((name, cps, fps, extra))
+    def add(name, cps, fps, cpu=None, **extra):
+        rows.append((name, cps, fps, dict(extra, clips_per_cpu_s=round(cpu) if cpu else None)))
 
     # ---- baselines
     best_npy = best_pose = 0.0
@@ -182,29 +188,29 @@ def main():
         ds = NpyDataset(data["npy"])
         mk = lambda: torch.utils.data.DataLoader(ds, batch_size=B, shuffle=True, num_workers=w,  # noqa: E731
                                                  collate_fn=_pad_collate, persistent_workers=False)
-        cps, fps, _ = time_loader(mk, reps)
-        add(f"npy-per-clip w{w}", cps, fps, clips=len(ds))
+        cps, fps, cpu = time_loader(mk, reps)
+        add(f"npy-per-clip w{w}", cps, fps, cpu if w == 0 else None, clips=len(ds))
         best_npy = max(best_npy, cps)
         if data["pose"]:
             ds = PoseDataset(data["pose"])
             mk = lambda: torch.utils.data.DataLoader(ds, batch_size=min(B, len(ds) // 2), shuffle=True,  # noqa: E731
                                                      num_workers=w, collate_fn=_pad_collate)
-            cps, fps, _ = time_loader(mk, reps)
-            add(f"pose-per-clip w{w}", cps, fps, clips=len(ds))
+            cps, fps, cpu = time_loader(mk, reps)
+            add(f"pose-per-clip w{w}", cps, fps, cpu if w == 0 else None, clips=len(ds))
             best_pose = max(best_pose, cps)
     # ---- the store
     L0 = TorchLoader(st, batch_size=B, seed=0, num_workers=0)
-    cps, fps, _ = time_loader(lambda: L0, reps)
-    add("store/torch w0 (padded)", cps, fps, clips=len(st))
+    cps, fps, cpu = time_loader(lambda: L0, reps)
+    add("store/torch w0 (padded)", cps, fps, cpu, clips=len(st))
     Lp = TorchLoader(st, max_tokens=B * 128, packed=True, seed=0, num_workers=0)
-    cps, fps, _ = time_loader(lambda: Lp, reps)
-    add("store/torch w0 (packed, token budget)", cps, fps, clips=len(st))
+    cps, fps, cpu = time_loader(lambda: Lp, reps)
+    add("store/torch w0 (packed, token budget)", cps, fps, cpu, clips=len(st))
     L2 = TorchLoader(st, batch_size=B, seed=0, num_workers=2)
-    cps, fps, _ = time_loader(lambda: L2, reps)
-    add("store/torch w2 threads (padded)", cps, fps, clips=len(st))
+    cps, fps, cpu = time_loader(lambda: L2, reps)
+    add("store/torch w2 threads (padded)", cps, fps, cpu, clips=len(st))
     L2.close()
     L2p = TorchLoader(st, batch_size=B, seed=0, num_workers=2, workers="process")
-    cps, fps, _ = time_loader(lambda: L2p, reps)
+    cps, fps, _cpu = time_loader(lambda: L2p, reps)
     add("store/torch w2 processes (padded)", cps, fps, clips=len(st))
     L2p.close()
     if not a.skip_dali:
@@ -213,7 +219,7 @@ def main():
 
             if dali_available():
                 D = DaliLoader(st, batch_size=B, seed=0, py_num_workers=2, device="auto")
-                cps, fps, _ = time_loader(lambda: D, reps)
+                cps, fps, _cpu = time_loader(lambda: D, reps)
                 add(f"store/dali ({'gpu' if D.device is not None else 'cpu'})", cps, fps, clips=len(st))
                 D.close()
         except Exception as e:  # pragma: no cover
@@ -222,7 +228,13 @@ def main():
         res.add(loader=name, clips_per_s=round(cps, 1), frames_per_s=round(fps), mean_T=round(fps / cps, 1),
                 x_npy=round(cps / best_npy, 1) if best_npy else None,
                 x_pose=round(cps / best_pose, 1) if best_pose else None, batch=B, cores=os.cpu_count(), **extra)
-    res.print_table(["loader", "clips_per_s", "frames_per_s", "mean_T", "x_npy", "x_pose", "clips"])
+    res.print_table(["loader", "clips_per_s", "frames_per_s", "mean_T", "x_npy", "x_pose", "clips_per_cpu_s", "clips"])
+    cpu = {name: extra["clips_per_cpu_s"] for name, _, _, extra in rows}
+    if cpu.get("npy-per-clip w0") and cpu.get("store/torch w0 (padded)"):
+        print(f"# per CPU-second: store/torch w0 {cpu['store/torch w0 (padded)'] / cpu['npy-per-clip w0']:.1f}x "
+              f"npy-per-clip w0" + (f", {cpu['store/torch w0 (padded)'] / cpu['pose-per-clip w0']:.0f}x pose-per-clip w0"
+                                    if cpu.get("pose-per-clip w0") else "") + "; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

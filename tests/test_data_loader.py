@@ -171,3 +171,19 @@ def test_workers_match_main_process(store):
     assert len(a) == len(b)
     for x, y in zip(a, b):
         _same(x, y)
+
+
+def test_mixture_loader(store, tmp_path):
+    from slpfast.data.mixing import mix_stores
+
+    small = generate_corpus(str(tmp_path / "small"), num_clips=20, seed=7, num_glosses=12)
+    cat, mix = mix_stores([store, small], [1, 1], num_samples=64, seed=0)
+    L = TorchLoader(cat, mixture=mix, batch_size=16, seed=0, num_workers=2)
+    ids = torch.cat([b["clip_id"] for b in L])
+    assert len(ids) == 64
+    assert (ids >= len(store)).sum() == 32  # half from the 20-clip store (up-sampled)
+    b = next(iter(TorchLoader(cat, mixture=mix, batch_size=4, seed=0)))
+    for i, cid in enumerate(b["clip_id"].tolist()):
+        src, k = (store, cid) if cid < len(store) else (small, cid - len(store))
+        n = int(b["lengths"][i])
+        assert torch.equal(b["pose"][i, :n], torch.from_numpy(src.clip(k)["pose"])) and b["text"][i] == src.text(k)

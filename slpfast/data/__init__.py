@@ -5,7 +5,9 @@
 - :func:`slpfast.data.synthetic.generate_corpus`: the procedural sign-language corpus.
 - :mod:`slpfast.data.samplers`: fixed-batch and token-budget samplers (distributed-aware).
 - :class:`TorchLoader` / :class:`DaliLoader`: batches of torch tensors (same batches for the
-  same seed), resumable from ``state_dict()``.
+  same seed), resumable from ``state_dict()``; ``make_loader(store, backend="auto", ...)``
+  picks one. The batch contract (keys, dtypes, shapes) is in :mod:`slpfast.data.collate`.
+- :mod:`slpfast.data.mixing`: several stores mixed with sampling weights.
 - ``python -m slpfast.data.convert SRC... --out DIR``: convert .pose / MMPose JSON / npy /
   npz / pickles (+ a CSV/TSV/JSONL manifest) into a store.
 

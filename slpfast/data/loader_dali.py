@@ -155,7 +155,9 @@ class DaliLoader:
 
     Extra args: ``py_num_workers`` (DALI Python workers, default ``num_workers`` or 2),
     ``prefetch_queue_depth`` (batches computed ahead, default 2), ``num_threads`` (DALI CPU
-    threads), ``device`` ("cuda"/"cuda:N" or None: CUDA when available).
+    threads), ``device`` ("cuda"/"cuda:N" or None: CUDA when available). TorchLoader-only
+    arguments (``prefetch_factor``, ``pin_memory``, ``multiprocessing_context``, ``workers``,
+    ``reuse_buffers``) are accepted and ignored, so both take the same keyword arguments.
     """
 
     def __init__(self, source, *, split=None, indices=None, mixture=None, batch_size=None, max_tokens=None,
@@ -163,7 +165,7 @@ class DaliLoader:
                  crop="random", max_batch_size=None, bucket_size=4096, channels=3, tokenizer=None,
                  max_text_len=None, text_features="auto", pad_to=1, num_workers=None, py_num_workers=None,
                  prefetch_queue_depth=2, num_threads=2, device="auto", prefetch_factor=None, pin_memory=None,
-                 multiprocessing_context=None, py_start_method="auto"):
+                 multiprocessing_context=None, py_start_method="auto", workers=None, reuse_buffers=None):
         import torch
 
         self.source = source
