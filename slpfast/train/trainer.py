@@ -67,6 +67,8 @@ class Trainer:
             torch.set_num_threads(threads)
         self.out_dir = os.path.abspath(os.path.expanduser(tr.out_dir))
         self.bf16 = tr.precision == "bf16" or (tr.precision == "auto" and self.device.type == "cuda")
+        if self.device.type == "cuda":  # fp32 leftovers (losses, norms) may use TF32 tensor cores
+            torch.set_float32_matmul_precision("high")
         torch.manual_seed(tr.seed)  # identical init on every rank (DDP also broadcasts it)
 
         self.data = (data_factory or data_mod.PretrainData)(cfg, self.dist)
