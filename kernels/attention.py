@@ -120,13 +120,12 @@ def _run(name: str, wrap: bool, device: torch.device, grid, args: tuple, meta: d
 
 
 def _geometry(q: torch.Tensor, lens, max_seqlen: int, varlen: bool):
-    """-> (B, T, H, D, rows, rows of the launch grid, batch/token/head strides of q)."""
+    """-> (B, T, H, D, rows of the LSE buffer, rows the launch grid covers per sequence)."""
     if varlen:
         total, H, D = q.shape
-        B = lens.shape[0] - 1
-        return B, 0, H, D, total, max_seqlen, (0, q.stride(0), q.stride(1))
+        return lens.shape[0] - 1, 0, H, D, total, max_seqlen
     B, T, H, D = q.shape
-    return B, T, H, D, B * T, T, (q.stride(0), q.stride(1), q.stride(2))
+    return B, T, H, D, B * T, T
 
 
 def _strides(t: torch.Tensor, varlen: bool):
@@ -148,7 +147,7 @@ def _tuning_key(q, lens, bucket: int, meta: dict) -> tuple:
 
 
 def _common(q, lens, max_seqlen, varlen, causal):
-    B, T, H, D, rows, grid_rows, _ = _geometry(q, lens, max_seqlen, varlen)
+    B, T, H, D, rows, grid_rows = _geometry(q, lens, max_seqlen, varlen)
     block_d = max(16, triton.next_power_of_2(D))
     meta = dict(D=D, VARLEN=varlen, HAS_LENS=lens is not None, CAUSAL=causal, BLOCK_D=block_d, EVEN_D=block_d == D,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32")
