@@ -58,6 +58,8 @@ def make_batch(shape, layout, dtype, device, seed=0):
     """-> (q, k, v, kwargs for masked_attention, lengths list)."""
     import torch
 
+    from slpfast.ops import lengths_to_cu_seqlens
+
     B, lo, hi, H, D = shape
     g = torch.Generator().manual_seed(seed)
     dense = lo == hi
@@ -65,8 +67,7 @@ def make_batch(shape, layout, dtype, device, seed=0):
     lengths = lens.tolist()
     T = max(lengths)
     if layout == "packed":
-        cu = torch.zeros(B + 1, dtype=torch.int32)
-        cu[1:] = lens.cumsum(0)
+        cu = lengths_to_cu_seqlens(lens, torch.int32)
         shp, kw = (int(cu[-1]), H, D), dict(cu_seqlens=cu.to(device), max_seqlen=T)
     else:
         shp, kw = (B, T, H, D), (dict() if dense else dict(seq_lens=lens.to(device, torch.int32), max_seqlen=T))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from slpfast.ops._validate import lengths_to_cu_seqlens
 from slpfast.reference import attention as ref
 
 FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float64: 1e-12}
@@ -27,9 +28,7 @@ def make_qkv(shape, dtype, device="cpu"):
 
 
 def cu_from_lengths(lens: torch.Tensor) -> torch.Tensor:
-    cu = torch.zeros(lens.numel() + 1, dtype=torch.int32, device=lens.device)
-    cu[1:] = torch.cumsum(lens, 0)
-    return cu
+    return lengths_to_cu_seqlens(lens, torch.int32)
 
 
 def run_with_grads(fn, q, k, v, grad_out):

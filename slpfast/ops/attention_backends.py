@@ -22,6 +22,7 @@ import torch
 
 from ..reference import attention as ref
 from ._dispatch import Backend
+from ._validate import lengths_to_cu_seqlens
 
 
 def _row_valid(seq_lens: torch.Tensor, T: int) -> torch.Tensor:
@@ -188,8 +189,7 @@ def _xformers_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, *
     if cu_seqlens is None:
         B, T = q.shape[:2]
         lens = seq_lens if seq_lens is not None else torch.full((B,), T, device=q.device, dtype=torch.int64)
-        cu = torch.zeros(B + 1, dtype=torch.int64, device=q.device)
-        cu[1:] = lens.cumsum(0)
+        cu = lengths_to_cu_seqlens(lens, torch.int64)
         total = int(cu[-1])
         packed = [ref.padded_to_packed(t, cu, total) for t in (q, k, v)]
         out = _xformers_run(*packed, seq_lens=None, cu_seqlens=cu, max_seqlen=T, causal=causal, scale=scale)
