@@ -68,6 +68,11 @@ def make_data(root: str, n_store: int, n_npy: int, n_pose: int, seed: int = 0) -
                     np.concatenate([c["pose"], c["conf"][..., None]], -1).astype(np.float32))
         os.replace(npy_dir + ".tmp", npy_dir)
     pose_dir = os.path.join(root, f"pose-{n_pose}")
+    try:
+        import pose_format  # noqa: F401
+    except ImportError:
+        n_pose = 0
+        print("# pose-format not installed: no .pose baseline", file=sys.stderr)
     if n_pose and not os.path.isdir(pose_dir) and os.path.isfile(POSE_SAMPLE):
         from pose_format import Pose
         from pose_format.numpy import NumPyPoseBody
@@ -83,7 +88,7 @@ def make_data(root: str, n_store: int, n_npy: int, n_pose: int, seed: int = 0) -
             with open(os.path.join(pose_dir + ".tmp", f"{i:06d}.pose"), "wb") as f:
                 Pose(header, body).write(f)
         os.replace(pose_dir + ".tmp", pose_dir)
-    return {"store": st, "npy": npy_dir, "pose": pose_dir if os.path.isdir(pose_dir) else None}
+    return {"store": st, "npy": npy_dir, "pose": pose_dir if (n_pose and os.path.isdir(pose_dir)) else None}
 
 
 # ------------------------------------------------------------------------------ baselines
