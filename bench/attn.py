@@ -108,12 +108,12 @@ def time_step(step, device, repeats):
     return {k: t[k] for k in ("median_ms", "p20_ms", "p80_ms")}
 
 
-def why_not(provider, q, k, v, kw, mode, causal, device):
+def why_not(provider, q, k, v, kw, mode, causal, device, interpret):
     """Reasons a provider cannot run this point (empty: it can)."""
     from slpfast.ops.attention import DISPATCHER
 
-    if device == "cpu" and provider == "triton" and not os.environ.get("TRITON_INTERPRET") == "1":
-        return ["triton on CPU only in the interpreter: pass --interpret"]
+    if device == "cpu" and provider == "triton" and not interpret:
+        return ["triton on CPU runs only in the interpreter: pass --interpret"]
     inputs = dict(q=q, k=k, v=v, seq_lens=kw.get("seq_lens"), cu_seqlens=kw.get("cu_seqlens"),
                   max_seqlen=kw.get("max_seqlen", q.shape[1]), causal=causal, scale=1.0, forced=True)
     if mode == "fwd":
@@ -154,7 +154,7 @@ def main():
                     shape = INTERPRET_SHAPES.get(name, shapes[name]) if provider == "triton" and device == "cpu" \
                         else shapes[name]
                     q, k, v, kw, lengths = make_batch(shape, layout, dtype, device)
-                    why = why_not(provider, q, k, v, kw, mode, args.causal, device)
+                    why = why_not(provider, q, k, v, kw, mode, args.causal, device, args.interpret)
                     if why:
                         skipped[(provider, mode)] = why[0]
                         continue
