@@ -30,6 +30,9 @@ inline void check_pack_args(const char* op, const at::Tensor& data, const at::Te
 }  // namespace slpfast
 
 // ---------------------------------------------------------------- pose ops
+#include <climits>
+#include <vector>
+
 #include "../core/pack.h"
 #include "../core/pose_api.h"
 
@@ -48,9 +51,10 @@ inline void check_seqs_tensor(const char* op, const char* name, const at::Tensor
               pose.device());
 }
 
-// Checks pose/conf/seqs/layout (shapes, dtypes, devices, layout table) and returns the shape.
+// Checks pose/conf/seqs/layout (shapes, dtypes, devices, layout table) and returns the shape;
+// the layout (an int list: host memory on every device) is copied to `table` as int32.
 inline PoseShape check_pose_inputs(const char* op, const at::Tensor& pose, const at::Tensor& conf,
-                                   const at::Tensor& seqs, const at::Tensor& layout) {
+                                   const at::Tensor& seqs, c10::IntArrayRef layout, std::vector<int32_t>* table) {
   TORCH_CHECK(pose.dim() == 3 || pose.dim() == 4, op, ": pose must be (B, T, J, C) or (N, J, C), got ",
               pose.sizes());
   TORCH_CHECK(pose.scalar_type() == at::kFloat || pose.scalar_type() == at::kHalf, op,
@@ -78,13 +82,14 @@ inline PoseShape check_pose_inputs(const char* op, const at::Tensor& pose, const
     TORCH_CHECK(seqs.size(0) == s.batch, op, ": lengths must have shape (B,)=(", s.batch, ",), got ",
                 seqs.sizes());
   }
-  TORCH_CHECK(layout.device().is_cpu() && layout.scalar_type() == at::kInt && layout.dim() == 1 &&
-                  layout.is_contiguous(),
-              op, ": layout must be a contiguous 1-D int32 CPU tensor");
-  const char* err = pose::check_layout(layout.data_ptr<int32_t>(), layout.numel());
+  table->resize(layout.size());
+  for (size_t k = 0; k < layout.size(); ++k) {
+    TORCH_CHECK(layout[k] >= INT32_MIN && layout[k] <= INT32_MAX, op, ": layout entries must fit in int32");
+    (*table)[k] = static_cast<int32_t>(layout[k]);
+  }
+  const char* err = pose::check_layout(table->data(), static_cast<int64_t>(table->size()));
   TORCH_CHECK(err == nullptr, op, ": ", err ? err : "");
-  TORCH_CHECK(layout.data_ptr<int32_t>()[0] == s.J, op, ": layout is for J=", layout.data_ptr<int32_t>()[0],
-              " joints but pose has J=", s.J);
+  TORCH_CHECK((*table)[0] == s.J, op, ": layout is for J=", (*table)[0], " joints but pose has J=", s.J);
   return s;
 }
 

@@ -62,10 +62,11 @@ at::Tensor unpack_packed_cpu_op(const at::Tensor& packed, const at::Tensor& cu_s
 constexpr int64_t kPoseGrain = 4;
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> normalize_pose_cpu_op(const at::Tensor& pose, const at::Tensor& conf,
-                                                                     const at::Tensor& seqs, const at::Tensor& layout,
+                                                                     const at::Tensor& seqs, c10::IntArrayRef layout,
                                                                      double conf_threshold) {
   const char* op = "normalize_pose";
-  const PoseShape s = check_pose_inputs(op, pose, conf, seqs, layout);
+  std::vector<int32_t> table;
+  const PoseShape s = check_pose_inputs(op, pose, conf, seqs, layout, &table);
   const auto x = pose.contiguous();
   const auto c = conf.contiguous();
   const auto sq = seqs.contiguous();
@@ -83,7 +84,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> normalize_pose_cpu_op(const at::T
   a.C = static_cast<int>(s.C);
   a.half = x.scalar_type() == at::kHalf;
   a.thr = conf_threshold;
-  a.layout = pose::make_layout(layout.data_ptr<int32_t>(), layout.data_ptr<int32_t>());
+  a.layout = pose::make_layout(table.data(), table.data());
   a.info = info.data_ptr<double>();
   at::parallel_for(0, s.batch, kPoseGrain, [&](int64_t b0, int64_t b1) { pose::normalize_cpu(a, b0, b1); });
   return {out, out_conf, info};
@@ -113,10 +114,11 @@ std::tuple<at::Tensor, at::Tensor> augment_pose_cpu_op(const at::Tensor& pose, c
                                                        const at::Tensor& seqs, const at::Tensor& out_seqs,
                                                        int64_t out_len, const at::Tensor& params,
                                                        const at::Tensor& clip_ids, int64_t seed,
-                                                       const at::Tensor& layout, c10::ArrayRef<double> elem_config,
+                                                       c10::IntArrayRef layout, c10::ArrayRef<double> elem_config,
                                                        bool normalize, double conf_threshold) {
   const char* op = "augment_pose";
-  const PoseShape s = check_pose_inputs(op, pose, conf, seqs, layout);
+  std::vector<int32_t> table;
+  const PoseShape s = check_pose_inputs(op, pose, conf, seqs, layout, &table);
   check_augment_extras(op, s, pose, out_seqs, out_len, params, clip_ids, elem_config);
   const auto x = pose.contiguous();
   const auto c = conf.contiguous();
@@ -144,7 +146,7 @@ std::tuple<at::Tensor, at::Tensor> augment_pose_cpu_op(const at::Tensor& pose, c
   a.elem = pose::ElemConfig{elem_config[0], elem_config[1], elem_config[2]};
   a.normalize = normalize;
   a.thr = conf_threshold;
-  a.layout = pose::make_layout(layout.data_ptr<int32_t>(), layout.data_ptr<int32_t>());
+  a.layout = pose::make_layout(table.data(), table.data());
   at::parallel_for(0, s.batch, kPoseGrain, [&](int64_t b0, int64_t b1) { pose::augment_cpu(a, b0, b1); });
   return {out, out_conf};
 }

@@ -60,23 +60,25 @@ at::Tensor unpack_packed_cuda_op(const at::Tensor& packed, const at::Tensor& cu_
 
 // ---------------------------------------------------------------- pose ops
 // Lengths / cu_seqlens values are validated by the Python wrappers on the host; here only
-// shapes, dtypes and devices are checked (no device->host sync). The layout table is a CPU
-// tensor: its header is read here and the table is copied to the device for the kernels.
+// shapes, dtypes and devices are checked (no device->host sync). The layout table is an int
+// list (host memory): its header is read here and the table is copied to the device.
 
 at::Tensor pose_workspace(const at::Tensor& like, int64_t batch) {
   return at::empty({std::max<int64_t>(pose::cuda_workspace_bytes(batch), 1)}, like.options().dtype(at::kByte));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> normalize_pose_cuda_op(const at::Tensor& pose, const at::Tensor& conf,
-                                                                      const at::Tensor& seqs, const at::Tensor& layout,
+                                                                      const at::Tensor& seqs, c10::IntArrayRef layout,
                                                                       double conf_threshold) {
   const char* op = "normalize_pose";
-  const PoseShape s = check_pose_inputs(op, pose, conf, seqs, layout);
+  std::vector<int32_t> table;
+  const PoseShape s = check_pose_inputs(op, pose, conf, seqs, layout, &table);
   const c10::cuda::CUDAGuard guard(pose.device());
   const auto x = pose.contiguous();
   const auto c = conf.contiguous();
   const auto sq = seqs.contiguous();
-  const auto dev_layout = layout.to(pose.device());
+  const auto dev_layout =
+      at::tensor(c10::ArrayRef<int32_t>(table), at::TensorOptions().dtype(at::kInt)).to(pose.device());
   auto out = at::empty_like(x);
   auto out_conf = at::empty_like(c);
   auto info = at::empty({s.batch, 5}, x.options().dtype(at::kDouble));
@@ -91,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> normalize_pose_cuda_op(const at::
   a.C = static_cast<int>(s.C);
   a.half = x.scalar_type() == at::kHalf;
   a.thr = conf_threshold;
-  a.layout = pose::make_layout(layout.data_ptr<int32_t>(), dev_layout.data_ptr<int32_t>());
+  a.layout = pose::make_layout(table.data(), dev_layout.data_ptr<int32_t>());
   a.info = info.data_ptr<double>();
   check_launch(op, pose::normalize_cuda_rows(a, s.rows, ws.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()));
   return {out, out_conf, info};
@@ -120,10 +122,11 @@ std::tuple<at::Tensor, at::Tensor> augment_pose_cuda_op(const at::Tensor& pose, 
                                                         const at::Tensor& seqs, const at::Tensor& out_seqs,
                                                         int64_t out_len, const at::Tensor& params,
                                                         const at::Tensor& clip_ids, int64_t seed,
-                                                        const at::Tensor& layout, c10::ArrayRef<double> elem_config,
+                                                        c10::IntArrayRef layout, c10::ArrayRef<double> elem_config,
                                                         bool normalize, double conf_threshold) {
   const char* op = "augment_pose";
-  const PoseShape s = check_pose_inputs(op, pose, conf, seqs, layout);
+  std::vector<int32_t> table;
+  const PoseShape s = check_pose_inputs(op, pose, conf, seqs, layout, &table);
   check_augment_extras(op, s, pose, out_seqs, out_len, params, clip_ids, elem_config);
   const c10::cuda::CUDAGuard guard(pose.device());
   const auto x = pose.contiguous();
@@ -132,7 +135,8 @@ std::tuple<at::Tensor, at::Tensor> augment_pose_cuda_op(const at::Tensor& pose, 
   const auto osq = out_seqs.contiguous();
   const auto prm = params.contiguous();
   const auto ids = clip_ids.contiguous();
-  const auto dev_layout = layout.to(pose.device());
+  const auto dev_layout =
+      at::tensor(c10::ArrayRef<int32_t>(table), at::TensorOptions().dtype(at::kInt)).to(pose.device());
   auto out = at::empty(augment_out_shape(s, out_len), x.options());
   auto out_conf = at::empty(out.sizes().slice(0, out.dim() - 1), c.options());
   auto ws = pose_workspace(x, s.batch);
@@ -152,7 +156,7 @@ std::tuple<at::Tensor, at::Tensor> augment_pose_cuda_op(const at::Tensor& pose, 
   a.elem = pose::ElemConfig{elem_config[0], elem_config[1], elem_config[2]};
   a.normalize = normalize;
   a.thr = conf_threshold;
-  a.layout = pose::make_layout(layout.data_ptr<int32_t>(), dev_layout.data_ptr<int32_t>());
+  a.layout = pose::make_layout(table.data(), dev_layout.data_ptr<int32_t>());
   const int64_t out_rows = s.packed ? out_len : s.batch * out_len;
   check_launch(op, pose::augment_cuda_rows(a, out_rows, ws.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()));
   return {out, out_conf};

@@ -33,9 +33,10 @@ _LIB_LOADED = _extension.load().loaded
 
 
 # ----------------------------------------------------------------------------- layout table
-def layout_table(spec: PoseLayoutSpec) -> torch.Tensor:
-    """The int32 CPU table the C++ ops read (csrc/core/pose_math.h): 16-int header then the
-    anchor, scale_group, flip_perm and part_id tables."""
+def layout_table(spec: PoseLayoutSpec) -> list[int]:
+    """The int table the C++ ops read (csrc/core/pose_math.h): a 16-int header then the
+    anchor, scale_group, flip_perm and part_id tables (an ``int[]`` argument: host memory on
+    every device)."""
     J = spec.num_joints
     if len(spec.scale_pairs) > 4:
         raise ValueError(f"layout: at most 4 scale pairs, got {len(spec.scale_pairs)}")
@@ -43,16 +44,16 @@ def layout_table(spec: PoseLayoutSpec) -> torch.Tensor:
     head += [int(i) for pair in spec.scale_pairs for i in pair]
     head += [0] * (16 - len(head))
     body = np.concatenate([spec.anchor, spec.scale_group, spec.flip_perm, spec.part_id]).astype(np.int64)
-    return torch.tensor(head + body.tolist(), dtype=torch.int32)
+    return [int(v) for v in head] + body.tolist()
 
 
 @functools.lru_cache(maxsize=4)
-def _canonical(hand_scale: bool) -> tuple[PoseLayoutSpec, torch.Tensor]:
+def _canonical(hand_scale: bool) -> tuple[PoseLayoutSpec, list[int]]:
     spec = ref.canonical_spec(hand_scale)
     return spec, layout_table(spec)
 
 
-def _resolve_layout(layout: PoseLayoutSpec | None, hand_scale: bool) -> tuple[PoseLayoutSpec, torch.Tensor]:
+def _resolve_layout(layout: PoseLayoutSpec | None, hand_scale: bool) -> tuple[PoseLayoutSpec, list[int]]:
     if layout is None:
         return _canonical(bool(hand_scale))
     if not isinstance(layout, PoseLayoutSpec):
