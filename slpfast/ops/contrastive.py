@@ -52,10 +52,12 @@ class ContrastiveFunction(torch.autograd.Function):
     :mod:`slpfast.ops.contrastive_chunked` for their contract). ``sign_all``/``text_all`` None
     means single process (both directions share one similarity matrix); otherwise they are the
     gathered (N_global, D) batch and autograd carries their gradients back through the gather.
+    The positive of local row i is local row i of the other input (the gathered copy at
+    ``rank * N_local + i`` is the same vector), so no label offset is needed here.
     """
 
     @staticmethod
-    def forward(ctx, engine, sign, text, sign_all, text_all, scale, s: float, offset: int):
+    def forward(ctx, engine, sign, text, sign_all, text_all, scale, s: float):
         acc = torch.float64 if sign.dtype == torch.float64 else torch.float32
         n = sign.shape[0]
         diag = (sign.to(acc) * text.to(acc)).sum(1)  # unscaled positive similarities (N,)
@@ -92,7 +94,7 @@ class ContrastiveFunction(torch.autograd.Function):
         d_text = gtx.add_(sign, alpha=-2.0).mul_(cs).to(text.dtype)
         dtype, shape = ctx.scale_meta
         d_scale = (c * (ps - 2.0 * diag.sum())).to(dtype).reshape(shape)
-        return None, d_sign, d_text, d_sign_all, d_text_all, d_scale, None, None
+        return None, d_sign, d_text, d_sign_all, d_text_all, d_scale, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +139,7 @@ def _triton_supports(sign, auto: bool, **_) -> list[str]:
 
 def _run_engine(engine):
     def run(sign, text, sign_all, text_all, scale, s, offset, **_):
-        return ContrastiveFunction.apply(engine, sign, text, sign_all, text_all, scale, s, offset)
+        return ContrastiveFunction.apply(engine, sign, text, sign_all, text_all, scale, s)
     return run
 
 
