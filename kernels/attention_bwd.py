@@ -13,7 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .attention_fwd import _load_tile, _seq_bounds, _store_rows
+from .attention_fwd import _load_tile, _program_sequence, _store_rows
 
 
 @triton.jit
@@ -71,10 +71,7 @@ def attn_bwd_dkdv_kernel(
 ):
     """Grid (cdiv(max rows, BLOCK_N), B*H): dK, dV of one key block (DK, DV share strides s_g*)."""
     pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    bi, start, L = _seq_bounds(LENS, b, T, VARLEN, HAS_LENS)
+    h, bi, start, L = _program_sequence(LENS, T, H, VARLEN, HAS_LENS)
     n_start = pid_n * BLOCK_N
     offs_n = n_start + tl.arange(0, BLOCK_N)
     offs_m0 = tl.arange(0, BLOCK_M)
@@ -157,10 +154,7 @@ def attn_bwd_dq_kernel(
 ):
     """Grid (cdiv(max rows, BLOCK_M), B*H): dQ of one query block (DQ strides s_g*)."""
     pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    bi, start, L = _seq_bounds(LENS, b, T, VARLEN, HAS_LENS)
+    h, bi, start, L = _program_sequence(LENS, T, H, VARLEN, HAS_LENS)
     m_start = pid_m * BLOCK_M
     offs_m = m_start + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)

@@ -20,8 +20,12 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _seq_bounds(LENS, b, T, VARLEN: tl.constexpr, HAS_LENS: tl.constexpr):
-    """Sequence ``b`` -> (batch index for the batch stride, first token, length)."""
+def _program_sequence(LENS, T, H, VARLEN: tl.constexpr, HAS_LENS: tl.constexpr):
+    """Axis 1 of the grid is (sequence b, head h) -> (h, batch index for the batch stride,
+    first token, length)."""
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
     if VARLEN:
         start = tl.load(LENS + b).to(tl.int64)
         length = (tl.load(LENS + b + 1).to(tl.int64) - start).to(tl.int32)
@@ -33,7 +37,7 @@ def _seq_bounds(LENS, b, T, VARLEN: tl.constexpr, HAS_LENS: tl.constexpr):
         else:
             length = b * 0 + T
         bi = b
-    return bi.to(tl.int64), start, length
+    return h, bi.to(tl.int64), start, length
 
 
 @triton.jit
@@ -102,10 +106,7 @@ def attn_fwd_kernel(
 ):
     """Grid (cdiv(max rows, BLOCK_M), B*H). Writes O (rows past L: 0) and LSE (natural log)."""
     pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    bi, start, L = _seq_bounds(LENS, b, T, VARLEN, HAS_LENS)
+    h, bi, start, L = _program_sequence(LENS, T, H, VARLEN, HAS_LENS)
     m_start = pid_m * BLOCK_M
     offs_m = m_start + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)
