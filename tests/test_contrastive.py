@@ -8,6 +8,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from slpfast.nn import ContrastiveLoss
 from slpfast.ops import contrastive_loss
@@ -76,6 +78,36 @@ def test_chunked_tiles_agree_with_eager(n, chunk, monkeypatch):
     got, want = run(x, y, s, "chunked"), run(x, y, s, "eager")
     for g, w in zip(got, want):
         assert_close_rel(g, w, 2e-5, f"chunk={chunk}")
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest numel produced by any aten op (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_chunked_never_materializes_n_by_n(monkeypatch):
+    """Memory linear in N: no op output of the chunked path is larger than one (rows, N) tile or
+    an (N, D) tensor, while eager's logits are N x N (the check can tell them apart)."""
+    n, d, rows = 1024, 16, 64
+    monkeypatch.setitem(chunked.TILE_ELEMS, "cpu", rows * n)
+    x, y, s = make_inputs(n, d)
+    largest = {}
+    for backend in ("chunked", "eager"):
+        with _LargestTensor() as mode:
+            run(x, y, s, backend)
+        largest[backend] = mode.largest
+    assert largest["chunked"] <= max(rows * n, n * d), largest
+    assert largest["eager"] >= n * n, largest
 
 
 def test_extreme_scale_is_stable():

@@ -90,3 +90,18 @@ def _check(rank, world):
 
 def test_two_process_gather_equals_single_process_loss():
     run_distributed(_check, 2)
+
+
+def test_row_check_policy(monkeypatch):
+    """CPU tensors: always checked; GPU: first call per group, every call in debug mode."""
+    from slpfast.ops import distributed as ddp
+
+    monkeypatch.setattr(ddp, "_checked_groups", set())
+    monkeypatch.delenv(ddp.DEBUG_ENV, raising=False)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert ddp.should_check_rows(None, cpu) and ddp.should_check_rows(None, cpu)
+    assert ddp.should_check_rows(None, gpu) and not ddp.should_check_rows(None, gpu)
+    group = object()
+    assert ddp.should_check_rows(group, gpu) and not ddp.should_check_rows(group, gpu)
+    monkeypatch.setenv(ddp.DEBUG_ENV, "1")
+    assert ddp.should_check_rows(None, gpu) and ddp.should_check_rows(group, gpu)
