@@ -202,15 +202,15 @@ def fwd_pair(X, Y, s: float):
     return fwd_row(X, Y, s), fwd_row(Y, X, s)
 
 
-def bwd_pair(X, Y, s: float, lse_a, lse_b):
-    """-> (G @ Y, G.T @ X, sum(G * S)), G_ij = exp(s S_ij - lse_a_i) + exp(s S_ij - lse_b_j)."""
+def bwd_pair(X, Y, s: float, lse_a, lse_b, need_gtx: bool = True):
+    """-> (G @ Y, G.T @ X or None, sum(G * S)), G_ij = exp(s S_ij - lse_a_i) + exp(s S_ij - lse_b_j)."""
     gy, ps = grad_rows(X, Y, s, lse_row=lse_a, lse_col=lse_b)
-    gtx, _ = grad_rows(Y, X, s, lse_row=lse_b, lse_col=lse_a)  # S.T has the roles swapped
+    gtx = grad_rows(Y, X, s, lse_row=lse_b, lse_col=lse_a)[0] if need_gtx else None  # S.T: roles swapped
     return gy, gtx, ps
 
 
-def bwd_row(A, B, s: float, lse):
-    """-> (P @ B, P.T @ A, sum(P * S)), P_ij = exp(s S_ij - lse_i), S = A @ B.T."""
+def bwd_row(A, B, s: float, lse, need_pta: bool = True):
+    """-> (P @ B, P.T @ A or None, sum(P * S)), P_ij = exp(s S_ij - lse_i), S = A @ B.T."""
     pb, ps = grad_rows(A, B, s, lse_row=lse)
-    pta, _ = grad_rows(B, A, s, lse_col=lse)
+    pta = grad_rows(B, A, s, lse_col=lse)[0] if need_pta else None
     return pb, pta, ps

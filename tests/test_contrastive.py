@@ -118,6 +118,21 @@ def test_extreme_scale_is_stable():
     check_against_reference(x, y, s, "chunked")
 
 
+def check_frozen_text(x, y, s, backend):
+    """Text features without gradient (frozen encoder): d_sign and d_scale unchanged."""
+    want = reference(x, y, s)
+    xg, sg = x.detach().clone().requires_grad_(), s.detach().clone().requires_grad_()
+    loss = contrastive_loss(xg, y.detach(), sg, backend=backend)
+    d_sign, d_scale = torch.autograd.grad(loss, (xg, sg))
+    assert_close_rel(d_sign, want[1], TOL[x.dtype], f"{backend} frozen d_sign")
+    assert_close_rel(d_scale, want[3], TOL[x.dtype], f"{backend} frozen d_scale")
+
+
+@pytest.mark.parametrize("backend", ["chunked", "eager"])
+def test_frozen_text_features(backend):
+    check_frozen_text(*make_inputs(33, 24), backend)
+
+
 def test_normalize_flag_equals_prenormalized_inputs():
     x, y = torch.randn(9, 16) * 3, torch.randn(9, 16) * 0.2
     s = torch.tensor(10.0)

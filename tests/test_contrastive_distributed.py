@@ -73,6 +73,14 @@ def _check(rank, world):
         # that would pass with gather silently off)
         assert not torch.allclose(loss.detach().double(), ref.detach(), rtol=1e-6), where
 
+    # frozen text features: only the sign-side and scale gradients are computed, still exact
+    x = xg[rows].float().requires_grad_()
+    s = torch.tensor(SCALE, requires_grad=True)
+    dx, ds = torch.autograd.grad(contrastive_loss(x, yg[rows].float(), s, backend="chunked"), (x, s))
+    dist.all_reduce(ds)
+    torch.testing.assert_close(dx.double(), world * ref_dx[rows], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(ds.double() / world, ref_ds, rtol=1e-4, atol=1e-6)
+
     # gather=False: the plain loss of the local rows only
     x, y = xg[rows].float(), yg[rows].float()
     torch.testing.assert_close(contrastive_loss(x, y, SCALE, gather=False),

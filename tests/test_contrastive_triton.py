@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_contrastive import check_against_reference, make_inputs, run, assert_close_rel
+from test_contrastive import assert_close_rel, check_against_reference, check_frozen_text, make_inputs, run
 
 kc = pytest.importorskip("slpfast.kernels.contrastive")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -29,6 +29,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim
 @pytest.mark.parametrize("n,d", GRID)
 def test_triton_matches_float64_reference(n, d, dtype):
     check_against_reference(*on_device(*make_inputs(n, d, dtype)), "triton")
+
+
+def test_triton_frozen_text_features():
+    check_frozen_text(*on_device(*make_inputs(33, 24)), "triton")
 
 
 def test_triton_extreme_scale_near_duplicates():

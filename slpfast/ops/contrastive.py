@@ -79,19 +79,26 @@ class ContrastiveFunction(torch.autograd.Function):
         eng, s = ctx.engine, ctx.s
         c = grad / (2 * sign.shape[0])
         cs = c * s
+        # (G @ Y)-type products always run: they also give sum(G * S) for the scale's gradient;
+        # the transposed products are skipped for inputs that need no gradient (frozen features)
+        needs = ctx.needs_input_grad
+        d_sign = d_text = d_sign_all = d_text_all = None
         if ctx.single:
-            gy, gtx, ps = eng.bwd_pair(sign, text, s, lse_a, lse_b)
-            d_sign_all = d_text_all = None
+            gy, gtx, ps = eng.bwd_pair(sign, text, s, lse_a, lse_b, need_gtx=needs[2])
         else:
-            gy, d_text_all, ps_a = eng.bwd_row(sign, text_all, s, lse_a)
-            gtx, d_sign_all, ps_b = eng.bwd_row(text, sign_all, s, lse_b)
+            gy, d_text_all, ps_a = eng.bwd_row(sign, text_all, s, lse_a, need_pta=needs[4])
+            gtx, d_sign_all, ps_b = eng.bwd_row(text, sign_all, s, lse_b, need_pta=needs[3])
             ps = ps_a + ps_b
-            d_sign_all = d_sign_all.mul_(cs).to(sign_all.dtype)
-            d_text_all = d_text_all.mul_(cs).to(text_all.dtype)
+            if d_sign_all is not None:
+                d_sign_all = d_sign_all.mul_(cs).to(sign_all.dtype)
+            if d_text_all is not None:
+                d_text_all = d_text_all.mul_(cs).to(text_all.dtype)
         # in place on the fp32 (M, D) results: no further N x D temporaries. The positive logit
         # s * x_i . y_i appears once per direction, hence the factor 2.
-        d_sign = gy.add_(text, alpha=-2.0).mul_(cs).to(sign.dtype)
-        d_text = gtx.add_(sign, alpha=-2.0).mul_(cs).to(text.dtype)
+        if needs[1]:
+            d_sign = gy.add_(text, alpha=-2.0).mul_(cs).to(sign.dtype)
+        if needs[2]:
+            d_text = gtx.add_(sign, alpha=-2.0).mul_(cs).to(text.dtype)
         dtype, shape = ctx.scale_meta
         d_scale = (c * (ps - 2.0 * diag.sum())).to(dtype).reshape(shape)
         return None, d_sign, d_text, d_sign_all, d_text_all, d_scale, None

@@ -6,11 +6,12 @@ Notation: ``S = A @ B.T`` (unscaled similarities), ``s`` the logit scale, lse ov
 
     fwd_pair(X, Y, s)            -> lse_a (N,) = LSE_j(s*S_ij), lse_b (N,) = LSE_i(s*S_ij), S = X Y^T
     fwd_row(A, B, s)             -> lse (M,)   = LSE_j(s*S_ij),                      S = A B^T
-    bwd_pair(X, Y, s, lse_a, lse_b) -> (G @ Y, G^T @ X, sum(G * S)),
+    bwd_pair(X, Y, s, lse_a, lse_b, need_gtx) -> (G @ Y, G^T @ X, sum(G * S)),
                                        G_ij = exp(s S_ij - lse_a_i) + exp(s S_ij - lse_b_j)
-    bwd_row(A, B, s, lse)        -> (P @ B, P^T @ A, sum(P * S)),  P_ij = exp(s S_ij - lse_i)
+    bwd_row(A, B, s, lse, need_pta) -> (P @ B, P^T @ A, sum(P * S)),  P_ij = exp(s S_ij - lse_i)
 
-``*_pair`` serve the single-process loss (both directions share ``S``: forward 1 matmul, backward
+The second result is skipped (None) when its ``need_*`` flag is False (e.g. frozen text
+features). ``*_pair`` serve the single-process loss (both directions share ``S``: forward 1 matmul, backward
 3), ``*_row`` the distributed local loss (rows local, columns gathered). Every result is float32
 (float64 for float64 inputs); ``s`` is a Python float. Only one ``(chunk, N)`` tile of logits
 (plus a few temporaries of that size) exists at a time; the column statistics of ``fwd_pair``
@@ -67,14 +68,15 @@ def fwd_row(A: torch.Tensor, B: torch.Tensor, s: float, chunk: int | None = None
     return lse
 
 
-def bwd_pair(X, Y, s: float, lse_a, lse_b, chunk: int | None = None):
-    """Recompute tiles of ``S = X @ Y.T``; return ``(G @ Y, G.T @ X, sum(G * S))`` (see module doc)."""
+def bwd_pair(X, Y, s: float, lse_a, lse_b, need_gtx: bool = True, chunk: int | None = None):
+    """Recompute tiles of ``S = X @ Y.T``; return ``(G @ Y, G.T @ X, sum(G * S))`` (see module doc).
+    ``need_gtx=False`` (Y needs no gradient) skips ``G.T @ X`` and returns None for it."""
     X, Y = _acc(X), _acc(Y)
     Ys = Y * s
     n = X.shape[0]
     step = _chunk(n, n, X.device, chunk)
     gy = torch.empty_like(X)
-    gtx = torch.zeros_like(Y)
+    gtx = torch.zeros_like(Y) if need_gtx else None
     ps = X.new_zeros(())
     for r0 in range(0, n, step):
         xr = X[r0:r0 + step]
@@ -82,25 +84,28 @@ def bwd_pair(X, Y, s: float, lse_a, lse_b, chunk: int | None = None):
         g = torch.sub(logits, lse_a[r0:r0 + step, None]).exp_()
         g.add_(torch.sub(logits, lse_b[None, :]).exp_())
         torch.mm(g, Y, out=gy[r0:r0 + step])
-        gtx.addmm_(g.T, xr)
+        if need_gtx:
+            gtx.addmm_(g.T, xr)
         ps += torch.dot(g.view(-1), logits.view(-1))
     return gy, gtx, ps / s
 
 
-def bwd_row(A, B, s: float, lse, chunk: int | None = None):
-    """Recompute tiles of ``S = A @ B.T``; return ``(P @ B, P.T @ A, sum(P * S))`` (see module doc)."""
+def bwd_row(A, B, s: float, lse, need_pta: bool = True, chunk: int | None = None):
+    """Recompute tiles of ``S = A @ B.T``; return ``(P @ B, P.T @ A, sum(P * S))`` (see module doc).
+    ``need_pta=False`` (B needs no gradient) skips ``P.T @ A`` and returns None for it."""
     A, B = _acc(A), _acc(B)
     Bs = B * s
     m = A.shape[0]
     step = _chunk(m, B.shape[0], A.device, chunk)
     pb = torch.empty_like(A)
-    pta = torch.zeros_like(B)
+    pta = torch.zeros_like(B) if need_pta else None
     ps = A.new_zeros(())
     for r0 in range(0, m, step):
         ar = A[r0:r0 + step]
         logits = torch.mm(ar, Bs.T)
         p = torch.sub(logits, lse[r0:r0 + step, None]).exp_()
         torch.mm(p, B, out=pb[r0:r0 + step])
-        pta.addmm_(p.T, ar)
+        if need_pta:
+            pta.addmm_(p.T, ar)
         ps += torch.dot(p.view(-1), logits.view(-1))
     return pb, pta, ps / s
