@@ -223,8 +223,86 @@ static void test_simd_matches_baseline() {
   CHECK(oc[0] == oc[1]);
 }
 
+// The per-joint functions the CUDA kernels run (augment_joint, normalize_joint_out, with the
+// ClipPlan that plan_kernel builds) give the same bits on the host as the CPU frame loops.
+static void test_device_path_matches_cpu_path() {
+  std::vector<int32_t> table = tiny_layout(true);
+  const Layout L = make_layout(table.data(), table.data());
+  const int B = 4, T = 29, J = 6, C = 2, OUT = 64;
+  std::vector<float> pose(B * T * J * C), conf(B * T * J);
+  uint32_t state = 777u;
+  auto next = [&state]() { state = state * 1664525u + 1013904223u; return state >> 8; };
+  for (auto& v : pose) v = static_cast<float>(next() % 100000) * 0.01f - 500.0f;
+  for (auto& c : conf) c = (next() % 8 == 0) ? 0.0f : 0.5f + static_cast<float>(next() % 100) / 200.0f;
+  for (int t = 0; t < T; ++t) conf[(3 * T + t) * J + 0] = 0.0f;  // clip 3: bounding-box fallback
+  const int64_t lengths[B] = {29, 1, 0, 17}, ids[B] = {10, 11, 12, 13};
+  double params[B * kNumParams];
+  const double cfg[kNumSampleCfg] = {0.5, 0.3, 0.2, 0.2, 1.0, 0.1, 0.5, 2.0, 0.2};
+  sample_params_cpu(ids, 0, B, 5, cfg, 3, params);
+  params[7] = 1.0;  // clip 0 not resampled (the CPU direct path)
+  int64_t out_len[B];
+  for (int b = 0; b < B; ++b) out_len[b] = std::min<int64_t>(resampled_length(lengths[b], params[b * kNumParams + 7]), OUT);
+  const ElemConfig E{0.02, 0.1, 0.05};
+  for (int normalize = 0; normalize < 2; ++normalize) {
+    std::vector<float> cpu(B * OUT * J * C), dev(B * OUT * J * C), cpu_c(B * OUT * J), dev_c(B * OUT * J);
+    AugmentArgs a{pose.data(), conf.data(), cpu.data(), cpu_c.data(), Seqs{lengths, T}, Seqs{out_len, OUT}, B, C,
+                  false, params, ids, 3, E, normalize != 0, 0.0, L};
+    augment_cpu(a, 0, B);
+    for (int b = 0; b < B; ++b) {  // what plan_kernel + augment_kernel do
+      ClipPlan P;
+      StatsAcc acc;
+      stats_zero(&acc);
+      for (int t = 0; t < lengths[b]; ++t) stats_add_frame(&acc, L, pose.data(), conf.data(), b * T + t, C, 0.0);
+      BoxAcc box;
+      box_zero(&box);
+      for (int e = 0; e < lengths[b] * J; ++e)
+        box_add_joint(&box, pose.data(), conf.data(), b * T + e / J, e % J, J, C, 0.0);
+      P.norm = finalize_norm(acc, needs_box(acc) ? &box : nullptr, C);
+      P.in_start = b * T;
+      P.in_len = lengths[b];
+      P.out_start = b * OUT;
+      P.out_rows = OUT;
+      P.out_len = out_len[b];
+      P.clip_id = static_cast<uint64_t>(ids[b]);
+      plan_affine(&P, params + b * kNumParams);
+      for (int i = 0; i < OUT; ++i)
+        for (int j = 0; j < J; ++j) {
+          const int64_t k = (b * OUT + i) * J + j;
+          dev_c[k] = normalize ? augment_joint<float, true>(L, P, E, 3, pose.data(), conf.data(), i, j, C, 0.0,
+                                                            dev.data(), k * C)
+                               : augment_joint<float, false>(L, P, E, 3, pose.data(), conf.data(), i, j, C, 0.0,
+                                                             dev.data(), k * C);
+        }
+    }
+    CHECK(cpu == dev);
+    CHECK(cpu_c == dev_c);
+    int valid = 0;
+    for (float c : cpu_c) valid += c > 0.0f;
+    CHECK(valid > 100);
+  }
+  // normalize_pose: normalize_kernel's per-joint function vs the CPU frames.
+  std::vector<float> cpu(B * T * J * C), dev(B * T * J * C, 0.0f), cpu_c(B * T * J), dev_c(B * T * J, 0.0f);
+  NormalizeArgs n{pose.data(), conf.data(), cpu.data(), cpu_c.data(), Seqs{lengths, T}, B, C, false, 0.0, L, nullptr};
+  normalize_cpu(n, 0, B);
+  for (int b = 0; b < B; ++b) {
+    StatsAcc acc;
+    stats_zero(&acc);
+    for (int t = 0; t < lengths[b]; ++t) stats_add_frame(&acc, L, pose.data(), conf.data(), b * T + t, C, 0.0);
+    BoxAcc box;
+    box_zero(&box);
+    for (int e = 0; e < lengths[b] * J; ++e) box_add_joint(&box, pose.data(), conf.data(), b * T + e / J, e % J, J, C, 0.0);
+    const ClipNorm N = finalize_norm(acc, needs_box(acc) ? &box : nullptr, C);
+    for (int t = 0; t < lengths[b]; ++t)
+      for (int j = 0; j < J; ++j)
+        dev_c[(b * T + t) * J + j] = normalize_joint_out(L, N, pose.data(), conf.data(), b * T + t, j, C, 0.0, dev.data());
+  }
+  CHECK(cpu == dev);
+  CHECK(cpu_c == dev_c);
+}
+
 int main() {
   test_simd_matches_baseline();
+  test_device_path_matches_cpu_path();
   test_philox_kat();
   test_half();
   test_normalize();
