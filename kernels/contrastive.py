@@ -119,7 +119,11 @@ def _precision(dtype: torch.dtype) -> str:
 
 
 def _configs(kind: str, m: int, k: int, d: int, dtype: torch.dtype, device: torch.device) -> list[dict]:
-    """Tile shapes to try in order (the first that compiles is kept; see ``_launch``)."""
+    """Candidate tile shapes, most conservative last (see ``_launch`` for how one is picked).
+
+    The GPU candidates are educated guesses (not tuned on hardware when written): the gradient
+    kernel keeps a (BLOCK_M, BLOCK_DO) fp32 accumulator in registers, so D is split over
+    programs (each recomputes S) unless BLOCK_DO covers it."""
     if device.type != "cuda":
         # interpreter: the cost is per program and per op, not per flop -> few, wide tiles, and
         # one dot step covers all of D (N=300, D=384: 2 x 2 tiles; fwd ~0.2 s, grad ~0.4 s)
@@ -127,26 +131,67 @@ def _configs(kind: str, m: int, k: int, d: int, dtype: torch.dtype, device: torc
         cfg = dict(BLOCK_M=min(256, _pow2(m)), BLOCK_N=min(256, _pow2(k)), BLOCK_D=bd, num_warps=4, num_stages=1)
         return [cfg if kind == "fwd" else dict(cfg, BLOCK_DO=bd)]
     wide = dtype != torch.float32
+    bd = 64 if wide else 32
     if kind == "fwd":
-        return [dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=64 if wide else 32, num_warps=8, num_stages=3),
-                dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=32, num_warps=4, num_stages=2)]
-    do = min(_pow2(d), 256 if wide else 128)
-    return [dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=64 if wide else 32, BLOCK_DO=do, num_warps=8, num_stages=2),
-            dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=32, BLOCK_DO=min(do, 128), num_warps=4, num_stages=1),
-            dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=32, BLOCK_DO=64, num_warps=4, num_stages=1)]
+        return [dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=bd, num_warps=8, num_stages=3),
+                dict(BLOCK_M=128, BLOCK_N=128, BLOCK_D=bd, num_warps=8, num_stages=3),
+                dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=bd, num_warps=4, num_stages=3),
+                dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=32, num_warps=4, num_stages=1)]
+    cap = 1 if wide else 2  # fp32 operands: half the widths
+    return [dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 256 // cap), num_warps=8, num_stages=2),
+            dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 128 // cap), num_warps=8, num_stages=2),
+            dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 512 // cap), num_warps=8, num_stages=2),
+            dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=32, BLOCK_DO=min(_pow2(d), 64), num_warps=4, num_stages=1)]
 
 
+#: (kernel, D, dtype, device, size bucket) -> index of the config in use
 _chosen: dict[tuple, int] = {}
+#: problems with at least this many logits (M * K) are autotuned on a GPU; smaller ones take the
+#: first candidate that fits (keeps compile time of small calls and of the GPU tests low)
+AUTOTUNE_MIN_LOGITS = 1 << 24
+AUTOTUNE_ENV = "SLPFAST_AUTOTUNE"  # "0": never time candidates
+
+
+def _time_config(run, cfg: dict, reps: int = 2) -> float:
+    """Milliseconds per ``run(**cfg)`` on the GPU (after one untimed call that compiles)."""
+    run(**cfg)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        run(**cfg)
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / reps
 
 
 def _launch(kind: str, m: int, k: int, d: int, dtype: torch.dtype, device: torch.device, run):
-    """``run(**config)`` with the first config that fits the GPU (shared memory, registers);
-    the choice is remembered per (kernel, D, dtype)."""
+    """``run(**config)`` with the config chosen for this (kernel, D, dtype, size bucket).
+
+    Large GPU problems: the first time, every candidate is timed and the fastest kept (an
+    ``OutOfResources`` candidate is skipped). Otherwise: the first candidate that launches. The
+    kernels are idempotent, so timing runs only repeat work. Different configs change the
+    summation order, so results may differ in the last bits between processes.
+    """
     configs = _configs(kind, m, k, d, dtype, device)
-    key = (kind, d, dtype, device.type)
-    for i in range(_chosen.get(key, 0), len(configs)):
+    tune = (device.type == "cuda" and m * k >= AUTOTUNE_MIN_LOGITS and len(configs) > 1
+            and os.environ.get(AUTOTUNE_ENV, "1") != "0")
+    key = (kind, d, dtype, device.type, (_pow2(m), _pow2(k)) if tune else "first-fit")
+    if key in _chosen:
+        return run(**configs[_chosen[key]])
+    if tune:
+        times = {}
+        for i, cfg in enumerate(configs):
+            try:
+                times[i] = _time_config(run, cfg)
+            except triton.runtime.errors.OutOfResources:
+                continue
+        if not times:
+            raise RuntimeError(f"slpfast contrastive {kind} kernel: no tile config fits this GPU (D={d}, {dtype})")
+        _chosen[key] = min(times, key=times.get)
+        return run(**configs[_chosen[key]])
+    for i, cfg in enumerate(configs):
         try:
-            out = run(**configs[i])
+            out = run(**cfg)
         except triton.runtime.errors.OutOfResources:
             if i + 1 == len(configs):
                 raise

@@ -85,6 +85,34 @@ def test_launch_falls_back_when_a_config_does_not_fit(monkeypatch):
         kc._launch("bwd", 1, 1, 8, torch.float16, torch.device("cpu"), never)
 
 
+def test_launch_autotunes_large_gpu_problems(monkeypatch):
+    """Large problems on a GPU: every candidate that fits is timed once, the fastest is kept per
+    size bucket; small problems and SLPFAST_AUTOTUNE=0 take the first that fits (fake timer)."""
+    monkeypatch.setattr(kc, "_chosen", {})
+    monkeypatch.delenv(kc.AUTOTUNE_ENV, raising=False)
+    monkeypatch.setattr(kc, "_configs", lambda *a: [dict(BLOCK_M=128), dict(BLOCK_M=64), dict(BLOCK_M=32)])
+    fake_ms = {128: None, 64: 2.0, 32: 1.0}  # 128: does not fit
+    timed = []
+
+    def fake_time(run, cfg):
+        timed.append(cfg["BLOCK_M"])
+        if fake_ms[cfg["BLOCK_M"]] is None:
+            raise kc.triton.runtime.errors.OutOfResources(1, 0, "shared memory")
+        return fake_ms[cfg["BLOCK_M"]]
+
+    monkeypatch.setattr(kc, "_time_config", fake_time)
+    cuda = torch.device("cuda")
+    run = lambda BLOCK_M: BLOCK_M  # noqa: E731
+    big = kc.AUTOTUNE_MIN_LOGITS
+    assert kc._launch("bwd", big, 1, 512, torch.bfloat16, cuda, run) == 32
+    assert kc._launch("bwd", big, 1, 512, torch.bfloat16, cuda, run) == 32  # remembered
+    assert timed == [128, 64, 32]
+    assert kc._launch("bwd", 4, 4, 512, torch.bfloat16, cuda, lambda BLOCK_M: BLOCK_M) == 128  # small
+    monkeypatch.setenv(kc.AUTOTUNE_ENV, "0")
+    assert kc._launch("fwd", big, 1, 512, torch.bfloat16, cuda, run) == 128
+    assert timed == [128, 64, 32]
+
+
 def test_triton_agrees_with_chunked_module_path():
     """Through the module (learnable scale) both backends give the same step."""
     from slpfast.nn import ContrastiveLoss
