@@ -17,6 +17,9 @@ autograd glue live in :mod:`slpfast.ops.contrastive`. Operands are fp16/bf16/fp3
 for the halves; fp32 follows ``torch.get_float32_matmul_precision()``: "highest" -> exact fp32,
 "high" -> 3xTF32, "medium" -> TF32); all statistics are fp32.
 
+``compile_for_gpu(90)`` compiles every GPU tile candidate for sm_90 on a machine without a GPU
+(tested in CI: catches what the interpreter cannot, e.g. layout or shared-memory problems).
+
 Without a GPU the kernels run in the Triton interpreter (``TRITON_INTERPRET=1`` before triton is
 imported): correct for fp32/fp16, wrong for bf16 arithmetic, ~1.4 ms per program and ~5 ms per
 ``tl.dot`` step, so the interpreter configuration uses few, wide tiles.
@@ -238,6 +241,47 @@ def grad_rows(A: torch.Tensor, B: torch.Tensor, s: float, lse_row=None, lse_col=
         return out, ps[:, 0].sum()  # every d-block recomputes the same S tiles: count one
 
     return _launch("bwd", m, k, d, A.dtype, A.device, run)
+
+
+def compile_for_gpu(arch: int = 90, d: int = 512, full: bool = False) -> list[dict]:
+    """Compile the kernels for an NVIDIA GPU of compute capability ``arch`` without one (a check
+    that CPU machines can run; needs the kernels decorated without the interpreter).
+
+    Compiles every GPU candidate of both kernels in bf16, the first candidate in fp16 and fp32,
+    and every HAS_R/HAS_C variant (``full=True``: every candidate in every dtype). Returns one dict
+    per compile with the config and the shared memory it needs.
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    assert not INTERPRET, "compile_for_gpu needs TRITON_INTERPRET unset when triton is imported"
+    target = GPUTarget("cuda", arch, 32)
+    names = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+    fwd_sig = ["A", "B", "LSE", "M", "K", "D", "stride_a", "stride_b", "scale_log2"]
+    bwd_sig = ["A", "B", "LSE_R", "LSE_C", "OUT", "PS", "M", "K", "D", "stride_a", "stride_b", "stride_o",
+               "scale_log2"]
+    types = {"A": "*{t}", "B": "*{t}", "scale_log2": "fp32", "M": "i32", "K": "i32", "D": "i32",
+             "stride_a": "i32", "stride_b": "i32", "stride_o": "i32"}
+    done = []
+    for dtype, tname in names.items():
+        prec = "ieee" if dtype == torch.float32 else "tf32"
+        for kind, fn, sig_names in (("fwd", _lse_fwd_kernel, fwd_sig), ("bwd", _grad_rows_kernel, bwd_sig)):
+            configs = _configs(kind, 1 << 16, 1 << 16, d, dtype, torch.device("cuda"))
+            if not full and dtype != torch.bfloat16:
+                configs = configs[:1]
+            flags = [{}] if kind == "fwd" else [dict(HAS_R=True, HAS_C=True), dict(HAS_R=True, HAS_C=False),
+                                                 dict(HAS_R=False, HAS_C=True)]
+            for i, cfg in enumerate(configs):
+                for flag in (flags if i == 0 or full else flags[:1]):
+                    tiles = dict(cfg)
+                    options = dict(num_warps=tiles.pop("num_warps"), num_stages=tiles.pop("num_stages"))
+                    const = dict(tiles, PREC=prec, **flag)
+                    sig = {n: types.get(n, "*fp32").format(t=tname) for n in sig_names}
+                    sig.update({n: "constexpr" for n in const})
+                    k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=target,
+                                       options=options)
+                    done.append(dict(kind=kind, dtype=tname, **const, **options, shared=k.metadata.shared))
+    return done
 
 
 # ---- backend contract (see slpfast.ops.contrastive_chunked) ------------------------------------

@@ -3,6 +3,9 @@ float64 reference. On CPU the kernels run in the interpreter (fp32/fp16); bf16 a
 ``@pytest.mark.cuda`` (run by bench/gpu_check.sh)."""
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -111,6 +114,26 @@ def test_launch_autotunes_large_gpu_problems(monkeypatch):
     monkeypatch.setenv(kc.AUTOTUNE_ENV, "0")
     assert kc._launch("fwd", big, 1, 512, torch.bfloat16, cuda, run) == 128
     assert timed == [128, 64, 32]
+
+
+def test_kernels_compile_for_h100_without_gpu():
+    """Compile every GPU tile candidate for sm_90 (no GPU needed): catches errors that the
+    interpreter cannot see (types, layouts, constexpr branches) and shared memory over the limit."""
+    import subprocess
+    import sys
+
+    code = ("import json; from slpfast.kernels import contrastive as kc; "
+            "print(json.dumps(kc.compile_for_gpu(90)))")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    compiled = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(compiled) >= 14
+    assert {c["dtype"] for c in compiled} == {"bf16", "fp16", "fp32"}
+    assert {(c.get("HAS_R"), c.get("HAS_C")) for c in compiled if c["kind"] == "bwd"} == {
+        (True, True), (True, False), (False, True)}
+    too_big = [c for c in compiled if c["shared"] > 227 * 1024]  # H100/H200 limit per block
+    assert not too_big, too_big
 
 
 def test_triton_agrees_with_chunked_module_path():
