@@ -254,11 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"slpfast.finetune: {e}", file=sys.stderr)
         return 2
+    from slpfast.data.shard_format import ShardError
     from slpfast.train.trainer import NonFiniteLossError
 
     try:
         run(cfg)
-    except ValueError as e:
+    except (ValueError, ShardError) as e:  # bad arguments, or a store that fails its checks
         print(f"slpfast.finetune: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from slpfast.eval.ctc_decode import ctc_greedy_decode
+from slpfast.eval.ctc_decode import ctc_beam_decode, ctc_greedy_decode
 from slpfast.data.collate import WordTokenizer, pad_int
 from slpfast.models.heads import CTCHead, HFSeq2SeqTranslator, ISLRHead, RetrievalHead, SLTDecoder
 
@@ -43,6 +43,8 @@ def test_ctc_head_padding_does_not_leak_and_learns():
     assert loss.item() < 0.5 * first
     dec = ctc_greedy_decode(head(frames, lengths), lengths)
     assert [[g - 1 for g in d] for d in dec] == [[0, 2], [1]]
+    beam = ctc_beam_decode(head(frames, lengths), lengths, beam_size=4)
+    assert [[g - 1 for g in d] for d in beam] == [[0, 2], [1]]
 
 
 def test_retrieval_head_normalised_and_scale():
