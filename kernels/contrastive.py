@@ -58,15 +58,38 @@ def _sim_tile(A, B, rm, rn, M, K, D, stride_a, stride_b,
 
 
 @triton.jit
+def _load_rows(A, rm, M, D, stride_a, BLOCK_D: tl.constexpr):
+    """A[rm, :D] as one (BLOCK_M, BLOCK_D) tile (BLOCK_D >= D), zero outside."""
+    rd = tl.arange(0, BLOCK_D)
+    return tl.load(A + rm.to(tl.int64)[:, None] * stride_a + rd[None, :],
+                   mask=(rm[:, None] < M) & (rd[None, :] < D), other=0.0)
+
+
+@triton.jit
+def _sim(a_res, A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+         BLOCK_D: tl.constexpr, ONE_D: tl.constexpr, PREC: tl.constexpr):
+    """S tile; ONE_D (BLOCK_D >= D): one dot against the resident A tile ``a_res`` (FlashAttention
+    style, A read once per program), else a BLOCK_D-step loop that re-reads A."""
+    if ONE_D:
+        bt = tl.trans(_load_rows(B, rn, K, D, stride_b, BLOCK_D))
+        s = tl.dot(a_res, bt, input_precision=PREC)
+    else:
+        s = _sim_tile(A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, PREC)
+    return s
+
+
+@triton.jit
 def _lse_fwd_kernel(A, B, LSE, M, K, D, stride_a, stride_b, scale_log2,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, ONE_D: tl.constexpr,
+                    PREC: tl.constexpr):
     pid = tl.program_id(0)
     rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    a_res = _load_rows(A, rm, M, D, stride_a, BLOCK_D) if ONE_D else None
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for n0 in range(0, K, BLOCK_N):
         rn = n0 + tl.arange(0, BLOCK_N)
-        s = _sim_tile(A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, PREC)
+        s = _sim(a_res, A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, ONE_D, PREC)
         z = tl.where(rn[None, :] < K, s * scale_log2, float("-inf"))  # logits in base 2
         m_new = tl.maximum(m_i, tl.max(z, 1))  # finite: every tile has >= 1 valid column
         l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(z - m_new[:, None]), 1)
@@ -78,7 +101,7 @@ def _lse_fwd_kernel(A, B, LSE, M, K, D, stride_a, stride_b, scale_log2,
 def _grad_rows_kernel(A, B, LSE_R, LSE_C, OUT, PS, M, K, D, stride_a, stride_b, stride_o, scale_log2,
                       HAS_R: tl.constexpr, HAS_C: tl.constexpr, BLOCK_M: tl.constexpr,
                       BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
-                      PREC: tl.constexpr):
+                      ONE_D: tl.constexpr, PREC: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_d = tl.program_id(1)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -86,12 +109,13 @@ def _grad_rows_kernel(A, B, LSE_R, LSE_C, OUT, PS, M, K, D, stride_a, stride_b, 
     row_ok = rm < M
     if HAS_R:
         lse_r = tl.load(LSE_R + rm, mask=row_ok, other=0.0) * 1.4426950408889634
+    a_res = _load_rows(A, rm, M, D, stride_a, BLOCK_D) if ONE_D else None
     acc = tl.zeros((BLOCK_M, BLOCK_DO), dtype=tl.float32)
     ps = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for n0 in range(0, K, BLOCK_N):
         rn = n0 + tl.arange(0, BLOCK_N)
         col_ok = rn < K
-        s = _sim_tile(A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, PREC)
+        s = _sim(a_res, A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, ONE_D, PREC)
         z = s * scale_log2
         g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         if HAS_R:
@@ -135,13 +159,18 @@ def _configs(kind: str, m: int, k: int, d: int, dtype: torch.dtype, device: torc
         return [cfg if kind == "fwd" else dict(cfg, BLOCK_DO=bd)]
     wide = dtype != torch.float32
     bd = 64 if wide else 32
+    cap = 1 if wide else 2  # fp32 operands: half the widths
+    # A resident in shared memory (one dot per column tile) while a (64, D) tile fits
+    resident = _pow2(d) <= 512 // cap
     if kind == "fwd":
-        return [dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=bd, num_warps=8, num_stages=3),
+        return [dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=_pow2(d), num_warps=8, num_stages=2)] * resident + [
+                dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=bd, num_warps=8, num_stages=3),
                 dict(BLOCK_M=128, BLOCK_N=128, BLOCK_D=bd, num_warps=8, num_stages=3),
                 dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=bd, num_warps=4, num_stages=3),
                 dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=32, num_warps=4, num_stages=1)]
-    cap = 1 if wide else 2  # fp32 operands: half the widths
-    return [dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 256 // cap), num_warps=8, num_stages=2),
+    return [dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=_pow2(d), BLOCK_DO=min(_pow2(d), 256 // cap), num_warps=8,
+                 num_stages=2)] * resident + [
+            dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 256 // cap), num_warps=8, num_stages=2),
             dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 128 // cap), num_warps=8, num_stages=2),
             dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 512 // cap), num_warps=8, num_stages=2),
             dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=32, BLOCK_DO=min(_pow2(d), 64), num_warps=4, num_stages=1)]
@@ -217,7 +246,8 @@ def fwd_row(A: torch.Tensor, B: torch.Tensor, s: float) -> torch.Tensor:
     def run(BLOCK_M, num_warps, num_stages, **tiles):
         _lse_fwd_kernel[(triton.cdiv(m, BLOCK_M),)](
             A, B, lse, m, k, d, A.stride(0), B.stride(0), s * LOG2E, BLOCK_M=BLOCK_M,
-            PREC=_precision(A.dtype), num_warps=num_warps, num_stages=num_stages, **tiles)
+            ONE_D=tiles["BLOCK_D"] >= d, PREC=_precision(A.dtype), num_warps=num_warps,
+            num_stages=num_stages, **tiles)
         return lse
 
     return _launch("fwd", m, k, d, A.dtype, A.device, run)
@@ -237,7 +267,8 @@ def grad_rows(A: torch.Tensor, B: torch.Tensor, s: float, lse_row=None, lse_col=
             A, B, out if lse_row is None else lse_row, out if lse_col is None else lse_col,  # dummies unread
             out, ps, m, k, d, A.stride(0), B.stride(0), out.stride(0), s * LOG2E,
             HAS_R=lse_row is not None, HAS_C=lse_col is not None, BLOCK_M=BLOCK_M, BLOCK_DO=BLOCK_DO,
-            PREC=_precision(A.dtype), num_warps=num_warps, num_stages=num_stages, **tiles)
+            ONE_D=tiles["BLOCK_D"] >= d, PREC=_precision(A.dtype), num_warps=num_warps,
+            num_stages=num_stages, **tiles)
         return out, ps[:, 0].sum()  # every d-block recomputes the same S tiles: count one
 
     return _launch("bwd", m, k, d, A.dtype, A.device, run)
@@ -275,7 +306,7 @@ def compile_for_gpu(arch: int = 90, d: int = 512, full: bool = False) -> list[di
                 for flag in (flags if i == 0 or full else flags[:1]):
                     tiles = dict(cfg)
                     options = dict(num_warps=tiles.pop("num_warps"), num_stages=tiles.pop("num_stages"))
-                    const = dict(tiles, PREC=prec, **flag)
+                    const = dict(tiles, PREC=prec, ONE_D=tiles["BLOCK_D"] >= d, **flag)
                     sig = {n: types.get(n, "*fp32").format(t=tname) for n in sig_names}
                     sig.update({n: "constexpr" for n in const})
                     k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=target,
