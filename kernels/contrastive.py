@@ -17,6 +17,12 @@ autograd glue live in :mod:`slpfast.ops.contrastive`. Operands are fp16/bf16/fp3
 for the halves; fp32 follows ``torch.get_float32_matmul_precision()``: "highest" -> exact fp32,
 "high" -> 3xTF32, "medium" -> TF32); all statistics are fp32.
 
+S tiles come either from one dot against an A tile kept resident for the whole program (while a
+(64, D) tile fits; FlashAttention style) or from a loop over D in BLOCK_D steps. On a GPU the tile
+shape is picked per (kernel, D, dtype, size bucket): large problems time every candidate once
+(``SLPFAST_AUTOTUNE=0``: no timing), small ones take the first candidate that fits; a candidate
+that raises ``OutOfResources`` is skipped. The candidates were not tuned on hardware.
+
 ``compile_for_gpu(90)`` compiles every GPU tile candidate for sm_90 on a machine without a GPU
 (tested in CI: catches what the interpreter cannot, e.g. layout or shared-memory problems).
 
@@ -36,7 +42,6 @@ import triton.language as tl
 #: the kernels were decorated under the interpreter (TRITON_INTERPRET=1 read at import)
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 LOG2E = 1.0 / math.log(2.0)
-LN2 = math.log(2.0)
 
 
 @triton.jit
