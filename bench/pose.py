@@ -13,7 +13,7 @@ Providers:
   ext-cpu       slpfast.ops.augment_pose(normalize=True) on CPU (at::parallel_for, fused)
   reference     slpfast.reference.pose one clip at a time (numpy, what research repos do)
   pose-format   pose_format Pose.normalize + body.augment2d one clip at a time (affine only)
-  torch-chain   the same math as batched eager torch ops (bench/pose_chain.py)
+  torch-chain   the same math as batched eager torch ops (bench/_pose_chain.py)
   ext-cuda, torch-chain-cuda   on a GPU, plus the device's copy bandwidth for reference;
                 ext-cuda-op is the custom op alone (no Python checks / host syncs)
 GB/s counts the bytes the op must move: input pose + conf, output pose + conf. ``vs_pf`` is the
@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import Results, base_parser, measure  # noqa: E402
-from pose_chain import ChainLayout, normalize_augment_chain  # noqa: E402
+from _pose_chain import ChainLayout, normalize_augment_chain  # noqa: E402
 
 from slpfast import layouts  # noqa: E402
 from slpfast.ops import pose as P  # noqa: E402

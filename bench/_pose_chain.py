@@ -1,5 +1,6 @@
-"""The "chain of torch ops" provider of bench/pose.py: normalize_pose + augment_pose written as
-batched eager torch (what one would write without a custom op). Same definitions as the op
+"""The "chain of torch ops" provider of bench/pose.py (a helper module: bench/gpu_check.sh skips
+_*.py): normalize_pose + augment_pose written as batched eager torch (what one would write
+without a custom op). Same definitions as the op
 (csrc/core/pose_augment.h) except the random draws (torch's generator instead of Philox) and
 the bounding-box fallback (clips without shoulders get the identity frame). With jitter and
 dropout off it matches the extension; bench/pose.py checks that before timing it.
