@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -182,4 +181,8 @@ def test_minilm_loads_offline_frozen_and_is_meaningful(tmp_path, monkeypatch):
     assert cache_text_features(store, enc) == name  # second call reuses the cache
     with pytest.raises(ValueError, match="frozen"):
         cache_text_features(store, SmallTextEncoder(dim=8))
-    assert not os.environ.get("TRANSFORMERS_OFFLINE") or True
+    # any local Hugging Face directory works the same way (text.kind = hf)
+    hf = build_text_encoder("hf", default_text_model_path(), max_length=16)
+    torch.testing.assert_close(hf(texts).pooled, f.pooled)
+    with pytest.raises(ValueError, match="text.path"):
+        build_text_encoder("hf", str(tmp_path / "missing"))
