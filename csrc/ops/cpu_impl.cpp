@@ -2,6 +2,11 @@
 // allocate outputs and call the torch-free core in csrc/core with at::parallel_for.
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "../core/pack.h"
 #include "checks.h"
 
@@ -58,8 +63,37 @@ at::Tensor unpack_packed_cpu_op(const at::Tensor& packed, const at::Tensor& cu_s
 }
 
 // ---------------------------------------------------------------- pose ops
-// Grain of at::parallel_for over clips: a clip is ~T*J joints, so a few clips per task.
-constexpr int64_t kPoseGrain = 4;
+// Clips are handed out two at a time from a shared counter to at::get_num_threads() workers:
+// this balances clips of different lengths, and on an oversubscribed machine a descheduled
+// worker delays two clips, not half the batch. Every clip is computed independently, so the
+// result does not depend on the schedule. The workers are at::parallel_for's threads when this
+// file is compiled with OpenMP; otherwise (setup.py does not pass -fopenmp, and then
+// at::parallel_for, a header template, silently runs serially) the caller plus std::threads.
+template <typename F>
+void parallel_over_clips(int64_t batch, int64_t work_per_clip, const F& fn) {
+  constexpr int64_t kChunk = 2;
+  constexpr int64_t kMinWorkPerThread = 1 << 16;  // joints: below this a thread costs more than it saves
+  int64_t workers = std::min<int64_t>(at::get_num_threads(), (batch + kChunk - 1) / kChunk);
+  workers = std::min<int64_t>(workers, std::max<int64_t>(1, batch * work_per_clip / kMinWorkPerThread));
+  if (workers <= 1 || at::in_parallel_region()) {
+    if (batch > 0) fn(0, batch);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  auto work = [&] {
+    for (int64_t b0 = next.fetch_add(kChunk); b0 < batch; b0 = next.fetch_add(kChunk))
+      fn(b0, std::min(b0 + kChunk, batch));
+  };
+#ifdef INTRA_OP_PARALLEL
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) { work(); });
+#else
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(workers - 1));
+  for (int64_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+#endif
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> normalize_pose_cpu_op(const at::Tensor& pose, const at::Tensor& conf,
                                                                      const at::Tensor& seqs, c10::IntArrayRef layout,
@@ -86,7 +120,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> normalize_pose_cpu_op(const at::T
   a.thr = conf_threshold;
   a.layout = pose::make_layout(table.data(), table.data());
   a.info = info.data_ptr<double>();
-  at::parallel_for(0, s.batch, kPoseGrain, [&](int64_t b0, int64_t b1) { pose::normalize_cpu(a, b0, b1); });
+  parallel_over_clips(s.batch, std::max<int64_t>(s.packed ? s.rows / std::max<int64_t>(s.batch, 1) : s.T, 1) * s.J,
+                      [&](int64_t b0, int64_t b1) { pose::normalize_cpu(a, b0, b1); });
   return {out, out_conf, info};
 }
 
@@ -147,7 +182,9 @@ std::tuple<at::Tensor, at::Tensor> augment_pose_cpu_op(const at::Tensor& pose, c
   a.normalize = normalize;
   a.thr = conf_threshold;
   a.layout = pose::make_layout(table.data(), table.data());
-  at::parallel_for(0, s.batch, kPoseGrain, [&](int64_t b0, int64_t b1) { pose::augment_cpu(a, b0, b1); });
+  const int64_t out_rows = s.packed ? out_len : s.batch * out_len;
+  parallel_over_clips(s.batch, std::max<int64_t>(out_rows / std::max<int64_t>(s.batch, 1), 1) * s.J,
+                      [&](int64_t b0, int64_t b1) { pose::augment_cpu(a, b0, b1); });
   return {out, out_conf};
 }
 
