@@ -6,9 +6,11 @@ Batches are padded, ``pose (B, T, J, C)`` + ``lengths (B,)``, or packed, ``pose 
 (:mod:`slpfast.layouts`, J = 123); any other is described by a
 :class:`~slpfast.reference.pose.PoseLayoutSpec`. Semantics: :mod:`slpfast.reference.pose`.
 
-Backends: ``extension`` (``torch.ops.slpfast`` from csrc/, CPU with at::parallel_for and CUDA,
-one fused pass) and ``reference`` (numpy, one clip at a time). Randomness is Philox keyed by
-(seed, clip id): the same on CPU and CUDA and independent of how clips are batched.
+Backends: ``extension`` (``torch.ops.slpfast`` from csrc/: CPU on ``torch.get_num_threads()``
+threads, with an AVX2/F16C build of its loops picked at run time (``SLPFAST_POSE_NO_SIMD=1``
+forces the baseline one, same bits); CUDA in one fused pass) and ``reference`` (numpy, one clip
+at a time). Randomness is Philox keyed by (seed, clip id): the same on CPU and CUDA and
+independent of how clips are batched.
 
 The ops are not differentiable: their outputs never require grad (data preprocessing).
 """
