@@ -25,9 +25,10 @@ def _cpu_and_cuda(fn, *tensors):
     return cpu, tuple(t.cpu() for t in cuda)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_opcheck_cuda(dtype):
-    opcheck_all("cuda", dtype)
+def test_opcheck_cuda():
+    # float16 only (the float32 instantiations are opchecked on the CPU): opcheck is slow and
+    # the GPU check has a time budget
+    opcheck_all("cuda", torch.float16)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
