@@ -89,15 +89,23 @@ if WITH_CUDA and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
 
 cxx_flags = ["-O3"]  # the C++ standard is the one torch requires (cpp_extension sets it)
+link_flags: list[str] = []
+if sys.platform.startswith("linux"):
+    # at::parallel_for is a header template: without OpenMP here it runs serially, whatever
+    # torch's own thread pool is. torch's Linux wheels use OpenMP (libgomp), so match them.
+    cxx_flags.append("-fopenmp")
+    link_flags.append("-fopenmp")
 if WITH_CUDA:
     ext = cpp_extension.CUDAExtension(
         "slpfast._C",
         _sources(True),
         define_macros=[("SLPFAST_WITH_CUDA", "1")],
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+        extra_link_args=link_flags,
     )
 else:
-    ext = cpp_extension.CppExtension("slpfast._C", _sources(False), extra_compile_args={"cxx": cxx_flags})
+    ext = cpp_extension.CppExtension("slpfast._C", _sources(False), extra_compile_args={"cxx": cxx_flags},
+                                     extra_link_args=link_flags)
 
 setup(
     packages=find_packages(include=["slpfast", "slpfast.*"]) + ["slpfast.kernels"],

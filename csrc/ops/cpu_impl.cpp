@@ -67,7 +67,7 @@ at::Tensor unpack_packed_cpu_op(const at::Tensor& packed, const at::Tensor& cu_s
 // this balances clips of different lengths, and on an oversubscribed machine a descheduled
 // worker delays two clips, not half the batch. Every clip is computed independently, so the
 // result does not depend on the schedule. The workers are at::parallel_for's threads when this
-// file is compiled with OpenMP; otherwise (setup.py does not pass -fopenmp, and then
+// file is compiled with OpenMP (setup.py passes -fopenmp on Linux); otherwise (then
 // at::parallel_for, a header template, silently runs serially) the caller plus std::threads.
 template <typename F>
 void parallel_over_clips(int64_t batch, int64_t work_per_clip, const F& fn) {
