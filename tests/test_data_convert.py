@@ -276,3 +276,34 @@ def test_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["converted"] == 1
     assert len(Store(str(tmp_path / "st"))) == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--chunk", "0"], "--chunk"),
+    (["--fps", "nan"], "--fps"),
+    (["--fps", "-5"], "--fps"),
+    (["--default-fps", "0"], "--default-fps"),
+    (["--max-gap", "-1"], "--max-gap"),
+    (["--workers", "0"], "--workers"),
+    (["--layout", "bogus"], "--layout"),
+    (["--manifest", "MISSING.tsv"], "--manifest"),
+    (["MISSING_SRC"], "MISSING_SRC"),
+])
+def test_cli_bad_options_one_line_error(tmp_path, capsys, args, needle):
+    """Bad options exit 2 with one line naming the option, before anything is converted."""
+    shutil.copy(os.path.join(POSE_DIR, POSE_FILES[-1]), tmp_path / "a.pose")
+    args = [str(tmp_path / a) if a.startswith("MISSING") else a for a in args]
+    srcs = [str(tmp_path / "a.pose")] + ([args.pop()] if needle == "MISSING_SRC" else [])
+    out = tmp_path / "st"
+    rc = conv.main([*srcs, "--out", str(out), "--allow-missing-text", "--workers", "1", "--no-progress", *args])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (out / "store.json").exists()
+
+
+def test_bad_manifest_is_a_clear_error(tmp_path):
+    (tmp_path / "m.csv").write_text("name,text\na,hello\n")
+    with pytest.raises(ValueError, match="--manifest.*'id'"):
+        conv.convert([os.path.join(POSE_DIR, POSE_FILES[-1])], str(tmp_path / "st"), manifest=str(tmp_path / "m.csv"),
+                     progress=False)

@@ -27,8 +27,10 @@ a half-written shard. ``store.json`` is written last.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -37,6 +39,7 @@ from collections import Counter
 import numpy as np
 
 from ..layouts import PART_SLICES
+from ..layouts_sources import get_layout
 from .manifest import Manifest, read_manifest
 from .readers import EXTENSIONS, ReadError, read_any
 from .shard_format import ShardError, ShardFile, atomic_write_json
@@ -180,14 +183,49 @@ def _chunk_done(out_dir: str, k: int) -> dict | None:
         return None
 
 
+def _check_options(*, fps, default_fps, max_gap, layout, workers, chunk) -> None:
+    def positive(x):
+        return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+    if fps is not None and not positive(fps):
+        raise ValueError(f"--fps must be a positive finite frame rate (or left out to keep each clip's), got {fps!r}")
+    if not positive(default_fps):
+        raise ValueError(f"--default-fps must be a positive finite frame rate, got {default_fps!r}")
+    if not isinstance(max_gap, int) or max_gap < 0:
+        raise ValueError(f"--max-gap must be an integer >= 0 (0 disables gap filling), got {max_gap!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"--chunk must be an integer >= 1 (files per shard), got {chunk!r}")
+    if layout not in (None, "auto"):
+        try:
+            get_layout(layout)
+        except ValueError as e:
+            raise ValueError(f"--layout: {e}") from None
+
+
 def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fps: float | None = None,
             default_fps: float = 25.0, max_gap: int = 5, layout: str | None = None, channels: str = "auto",
             split: str = "train", source: str = "", language: str = "", allow_missing_text: bool = False,
             workers: int = 1, chunk: int = 256, progress: bool = True, overwrite: bool = False,
             meta: dict | None = None) -> dict:
-    """Convert ``sources`` into a store at ``out_dir`` (see the module docstring). Returns the report."""
-    items = find_inputs(sources)
-    man = read_manifest(manifest) if manifest else None
+    """Convert ``sources`` into a store at ``out_dir`` (see the module docstring). Returns the report.
+
+    Bad options, a missing source or an unreadable manifest raise ``ValueError`` naming the
+    option before any file is converted."""
+    _check_options(fps=fps, default_fps=default_fps, max_gap=max_gap, layout=layout, workers=workers, chunk=chunk)
+    try:
+        items = find_inputs(sources)
+    except FileNotFoundError as e:
+        raise ValueError(f"SRC: {e.args[0]!r} does not exist (give pose files or folders)") from None
+    if manifest and not os.path.isfile(manifest):
+        raise ValueError(f"--manifest: {manifest!r} does not exist")
+    try:
+        man = read_manifest(manifest) if manifest else None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"--manifest: {manifest} cannot be read ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        raise ValueError(f"--manifest: {e}") from None
     opts = {"fps": fps, "default_fps": default_fps, "max_gap": max_gap, "layout": layout, "channels": channels,
             "split": split, "source": source, "language": language, "allow_missing_text": allow_missing_text}
     os.makedirs(os.path.join(out_dir, "chunks"), exist_ok=True)
@@ -284,10 +322,14 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true", help="start over if DIR holds another conversion")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    rep = convert(a.sources, a.out, manifest=a.manifest, fps=a.fps, default_fps=a.default_fps, max_gap=a.max_gap,
-                  layout=a.layout, channels=a.channels, split=a.split, source=a.source, language=a.language,
-                  allow_missing_text=a.allow_missing_text, workers=a.workers, chunk=a.chunk,
-                  progress=not a.no_progress, overwrite=a.overwrite)
+    try:
+        rep = convert(a.sources, a.out, manifest=a.manifest, fps=a.fps, default_fps=a.default_fps,
+                      max_gap=a.max_gap, layout=a.layout, channels=a.channels, split=a.split, source=a.source,
+                      language=a.language, allow_missing_text=a.allow_missing_text, workers=a.workers,
+                      chunk=a.chunk, progress=not a.no_progress, overwrite=a.overwrite)
+    except ValueError as e:
+        print(f"slpfast.data.convert: {e}", file=sys.stderr)
+        return 2
     print(json.dumps({k: v for k, v in rep.items() if k != "examples"}, indent=1))
     for r, ex in rep["examples"].items():
         for e in ex[:3]:
