@@ -307,3 +307,22 @@ def test_bad_manifest_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="--manifest.*'id'"):
         conv.convert([os.path.join(POSE_DIR, POSE_FILES[-1])], str(tmp_path / "st"), manifest=str(tmp_path / "m.csv"),
                      progress=False)
+
+
+def test_resume_refuses_an_edited_manifest_or_input(tmp_path):
+    """A rerun after the manifest's texts (same byte size) or an input file changed must not
+    silently keep the shards made from the old ones."""
+    shutil.copy(os.path.join(POSE_DIR, POSE_FILES[-1]), tmp_path / "a.pose")
+    man = tmp_path / "m.tsv"
+    man.write_text("id\ttext\na\thello\n")
+    st = str(tmp_path / "st")
+    conv.convert([str(tmp_path / "a.pose")], st, manifest=str(man), progress=False)
+    man.write_text("id\ttext\na\tjello\n")  # same size, other text
+    with pytest.raises(SystemExit):
+        conv.convert([str(tmp_path / "a.pose")], st, manifest=str(man), progress=False)
+    conv.convert([str(tmp_path / "a.pose")], st, manifest=str(man), progress=False, overwrite=True)
+    assert Store(st)[0]["text"] == "jello"
+    with open(tmp_path / "a.pose", "ab") as f:  # the input file changed
+        f.write(b"\0")
+    with pytest.raises(SystemExit):
+        conv.convert([str(tmp_path / "a.pose")], st, manifest=str(man), progress=False)

@@ -183,6 +183,20 @@ def _chunk_done(out_dir: str, k: int) -> dict | None:
         return None
 
 
+def _inputs_hash(items, opts, chunk, manifest) -> str:
+    """Fingerprint of a conversion: the input files (path, id, size), the options and the
+    manifest's *content*, so that a resume never mixes shards made from other inputs (an
+    edited manifest of the same size, a replaced input file)."""
+    h = hashlib.sha256()
+    sizes = [os.path.getsize(p) for p, _ in items]
+    h.update(json.dumps([items, sizes, opts, chunk]).encode())
+    if manifest:
+        with open(manifest, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
 def _check_options(*, fps, default_fps, max_gap, layout, workers, chunk) -> None:
     def positive(x):
         return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
@@ -229,7 +243,7 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     opts = {"fps": fps, "default_fps": default_fps, "max_gap": max_gap, "layout": layout, "channels": channels,
             "split": split, "source": source, "language": language, "allow_missing_text": allow_missing_text}
     os.makedirs(os.path.join(out_dir, "chunks"), exist_ok=True)
-    h = hashlib.sha256(json.dumps([items, opts, chunk, manifest and os.path.getsize(manifest)]).encode()).hexdigest()
+    h = _inputs_hash(items, opts, chunk, manifest)
     state_path = os.path.join(out_dir, "convert_state.json")
     if os.path.isfile(state_path):
         with open(state_path) as f:
