@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from slpfast.finetune_init import (build_encoder, check_task, load_contrastive_head, load_strict,
-                                   load_task_model, pretrain_text_setup, read_init)
+                                   load_task_model, model_config_for, pretrain_text_setup,
+                                   read_init)
 from slpfast.finetune_tasks import (SPLIT_PREFIX, CSLRModel, ISLRModel, RetrievalModel, SLTModel,
                                     compute_metrics)
 from slpfast.train import distributed as D
@@ -49,7 +50,7 @@ class FinetuneData:
         self.src = read_init(t.init, cfg.model)
         check_task(self.src, t.task)
         # the model section records the encoder actually used (so a fine-tuning checkpoint rebuilds it)
-        cfg.model = self.src.encoder_config
+        cfg.model = self.src.encoder_config = model_config_for(cfg.model, self.src)
         self.store, _ = open_store(cfg, dist)
         prefix = SPLIT_PREFIX[t.task]
         splits = self.store.splits

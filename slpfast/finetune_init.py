@@ -14,6 +14,7 @@ shaped tensor is a ``ValueError`` that names the file and the tensors, never a r
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -77,6 +78,33 @@ def read_init(path: str, model_cfg: PoseEncoderConfig) -> InitSource:
         kind = "finetune" if "task" in config else "pretrain"
         return InitSource(kind, path, _encoder_config(config["model"], path), dict(ckpt["model"]), config)
     raise ValueError(f"--init: {path!r} has an unknown extension; {_HINT}")
+
+
+#: [model] fields that do not change the weights' shapes: the command line may set them over --init's
+RUNTIME_MODEL_FIELDS = ("dropout", "attn_backend")
+
+
+def model_config_for(user: PoseEncoderConfig, src: InitSource) -> PoseEncoderConfig:
+    """The encoder config of the run: ``--init``'s (its weights fix the shapes), with the runtime
+    fields (dropout, attention backend) the user set. A shape field the user set to a value other
+    than the file's (``--model.size=base`` with a tiny encoder) is a ``ValueError``, never silently
+    ignored."""
+    if src.kind == "none":
+        return src.encoder_config
+    default, theirs = PoseEncoderConfig(), src.encoder_config
+    conflicts, runtime = [], {}
+    for f in dataclasses.fields(PoseEncoderConfig):
+        mine = getattr(user, f.name)
+        if mine == getattr(default, f.name):
+            continue  # not set by the user
+        if f.name in RUNTIME_MODEL_FIELDS:
+            runtime[f.name] = mine
+        elif mine != getattr(theirs, f.name):
+            conflicts.append(f"model.{f.name}={mine!r} (the file has {getattr(theirs, f.name)!r})")
+    if conflicts:
+        raise ValueError(f"--init: {src.path} holds an encoder of another shape than asked: {', '.join(conflicts)}; "
+                         "leave [model] out to use the file's, or use --init none to train that shape from scratch")
+    return dataclasses.replace(theirs, **runtime).resolved()
 
 
 def _encoder_config(d: dict, path: str) -> PoseEncoderConfig:

@@ -171,3 +171,21 @@ def test_slt_with_local_hf_seq2seq(corpus, tmp_path):
     assert np.isfinite(res["train"]["last"]["loss/ce"]) and 0 <= m["bleu4"] <= 100 and 0 <= m["rouge_l"] <= 100
     with pytest.raises(ValueError, match="task.slt_model must be a local directory"):
         finetune.parse_args(["--task", "slt", f"--task.slt_model={tmp_path / 'missing'}"])
+
+
+def test_model_options_are_not_silently_ignored_with_init(corpus, tmp_path, pretrain_ckpt):
+    """--model.size=small with a tiny encoder as --init was ignored (a tiny model trained);
+    it must be an error, while runtime fields (dropout, attention backend) still apply."""
+    from slpfast.finetune_data import FinetuneData
+    from slpfast.train.distributed import DistInfo
+
+    ckpt, export = pretrain_ckpt
+    for init in (export, ckpt):
+        with pytest.raises(ValueError, match=r"--init: .*model\.size='small' \(the file has 'tiny'\)"):
+            _run(corpus, str(tmp_path), "--task", "islr", "--init", init, "--model.size=small")
+    with pytest.raises(ValueError, match=r"model\.dim=128 \(the file has 64\)"):
+        _run(corpus, str(tmp_path), "--task", "islr", "--init", export, "--model.dim=128")
+    cfg = finetune.parse_args(["--data", corpus, f"--train.out_dir={tmp_path}", *COMMON, "--task", "islr",
+                               "--init", export, "--model.dropout=0.2", "--model.dim=64"])
+    data = FinetuneData(cfg, DistInfo(0, 1, 0, 1, torch.device("cpu")))
+    assert cfg.model.dropout == 0.2 and cfg.model.dim == 64 and data.src.encoder_config.dropout == 0.2
