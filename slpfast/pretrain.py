@@ -10,7 +10,8 @@ encoder to ``runs/pretrain/encoder.safetensors``::
     python -m slpfast.pretrain --help          # every option, its default and its meaning
 
 Exit codes: 0 done (or stopped by SIGTERM after saving a checkpoint), 1 aborted (non-finite
-losses), 2 bad configuration.
+losses), 2 bad configuration (also a store that fails its checks, or a checkpoint to
+resume from that is damaged or does not fit the model).
 """
 from __future__ import annotations
 
@@ -29,15 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"slpfast.pretrain: {e}", file=sys.stderr)
         return 2
-    from slpfast.train.trainer import NonFiniteLossError, Trainer
+    from slpfast.data.shard_format import ShardError
+    from slpfast.train.trainer import NonFiniteLossError, ResumeError, Trainer
 
     try:
         trainer = Trainer(cfg)
-    except ValueError as e:  # e.g. a store path that holds no store
+    except (ValueError, ShardError) as e:  # e.g. a store path that holds no store, or a truncated shard
         print(f"slpfast.pretrain: {e}", file=sys.stderr)
         return 2
     try:
         summary = trainer.run()
+    except ResumeError as e:  # a damaged checkpoint, or one of another model shape / world size
+        print(f"slpfast.pretrain: {e}", file=sys.stderr)
+        return 2
     except NonFiniteLossError as e:
         print(f"slpfast.pretrain: {e}", file=sys.stderr)
         return 1

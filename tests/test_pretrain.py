@@ -178,3 +178,32 @@ def test_dali_loader_trains_like_torch_loader(tmp_path_factory, tmp_path):
         finally:
             tr.close()
     assert losses["dali"] == losses["torch"]  # the loaders yield identical batches
+
+
+def test_resume_errors_are_one_line_exit_2(tmp_path_factory, tmp_path, capsys):
+    """Resuming into a model of another shape, or from a damaged checkpoint, and a truncated store
+    shard: exit 2 with one line naming the cause, not a load_state_dict / ShardError traceback."""
+    import shutil
+
+    from slpfast import pretrain
+
+    store = tiny_store(tmp_path_factory)
+    out = str(tmp_path / "run")
+    assert pretrain.main(tiny_args(store, out, **{"train.steps": 1, "train.tensorboard": False})) == 0
+    capsys.readouterr()
+    rc = pretrain.main(tiny_args(store, out, **{"train.steps": 2, "train.resume": "auto", "model.dim": 64}))
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "train.resume" in err and "another shape" in err and "model.dim: checkpoint 32, this run 64" in err
+    with open(os.path.join(out, "checkpoints", "step_00000002.pt"), "wb") as f:
+        f.write(b"PK\x03\x04 damaged")
+    rc = pretrain.main(tiny_args(store, out, **{"train.steps": 3, "train.resume": "auto"}))
+    err = capsys.readouterr().err
+    assert rc == 2 and "step_00000002.pt cannot be read" in err and "Traceback" not in err, err
+    bad = str(tmp_path / "store")
+    shutil.copytree(store, bad)
+    shard = sorted(f for f in os.listdir(bad) if f.endswith(".slp"))[0]
+    os.truncate(os.path.join(bad, shard), os.path.getsize(os.path.join(bad, shard)) - 10)
+    rc = pretrain.main(tiny_args(bad, str(tmp_path / "run2"), **{"train.steps": 1}))
+    err = capsys.readouterr().err
+    assert rc == 2 and "truncated shard" in err and len(err.strip().splitlines()) == 1, err

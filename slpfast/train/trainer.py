@@ -16,6 +16,7 @@ The data side (store, loader, normalization, augmentation, masks) is in :mod:`sl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -48,6 +49,29 @@ def _peak_flops(device: torch.device) -> float | None:
 def _unwrap(model: nn.Module) -> nn.Module:
     model = getattr(model, "_orig_mod", model)  # torch.compile
     return getattr(model, "module", model)  # DDP
+
+
+class ResumeError(ValueError):
+    """The checkpoint to resume from is unreadable or does not fit this run (a configuration error)."""
+
+
+def _check_same_shapes(own: dict, theirs: dict, path: str, their_cfg: dict, cfg) -> None:
+    """Raise :class:`ResumeError` naming the differing tensors (and [model] settings) when the
+    checkpoint's model does not have this run's tensors and shapes."""
+    missing = sorted(set(own) - set(theirs))
+    unexpected = sorted(set(theirs) - set(own))
+    shapes = sorted(k for k in set(own) & set(theirs) if tuple(own[k].shape) != tuple(theirs[k].shape))
+    if not (missing or unexpected or shapes):
+        return
+    mine = getattr(cfg, "model", None)
+    mine = dataclasses.asdict(mine) if dataclasses.is_dataclass(mine) else {}
+    cfg_diff = [f"model.{k}: checkpoint {v!r}, this run {mine[k]!r}" for k, v in (their_cfg.get("model") or {}).items()
+                if k in mine and mine[k] != v]
+    parts = [f"{what} {len(xs)} ({', '.join(xs[:4])}{', ...' if len(xs) > 4 else ''})"
+             for what, xs in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if xs]
+    raise ResumeError(f"train.resume: {path} holds a model of another shape than this run's "
+                      f"({'; '.join(parts)})" + (f"; config differs: {'; '.join(cfg_diff)}" if cfg_diff else "")
+                      + "; use the same [model] settings or another train.out_dir")
 
 
 class Trainer:
@@ -114,13 +138,21 @@ class Trainer:
         path = D.broadcast_object(path, self.dist)
         if path is None:
             return None
-        state = ckpt.load_checkpoint(path, map_location="cpu")
+        try:
+            state = ckpt.load_checkpoint(path, map_location="cpu")
+        except ValueError as e:
+            raise ResumeError(f"train.resume: {e}; delete it or give another train.resume") from None
         if state["world_size"] != self.dist.world_size:
-            raise ValueError(f"train.resume: {path} was written by {state['world_size']} ranks, this run has "
-                             f"{self.dist.world_size}; per-rank loader and RNG states cannot be remapped")
-        self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+            raise ResumeError(f"train.resume: {path} was written by {state['world_size']} ranks, this run has "
+                              f"{self.dist.world_size}; per-rank loader and RNG states cannot be remapped")
+        _check_same_shapes(self.raw_model.state_dict(), state["model"], path, state.get("config", {}), self.cfg)
+        try:
+            self.raw_model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ResumeError(f"train.resume: {path} does not fit this run's model/optimizer "
+                              f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
         mine = state["ranks"][self.dist.rank]
         self.data.load_loader_state(mine["loader"])
         ckpt.restore_rng(mine["rng"])
