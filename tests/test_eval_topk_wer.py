@@ -112,3 +112,15 @@ def test_wer_bad_inputs():
         word_error_rate([""], ["a"])
     with pytest.raises(ValueError, match="single string"):
         word_error_rate("a b", "a b")
+
+
+def test_topk_nan_logits_are_an_error_not_a_hit():
+    """torch.topk ranks NaN first, so a diverged model's NaN logit at the label counted as a hit."""
+    logits = torch.tensor([[float("nan"), 1.0, 2.0], [0.0, 1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"topk_accuracy: logits contain NaN \(1 of 2 rows\)"):
+        topk_accuracy(logits, torch.tensor([0, 2]))
+    acc = TopKAccumulator(3, ks=(1,))
+    with pytest.raises(ValueError, match="NaN"):
+        acc.update(logits, torch.tensor([0, 2]))
+    # -inf (a masked class) stays valid
+    assert topk_accuracy(torch.tensor([[float("-inf"), 1.0, 2.0]]), torch.tensor([2]), ks=(1,))["top1"] == 100.0

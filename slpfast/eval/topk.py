@@ -31,6 +31,8 @@ def _check(logits, labels, ks) -> tuple[int, ...]:
     if not logits.is_floating_point():
         fail(_OP, f"logits must be floating point, got {describe(logits)}")
     n, c = logits.shape
+    if logits.numel() and bool(torch.isnan(logits).any()):  # topk ranks NaN first: a diverged model would score
+        fail(_OP, f"logits contain NaN ({int(torch.isnan(logits).any(1).sum())} of {n} rows)")
     if c < 1:
         fail(_OP, f"logits must have at least one class, got {describe(logits)}")
     if (not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.shape[0] != n
