@@ -199,3 +199,20 @@ def test_mixing(tmp_path):
     c = cat.clip(35)
     np.testing.assert_array_equal(c["pose"], b.clip(5)["pose"])
     assert c["clip_id"] == 35 and cat.text(35) == b.text(5)
+
+
+def test_index_must_be_an_int_and_text_features_finite(tmp_path):
+    st = _write(tmp_path / "st", _clips(4), shard_clips=3)
+    assert st[np.int64(-1)]["key"] == "k3"
+    for bad in (1.5, "a", True, None):  # 1.5 used to return clip 1
+        with pytest.raises(TypeError, match="clip index must be an int"):
+            st[bad]
+    pooled = np.ones((4, 8), np.float32)
+    pooled[2, 5] = np.nan  # NaN features were cached and made the contrastive loss NaN later
+    with pytest.raises(ValueError, match=r"1 clip\(s\) contain NaN or inf \(first: row 2"):
+        st.write_text_features(pooled, name="nanfeat")
+    toks = [np.ones((2, 8), np.float32) for _ in range(4)]
+    toks[0][1, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        st.write_text_features(np.ones((4, 8), np.float32), toks, name="inftok")
+    assert Store(str(tmp_path / "st")).text_feature_names == []

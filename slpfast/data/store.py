@@ -429,6 +429,8 @@ class Store(_ClipSource):
         self.__init__(state["path"], verify=state["verify"])
 
     def _loc(self, i: int) -> tuple[ShardFile, int]:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"clip index must be an int, got {type(i).__name__} {i!r}")
         if not -self._n <= i < self._n:
             raise IndexError(f"clip index {i} out of range for a store of {self._n} clips")
         i = int(i) % self._n
@@ -585,6 +587,12 @@ class TextFeatureWriter:
             raise ValueError(f"pooled dim {pooled.shape[1]} != {self.dim}")
         if tokens is not None and len(tokens) != pooled.shape[0]:
             raise ValueError("tokens must have one array per pooled row")
+        bad = ~np.isfinite(pooled).all(1)
+        if tokens is not None:
+            bad |= np.array([not np.isfinite(np.asarray(t, np.float32)).all() for t in tokens], bool)
+        if bad.any():  # a cached NaN would turn every contrastive loss that meets it into NaN
+            raise ValueError(f"text features of {int(bad.sum())} clip(s) contain NaN or inf (first: row "
+                             f"{int(np.flatnonzero(bad)[0])} of this add() call); nothing of this call was kept")
         for r in range(pooled.shape[0]):
             if self._shard >= len(self.store.shards):
                 raise ValueError(f"more feature rows than clips ({len(self.store)})")
