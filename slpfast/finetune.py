@@ -232,9 +232,10 @@ def run(cfg: FinetuneConfig) -> dict:
         out = t.results or os.path.join(trainer.out_dir, "results.json")
         results["results_path"] = out
         if trainer.dist.is_main:
-            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-            with open(out, "w") as f:
-                json.dump({**results, "config": cfg.to_dict()}, f, indent=2, default=str)
+            from slpfast.data.shard_format import atomic_write_bytes
+
+            # atomic: a crash or a full disk never leaves a truncated results file over the last good one
+            atomic_write_bytes(out, [json.dumps({**results, "config": cfg.to_dict()}, indent=2, default=str).encode()])
             for split, m in metrics.items():
                 shown = {k: round(v, 2) for k, v in m.items() if isinstance(v, float)}
                 print(f"slpfast.finetune: {t.task} {split}: {shown}", flush=True)

@@ -189,3 +189,30 @@ def test_model_options_are_not_silently_ignored_with_init(corpus, tmp_path, pret
                                "--init", export, "--model.dropout=0.2", "--model.dim=64"])
     data = FinetuneData(cfg, DistInfo(0, 1, 0, 1, torch.device("cpu")))
     assert cfg.model.dropout == 0.2 and cfg.model.dim == 64 and data.src.encoder_config.dropout == 0.2
+
+
+def test_progress_says_finetune_and_results_are_written_atomically(corpus, tmp_path, capsys, monkeypatch):
+    """The bar of a fine-tuning run was labelled 'pretrain'; results.json was written in place,
+    so a failure while writing left a truncated file over the previous results."""
+    res = tmp_path / "results.json"
+    _run(corpus, str(tmp_path), "--task", "islr", "--train.steps=1", "--train.progress=true", f"--results={res}")
+    err = capsys.readouterr().err
+    assert "finetune: 100%" in err and "pretrain:" not in err, err
+    good = res.read_text()
+    assert json.loads(good)["steps"] == 1
+
+    class FailingJson:
+        @staticmethod
+        def dump(obj, f, **kw):
+            f.write('{"task": ')
+            raise OSError("disk full")
+
+        @staticmethod
+        def dumps(obj, **kw):
+            raise OSError("disk full")
+
+    monkeypatch.setattr(finetune, "json", FailingJson)
+    with pytest.raises(OSError, match="disk full"):
+        _run(corpus, str(tmp_path), "--task", "islr", "--train.steps=1", f"--results={res}")
+    assert res.read_text() == good
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("results.json")] == ["results.json"]

@@ -61,7 +61,7 @@ class RunLogger:
     """Rank-0 sink for interval records (stdout line, JSONL, TensorBoard) plus the tqdm bar."""
 
     def __init__(self, out_dir: str, *, enabled: bool, total_steps: int, start_step: int, progress: bool,
-                 tensorboard: bool):
+                 tensorboard: bool, name: str = "pretrain"):
         self.enabled = enabled
         self.bar = None
         self.jsonl = None
@@ -76,11 +76,11 @@ class RunLogger:
 
                 self.tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
             except ImportError:  # tensorboard is optional; say so once
-                print("slpfast.pretrain: tensorboard not installed, TensorBoard logs disabled", file=sys.stderr)
+                print(f"slpfast.{name}: tensorboard not installed, TensorBoard logs disabled", file=sys.stderr)
         if progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_steps, initial=start_step, desc="pretrain", dynamic_ncols=True,
+            self.bar = tqdm(total=total_steps, initial=start_step, desc=name, dynamic_ncols=True,
                             file=sys.stderr, mininterval=1.0)
 
     def advance(self, n: int = 1, postfix: dict | None = None) -> None:

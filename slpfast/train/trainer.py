@@ -231,7 +231,8 @@ class Trainer:
         resumed = self.maybe_resume()
         prev = signal.signal(signal.SIGTERM, self._on_sigterm)
         logger = RunLogger(self.out_dir, enabled=self.dist.is_main, total_steps=tr.steps, start_step=self.step,
-                           progress=tr.progress, tensorboard=tr.tensorboard)
+                           progress=tr.progress, tensorboard=tr.tensorboard,
+                           name="finetune" if hasattr(self.cfg, "task") else "pretrain")
         if resumed:
             logger.message(f"resumed from {resumed} at step {self.step}")
         meter = IntervalMeter()
