@@ -119,6 +119,10 @@ SLP_CPU_INLINE void augment_range(const AugmentArgs& a, int64_t b0, int64_t b1) 
   SourceFrames<T, C, kNormalize, kSimd> frames(J);
   cpu::Frame row_buf(J);
   cpu::ClipTables tb(J);
+#if SLP_X86_SIMD
+  cpu::DirectTables dt(kSimd && kNormalize ? J : 0);
+  cpu::DirectScratch scratch(kSimd && kNormalize ? J : 0);
+#endif
   for (int64_t b = b0; b < b1; ++b) {
     ClipPlan P;
     P.in_start = a.in.start(b);
@@ -136,7 +140,22 @@ SLP_CPU_INLINE void augment_range(const AugmentArgs& a, int64_t b0, int64_t b1) 
     }
     tb.set_augment(L, P);
     frames.reset();
-    if (P.out_len == P.in_len) {  // not resampled: source frame i -> output frame i, read once
+    bool done = false;
+#if SLP_X86_SIMD
+    if constexpr (kSimd && kNormalize) {
+      const bool extras = a.elem.frame_drop_p > 0.0 || a.elem.joint_drop_p > 0.0 || a.elem.jitter_std > 0.0;
+      if (P.out_len == P.in_len && !extras) {  // fused single pass (same arithmetic, see pose_cpu_frames.h)
+        dt.set(tb, C);
+        for (int64_t i = 0; i < P.out_len; ++i) {
+          const int64_t row = P.out_start + i, src_row = P.in_start + i;
+          cpu::augment_row_fast<T, C>(J, dt, P, pose + src_row * J * C, a.conf + src_row * J, a.thr, &scratch,
+                                      out + row * J * C, a.out_conf + row * J);
+        }
+        done = true;
+      }
+    }
+#endif
+    if (!done && P.out_len == P.in_len) {  // not resampled: source frame i -> output frame i, read once
       const double zero[kMaxC] = {0.0, 0.0, 0.0};
       for (int64_t i = 0; i < P.out_len; ++i) {
         const int64_t row = P.out_start + i;
@@ -146,7 +165,7 @@ SLP_CPU_INLINE void augment_range(const AugmentArgs& a, int64_t b0, int64_t b1) 
         cpu::write_frame<T, C, kSimd>(J, row_buf, out + row * J * C, a.out_conf + row * J);
       }
     }
-    for (int64_t i = P.out_len == P.in_len ? P.out_len : 0; i < P.out_len; ++i) {
+    for (int64_t i = done || P.out_len == P.in_len ? P.out_len : 0; i < P.out_len; ++i) {
       const int64_t row = P.out_start + i;
       const SourcePos sp = source_pos(P, i);
       const cpu::Frame& f0 = frames.get(a, P, tb, sp.t0, sp.t0 + 1);

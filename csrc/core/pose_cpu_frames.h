@@ -285,6 +285,138 @@ SLP_CPU_INLINE void augment_frame_direct(const Layout& L, const ClipPlan& P, con
   apply_extras(J, P, E, seed, i, C, out);
 }
 
+#if SLP_X86_SIMD
+// ---- fused AVX2 path of augment_frame_direct<C, true> for clips without jitter / joint or
+// frame dropout (the common training case): one pass per frame straight from the AoS input
+// row to the AoS output row, four output joints per step, with no structure-of-arrays copies.
+// Per joint the double arithmetic is exactly that of augment_frame_direct (sub, mul by the
+// inverse scale, sign flip, (fx*m00 + y*m10) + tx, ...; no FMA), then rounded to float and to
+// the storage type as write_frame does, so the output is bit-identical to the generic path.
+
+// Per-clip tables for DirectFast, padded to a multiple of 4 joints (padding lanes read joint 0
+// and are masked out).
+struct DirectTables {
+  int J = 0, Jp = 0;
+  std::vector<int32_t> src, anc, src_c, anc_c;  // source joint s, its anchor (J: centre), both * C
+  std::vector<double> inv;                      // inverse scale of the source joint
+  std::vector<int64_t> keep;                    // all ones when the output joint's part is kept
+  explicit DirectTables(int J_) : J(J_), Jp((J_ + 3) & ~3), src(Jp), anc(Jp), src_c(Jp), anc_c(Jp), inv(Jp), keep(Jp) {}
+  void set(const ClipTables& tb, int C) {
+    for (int j = 0; j < Jp; ++j) {
+      const bool real = j < J;
+      const int s = real ? tb.src[j] : 0;
+      src[j] = s;
+      anc[j] = real ? tb.anc[s] : 0;
+      src_c[j] = src[j] * C;
+      anc_c[j] = anc[j] * C;
+      inv[j] = real ? tb.inv[s] : 0.0;
+      keep[j] = real && tb.keep[j] ? -1 : 0;
+    }
+  }
+};
+
+// Scratch of one worker.
+struct DirectScratch {
+  std::vector<double> v;     // converted input row, AoS, plus the centre as joint J
+  std::vector<int64_t> ok;   // validity of the J joints (all ones / zero) plus the centre (valid)
+  std::vector<float> aos;    // output row, AoS float, padded to a multiple of 4 joints
+  explicit DirectScratch(int J) : v(3 * (J + 1) + 8), ok(J + 1 + 4), aos(3 * (J + 8)) {}
+};
+
+SLP_AVX2 inline __m256d gather4(const double* base, const int32_t* idx) {
+  return _mm256_set_pd(base[idx[3]], base[idx[2]], base[idx[1]], base[idx[0]]);
+}
+SLP_AVX2 inline __m256i gather4(const int64_t* base, const int32_t* idx) {
+  return _mm256_set_epi64x(base[idx[3]], base[idx[2]], base[idx[1]], base[idx[0]]);
+}
+
+inline void store_row(const float* f, float* out, int n) { std::copy(f, f + n, out); }
+SLP_AVX2 inline void store_row(const float* f, uint16_t* out, int n) {
+  int e = 0;
+  for (; e + 8 <= n; e += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + e),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(f + e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  for (; e < n; ++e) out[e] = float_to_half(f[e]);
+}
+
+template <typename T, int C>
+SLP_AVX2 inline void augment_row_fast(int J, const DirectTables& dt, const ClipPlan& P, const T* in, const float* conf,
+                                      double thr, DirectScratch* sc, T* out, float* out_conf) {
+  double* v = sc->v.data();
+  int64_t* ok = sc->ok.data();
+  convert_in<true>(in, v, J * C);
+  for (int k = 0; k < C; ++k) v[J * C + k] = P.norm.centre[k];
+  // Validity = conf > thr here; finiteness of the coordinates is checked on the normalized
+  // values below: (x_s - x_a) * inv is finite exactly when x_s and x_a are (inv is finite and
+  // > 0, and a difference of two finite float / half values cannot overflow a double).
+  for (int j = 0; j < J; ++j) ok[j] = -static_cast<int64_t>(static_cast<double>(conf[j]) > thr);
+  ok[J] = -1;
+  const __m256d m00 = _mm256_set1_pd(P.m00), m01 = _mm256_set1_pd(P.m01), m10 = _mm256_set1_pd(P.m10),
+                m11 = _mm256_set1_pd(P.m11), tx = _mm256_set1_pd(P.tx), ty = _mm256_set1_pd(P.ty);
+  const __m256d sign = _mm256_set1_pd(P.flip ? -0.0 : 0.0);
+  float* aos = sc->aos.data();
+  float cf[4];
+  for (int j = 0; j < dt.Jp; j += 4) {
+    const int32_t* sc_ = dt.src_c.data() + j;
+    const int32_t* ac_ = dt.anc_c.data() + j;
+    const __m256d inv = _mm256_loadu_pd(dt.inv.data() + j);
+    const __m256d x = _mm256_mul_pd(_mm256_sub_pd(gather4(v, sc_), gather4(v, ac_)), inv);
+    const __m256d y = _mm256_mul_pd(_mm256_sub_pd(gather4(v + 1, sc_), gather4(v + 1, ac_)), inv);
+    const __m256d z = C == 3 ? _mm256_mul_pd(_mm256_sub_pd(gather4(v + 2, sc_), gather4(v + 2, ac_)), inv)
+                             : _mm256_setzero_pd();
+    // NaN when any of x, y, z is not finite, else 0.
+    const __m256d nf = _mm256_add_pd(_mm256_add_pd(_mm256_sub_pd(x, x), _mm256_sub_pd(y, y)), _mm256_sub_pd(z, z));
+    const __m256i good = _mm256_and_si256(
+        _mm256_and_si256(gather4(ok, dt.src.data() + j), gather4(ok, dt.anc.data() + j)),
+        _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dt.keep.data() + j)),
+                         _mm256_castpd_si256(_mm256_cmp_pd(nf, nf, _CMP_ORD_Q))));
+    const __m256d m = _mm256_castsi256_pd(good);
+    const __m256d f = _mm256_xor_pd(x, sign);
+    const __m256d ox = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(f, m00), _mm256_mul_pd(y, m10)), tx);
+    const __m256d oy = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(f, m01), _mm256_mul_pd(y, m11)), ty);
+    const __m128 X = _mm256_cvtpd_ps(_mm256_and_pd(ox, m)), Y = _mm256_cvtpd_ps(_mm256_and_pd(oy, m));
+    const __m128 lo = _mm_unpacklo_ps(X, Y), hi = _mm_unpackhi_ps(X, Y);  // x0 y0 x1 y1, x2 y2 x3 y3
+    float* a = aos + j * C;  // joints j..j+3 interleaved (padding lanes land past J * C)
+    if (C == 3) {
+      const __m128 Z = _mm256_cvtpd_ps(_mm256_and_pd(z, m));
+      const __m128 t1 = _mm_shuffle_ps(Z, X, _MM_SHUFFLE(1, 1, 0, 0));   // z0 z0 x1 x1
+      const __m128 t2 = _mm_shuffle_ps(Y, Z, _MM_SHUFFLE(1, 1, 1, 1));   // y1 y1 z1 z1
+      const __m128 t3 = _mm_shuffle_ps(Z, hi, _MM_SHUFFLE(3, 2, 3, 2));  // z2 z3 x3 y3
+      _mm_storeu_ps(a, _mm_shuffle_ps(lo, t1, _MM_SHUFFLE(2, 0, 1, 0)));      // x0 y0 z0 x1
+      _mm_storeu_ps(a + 4, _mm_shuffle_ps(t2, hi, _MM_SHUFFLE(1, 0, 2, 0)));  // y1 z1 x2 y2
+      _mm_storeu_ps(a + 8, _mm_shuffle_ps(t3, t3, _MM_SHUFFLE(1, 3, 2, 0)));  // z2 x3 y3 z3
+    } else {
+      _mm_storeu_ps(a, lo);
+      _mm_storeu_ps(a + 4, hi);
+    }
+    const int32_t* s = dt.src.data() + j;
+    for (int l = 0; l < 4; ++l) cf[l] = conf[s[l]];
+    // 64-bit lane masks -> 32-bit: take the low halves.
+    const __m128 m32 = _mm_castsi128_ps(_mm256_castsi256_si128(
+        _mm256_permutevar8x32_epi32(good, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6))));
+    const __m128 c = _mm_and_ps(_mm_loadu_ps(cf), m32);
+    if (j + 4 <= J) {
+      _mm_storeu_ps(out_conf + j, c);
+    } else {
+      float tail[4];
+      _mm_storeu_ps(tail, c);
+      for (int l = 0; j + l < J; ++l) out_conf[j + l] = tail[l];
+    }
+  }
+  store_row(aos, out, J * C);
+  unsigned any_bad = 0;
+  for (int e = 0; e < J * C; ++e) any_bad |= stored_bad(out[e]);
+  if (!any_bad) return;
+  for (int j = 0; j < J; ++j) {
+    unsigned bad = 0;
+    for (int k = 0; k < C; ++k) bad |= stored_bad(out[j * C + k]);
+    if (!bad) continue;
+    for (int k = 0; k < C; ++k) out[j * C + k] = T(0);
+    out_conf[j] = 0.0f;
+  }
+}
+#endif
+
 }  // namespace cpu
 }  // namespace pose
 }  // namespace slpfast
