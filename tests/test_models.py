@@ -136,3 +136,20 @@ def test_pretrain_model_packed_equals_padded():
     packed = model(pose[valid], conf[valid], lens, cu_seqlens=cu, max_seqlen=13, joint_mask=mask[valid], text=text)
     for k in pad:
         torch.testing.assert_close(packed[k], pad[k], atol=1e-5, rtol=1e-5)
+
+
+def test_nan_at_hidden_or_unseen_joints_does_not_leak():
+    """NaN coordinates at joints with confidence 0 (raw MediaPipe output) or hidden by the MPM mask
+    made every output NaN (0 * NaN); they must read exactly like 0 there, forward and backward."""
+    enc = PoseEncoder(CFG)
+    pose, conf, lens = _batch()
+    conf[:, :, PART_SLICES["left_hand"]] = 0.0
+    mask = sample_joint_mask(lens, 13, strategy="joints", ratio=0.5, generator=torch.Generator().manual_seed(2))
+    hidden = (conf == 0) | mask
+    pose_nan = torch.where(hidden.unsqueeze(-1), torch.full_like(pose, float("nan")), pose).requires_grad_(True)
+    out = enc(pose_nan, conf, lens, joint_mask=mask)
+    ref = enc(torch.where(hidden.unsqueeze(-1), torch.zeros_like(pose), pose), conf, lens, joint_mask=mask)
+    assert torch.isfinite(out.frames).all() and torch.isfinite(out.pooled).all()
+    torch.testing.assert_close(out.frames, ref.frames)
+    out.pooled.sum().backward()
+    assert torch.isfinite(pose_nan.grad).all() and (pose_nan.grad[hidden] == 0).all()

@@ -88,8 +88,8 @@ class PartEmbedding(nn.Module):
             keep = (~joint_mask).to(pose.dtype)
             visible = visible * keep
         # Invisible joints carry no coordinates: their (possibly garbage) values must not leak.
-        present = (visible > 0).to(pose.dtype)
-        coords = pose * present.unsqueeze(-1)
+        # torch.where, not a product: 0 * NaN is NaN (MediaPipe writes NaN at joints it did not find)
+        coords = torch.where((visible > 0).unsqueeze(-1), pose, torch.zeros((), dtype=pose.dtype, device=pose.device))
         x = coords[..., :1] * self._x_sign.to(pose.dtype).unsqueeze(-1)
         feats = torch.cat([x, coords[..., 1:], visible.unsqueeze(-1)], dim=-1)  # (..., J, C+1)
 
