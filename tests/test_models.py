@@ -153,3 +153,14 @@ def test_nan_at_hidden_or_unseen_joints_does_not_leak():
     torch.testing.assert_close(out.frames, ref.frames)
     out.pooled.sum().backward()
     assert torch.isfinite(pose_nan.grad).all() and (pose_nan.grad[hidden] == 0).all()
+
+
+def test_float16_input_into_float32_model():
+    """float16 pose (the store's dtype) raised a raw 'm1 and m2 must have the same dtype' from a matmul."""
+    enc = PoseEncoder(CFG)
+    pose, conf, lens = _batch()
+    pose16, conf16 = pose.half(), conf.half()
+    out = enc(pose16, conf16, lens)
+    torch.testing.assert_close(out.pooled, enc(pose16.float(), conf16.float(), lens).pooled)
+    with pytest.raises(ValueError, match="PartEmbedding: pose and conf must be floating point"):
+        enc(pose.long(), conf, lens)

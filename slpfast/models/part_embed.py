@@ -81,6 +81,9 @@ class PartEmbedding(nn.Module):
         if conf.shape != pose.shape[:-1]:
             raise ValueError(f"PartEmbedding: conf must be {tuple(pose.shape[:-1])} like pose without C, "
                              f"got {tuple(conf.shape)}")
+        if not pose.is_floating_point() or not (conf.is_floating_point() or conf.dtype == torch.bool):
+            raise ValueError(f"PartEmbedding: pose and conf must be floating point, got {pose.dtype} and {conf.dtype}")
+        pose = pose.to(self.part_type.dtype)  # e.g. float16 straight from the store into a float32 model
         visible = conf.to(pose.dtype)
         if joint_mask is not None:
             if joint_mask.shape != conf.shape:
