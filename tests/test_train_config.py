@@ -146,3 +146,15 @@ def test_flops_coefficients_count_every_frame_matmul():
     per_frame = sum(m.weight.numel() for m in model.encoder.modules() if isinstance(m, torch.nn.Linear))
     per_frame += sum(m.weight.numel() for m in model.decoder.modules() if isinstance(m, torch.nn.Linear))
     assert a == 6 * per_frame
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--optim.lr=inf"], r"optim.lr must be a finite number, got inf"),  # crashed at step 1 in contrastive_loss
+    (["--text.weight=inf"], r"text.weight must be a finite number"),
+    (["--model.mlp_ratio=inf"], r"model.mlp_ratio must be a finite number"),
+    (["--train.seed=-1"], r"train.seed must be >= 0"),  # was 'expected non-negative integer' from numpy
+    (["--data.synthetic_seed=-2"], r"data.synthetic_seed must be >= 0"),
+])
+def test_non_finite_and_negative_seed_are_config_errors(argv, match):
+    with pytest.raises(ValueError, match=match):
+        parse_args(argv)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import textwrap
 import tomllib
 from dataclasses import dataclass, field
@@ -183,8 +184,16 @@ class PretrainConfig:
     def validate(self) -> "PretrainConfig":
         """Check every field; raise ValueError naming the first bad ``section.key``."""
         self.model.resolved()
+        for section in ("model", "mpm", "text", "data", "optim", "train"):
+            obj = getattr(self, section)
+            for f in dataclasses.fields(obj):
+                v = getattr(obj, f.name)
+                if isinstance(v, float) and not math.isfinite(v):  # inf passed "> 0" and failed mid-training
+                    raise ValueError(f"config: {section}.{f.name} must be a finite number, got {v!r}")
         m, t, d, o, tr = self.mpm, self.text, self.data, self.optim, self.train
         checks = [
+            (tr.seed >= 0, "train.seed", "must be >= 0 (numpy seeds are non-negative)", tr.seed),
+            (d.synthetic_seed >= 0, "data.synthetic_seed", "must be >= 0", d.synthetic_seed),
             (m.weight >= 0, "mpm.weight", "must be >= 0", m.weight),
             (m.strategy in STRATEGIES, "mpm.strategy", f"must be one of {STRATEGIES}", m.strategy),
             (0.0 < m.ratio < 1.0, "mpm.ratio", "must be in (0, 1)", m.ratio),
