@@ -109,6 +109,7 @@ class FinetuneConfig:
         checks = [
             (t.task in ("islr", "cslr", "retrieval", "slt"), "task.task", "must be islr, cslr, retrieval or slt"),
             (0.0 < t.label_fraction <= 1.0, "task.label_fraction", "must be in (0, 1]"),
+            (t.label_seed >= 0, "task.label_seed", "must be >= 0"),
             (0.0 <= t.head_dropout < 1.0, "task.head_dropout", "must be in [0, 1)"),
             (0.0 <= t.label_smoothing < 1.0, "task.label_smoothing", "must be in [0, 1)"),
             (t.beam_size >= 1, "task.beam_size", "must be >= 1"),

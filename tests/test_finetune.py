@@ -216,3 +216,9 @@ def test_progress_says_finetune_and_results_are_written_atomically(corpus, tmp_p
         _run(corpus, str(tmp_path), "--task", "islr", "--train.steps=1", f"--results={res}")
     assert res.read_text() == good
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("results.json")] == ["results.json"]
+
+
+def test_negative_label_seed_is_a_config_error():
+    """numpy raised an unnamed 'expected non-negative integer' from inside label_subset."""
+    with pytest.raises(ValueError, match="task.label_seed must be >= 0"):
+        finetune.parse_args(["--task", "islr", "--task.label_fraction=0.5", "--task.label_seed=-1"])
