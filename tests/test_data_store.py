@@ -216,3 +216,20 @@ def test_index_must_be_an_int_and_text_features_finite(tmp_path):
     with pytest.raises(ValueError, match="NaN or inf"):
         st.write_text_features(np.ones((4, 8), np.float32), toks, name="inftok")
     assert Store(str(tmp_path / "st")).text_feature_names == []
+
+
+@pytest.mark.parametrize("edit", ["list", "no_shards", "bad_entry"])
+def test_damaged_store_listing_is_a_shard_error(tmp_path, edit):
+    """A store.json that is valid JSON of the wrong structure raised a raw AttributeError/KeyError."""
+    _write(tmp_path / "st", _clips(3))
+    p = tmp_path / "st" / "store.json"
+    info = json.loads(p.read_text())
+    if edit == "list":
+        info = [info]
+    elif edit == "no_shards":
+        del info["shards"]
+    else:
+        info["shards"][0] = {"file": 3}
+    p.write_text(json.dumps(info))
+    with pytest.raises(ShardError, match="store.json: (not a slpfast store listing|damaged store listing)"):
+        Store(str(tmp_path / "st"))

@@ -354,6 +354,8 @@ class Store(_ClipSource):
                 info = json.load(f)
         except ValueError as e:
             raise ShardError(f"{listing}: unreadable store listing: {e}") from e
+        if not isinstance(info, dict):
+            raise ShardError(f"{listing}: not a slpfast store listing (a JSON {type(info).__name__}, not an object)")
         if info.get("format") != STORE_FORMAT:
             raise ShardError(f"{listing}: not a slpfast store listing (format {info.get('format')!r})")
         if info.get("version") != STORE_VERSION:
@@ -363,7 +365,13 @@ class Store(_ClipSource):
         self.info = info
         self.meta = info.get("meta", {})
         self.shards: list[ShardFile] = []
-        for s in info["shards"]:
+        shards = info.get("shards")
+        if not isinstance(shards, list) or not all(
+                isinstance(s, dict) and isinstance(s.get("file"), str) and "num_clips" in s and "file_size" in s
+                for s in shards):
+            raise ShardError(f"{listing}: damaged store listing: 'shards' must be a list of "
+                             "{file, num_clips, file_size} entries")
+        for s in shards:
             sh = ShardFile(os.path.join(self.path, s["file"]), verify=verify, expect_kind="clips")
             if sh.meta.get("num_clips") != s["num_clips"] or sh.file_size != s["file_size"]:
                 raise ShardError(f"{sh.path}: shard does not match store.json "
