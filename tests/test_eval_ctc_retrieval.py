@@ -125,3 +125,14 @@ def test_retrieval_bad_inputs():
         retrieval_metrics(torch.randn(2, 2), torch.tensor([[True, True], [False, False]]))
     with pytest.raises(ValueError, match="NaN"):
         retrieval_metrics(torch.tensor([[float("nan")]]))
+
+
+def test_retrieval_ties_count_against_the_query():
+    """A collapsed encoder (all similarities equal) scored R@1 = 100 with 'strictly higher' ranks."""
+    m = retrieval_metrics(torch.zeros(12, 12), ks=(1, 5))
+    assert m["s2t_R@1"] == 0.0 and m["t2s_R@1"] == 0.0 and m["s2t_MedR"] == 12.0 and m["s2t_R@5"] == 0.0
+    # one tie with a wrong candidate: rank 2 for that query, others unaffected
+    sim = torch.eye(3)
+    sim[0, 2] = 1.0
+    m = retrieval_metrics(sim, ks=(1,))
+    assert m["s2t_R@1"] == pytest.approx(200 / 3) and m["s2t_MeanR"] == pytest.approx(4 / 3)

@@ -2,7 +2,9 @@
 
 Given a similarity matrix ``sim (N_sign, N_text)`` (higher = more similar) and which pairs are
 correct (``positives``, default the diagonal: clip i goes with text i), the *rank* of a query
-is 1 + the number of wrong candidates that score strictly higher than its best correct one.
+is 1 + the number of wrong candidates that score at least as high as its best correct one.
+Ties count against the query (pessimistic): with "strictly higher", a collapsed encoder whose
+embeddings are all equal scored R@1 = 100%.
 R@K is the percentage of queries with rank <= K; MedR / MeanR are the median / mean rank.
 
 ``positives`` matters when several clips share one sentence (common in sign-language corpora
@@ -40,7 +42,7 @@ def ranks(sim: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     sim = sim.double()
     neg_inf = torch.tensor(float("-inf"), dtype=sim.dtype, device=sim.device)
     best_pos = torch.where(positives, sim, neg_inf).max(dim=1).values      # (Nq,)
-    better = (sim > best_pos[:, None]) & ~positives                         # wrong and higher
+    better = (sim >= best_pos[:, None]) & ~positives                        # wrong and not lower
     return better.sum(1) + 1
 
 
