@@ -233,3 +233,17 @@ def test_damaged_store_listing_is_a_shard_error(tmp_path, edit):
     p.write_text(json.dumps(info))
     with pytest.raises(ShardError, match="store.json: (not a slpfast store listing|damaged store listing)"):
         Store(str(tmp_path / "st"))
+
+
+def test_mixture_rejects_non_finite_weights_and_no_samples():
+    """NaN / inf weights and num_samples <= 0 failed later with numpy casting warnings and an
+    unrelated 'need at least one array to concatenate' (or negative counts)."""
+    from slpfast.data.mixing import MixtureIndices
+
+    for w in ([1.0, float("nan")], [1.0, float("inf")], [1.0, -1.0], [0.0, 0.0], [1.0]):
+        with pytest.raises(ValueError, match="mix weights: need one finite non-negative weight per source"):
+            MixtureIndices([5, 5], w)
+    for n in (0, -3):
+        with pytest.raises(ValueError, match="mix num_samples must be >= 1"):
+            MixtureIndices([5, 5], [1, 1], num_samples=n)
+    assert len(MixtureIndices([5, 5], [3, 1], num_samples=8).epoch_indices(0)) == 8

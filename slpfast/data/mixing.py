@@ -22,8 +22,9 @@ class MixtureIndices:
         """sizes: clips per source; subsets: optional per-source local index arrays (e.g. a split)."""
         self.sizes = [int(s) for s in sizes]
         w = np.asarray(weights, np.float64)
-        if len(w) != len(self.sizes) or (w < 0).any() or w.sum() <= 0:
-            raise ValueError("need one non-negative weight per source, not all zero")
+        if w.ndim != 1 or len(w) != len(self.sizes) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"mix weights: need one finite non-negative weight per source ({len(self.sizes)}), "
+                             f"not all zero, got {list(np.atleast_1d(w))}")
         self.weights = w / w.sum()
         self.offsets = np.zeros(len(self.sizes) + 1, np.int64)
         self.offsets[1:] = np.cumsum(self.sizes)
@@ -31,6 +32,8 @@ class MixtureIndices:
                         for k, n in enumerate(self.sizes)]
         total = sum(len(s) for s in self.subsets)
         self.num_samples = int(num_samples if num_samples is not None else total)
+        if self.num_samples < 1:
+            raise ValueError(f"mix num_samples must be >= 1 (clips drawn per epoch), got {num_samples!r}")
         self.seed = seed
         counts = np.floor(self.weights * self.num_samples).astype(np.int64)
         rem = self.num_samples - counts.sum()  # largest remainders get the rest
