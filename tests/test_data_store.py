@@ -247,3 +247,23 @@ def test_mixture_rejects_non_finite_weights_and_no_samples():
         with pytest.raises(ValueError, match="mix num_samples must be >= 1"):
             MixtureIndices([5, 5], [1, 1], num_samples=n)
     assert len(MixtureIndices([5, 5], [3, 1], num_samples=8).epoch_indices(0)) == 8
+
+
+def test_temp_files_of_killed_writers_are_removed(tmp_path):
+    """The shard format promises that a killed writer's '.tmp-' file is removed by the next writer
+    of that path; it stayed forever (a killed conversion leaked a partial shard per chunk)."""
+    import subprocess
+    import sys
+
+    from slpfast.data import shard_format
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    path = tmp_path / "shard-00000.slp"
+    stray = tmp_path / f"shard-00000.slp.tmp-{dead}-0"
+    alive = tmp_path / f"shard-00000.slp.tmp-{os.getppid()}-0"  # a writer still running: left alone
+    other = tmp_path / f"shard-00001.slp.tmp-{dead}-0"  # another path's: its own writer cleans it
+    for f in (stray, alive, other):
+        f.write_bytes(b"half a shard")
+    shard_format.write_shard(str(path), {"a": np.zeros(3)}, kind="clips")
+    assert sorted(os.listdir(tmp_path)) == sorted([path.name, alive.name, other.name])

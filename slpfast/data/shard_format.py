@@ -60,10 +60,36 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
+def _remove_stray_temps(path: str) -> None:
+    """Delete ``<path>.tmp-<pid>-<n>`` files left by writers that were killed (their pid is gone)."""
+    d, base = os.path.split(os.path.abspath(path))
+    prefix = base + ".tmp-"
+    try:
+        names = [n for n in os.listdir(d) if n.startswith(prefix)]
+    except OSError:
+        return
+    for n in names:
+        pid = n[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that writer is still alive
+        except ProcessLookupError:
+            pass
+        except OSError:  # e.g. alive but another user's
+            continue
+        try:
+            os.unlink(os.path.join(d, n))
+        except OSError:
+            pass
+
+
 def atomic_write_bytes(path: str, chunks) -> None:
     """Write an iterable of bytes-like chunks to ``path`` atomically (temp file + fsync + rename)."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
+    _remove_stray_temps(path)
     tmp = f"{path}.tmp-{os.getpid()}-{next(_tmp_counter)}"
     try:
         with open(tmp, "wb") as f:
