@@ -326,3 +326,16 @@ def test_resume_refuses_an_edited_manifest_or_input(tmp_path):
         f.write(b"\0")
     with pytest.raises(SystemExit):
         conv.convert([str(tmp_path / "a.pose")], st, manifest=str(man), progress=False)
+
+
+def test_out_inside_a_source_folder_resumes(tmp_path):
+    """With --out inside a SRC folder, the store's own JSON reports were read as MMPose inputs on
+    the rerun, so resuming refused ('other inputs') and --overwrite counted them as bad clips."""
+    src = tmp_path / "data"
+    src.mkdir()
+    shutil.copy(os.path.join(POSE_DIR, POSE_FILES[-1]), src / "a.pose")
+    out = str(src / "store")
+    rep = conv.convert([str(src)], out, allow_missing_text=True, progress=False)
+    assert rep["files"] == 1 and rep["converted"] == 1
+    rep = conv.convert([str(src)], out, allow_missing_text=True, progress=False)
+    assert rep["files"] == 1 and rep["resumed_chunks"] == 1 and sum(rep["skipped"].values()) == 0

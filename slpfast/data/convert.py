@@ -49,13 +49,19 @@ REASONS = ("corrupt", "shape", "nan", "empty", "missing_text")
 _SIGNER_WEIGHT_PARTS = ("body", "left_hand", "right_hand")
 
 
-def find_inputs(sources: list[str]) -> list[tuple[str, str]]:
+def find_inputs(sources: list[str], exclude: str | None = None) -> list[tuple[str, str]]:
     """(path, clip id) for every input file; the id is the path relative to its SRC root
-    without extension (a file given directly: its stem)."""
+    without extension (a file given directly: its stem). Folders are not searched inside
+    ``exclude`` (the output store, whose JSON reports would otherwise read as inputs when
+    ``--out`` lies inside a SRC folder)."""
+    skip = os.path.realpath(exclude) if exclude else None
     out = []
     for src in sources:
         if os.path.isdir(src):
-            for root, _, files in os.walk(src):
+            for root, dirs, files in os.walk(src):
+                dirs[:] = sorted(x for x in dirs if os.path.realpath(os.path.join(root, x)) != skip)
+                if skip is not None and os.path.realpath(root) == skip:
+                    continue
                 for f in files:
                     if f.lower().endswith(EXTENSIONS):
                         p = os.path.join(root, f)
@@ -229,7 +235,7 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     option before any file is converted."""
     _check_options(fps=fps, default_fps=default_fps, max_gap=max_gap, layout=layout, workers=workers, chunk=chunk)
     try:
-        items = find_inputs(sources)
+        items = find_inputs(sources, exclude=out_dir)
     except FileNotFoundError as e:
         raise ValueError(f"SRC: {e.args[0]!r} does not exist (give pose files or folders)") from None
     if manifest and not os.path.isfile(manifest):
