@@ -80,6 +80,45 @@ def test_scale_and_all_zero_lengths():
         assert_padding_is_zero(out, grads, lens)
 
 
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "flex"])
+@pytest.mark.parametrize("fill", [float("nan"), float("inf"), 1e30])
+def test_padding_contents_never_reach_valid_rows(backend, fill):
+    """Whatever padding rows hold (garbage, inf, NaN), outputs and gradients equal those of zero
+    padding: valid rows unchanged, padding rows 0, never NaN. Packed: a non-finite row of one
+    sequence stays inside that sequence."""
+    B, T, H, D = 3, 7, 2, 16
+    lens = torch.tensor([7, 3, 0])
+    pad = torch.arange(T)[None, :] >= lens[:, None]
+    clean = [t.detach() for t in make_qkv((B, T, H, D), torch.float32)]
+    for t in clean:
+        t[pad] = 0
+    dirty = [t.clone() for t in clean]
+    for t in dirty:
+        t[pad] = fill
+    g = torch.randn(B, T, H, D)
+    fn = _attn(backend, seq_lens=lens)
+    if backend == "flex":  # forward only on CPU
+        with torch.no_grad():
+            want, got = fn(*clean), fn(*dirty)
+        torch.testing.assert_close(got, want)
+        assert (got[pad] == 0).all()
+    else:
+        want = run_with_grads(fn, *clean, g)
+        got = run_with_grads(fn, *dirty, g)
+        for w, x in zip(want, got):
+            torch.testing.assert_close(x, w)
+        assert_padding_is_zero(got[0], got[1:], lens)
+    # packed: row 0 (sequence 0) is inf; sequence 1 must not see it through the padded gather
+    q, k, v = (t.detach().reshape(B * T, H, D)[:8].clone() for t in clean)
+    q[0] = float("inf")
+    cu = torch.tensor([0, 3, 8], dtype=torch.int32)
+    with torch.no_grad():
+        out = masked_attention(q, k, v, cu_seqlens=cu, backend=backend)
+        want = masked_attention(q[3:], k[3:], v[3:], cu_seqlens=torch.tensor([0, 5], dtype=torch.int32),
+                                backend=backend)
+    torch.testing.assert_close(out[3:], want)
+
+
 def test_block_diagonal_mask_input():
     fmha = pytest.importorskip("xformers.ops.fmha")
     lens = [3, 0, 6]

@@ -46,13 +46,16 @@ def _sdpa_padded(q, k, v, seq_lens, causal, scale):
     if dense:
         return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale).transpose(1, 2)
     row_valid = _row_valid(seq_lens, T)
+    keep = row_valid[:, :, None, None]
+    # padding rows may hold anything: zeroed so that inf/NaN there cannot reach valid rows (0 * inf)
+    qt, kt, vt = (torch.where(keep, t, 0.0).transpose(1, 2) for t in (q, k, v))
     allowed = row_valid[:, None, :].expand(B, T, T)
     if causal:
         allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
     # padding rows attend to every key (no all-masked row, hence no NaN); zeroed below
     allowed = (allowed | ~row_valid[:, :, None])[:, None]
     out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed, scale=scale).transpose(1, 2)
-    return out * row_valid[:, :, None, None].to(out.dtype)
+    return torch.where(keep, out, 0.0)
 
 
 def _sdpa_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
@@ -127,10 +130,12 @@ def _flex_call(q, k, v, seq_lens, cu_seqlens, causal, scale, compile_mask):
             return ok & (qi >= kj) if causal else ok
 
         block_mask = create_block_mask(mask_mod, B, None, T, T, device=q.device, _compile=compile_mask)
-        qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+        keep = _row_valid(lens, T)[:, :, None, None]
+        # padding rows zeroed: inf/NaN there must not reach valid rows through masked products
+        qt, kt, vt = (torch.where(keep, t, 0.0).transpose(1, 2) for t in (q, k, v))
         out = _flex_fn(q.device.type)(qt, kt, vt, block_mask=block_mask, scale=scale).transpose(1, 2)
         # flex gives 0 for rows with every key masked; keep the contract explicit all the same
-        return out * _row_valid(lens, T)[:, :, None, None].to(out.dtype)
+        return torch.where(keep, out, 0.0)
     total = q.shape[0]
     if total == 0:
         return torch.zeros_like(q)

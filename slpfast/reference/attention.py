@@ -5,7 +5,7 @@ The executable specification of :func:`slpfast.ops.masked_attention`:
 - query row ``i`` of sequence ``b`` attends to keys ``j < L_b`` (and ``j <= i`` when causal);
 - ``softmax(scale * q k^T) v`` with ``scale = 1/sqrt(D)`` by default;
 - rows ``i >= L_b`` (padding) and sequences with ``L_b = 0`` give output 0 and zero
-  gradients, never NaN.
+  gradients, never NaN, whatever the padding rows hold (even inf or NaN).
 
 The score matrix is materialised (``(B, H, T, T)``): this is the slow, obviously-right version.
 """
@@ -32,7 +32,8 @@ def packed_to_padded(x: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int)
     if x.shape[0] == 0:
         return x.new_zeros((*index.shape, *x.shape[1:]))
     out = x[index]
-    return out * valid.view(*valid.shape, *([1] * (x.dim() - 1))).to(out.dtype)
+    # where, not a multiply: a non-finite packed row must not leak into another sequence (inf * 0)
+    return torch.where(valid.view(*valid.shape, *([1] * (x.dim() - 1))), out, 0.0)
 
 
 def padded_to_packed(x: torch.Tensor, cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
@@ -51,6 +52,10 @@ def attention_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq_lens
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     pos = torch.arange(T, device=q.device)
     row_valid = pos[None, :] < seq_lens.to(q.device)[:, None]  # (B, T)
+    # padding rows may hold anything (garbage, inf, NaN): zero them so that they cannot reach a
+    # valid row (0 * inf) or a gradient; their outputs are 0 whatever they held
+    keep = row_valid[:, :, None, None]
+    q, k, v = (torch.where(keep, t, 0.0) for t in (q, k, v))
     allowed = row_valid[:, None, :].expand(B, T, T)  # keys j < L_b for every query row
     if causal:
         allowed = allowed & (pos[None, :, None] >= pos[None, None, :])
@@ -61,7 +66,7 @@ def attention_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq_lens
     scores = scores.masked_fill(~allowed[:, None], float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     out = torch.einsum("bhij,bjhd->bihd", probs, v)
-    return out * row_valid[:, :, None, None].to(out.dtype)
+    return torch.where(keep, out, 0.0)
 
 
 def attention_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
