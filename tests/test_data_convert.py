@@ -339,3 +339,16 @@ def test_out_inside_a_source_folder_resumes(tmp_path):
     assert rep["files"] == 1 and rep["converted"] == 1
     rep = conv.convert([str(src)], out, allow_missing_text=True, progress=False)
     assert rep["files"] == 1 and rep["resumed_chunks"] == 1 and sum(rep["skipped"].values()) == 0
+
+
+@pytest.mark.parametrize("ext", [".csv", ".tsv", ".jsonl"])
+def test_manifest_with_utf8_bom(tmp_path, ext):
+    """Spreadsheet exports start with a UTF-8 BOM: the first field read as '\\ufeffid' and the
+    manifest was refused for lacking an 'id' field."""
+    from slpfast.data.manifest import read_manifest
+
+    body = {".csv": "id,text\nclip1,héllo\n", ".tsv": "id\ttext\nclip1\théllo\n",
+            ".jsonl": '{"id": "clip1", "text": "héllo"}\n'}[ext]
+    p = tmp_path / f"m{ext}"
+    p.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    assert read_manifest(str(p)).lookup("clip1", "clip1")["text"] == "héllo"

@@ -42,7 +42,7 @@ def read_manifest(path: str) -> Manifest:
     ext = os.path.splitext(path)[1].lower()
     rows: list[dict] = []
     if ext in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             for n, line in enumerate(f, 1):
                 line = line.strip()
                 if not line:
@@ -52,7 +52,7 @@ def read_manifest(path: str) -> Manifest:
                 except ValueError as e:
                     raise ValueError(f"{path}:{n}: bad JSON line: {e}") from None
     else:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             text = f.read()
         delim = "\t" if ext == ".tsv" or (ext != ".csv" and "\t" in text.split("\n", 1)[0]) else ","
         rows = list(csv.DictReader(text.splitlines(), delimiter=delim))
