@@ -355,7 +355,6 @@ SLP_AVX2 inline void augment_row_fast(int J, const DirectTables& dt, const ClipP
                 m11 = _mm256_set1_pd(P.m11), tx = _mm256_set1_pd(P.tx), ty = _mm256_set1_pd(P.ty);
   const __m256d sign = _mm256_set1_pd(P.flip ? -0.0 : 0.0);
   float* aos = sc->aos.data();
-  float cf[4];
   for (int j = 0; j < dt.Jp; j += 4) {
     const int32_t* sc_ = dt.src_c.data() + j;
     const int32_t* ac_ = dt.anc_c.data() + j;
@@ -390,11 +389,11 @@ SLP_AVX2 inline void augment_row_fast(int J, const DirectTables& dt, const ClipP
       _mm_storeu_ps(a + 4, hi);
     }
     const int32_t* s = dt.src.data() + j;
-    for (int l = 0; l < 4; ++l) cf[l] = conf[s[l]];
+    const __m128 cfv = _mm_set_ps(conf[s[3]], conf[s[2]], conf[s[1]], conf[s[0]]);
     // 64-bit lane masks -> 32-bit: take the low halves.
     const __m128 m32 = _mm_castsi128_ps(_mm256_castsi256_si128(
         _mm256_permutevar8x32_epi32(good, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6))));
-    const __m128 c = _mm_and_ps(_mm_loadu_ps(cf), m32);
+    const __m128 c = _mm_and_ps(cfv, m32);
     if (j + 4 <= J) {
       _mm_storeu_ps(out_conf + j, c);
     } else {
