@@ -146,6 +146,7 @@ def _valid():
     (lambda q, k, v, l: ((q, k[:, :5], v), dict(seq_lens=l)), "k must have the shape of q"),
     (lambda q, k, v, l: ((q, k, v.half()), dict(seq_lens=l)), "v must have the dtype of q"),
     (lambda q, k, v, l: ((q, k, v), dict(seq_lens=l.float())), "seq_lens must be int32/int64"),
+    (lambda q, k, v, l: ((q, k, v), dict(seq_lens=[6, 3])), "seq_lens must be a torch.Tensor, got list"),
     (lambda q, k, v, l: ((q, k, v), dict(seq_lens=l[:1])), r"seq_lens must be int32/int64 of shape \(B,\)"),
     (lambda q, k, v, l: ((q, k, v), dict(seq_lens=torch.tensor([7, 1]))), "seq_lens must lie in"),
     (lambda q, k, v, l: ((q, k, v), dict(seq_lens=torch.tensor([-1, 1]))), "seq_lens must lie in"),

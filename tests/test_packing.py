@@ -90,6 +90,8 @@ def test_eager_backend_always_available():
     (lambda: unpack_packed(torch.randn(4, 2), torch.tensor([0, 3])), r"cu_seqlens\[-1\] must equal"),
     (lambda: unpack_packed(torch.randn(4, 2), torch.tensor([0, 4]), 2), "max_len must be"),
     (lambda: pack_padded(torch.randn(2, 3), torch.tensor([1, 2]), backend="nope"), "backend must be"),
+    (lambda: pack_padded(torch.randn(2, 3), [1, 2]), "lengths must be a torch.Tensor, got list"),
+    (lambda: unpack_packed(torch.randn(4, 2), [0, 4]), "cu_seqlens must be a torch.Tensor, got list"),
 ])
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):

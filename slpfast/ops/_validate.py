@@ -28,6 +28,9 @@ def check_tensor(op: str, name: str, t, *, ndim: int | tuple[int, ...] | None = 
 
 def check_same_device(op: str, **tensors: torch.Tensor) -> None:
     items = [(n, t) for n, t in tensors.items() if t is not None]
+    for n, t in items:
+        if not isinstance(t, torch.Tensor):
+            fail(op, f"{n} must be a torch.Tensor, got {type(t).__name__}")
     dev = items[0][1].device
     for n, t in items[1:]:
         if t.device != dev:
