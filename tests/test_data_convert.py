@@ -352,3 +352,21 @@ def test_manifest_with_utf8_bom(tmp_path, ext):
     p = tmp_path / f"m{ext}"
     p.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
     assert read_manifest(str(p)).lookup("clip1", "clip1")["text"] == "héllo"
+
+
+def test_manifest_structure_errors(tmp_path):
+    """A manifest without a text column skipped every clip as missing_text; a JSONL line that is
+    not an object raised a raw AttributeError."""
+    from slpfast.data.manifest import read_manifest
+
+    (tmp_path / "m.csv").write_text("id,sentence\na,hello\n")
+    shutil.copy(os.path.join(POSE_DIR, POSE_FILES[-1]), tmp_path / "a.pose")
+    with pytest.raises(ValueError, match=r"--manifest: .*m.csv has no 'text' field \(fields: \['id', 'sentence'\]\)"):
+        conv.convert([str(tmp_path / "a.pose")], str(tmp_path / "st"), manifest=str(tmp_path / "m.csv"),
+                     progress=False)
+    rep = conv.convert([str(tmp_path / "a.pose")], str(tmp_path / "st"), manifest=str(tmp_path / "m.csv"),
+                       progress=False, allow_missing_text=True)  # a manifest for metadata only is fine then
+    assert rep["converted"] == 1
+    (tmp_path / "m.jsonl").write_text('{"id": "a", "text": "x"}\n["b", "y"]\n')
+    with pytest.raises(ValueError, match="m.jsonl: row 2 is a JSON list"):
+        read_manifest(str(tmp_path / "m.jsonl"))

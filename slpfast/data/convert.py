@@ -246,6 +246,9 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
         raise ValueError(f"--manifest: {manifest} cannot be read ({type(e).__name__}: {e})") from None
     except ValueError as e:
         raise ValueError(f"--manifest: {e}") from None
+    if man is not None and man.rows and "text" not in man.fields and not allow_missing_text:
+        raise ValueError(f"--manifest: {manifest} has no 'text' field (fields: {man.fields}); every clip would be "
+                         "skipped as missing_text (use --allow-missing-text to convert without texts)")
     opts = {"fps": fps, "default_fps": default_fps, "max_gap": max_gap, "layout": layout, "channels": channels,
             "split": split, "source": source, "language": language, "allow_missing_text": allow_missing_text}
     os.makedirs(os.path.join(out_dir, "chunks"), exist_ok=True)

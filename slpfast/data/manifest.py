@@ -20,6 +20,11 @@ class Manifest:
     rows: dict = field(default_factory=dict)  # id -> dict
     gloss_vocab: list = field(default_factory=list)
 
+    @property
+    def fields(self) -> list[str]:
+        """Every field name used by some row."""
+        return sorted({k for r in self.rows.values() for k in r})
+
     def lookup(self, rel_id: str, stem: str) -> dict | None:
         return self.rows.get(rel_id) or self.rows.get(stem)
 
@@ -58,7 +63,9 @@ def read_manifest(path: str) -> Manifest:
         rows = list(csv.DictReader(text.splitlines(), delimiter=delim))
     out: dict[str, dict] = {}
     vocab: dict[str, None] = {}
-    for r in rows:
+    for n, r in enumerate(rows, 1):
+        if not isinstance(r, dict):
+            raise ValueError(f"{path}: row {n} is a JSON {type(r).__name__}, not an object with id, text, ...")
         r = {k.strip().lower(): ("" if v is None else str(v)) for k, v in r.items() if k}
         if "id" not in r:
             raise ValueError(f"{path}: manifest rows need an 'id' field (got {sorted(r)})")
