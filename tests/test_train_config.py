@@ -158,3 +158,22 @@ def test_flops_coefficients_count_every_frame_matmul():
 def test_non_finite_and_negative_seed_are_config_errors(argv, match):
     with pytest.raises(ValueError, match=match):
         parse_args(argv)
+
+
+def test_partial_checkpoints_of_killed_writers_are_removed(tmp_path):
+    """A run SIGKILLed mid-save left a checkpoint-sized '.step_*.pt.tmp<pid>' for ever."""
+    import subprocess
+    import sys
+
+    out = str(tmp_path)
+    d = ckpt.checkpoint_dir(out)
+    os.makedirs(d)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    stray = os.path.join(d, f".step_00000050.pt.tmp{dead}")
+    alive = os.path.join(d, f".step_00000060.pt.tmp{os.getppid()}")  # a writer still running
+    for p in (stray, alive):
+        open(p, "wb").write(b"partial")
+    state = {"model": {}, "optimizer": {}, "scheduler": {}, "ranks": [{}]}
+    ckpt.save_checkpoint(out, 10, state, keep_last=2)
+    assert sorted(os.listdir(d)) == sorted(["step_00000010.pt", os.path.basename(alive)])

@@ -72,9 +72,31 @@ def atomic_torch_save(obj, path: str) -> None:
             os.remove(tmp)
 
 
+def _remove_stray_temps(d: str) -> None:
+    """Delete ``.step_*.pt.tmp<pid>`` files of writers that were killed mid-save (pid gone):
+    each is a partial checkpoint as large as a real one."""
+    for p in glob.glob(os.path.join(d, ".step_*.pt.tmp*")):
+        pid = p.rsplit(".tmp", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still writing
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+
+
 def save_checkpoint(out_dir: str, step: int, state: dict, keep_last: int) -> str:
-    """Write ``state`` as the checkpoint of ``step`` and delete all but the newest ``keep_last``."""
+    """Write ``state`` as the checkpoint of ``step`` and delete all but the newest ``keep_last``
+    (and the partial files of writers killed mid-save)."""
     path = os.path.join(checkpoint_dir(out_dir), f"step_{step:08d}.pt")
+    _remove_stray_temps(checkpoint_dir(out_dir))
     atomic_torch_save({**state, "step": step}, path)
     for old in list_checkpoints(out_dir)[:-keep_last]:
         try:
