@@ -190,6 +190,16 @@ def test_validation_packed_misc():
         masked_attention(q, k, v, cu_seqlens=[0, 4, 9])
 
 
+@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+def test_loose_max_seqlen_bound_on_packed_input(backend):
+    """max_seqlen is only an upper bound: a loose one (far above the packed rows) neither sizes
+    buffers nor launch grids by it."""
+    q, k, v = (torch.randn(9, 2, 16) for _ in range(3))
+    cu = torch.tensor([0, 4, 9], dtype=torch.int32)
+    want = masked_attention(q, k, v, cu_seqlens=cu, backend=backend)
+    torch.testing.assert_close(masked_attention(q, k, v, cu_seqlens=cu, max_seqlen=1 << 40, backend=backend), want)
+
+
 # -------------------------------------------------------------------------------- dispatch
 def test_dispatch_rules():
     q, k, v = (torch.randn(2, 6, 2, 16) for _ in range(3))

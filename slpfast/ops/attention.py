@@ -148,6 +148,10 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, seq_l
         longest = _check_values(cu_seqlens, seq_lens, max_seqlen, q.shape[0], T)
         if max_seqlen is None:
             max_seqlen = longest
+    if packed and max_seqlen is not None:
+        # a bound, not a size: no sequence is longer than the packed rows (a loose bound such as
+        # a config's maximum clip length must not size buffers or launch grids beyond them)
+        max_seqlen = min(max_seqlen, q.shape[0])
     if max_seqlen is None:
         if packed:  # under torch.compile: one sync here (pass max_seqlen to avoid it)
             max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if cu_seqlens.numel() > 1 else 0
