@@ -200,6 +200,20 @@ def test_loose_max_seqlen_bound_on_packed_input(backend):
     torch.testing.assert_close(masked_attention(q, k, v, cu_seqlens=cu, max_seqlen=1 << 40, backend=backend), want)
 
 
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "flex"])
+@pytest.mark.parametrize("shape, lens", [((0, 5, 2, 16), []), ((2, 0, 2, 16), [0, 0]), ((2, 3, 0, 16), [3, 1]),
+                                         ((0, 2, 16), None)])
+def test_empty_inputs(backend, shape, lens):
+    """B = 0, T = 0, H = 0 and no packed rows: an empty (or all-zero) output of q's shape."""
+    q, k, v = (torch.randn(shape) for _ in range(3))
+    if lens is None:
+        kw = dict(cu_seqlens=torch.zeros(3, dtype=torch.int32))
+    else:
+        kw = dict(seq_lens=torch.tensor(lens, dtype=torch.int64))
+    out = masked_attention(q, k, v, backend=backend, **kw)
+    assert out.shape == q.shape and not out.any()
+
+
 # -------------------------------------------------------------------------------- dispatch
 def test_dispatch_rules():
     q, k, v = (torch.randn(2, 6, 2, 16) for _ in range(3))

@@ -110,6 +110,8 @@ def _flex_supports(q, k, v, *, forced=False, **_) -> list[str]:
 def _flex_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
     from torch.nn.attention.flex_attention import create_block_mask
 
+    if q.numel() == 0:  # T = 0 or H = 0: create_block_mask cannot describe it; nothing to attend
+        return torch.zeros_like(q)
     compile_mask = q.device.type == "cuda"
     if q.device.type == "cpu":  # flex refuses CPU inputs that require grad, even under no_grad
         q, k, v = q.detach(), k.detach(), v.detach()
