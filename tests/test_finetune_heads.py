@@ -128,3 +128,15 @@ def test_hf_seq2seq_path_trains_and_translates(tmp_path):
 def test_hf_seq2seq_bad_path(tmp_path):
     with pytest.raises(ValueError, match="not a local directory"):
         HFSeq2SeqTranslator(str(tmp_path / "missing"), dim=8)
+
+
+def test_hf_directories_that_are_not_models(tmp_path):
+    """An existing directory without a model (e.g. --task.slt_model=/tmp) surfaced transformers'
+    tokenizer-conversion message without naming the option."""
+    from slpfast.models.text_encoder import HFTextEncoder
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"slt_model='.*' cannot be loaded as a Hugging Face encoder-decoder"):
+        HFSeq2SeqTranslator(str(tmp_path), dim=8)
+    with pytest.raises(ValueError, match=r"text.path: '.*' cannot be loaded as a Hugging Face model"):
+        HFTextEncoder(str(tmp_path))

@@ -193,8 +193,13 @@ class HFSeq2SeqTranslator(nn.Module):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModelForSeq2SeqLM.from_pretrained(path, local_files_only=True)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(path, local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - transformers raises OSError/ValueError/KeyError/... for a bad dir
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ValueError(f"HFSeq2SeqTranslator: slt_model={path!r} cannot be loaded as a Hugging Face "
+                             f"encoder-decoder and tokenizer ({type(e).__name__}: {msg})") from None
         if not getattr(self.model.config, "is_encoder_decoder", False):
             raise ValueError(f"HFSeq2SeqTranslator: {path} is not an encoder-decoder model")
         width = int(getattr(self.model.config, "d_model", 0) or self.model.config.hidden_size)

@@ -64,8 +64,13 @@ class HFTextEncoder(nn.Module):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local path must never trigger a download
         from transformers import AutoModel, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModel.from_pretrained(path, local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - transformers raises OSError/ValueError/KeyError/... for a bad dir
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ValueError(f"text.path: {path!r} cannot be loaded as a Hugging Face model and tokenizer "
+                             f"({type(e).__name__}: {msg})") from None
         # mBART / T5-style seq2seq checkpoints: keep only the encoder
         if getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()
