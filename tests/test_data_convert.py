@@ -370,3 +370,18 @@ def test_manifest_structure_errors(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"id": "a", "text": "x"}\n["b", "y"]\n')
     with pytest.raises(ValueError, match="m.jsonl: row 2 is a JSON list"):
         read_manifest(str(tmp_path / "m.jsonl"))
+
+
+def test_cli_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    """Ctrl-C printed a KeyboardInterrupt traceback; it should say that rerunning resumes."""
+    shutil.copy(os.path.join(POSE_DIR, POSE_FILES[-1]), tmp_path / "a.pose")
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(conv, "convert_one", interrupted)
+    rc = conv.main([str(tmp_path / "a.pose"), "--out", str(tmp_path / "st"), "--allow-missing-text",
+                    "--workers", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 130 and "run the same command again to resume" in err and "Traceback" not in err
+    assert not (tmp_path / "st" / "store.json").exists()

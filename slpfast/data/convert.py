@@ -353,6 +353,10 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"slpfast.data.convert: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"slpfast.data.convert: interrupted; finished chunks are kept in {a.out}, run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
     print(json.dumps({k: v for k, v in rep.items() if k != "examples"}, indent=1))
     for r, ex in rep["examples"].items():
         for e in ex[:3]:
