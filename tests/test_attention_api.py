@@ -256,6 +256,12 @@ def test_honest_reasons(monkeypatch):
     assert not backends["triton"].supports(q=q, forced=True)
     assert any("auto skips it" in w for w in backends["triton"].supports(q=q, forced=False))
     assert any("no backward on CPU" in w for w in backends["flex"].supports(q=q.requires_grad_(), k=q, v=q))
+    # grid axis 1 holds (sequence, head): CUDA allows 65535, so more pairs go to another backend
+    many = torch.zeros(16).expand(4096, 1, 16, 16)
+    assert not backends["triton"].supports(q=many[:4095], forced=True)
+    assert any("grid limit" in w for w in backends["triton"].supports(q=many, forced=True))
+    cu = torch.zeros(4097, dtype=torch.int32)
+    assert any("4096 x 16" in w for w in backends["triton"].supports(q=many[0], cu_seqlens=cu, forced=True))
 
 
 # -------------------------------------------------------------------------------- module

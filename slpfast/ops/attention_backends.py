@@ -221,13 +221,21 @@ def _triton_available() -> list[str]:
     return []
 
 
-def _triton_supports(q, *, forced=False, **_) -> list[str]:
+#: CUDA's limit on grid axis 1, which the Triton kernels map to (sequence, head) pairs
+MAX_GRID_Y = 65535
+
+
+def _triton_supports(q, *, forced=False, cu_seqlens=None, **_) -> list[str]:
     from ..kernels import attention as kern
 
     why = []
     D = q.shape[-1]
     if D not in kern.HEAD_DIMS:
         why.append(f"triton: head dim {D} unsupported (multiples of 16 from 16 to 128)")
+    batch = q.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    if batch * q.shape[-2] > MAX_GRID_Y:
+        why.append(f"triton: sequences x heads = {batch} x {q.shape[-2]} exceeds the CUDA grid limit {MAX_GRID_Y} "
+                   "of the launch (one program column per sequence and head)")
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         why.append(f"triton: dtype {str(q.dtype).replace('torch.', '')} unsupported (float16/bfloat16/float32)")
     if q.device.type == "cpu":
