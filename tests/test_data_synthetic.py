@@ -111,3 +111,14 @@ def test_finger_configurations_differ():
     for a in range(len(names)):
         for b in range(a + 1, len(names)):
             assert np.abs(out[names[a]] - out[names[b]]).max() > 0.01, (names[a], names[b])
+
+
+def test_bad_arguments_name_them(tmp_path):
+    """num_clips=0 or -5 wrote an empty store silently; seed=-1 failed with numpy's unnamed
+    'expected non-negative integer'."""
+    for kw, name in ((dict(num_clips=0), "num_clips"), (dict(num_clips=-5), "num_clips"),
+                     (dict(num_clips=10, seed=-1), "seed"), (dict(num_clips=10, num_signers=0), "num_signers"),
+                     (dict(num_clips=10, islr_fraction=1.5), "islr_fraction")):
+        with pytest.raises(ValueError, match=f"generate_corpus: {name} must be"):
+            generate_corpus(str(tmp_path / "c"), **kw)
+    assert not (tmp_path / "c" / "store.json").exists()

@@ -624,6 +624,14 @@ def generate_corpus(out_dir: str, num_clips: int = 4000, seed: int = 0, *, num_g
     """
     from .store import Store, StoreWriter
 
+    if not isinstance(num_clips, (int, np.integer)) or num_clips < 1:
+        raise ValueError(f"generate_corpus: num_clips must be an int >= 1, got {num_clips!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"generate_corpus: seed must be an int >= 0, got {seed!r}")
+    if not isinstance(num_signers, (int, np.integer)) or num_signers < 1:
+        raise ValueError(f"generate_corpus: num_signers must be an int >= 1, got {num_signers!r}")
+    if not 0.0 <= islr_fraction <= 1.0:
+        raise ValueError(f"generate_corpus: islr_fraction must be in [0, 1], got {islr_fraction!r}")
     settings = {"num_clips": num_clips, "seed": seed, "num_glosses": num_glosses,
                 "num_signers": num_signers, "islr_fraction": islr_fraction}
     if not overwrite and os.path.isfile(os.path.join(out_dir, "store.json")):
