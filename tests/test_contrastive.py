@@ -188,6 +188,13 @@ def test_validation_errors_name_the_argument(bad, match):
         contrastive_loss(*args)
 
 
+@pytest.mark.parametrize("kw, match", [(dict(gather="no"), "gather must be a bool, got str"),
+                                       (dict(normalize=1), "normalize must be a bool, got int")])
+def test_flags_must_be_bools(kw, match):
+    with pytest.raises(ValueError, match=match):
+        contrastive_loss(*make_inputs(4, 8), **kw)
+
+
 def test_gather_without_process_group_is_the_plain_loss():
     x, y, s = make_inputs(6, 8)
     torch.testing.assert_close(contrastive_loss(x, y, s, gather=True), contrastive_loss(x, y, s, gather=False))

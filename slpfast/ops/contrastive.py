@@ -237,6 +237,9 @@ def contrastive_loss(sign: torch.Tensor, text: torch.Tensor, logit_scale, *, gat
     if sign.shape[0] == 0 or sign.shape[1] == 0:
         fail(OP, f"sign must have N_local >= 1 rows and D >= 1 columns, got {describe(sign)}")
     scale, s = _check_scale(logit_scale, sign.device)
+    for name, flag in (("gather", gather), ("normalize", normalize)):
+        if not isinstance(flag, bool):  # "no", 0.0 ... would silently mean something
+            fail(OP, f"{name} must be a bool, got {type(flag).__name__} {flag!r}")
     if normalize:
         sign, text = F.normalize(sign, dim=1), F.normalize(text, dim=1)
 
