@@ -288,6 +288,8 @@ def test_module_padded_and_packed_agree():
         MaskedSelfAttention(64, 3)
     with pytest.raises(ValueError, match="goes with cu_seqlens"):
         mod(xp, lens)
+    with pytest.raises(ValueError, match="x must be a torch.Tensor, got list"):
+        mod([[0.0] * 64], lens)
 
 
 def test_compile_through_auto_dispatch():

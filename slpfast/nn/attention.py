@@ -37,6 +37,8 @@ class MaskedSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, seq_lens: torch.Tensor | None = None, *, cu_seqlens=None,
                 max_seqlen: int | None = None) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"MaskedSelfAttention: x must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() not in (2, 3) or x.shape[-1] != self.dim:
             raise ValueError(f"MaskedSelfAttention: x must be (B, T, {self.dim}) or (total, {self.dim}), "
                              f"got {tuple(x.shape)}")
