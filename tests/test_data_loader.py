@@ -187,3 +187,18 @@ def test_mixture_loader(store, tmp_path):
         src, k = (store, cid) if cid < len(store) else (small, cid - len(store))
         n = int(b["lengths"][i])
         assert torch.equal(b["pose"][i, :n], torch.from_numpy(src.clip(k)["pose"])) and b["text"][i] == src.text(k)
+
+
+@pytest.mark.parametrize("cls, kw, name", [
+    (TokenBudgetSampler, dict(max_tokens=0), "max_tokens"),  # was: batches of 0-frame crops
+    (TokenBudgetSampler, dict(max_tokens=-5), "max_tokens"),  # was: crops of -5 frames
+    (TokenBudgetSampler, dict(max_tokens=50, bucket_size=0), "bucket_size"),  # was: range() arg 3 must not be zero
+    (TokenBudgetSampler, dict(max_tokens=50, max_batch_size=0), "max_batch_size"),
+    (TokenBudgetSampler, dict(max_tokens=50, max_frames=-3), "max_frames"),
+    (FixedBatchSampler, dict(batch_size=2, max_frames=0), "max_frames"),
+    (FixedBatchSampler, dict(batch_size=2.5), "batch_size"),
+    (FixedBatchSampler, dict(batch_size=2, indices=[0, 9]), "indices"),  # was: a numpy IndexError
+])
+def test_sampler_arguments_are_checked(cls, kw, name):
+    with pytest.raises(ValueError, match=f"^{name} must"):
+        cls(np.array([5, 10, 20, 30]), **kw)

@@ -114,6 +114,10 @@ def pack_ffd(lengths_desc, max_tokens, max_batch):
 
 
 # ------------------------------------------------------------------------------ samplers
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
 class _Sampler:
     def __init__(self, lengths, indices=None, *, shuffle: bool = True, seed: int = 0, rank=None, world_size=None,
                  max_frames: int | None = None, crop: str = "random", mixture=None):
@@ -122,6 +126,12 @@ class _Sampler:
             raise ValueError("give either indices or mixture")
         self.indices = (np.arange(len(self.all_lengths), dtype=np.int64) if indices is None and mixture is None
                         else None if mixture is not None else np.asarray(indices, np.int64))
+        if self.indices is not None and len(self.indices) and (
+                self.indices.min() < 0 or self.indices.max() >= len(self.all_lengths)):
+            raise ValueError(f"indices must lie in [0, {len(self.all_lengths)}) (the clips of the source), got values "
+                             f"in [{self.indices.min()}, {self.indices.max()}]")
+        if max_frames is not None and (not _is_int(max_frames) or max_frames < 1):
+            raise ValueError(f"max_frames must be None or an int >= 1 (longest crop in frames), got {max_frames!r}")
         self.mixture = mixture
         self.shuffle = shuffle
         self.seed = int(seed)
@@ -180,9 +190,9 @@ class FixedBatchSampler(_Sampler):
     partial batch (same on all ranks)."""
 
     def __init__(self, lengths, indices=None, *, batch_size: int, drop_last: bool = False, **kw):
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         super().__init__(lengths, indices, **kw)
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
         self.batch_size = int(batch_size)
         self.drop_last = drop_last
 
@@ -208,6 +218,9 @@ class TokenBudgetSampler(_Sampler):
 
     def __init__(self, lengths, indices=None, *, max_tokens: int, packed: bool = False, max_batch_size: int = 1 << 30,
                  bucket_size: int = 4096, **kw):
+        for name, v in (("max_tokens", max_tokens), ("max_batch_size", max_batch_size), ("bucket_size", bucket_size)):
+            if not _is_int(v) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         if kw.get("max_frames") is None:
             kw["max_frames"] = max_tokens
         if kw["max_frames"] > max_tokens:
