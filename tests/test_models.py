@@ -164,3 +164,26 @@ def test_float16_input_into_float32_model():
     torch.testing.assert_close(out.pooled, enc(pose16.float(), conf16.float(), lens).pooled)
     with pytest.raises(ValueError, match="PartEmbedding: pose and conf must be floating point"):
         enc(pose.long(), conf, lens)
+
+
+def test_from_pretrained_bad_files(tmp_path):
+    """A missing, truncated or foreign file raised FileNotFoundError / SafetensorError / OSError
+    ('No such device' for a directory); weights of another shape a raw load_state_dict error."""
+    enc = PoseEncoder(CFG)
+    path = str(tmp_path / "enc.safetensors")
+    enc.save_pretrained(path)
+    (tmp_path / "trunc.safetensors").write_bytes(open(path, "rb").read()[:200])
+    (tmp_path / "notes.txt").write_text("hello")
+    for bad, match in ((tmp_path / "missing.safetensors", "is not a file"), (tmp_path, "is not a file"),
+                       (tmp_path / "trunc.safetensors", "not a readable safetensors file"),
+                       (tmp_path / "notes.txt", "not a readable safetensors file")):
+        with pytest.raises(ValueError, match=f"PoseEncoder.from_pretrained: .*{match}"):
+            PoseEncoder.from_pretrained(str(bad))
+    from safetensors.torch import load_file, save_file
+    import json as _json
+
+    state = load_file(path)
+    meta = {"slpfast_encoder_config": _json.dumps({**_json.loads(_json.dumps(vars(enc.config))), "dim": 64})}
+    save_file(state, str(tmp_path / "mismatch.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="do not fit a PoseEncoder"):
+        PoseEncoder.from_pretrained(str(tmp_path / "mismatch.safetensors"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 
 import torch
@@ -221,12 +222,24 @@ class PoseEncoder(nn.Module):
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
+        if not os.path.isfile(path):
+            raise ValueError(f"PoseEncoder.from_pretrained: {path!r} is not a file (give the .safetensors written by "
+                             "save_pretrained or the pre-training export)")
+        try:
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+            state = load_file(path, device=str(map_location))
+        except Exception as e:  # noqa: BLE001 - any parse failure means a damaged or foreign file
+            raise ValueError(f"PoseEncoder.from_pretrained: {path} is not a readable safetensors file "
+                             f"({type(e).__name__}: {e})") from None
         if "slpfast_encoder_config" not in meta:
             raise ValueError(f"PoseEncoder.from_pretrained: {path} has no slpfast_encoder_config metadata; "
                              "it was not written by PoseEncoder.save_pretrained")
-        cfg = PoseEncoderConfig(**json.loads(meta["slpfast_encoder_config"]))
-        enc = cls(cfg)
-        enc.load_state_dict(load_file(path, device=str(map_location)))
+        try:
+            cfg = PoseEncoderConfig(**json.loads(meta["slpfast_encoder_config"]))
+            enc = cls(cfg)
+            enc.load_state_dict(state)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"PoseEncoder.from_pretrained: the config or weights in {path} do not fit a PoseEncoder "
+                             f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
         return enc
