@@ -197,6 +197,44 @@ def test_sampled_parameter_distributions():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("C", [2, 3])
+@pytest.mark.parametrize("packed", [False, True])
+def test_fused_affine_cpu_path_agrees_bitwise(dtype, C, packed, monkeypatch):
+    """normalize=True at speed 1 without jitter / joint or frame dropout takes a fused AVX2 pass
+    (csrc/core/pose_cpu_frames.h augment_row_fast): same bits as the generic loops, with NaN /
+    Inf inputs, values that overflow float16 after the transform, a confidence threshold, flips,
+    part dropout and hand scaling."""
+    pose, conf, lengths = random_batch([23, 1, 0, 40, 7, 5], C=C, dtype=torch.float32, seed=11)
+    pose[0, 3, 5, 1] = float("nan")
+    pose[0, 4, 9, 0] = float("inf")
+    pose[3, 2:6, 60:] *= 1e4  # hands / face far out: fp16 overflow after scaling
+    pose[5] = 6e4 if dtype == torch.float16 else 1e38
+    conf[4, :, layouts.LEFT_SHOULDER] = 0.0  # bounding-box fallback
+    conf[0, 7, 2] = float("nan")
+    pose = pose.to(dtype)
+    ids = torch.tensor([1, 2, 3, 4, 5, 6])
+    if packed:
+        pose, conf, cu = pack(pose, conf, lengths)
+        seqs = dict(cu_seqlens=cu)
+    else:
+        seqs = dict(lengths=lengths)
+    cfgs = [P.AugmentConfig(flip_p=0.5), P.AugmentConfig(flip_p=0.5, part_drop_p=0.4, translate_std=0.1),
+            P.AugmentConfig(flip_p=0.0, scale_std=0.5, rotation_std=1.0)]
+    for cfg in cfgs:
+        for hand_scale, thr in [(False, 0.0), (True, 0.5)]:
+            kwargs = dict(seed=4, clip_ids=ids, config=cfg, normalize=True, hand_scale=hand_scale, conf_threshold=thr)
+            monkeypatch.delenv("SLPFAST_POSE_NO_SIMD", raising=False)
+            fast = P.augment_pose(pose, conf, **seqs, **kwargs)
+            monkeypatch.setenv("SLPFAST_POSE_NO_SIMD", "1")
+            base = P.augment_pose(pose, conf, **seqs, **kwargs)
+            for x, y in zip(fast, base):  # bits: also tells -0.0 from 0.0
+                if x.is_floating_point():
+                    x, y = (t.view(torch.int16 if t.dtype == torch.float16 else torch.int32) for t in (x, y))
+                assert torch.equal(x, y)
+            assert torch.isfinite(fast[0].float()).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_simd_and_baseline_cpu_paths_agree_bitwise(dtype, monkeypatch):
     """The CPU op picks an AVX2/F16C build of its loops at run time; the baseline build must
     give the same bits (SLPFAST_POSE_NO_SIMD=1 forces it)."""

@@ -348,7 +348,8 @@ SLP_AVX2 inline void augment_row_fast(int J, const DirectTables& dt, const ClipP
   for (int k = 0; k < C; ++k) v[J * C + k] = P.norm.centre[k];
   // Validity = conf > thr here; finiteness of the coordinates is checked on the normalized
   // values below: (x_s - x_a) * inv is finite exactly when x_s and x_a are (inv is finite and
-  // > 0, and a difference of two finite float / half values cannot overflow a double).
+  // > 0, and a difference of two finite float / half values cannot overflow a double). The
+  // check after rounding at the end would zero such joints as well; this keeps the mask explicit.
   for (int j = 0; j < J; ++j) ok[j] = -static_cast<int64_t>(static_cast<double>(conf[j]) > thr);
   ok[J] = -1;
   const __m256d m00 = _mm256_set1_pd(P.m00), m01 = _mm256_set1_pd(P.m01), m10 = _mm256_set1_pd(P.m10),

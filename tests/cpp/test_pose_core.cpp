@@ -191,7 +191,9 @@ static void test_augment() {
 }
 
 // The AVX2/F16C entry points (picked at run time) and the baseline ones give identical bits.
-static void test_simd_matches_baseline() {
+// fused: speed 1 and no jitter / joint or frame dropout, the case with its own single pass
+// (augment_row_fast); otherwise resampling, jitter and dropout through the generic loops.
+static void test_simd_matches_baseline(bool fused) {
   std::vector<int32_t> table = tiny_layout(true);
   const Layout L = make_layout(table.data(), table.data());
   const int B = 3, T = 37, J = 6, C = 3;
@@ -204,8 +206,10 @@ static void test_simd_matches_baseline() {
   pose[7] = 0x7e00;  // a NaN coordinate
   const int64_t lengths[B] = {37, 1, 20}, ids[B] = {3, 4, 5};
   double params[B * kNumParams];
-  const double cfg[kNumSampleCfg] = {0.5, 0.3, 0.2, 0.2, 0.0, 0.1, 0.6, 1.5, 0.2};
+  const double speed_min = fused ? 1.0 : 0.6, speed_max = fused ? 1.0 : 1.5;
+  const double cfg[kNumSampleCfg] = {0.5, 0.3, 0.2, 0.2, 0.0, 0.1, speed_min, speed_max, 0.2};
   sample_params_cpu(ids, 0, B, 99, cfg, 3, params);
+  const ElemConfig elem = fused ? ElemConfig{0.0, 0.0, 0.0} : ElemConfig{0.01, 0.05, 0.05};
   int64_t out_len[B];
   for (int b = 0; b < B; ++b) out_len[b] = std::min<int64_t>(resampled_length(lengths[b], params[b * kNumParams + 7]), 64);
   std::vector<uint16_t> out[2];
@@ -215,7 +219,7 @@ static void test_simd_matches_baseline() {
     out[pass].assign(B * 64 * J * C, 1);
     oc[pass].assign(B * 64 * J, 1.0f);
     AugmentArgs a{pose.data(), conf.data(), out[pass].data(), oc[pass].data(), Seqs{lengths, T}, Seqs{out_len, 64},
-                  B, C, true, params, ids, 7, ElemConfig{0.01, 0.05, 0.05}, true, 0.0, L};
+                  B, C, true, params, ids, 7, elem, true, 0.0, L};
     augment_cpu(a, 0, B);
   }
   unsetenv("SLPFAST_POSE_NO_SIMD");
@@ -301,7 +305,8 @@ static void test_device_path_matches_cpu_path() {
 }
 
 int main() {
-  test_simd_matches_baseline();
+  test_simd_matches_baseline(false);
+  test_simd_matches_baseline(true);
   test_device_path_matches_cpu_path();
   test_philox_kat();
   test_half();
