@@ -202,3 +202,18 @@ def test_mixture_loader(store, tmp_path):
 def test_sampler_arguments_are_checked(cls, kw, name):
     with pytest.raises(ValueError, match=f"^{name} must"):
         cls(np.array([5, 10, 20, 30]), **kw)
+
+
+def test_resume_state_over_other_data_is_refused(store):
+    """A loader state loaded over other clips (another split, a re-converted store) silently
+    continued at a position that meant nothing; the torch and DALI loaders both check it."""
+    a = TorchLoader(store, split="sentence_train", batch_size=4, seed=1)
+    next(iter(a))
+    state = a.state_dict()
+    TorchLoader(store, split="sentence_train", batch_size=4, seed=1).load_state_dict(state)  # same data: fine
+    with pytest.raises(ValueError, match="loader state was saved over other data"):
+        TorchLoader(store, split="islr_train", batch_size=4, seed=1).load_state_dict(state)
+    with pytest.raises(ValueError, match="loader state was saved with seed 1, this loader has 2"):
+        TorchLoader(store, split="sentence_train", batch_size=4, seed=2).load_state_dict(state)
+    old = {k: v for k, v in state.items() if k != "data"}  # states of older checkpoints still load
+    TorchLoader(store, split="islr_train", batch_size=4, seed=1).load_state_dict(old)

@@ -207,3 +207,20 @@ def test_resume_errors_are_one_line_exit_2(tmp_path_factory, tmp_path, capsys):
     rc = pretrain.main(tiny_args(bad, str(tmp_path / "run2"), **{"train.steps": 1}))
     err = capsys.readouterr().err
     assert rc == 2 and "truncated shard" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_resume_over_other_data_exits_2(tmp_path_factory, tmp_path, capsys):
+    """--train.resume=auto after the store changed (here: regenerated with another seed) continued
+    mid-epoch at a meaningless position; it is now a one-line error."""
+    from slpfast import pretrain
+    from slpfast.data.synthetic import generate_corpus
+
+    store = tiny_store(tmp_path_factory)
+    out = str(tmp_path / "run")
+    assert pretrain.main(tiny_args(store, out, **{"train.steps": 1})) == 0
+    other = str(tmp_path / "other")
+    generate_corpus(other, 96, seed=4, num_glosses=12, num_signers=3)
+    capsys.readouterr()
+    rc = pretrain.main(tiny_args(other, out, **{"train.steps": 2, "train.resume": "auto"}))
+    err = capsys.readouterr().err
+    assert rc == 2 and "loader state was saved over other data" in err and "Traceback" not in err, err

@@ -206,13 +206,13 @@ class TorchLoader:
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "seed": self.sampler.seed,
-                "rank": self.sampler.rank, "world_size": self.sampler.world_size}
+                "rank": self.sampler.rank, "world_size": self.sampler.world_size,
+                "data": self.sampler.data_fingerprint()}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("seed", self.sampler.seed) != self.sampler.seed:
-            raise ValueError(f"state was saved with seed {state['seed']}, this loader has {self.sampler.seed}")
-        if state.get("world_size", self.sampler.world_size) != self.sampler.world_size:
-            raise ValueError("state was saved with a different world size")
+        from .samplers import check_loader_state
+
+        check_loader_state(state, self.sampler)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
 
     # ------------------------------------------------------------------ iteration

@@ -183,6 +183,34 @@ class _Sampler:
     def state(self) -> dict:
         return {"seed": self.seed, "rank": self.rank, "world_size": self.world_size}
 
+    def data_fingerprint(self) -> str:
+        """CRC-32 of the clip lengths and the selected clips (or mixture): a loader state saved over
+        other data (a re-converted or grown store, another split) cannot resume mid-epoch."""
+        if getattr(self, "_fingerprint", None) is None:
+            import zlib
+
+            h = zlib.crc32(np.ascontiguousarray(self.all_lengths, np.int64).tobytes())
+            if self.indices is not None:
+                h = zlib.crc32(np.ascontiguousarray(self.indices, np.int64).tobytes(), h)
+            else:
+                m = self.mixture
+                h = zlib.crc32(np.asarray([m.num_samples, *m.counts, *m.sizes], np.int64).tobytes(), h)
+            self._fingerprint = f"{len(self.all_lengths)}:{h & 0xFFFFFFFF:08x}"
+        return self._fingerprint
+
+
+def check_loader_state(state: dict, sampler: "_Sampler") -> None:
+    """ValueError unless a loader ``state`` fits ``sampler`` (seed, world size, data)."""
+    if state.get("seed", sampler.seed) != sampler.seed:
+        raise ValueError(f"loader state was saved with seed {state['seed']}, this loader has {sampler.seed}")
+    if state.get("world_size", sampler.world_size) != sampler.world_size:
+        raise ValueError(f"loader state was saved with world size {state['world_size']}, this loader has "
+                         f"{sampler.world_size}")
+    if "data" in state and state["data"] != sampler.data_fingerprint():
+        raise ValueError(f"loader state was saved over other data (clips:fingerprint {state['data']}, now "
+                         f"{sampler.data_fingerprint()}): the store or the selected clips changed, so the "
+                         "saved position in the epoch means nothing")
+
 
 class FixedBatchSampler(_Sampler):
     """Batches of ``batch_size`` clips. Each rank gets ``N // world_size`` clips of the epoch's

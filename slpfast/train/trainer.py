@@ -154,7 +154,10 @@ class Trainer:
             raise ResumeError(f"train.resume: {path} does not fit this run's model/optimizer "
                               f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
         mine = state["ranks"][self.dist.rank]
-        self.data.load_loader_state(mine["loader"])
+        try:
+            self.data.load_loader_state(mine["loader"])
+        except ValueError as e:
+            raise ResumeError(f"train.resume: {path}: {e}") from None
         ckpt.restore_rng(mine["rng"])
         self.step = int(state["step"])
         self.nonfinite_total = int(state.get("extra", {}).get("nonfinite_total", 0))
