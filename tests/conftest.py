@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import random
-import socket
+import shutil
+import tempfile
 import sys
 import traceback
 
@@ -53,19 +54,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank, world_size, port, fn, args, errors):
+def _worker(rank, world_size, store_path, fn, args, errors):
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    # Rendezvous through a file, not a TCP port picked in advance: a free port found here can be
+    # taken by another process before the store binds it (seen when test runs overlap).
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world_size)
     try:
         fn(rank, world_size, *args)
     except BaseException:
@@ -83,22 +79,26 @@ def run_distributed(fn, world_size: int = 2, *args, timeout: float = 240.0) -> N
 
     ctx = mp.get_context("spawn")
     errors = ctx.SimpleQueue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, world_size, port, fn, args, errors)) for r in range(world_size)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            raise AssertionError(f"distributed test timed out after {timeout}s")
-    if not errors.empty():
-        rank, tb = errors.get()
-        raise AssertionError(f"rank {rank} failed:\n{tb}")
-    codes = [p.exitcode for p in procs]
-    assert codes == [0] * world_size, f"worker exit codes {codes}"
-
+    store_dir = tempfile.mkdtemp(prefix="slpfast-dist-")
+    store_path = os.path.join(store_dir, "rendezvous")
+    procs = [ctx.Process(target=_worker, args=(r, world_size, store_path, fn, args, errors))
+             for r in range(world_size)]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout)
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                raise AssertionError(f"distributed test timed out after {timeout}s")
+        if not errors.empty():
+            rank, tb = errors.get()
+            raise AssertionError(f"rank {rank} failed:\n{tb}")
+        codes = [p.exitcode for p in procs]
+        assert codes == [0] * world_size, f"worker exit codes {codes}"
+    finally:
+        shutil.rmtree(store_dir, ignore_errors=True)
 
 @pytest.fixture
 def distributed():
