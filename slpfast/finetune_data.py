@@ -58,6 +58,10 @@ class FinetuneData:
             (f"{prefix}_train" if f"{prefix}_train" in splits else "train")
         self.eval_splits = [s.strip() for s in t.eval_splits.split(",") if s.strip()] if t.eval_splits != "auto" \
             else [s for s in (f"{prefix}_val", f"{prefix}_test", "val", "test") if s in splits][:2]
+        if not self.eval_splits:  # training would finish "done" with no metric at all
+            looked = f"{prefix}_val, {prefix}_test, val, test"
+            raise ValueError(f"task.eval_splits: the store {self.store.path} has none of the evaluation splits "
+                             f"{looked} (splits: {splits}); name them with --task.eval_splits=SPLIT[,SPLIT]")
         for s in [self.train_split] + self.eval_splits:
             if s not in splits:
                 raise ValueError(f"task: split {s!r} is not in the store {self.store.path} (splits: {splits})")

@@ -222,3 +222,20 @@ def test_negative_label_seed_is_a_config_error():
     """numpy raised an unnamed 'expected non-negative integer' from inside label_subset."""
     with pytest.raises(ValueError, match="task.label_seed must be >= 0"):
         finetune.parse_args(["--task", "islr", "--task.label_fraction=0.5", "--task.label_seed=-1"])
+
+
+def test_store_without_evaluation_splits_is_an_error(tmp_path):
+    """A store with only a 'train' split fine-tuned, wrote results with no metric at all and exited 0."""
+    from slpfast.data import StoreWriter
+    from slpfast.layouts import NUM_JOINTS
+
+    rng = np.random.default_rng(0)
+    with StoreWriter(str(tmp_path / "st")) as w:
+        for i in range(8):
+            w.add(rng.random((12, NUM_JOINTS, 2)), rng.random((12, NUM_JOINTS)), text=f"sentence {i}")
+    with pytest.raises(ValueError, match=r"task.eval_splits: .* has none of the evaluation splits "
+                                         r"sentence_val, sentence_test, val, test \(splits: \['train'\]\)"):
+        _run(str(tmp_path / "st"), str(tmp_path / "run"), "--task", "retrieval", "--train.steps=1")
+    res = _run(str(tmp_path / "st"), str(tmp_path / "run2"), "--task", "retrieval", "--train.steps=1",
+               "--task.eval_splits=train", "--data.batch_size=4")
+    assert "s2t_R@1" in res["metrics"]["train"]
