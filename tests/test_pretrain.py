@@ -224,3 +224,27 @@ def test_resume_over_other_data_exits_2(tmp_path_factory, tmp_path, capsys):
     rc = pretrain.main(tiny_args(other, out, **{"train.steps": 2, "train.resume": "auto"}))
     err = capsys.readouterr().err
     assert rc == 2 and "loader state was saved over other data" in err and "Traceback" not in err, err
+
+
+def test_resumed_run_does_not_duplicate_log_records(tmp_path_factory, tmp_path):
+    """Steps logged after the last checkpoint of a killed run were logged again after the resume:
+    metrics.jsonl held steps 1, 2, 3, 4, 3, 4."""
+    import json
+
+    store = tiny_store(tmp_path_factory)
+    over = {"train.steps": 4, "train.ckpt_every": 2, "train.keep_last": 5}
+    tr = _trainer(store, tmp_path, **over)
+    try:
+        tr.run()
+    finally:
+        tr.close()
+    os.remove(tmp_path / "checkpoints" / "step_00000004.pt")  # as if killed after logging step 4
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "loss/lo')  # and mid-way through a line
+    tr = _trainer(store, tmp_path, **over, **{"train.resume": "auto"})
+    try:
+        tr.run()
+    finally:
+        tr.close()
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4]

@@ -57,6 +57,24 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
 
 
+def _drop_records_after(path: str, step: int) -> None:
+    """Rewrite a JSONL log (atomically) without the records of steps after ``step``: a run resumed
+    from that step logs them again, and the killed run's copies would be duplicates."""
+    keep = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rec_step = json.loads(line).get("step")
+            except ValueError:  # a line cut by the kill
+                continue
+            if not isinstance(rec_step, int) or rec_step <= step:
+                keep.append(line if line.endswith("\n") else line + "\n")
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
+
+
 class RunLogger:
     """Rank-0 sink for interval records (stdout line, JSONL, TensorBoard) plus the tqdm bar."""
 
@@ -69,7 +87,10 @@ class RunLogger:
         if not enabled:
             return
         os.makedirs(out_dir, exist_ok=True)
-        self.jsonl = open(os.path.join(out_dir, "metrics.jsonl"), "a")
+        path = os.path.join(out_dir, "metrics.jsonl")
+        if start_step > 0 and os.path.isfile(path):
+            _drop_records_after(path, start_step)
+        self.jsonl = open(path, "a")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
