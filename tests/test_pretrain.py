@@ -248,3 +248,22 @@ def test_resumed_run_does_not_duplicate_log_records(tmp_path_factory, tmp_path):
         tr.close()
     steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4]
+
+
+def test_fresh_run_moves_an_earlier_run_aside(tmp_path_factory, tmp_path):
+    """A fresh run in a folder with another run's checkpoints: keep-last used to delete the new
+    run's own (lower-numbered) checkpoints and resume=auto then continued the old run."""
+    store = tiny_store(tmp_path_factory)
+    for steps in (6, 3):
+        tr = _trainer(store, tmp_path, **{"train.steps": steps, "train.ckpt_every": 3, "train.keep_last": 1})
+        try:
+            tr.run()
+        finally:
+            tr.close()
+    ckpts = sorted(os.listdir(tmp_path / "checkpoints"))
+    assert ckpts == ["step_00000003.pt"], ckpts  # the new run's checkpoint survives, alone
+    assert sorted(read_losses(str(tmp_path))) == [1, 2, 3]  # its log is its own
+    (archive,) = list((tmp_path / "previous").iterdir())
+    assert sorted(os.listdir(archive / "checkpoints")) == ["step_00000006.pt"]  # the old run, whole
+    assert sorted(read_losses(str(archive))) == [1, 2, 3, 4, 5, 6]
+    assert (archive / "encoder.safetensors").exists() and (tmp_path / "encoder.safetensors").exists()

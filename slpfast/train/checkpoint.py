@@ -51,6 +51,36 @@ def resolve_resume(resume: str, out_dir: str) -> str | None:
     return resume
 
 
+#: What a run leaves in its out_dir (besides an export whose name is configurable).
+RUN_ARTIFACTS = ("checkpoints", "metrics.jsonl", "tensorboard")
+
+
+def archive_previous_run(out_dir: str, extra: tuple[str, ...] = ()) -> str | None:
+    """Move an earlier run's artifacts in ``out_dir`` into ``out_dir/previous/<time>/``.
+
+    A fresh run (no ``train.resume``) in a folder that holds another run's checkpoints would
+    otherwise mix its logs with the old ones, and keep-last would delete the *new* run's
+    checkpoints (their step numbers are lower), after which ``resume=auto`` continues the old
+    run. Nothing is deleted: the old run stays whole beside the new one. Returns the archive
+    folder, or None when there was nothing to move. Call on one rank only.
+    """
+    if not list_checkpoints(out_dir):
+        return None
+    import time
+
+    dest = os.path.join(out_dir, "previous", time.strftime("%Y%m%d-%H%M%S"))
+    n = 0
+    while os.path.exists(dest + (f"-{n}" if n else "")):
+        n += 1
+    dest += f"-{n}" if n else ""
+    os.makedirs(dest)
+    for name in RUN_ARTIFACTS + tuple(extra):
+        src = os.path.join(out_dir, name)
+        if name and os.path.exists(src):
+            os.replace(src, os.path.join(dest, os.path.basename(name)))
+    return dest
+
+
 def atomic_torch_save(obj, path: str) -> None:
     """torch.save to a temp file beside ``path``, fsync, then rename over ``path``."""
     d = os.path.dirname(os.path.abspath(path))

@@ -232,12 +232,19 @@ class Trainer:
         """Train to ``train.steps`` (or SIGTERM); returns a summary dict."""
         tr = self.cfg.train
         resumed = self.maybe_resume()
+        archived = None
+        if not resumed and self.step == 0 and self.dist.is_main:  # step > 0: resumed before run()
+            export = tr.export if tr.export and not os.path.isabs(tr.export) else ""
+            archived = ckpt.archive_previous_run(self.out_dir, (export,))
         prev = signal.signal(signal.SIGTERM, self._on_sigterm)
         logger = RunLogger(self.out_dir, enabled=self.dist.is_main, total_steps=tr.steps, start_step=self.step,
                            progress=tr.progress, tensorboard=tr.tensorboard,
                            name="finetune" if hasattr(self.cfg, "task") else "pretrain")
         if resumed:
             logger.message(f"resumed from {resumed} at step {self.step}")
+        if archived:
+            logger.message(f"a fresh run: the earlier run in {self.out_dir} was moved to {archived} "
+                           "(use --train.resume=auto to continue a run instead)")
         meter = IntervalMeter()
         keys = self.data.loss_keys()
         consecutive = 0
