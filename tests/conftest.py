@@ -67,7 +67,12 @@ def _worker(rank, world_size, store_path, fn, args, errors):
     except BaseException:
         errors.put((rank, traceback.format_exc()))
     finally:
-        dist.destroy_process_group()
+        # Every rank reaches here before any tears the group down: a rank that destroys its
+        # group while a peer still talks to it can abort the peer.
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def run_distributed(fn, world_size: int = 2, *args, timeout: float = 240.0) -> None:

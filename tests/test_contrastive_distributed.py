@@ -22,13 +22,31 @@ def _global_batch(n_total, d):
     return x, y
 
 
-def _open_clip_style(sign, text, scale):
-    """Independent formulation through torch.distributed.nn.all_gather (open_clip's code path)."""
-    import torch.distributed.nn as dnn
+class _GatherAllReduce(torch.autograd.Function):
+    """All-gather whose backward is all-reduce + own slice: a different route to the same
+    gradient than slpfast's reduce-scatter (torch.distributed.nn.all_gather, open_clip's own
+    route, aborts processes at exit under gloo in torch 2.13, so it is not used here)."""
 
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = x.shape[0]
+        return torch.cat(parts, 0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.rows
+        return grad[start:start + ctx.rows]
+
+
+def _open_clip_style(sign, text, scale):
+    """Independent formulation of open_clip's ClipLoss(local_loss=True, gather_with_grad=True)."""
     rank = dist.get_rank()
-    all_sign = torch.cat(dnn.all_gather(sign), 0)
-    all_text = torch.cat(dnn.all_gather(text), 0)
+    all_sign = _GatherAllReduce.apply(sign)
+    all_text = _GatherAllReduce.apply(text)
     labels = torch.arange(sign.shape[0]) + rank * sign.shape[0]
     return 0.5 * (F.cross_entropy(scale * sign @ all_text.T, labels)
                   + F.cross_entropy(scale * text @ all_sign.T, labels))
