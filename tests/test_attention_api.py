@@ -306,3 +306,14 @@ def test_compile_through_auto_dispatch():
     assert torch.isfinite(mod.qkv.weight.grad).all()
     xp = torch.randn(2, 5, 32)
     torch.testing.assert_close(compiled(xp, lens), mod(xp, lens), atol=1e-5, rtol=1e-5)
+
+
+def test_unchecked_lengths_are_clamped_to_T(monkeypatch):
+    """On the trusted path (GPU with max_seqlen, or under torch.compile) lengths are not read back
+    to the host; a length > T must still not make a kernel read past the sequence's T rows."""
+    B, T, H, D = 2, 9, 2, 16
+    q, k, v = (torch.randn(B, T, H, D) for _ in range(3))
+    want = masked_attention(q, k, v, seq_lens=torch.tensor([T, 4]), backend="eager")
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    got = masked_attention(q, k, v, seq_lens=torch.tensor([T + 7, 4]), backend="eager")
+    torch.testing.assert_close(got, want)

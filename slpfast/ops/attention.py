@@ -148,6 +148,10 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, seq_l
         longest = _check_values(cu_seqlens, seq_lens, max_seqlen, q.shape[0], T)
         if max_seqlen is None:
             max_seqlen = longest
+    if trusted and seq_lens is not None and T is not None:
+        # Unchecked lengths must still never make a kernel read past a sequence's T rows: clamping
+        # on the device costs no sync (a length > T then means "all T rows").
+        seq_lens = seq_lens.clamp(0, T)
     if packed and max_seqlen is not None:
         # a bound, not a size: no sequence is longer than the packed rows (a loose bound such as
         # a config's maximum clip length must not size buffers or launch grids beyond them)
