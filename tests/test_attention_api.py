@@ -315,5 +315,6 @@ def test_unchecked_lengths_are_clamped_to_T(monkeypatch):
     q, k, v = (torch.randn(B, T, H, D) for _ in range(3))
     want = masked_attention(q, k, v, seq_lens=torch.tensor([T, 4]), backend="eager")
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    got = masked_attention(q, k, v, seq_lens=torch.tensor([T + 7, 4]), backend="eager")
-    torch.testing.assert_close(got, want)
+    backend = "triton" if os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available() else "sdpa"
+    got = masked_attention(q, k, v, seq_lens=torch.tensor([T + 7, 4]), backend=backend)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
