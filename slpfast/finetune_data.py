@@ -21,7 +21,7 @@ from slpfast.finetune_init import (build_encoder, check_task, load_contrastive_h
 from slpfast.finetune_tasks import (SPLIT_PREFIX, CSLRModel, ISLRModel, RetrievalModel, SLTModel,
                                     compute_metrics)
 from slpfast.train import distributed as D
-from slpfast.train.data import _mix, open_store
+from slpfast.train.data import LoaderCycle, _mix, open_store
 
 
 def label_subset(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -41,7 +41,7 @@ def label_subset(labels: np.ndarray, indices: np.ndarray, fraction: float, seed:
     return np.sort(np.concatenate(keep)) if keep else indices[:0]
 
 
-class FinetuneData:
+class FinetuneData(LoaderCycle):
     """Store, splits, loader, task model and evaluation for one rank."""
 
     def __init__(self, cfg, dist: D.DistInfo):
@@ -179,22 +179,6 @@ class FinetuneData:
             raise ValueError(f"data.batch_size={self.cfg.data.batch_size} x {self.dist.world_size} ranks is larger "
                              f"than the {len(self.train_indices)} training clips of split {self.train_split!r}")
         return loader
-
-    def next_batch(self, step: int) -> dict:
-        if self._iter is None:
-            self._iter = iter(self.loader)
-        try:
-            return next(self._iter)
-        except StopIteration:  # next epoch
-            self._iter = iter(self.loader)
-            return next(self._iter)
-
-    def loader_state(self) -> dict:
-        return self.loader.state_dict()
-
-    def load_loader_state(self, state: dict) -> None:
-        self.loader.load_state_dict(state)
-        self._iter = None
 
     # ------------------------------------------------------------------ per step
     def _pose(self, batch, device, seed: int | None):

@@ -63,7 +63,31 @@ def open_store(cfg, dist: D.DistInfo):
     return store, [s for s in SYNTHETIC_TRAIN_SPLITS if s in store.splits]
 
 
-class PretrainData:
+class LoaderCycle:
+    """Endless iteration over ``self.loader`` across epochs, with the loader's resumable state.
+
+    Shared by pre-training and fine-tuning data; subclasses set ``self.loader`` and
+    ``self._iter = None``.
+    """
+
+    def next_batch(self, step: int) -> dict:
+        if self._iter is None:
+            self._iter = iter(self.loader)
+        try:
+            return next(self._iter)
+        except StopIteration:  # next epoch (the loader reshuffles by its own epoch counter)
+            self._iter = iter(self.loader)
+            return next(self._iter)
+
+    def loader_state(self) -> dict:
+        return self.loader.state_dict()
+
+    def load_loader_state(self, state: dict) -> None:
+        self.loader.load_state_dict(state)
+        self._iter = None
+
+
+class PretrainData(LoaderCycle):
     """Store + text encoder + loader for one rank (see the module docstring)."""
 
     def __init__(self, cfg, dist: D.DistInfo):
@@ -138,22 +162,6 @@ class PretrainData:
             raise ValueError(f"data.batch_size={d.batch_size} x {self.dist.world_size} ranks is larger than the "
                              f"{len(self.store) if self.splits is None else 'training-split'} clips of the store")
         return loader
-
-    def next_batch(self, step: int) -> dict:
-        if self._iter is None:
-            self._iter = iter(self.loader)
-        try:
-            return next(self._iter)
-        except StopIteration:  # next epoch (the loader reshuffles by its own epoch counter)
-            self._iter = iter(self.loader)
-            return next(self._iter)
-
-    def loader_state(self) -> dict:
-        return self.loader.state_dict()
-
-    def load_loader_state(self, state: dict) -> None:
-        self.loader.load_state_dict(state)
-        self._iter = None
 
     # ------------------------------------------------------------------ per step
     def prepare(self, batch: dict, step: int, micro: int, device: torch.device) -> dict:
