@@ -134,18 +134,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> normalize_pose_cpu_op(const at::T
   advise_huge_pages(out);
   advise_huge_pages(out_conf);
   auto info = at::empty({s.batch, 5}, x.options().dtype(at::kDouble));
-  pose::NormalizeArgs a;
-  a.pose = x.data_ptr();
-  a.conf = c.data_ptr<float>();
-  a.out_pose = out.data_ptr();
-  a.out_conf = out_conf.data_ptr<float>();
-  a.seqs = pose::Seqs{sq.data_ptr<int64_t>(), s.packed ? -1 : s.T};
-  a.batch = s.batch;
-  a.C = static_cast<int>(s.C);
-  a.half = x.scalar_type() == at::kHalf;
-  a.thr = conf_threshold;
+  pose::NormalizeArgs a = normalize_args(s, x, c, out, out_conf, sq, info, conf_threshold);
   a.layout = pose::make_layout(table.data(), table.data());
-  a.info = info.data_ptr<double>();
   parallel_over_clips(s.batch, std::max<int64_t>(s.packed ? s.rows / std::max<int64_t>(s.batch, 1) : s.T, 1) * s.J,
                       [&](int64_t b0, int64_t b1) { pose::normalize_cpu(a, b0, b1); });
   return {out, out_conf, info};
@@ -193,22 +183,8 @@ std::tuple<at::Tensor, at::Tensor> augment_pose_cpu_op(const at::Tensor& pose, c
   auto out_conf = at::empty(out.sizes().slice(0, out.dim() - 1), c.options());
   advise_huge_pages(out);
   advise_huge_pages(out_conf);
-  pose::AugmentArgs a;
-  a.pose = x.data_ptr();
-  a.conf = c.data_ptr<float>();
-  a.out_pose = out.data_ptr();
-  a.out_conf = out_conf.data_ptr<float>();
-  a.in = pose::Seqs{sq.data_ptr<int64_t>(), s.packed ? -1 : s.T};
-  a.out = pose::Seqs{osq.data_ptr<int64_t>(), s.packed ? -1 : out_len};
-  a.batch = s.batch;
-  a.C = static_cast<int>(s.C);
-  a.half = x.scalar_type() == at::kHalf;
-  a.params = prm.data_ptr<double>();
-  a.clip_ids = ids.data_ptr<int64_t>();
-  a.seed = static_cast<uint64_t>(seed);
-  a.elem = pose::ElemConfig{elem_config[0], elem_config[1], elem_config[2]};
-  a.normalize = normalize;
-  a.thr = conf_threshold;
+  pose::AugmentArgs a = augment_args(s, x, c, out, out_conf, sq, osq, out_len, prm, ids, seed, elem_config,
+                                     normalize, conf_threshold);
   a.layout = pose::make_layout(table.data(), table.data());
   const int64_t out_rows = s.packed ? out_len : s.batch * out_len;
   parallel_over_clips(s.batch, std::max<int64_t>(out_rows / std::max<int64_t>(s.batch, 1), 1) * s.J,

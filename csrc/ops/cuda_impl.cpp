@@ -83,18 +83,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> normalize_pose_cuda_op(const at::
   auto out_conf = at::empty_like(c);
   auto info = at::empty({s.batch, 5}, x.options().dtype(at::kDouble));
   auto ws = pose_workspace(x, s.batch);
-  pose::NormalizeArgs a;
-  a.pose = x.data_ptr();
-  a.conf = c.data_ptr<float>();
-  a.out_pose = out.data_ptr();
-  a.out_conf = out_conf.data_ptr<float>();
-  a.seqs = pose::Seqs{sq.data_ptr<int64_t>(), s.packed ? -1 : s.T};
-  a.batch = s.batch;
-  a.C = static_cast<int>(s.C);
-  a.half = x.scalar_type() == at::kHalf;
-  a.thr = conf_threshold;
+  pose::NormalizeArgs a = normalize_args(s, x, c, out, out_conf, sq, info, conf_threshold);
   a.layout = pose::make_layout(table.data(), dev_layout.data_ptr<int32_t>());
-  a.info = info.data_ptr<double>();
   check_launch(op, pose::normalize_cuda_rows(a, s.rows, ws.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()));
   return {out, out_conf, info};
 }
@@ -140,22 +130,8 @@ std::tuple<at::Tensor, at::Tensor> augment_pose_cuda_op(const at::Tensor& pose, 
   auto out = at::empty(augment_out_shape(s, out_len), x.options());
   auto out_conf = at::empty(out.sizes().slice(0, out.dim() - 1), c.options());
   auto ws = pose_workspace(x, s.batch);
-  pose::AugmentArgs a;
-  a.pose = x.data_ptr();
-  a.conf = c.data_ptr<float>();
-  a.out_pose = out.data_ptr();
-  a.out_conf = out_conf.data_ptr<float>();
-  a.in = pose::Seqs{sq.data_ptr<int64_t>(), s.packed ? -1 : s.T};
-  a.out = pose::Seqs{osq.data_ptr<int64_t>(), s.packed ? -1 : out_len};
-  a.batch = s.batch;
-  a.C = static_cast<int>(s.C);
-  a.half = x.scalar_type() == at::kHalf;
-  a.params = prm.data_ptr<double>();
-  a.clip_ids = ids.data_ptr<int64_t>();
-  a.seed = static_cast<uint64_t>(seed);
-  a.elem = pose::ElemConfig{elem_config[0], elem_config[1], elem_config[2]};
-  a.normalize = normalize;
-  a.thr = conf_threshold;
+  pose::AugmentArgs a = augment_args(s, x, c, out, out_conf, sq, osq, out_len, prm, ids, seed, elem_config,
+                                     normalize, conf_threshold);
   a.layout = pose::make_layout(table.data(), dev_layout.data_ptr<int32_t>());
   const int64_t out_rows = s.packed ? out_len : s.batch * out_len;
   check_launch(op, pose::augment_cuda_rows(a, out_rows, ws.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()));
