@@ -16,7 +16,11 @@ Providers:
   torch-chain   the same math as batched eager torch ops (bench/_pose_chain.py)
   ext-cuda, torch-chain-cuda   on a GPU, plus the device's copy bandwidth for reference;
                 ext-cuda-op is the custom op alone (no Python checks / host syncs)
-GB/s counts the bytes the op must move: input pose + conf, output pose + conf. ``vs_pf`` is the
+GPU timings use CUDA events over back-to-back calls (``triton.testing.do_bench``), so launch
+latency is amortized as it is in a training step; the full GPU run adds ``ext-cuda-op`` rows at
+larger batches (``--gpu-batches``), where the op is long enough to be bandwidth-bound.
+GB/s counts the bytes the op must move: the valid input frames (pose + conf; padding is never
+read) and the whole output (pose + conf; padding rows are written as zeros). ``vs_pf`` is the
 speed-up over pose-format's per-clip loop measured in the same run (wall clock; the extension
 uses every torch thread, pose-format one). ``cpu_ms`` is the process CPU time per call (all
 threads) and ``vs_pf_cpu`` the ratio of CPU times: robust on a shared, oversubscribed machine,
@@ -109,12 +113,39 @@ def cpu_time_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def gpu_time(fn) -> dict:
+    """Median and p20/p80 ms of ``fn()`` on the GPU from CUDA events over back-to-back calls."""
+    import triton.testing
+
+    med, p20, p80 = triton.testing.do_bench(fn, warmup=25, rep=200, quantiles=[0.5, 0.2, 0.8])
+    return {"median_ms": med, "p20_ms": p20, "p80_ms": p80}
+
+
 def copy_bandwidth(device) -> float:
-    """GB/s of a device-to-device copy of 256 MiB (read + write)."""
-    src = torch.empty(64 * 2**20, dtype=torch.float32, device=device)
+    """GB/s of a device-to-device copy of 1 GiB (read + write), timed like the ops."""
+    src = torch.empty(256 * 2**20, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    t = measure(lambda: dst.copy_(src), device=device, warmup=3, repeats=20)["median_ms"]
+    t = gpu_time(lambda: dst.copy_(src))["median_ms"]
     return 2 * src.numel() * 4 / (t * 1e-3) / 1e9
+
+
+def bytes_moved(lengths: torch.Tensor, out_shape: tuple, C: int, elem: int) -> int:
+    """Bytes an augment call must move: valid input frames in, the whole output out."""
+    per_joint = C * elem + 4  # pose + float confidence
+    out_rows = out_shape[0] * out_shape[1]
+    return (int(lengths.sum()) + out_rows) * layouts.NUM_JOINTS * per_joint
+
+
+def raw_augment(x, c, n, ids, seed, cfg, spec):
+    """The custom op alone (no argument checks or host syncs of the Python wrapper) and its
+    output frame count."""
+    params = P.sample_augment_params(ids, seed, cfg)
+    out_len = R.resampled_length(x.shape[1], cfg.speed_min)
+    out_lengths = P._resampled_lengths(n, params[:, 7]).clamp_max(out_len)
+    table = P.layout_table(spec)
+    fn = lambda: torch.ops.slpfast.augment_pose(  # noqa: E731
+        x, c, n, out_lengths, out_len, params, ids, seed, table, cfg.elem_config(), True, 0.0)
+    return fn, out_len
 
 
 def main():
@@ -122,6 +153,8 @@ def main():
     p.add_argument("--dtype", default="fp16", choices=["fp16", "fp32"])
     p.add_argument("--C", type=int, default=3, choices=[2, 3])
     p.add_argument("--workloads", default="affine,full")
+    p.add_argument("--gpu-batches", default=None,
+                   help="GPU only: extra batch sizes for ext-cuda-op (default 1024,4096; --quick: none)")
     args = p.parse_args()
     B, lo, hi = (32, 16, 64) if args.quick else (256, 32, 256)
     reps = args.repeats or (3 if args.quick else 5)
@@ -140,8 +173,7 @@ def main():
     for wl in args.workloads.split(","):
         cfg = WORKLOADS[wl]
         out_len = R.resampled_length(pose.shape[1], cfg.speed_min)
-        out_bytes = B * out_len * layouts.NUM_JOINTS * (args.C * pose.element_size() + 4)
-        nbytes = pose.numel() * pose.element_size() + conf.numel() * 4 + out_bytes
+        nbytes = bytes_moved(lengths, (B, out_len), args.C, pose.element_size())
         noise = dict(jitter_std=cfg.jitter_std, joint_drop_p=cfg.joint_drop_p, frame_drop_p=cfg.frame_drop_p)
         timings, cpu_ms = {}, {}
         for dev in devices:
@@ -153,18 +185,15 @@ def main():
             if wl == "affine":  # the chain is a faithful provider: check it against the op first
                 got, want = chain(), ext()
                 torch.testing.assert_close(got[0].float(), want[0].float(), rtol=2e-3, atol=2e-3)
-            if dev == "cuda":  # the op alone: no argument checks or host syncs of the Python wrapper
-                out_lengths = P._resampled_lengths(n, params[:, 7]).clamp_max(out_len)
-                table = P.layout_table(spec)
-                raw_op = lambda: torch.ops.slpfast.augment_pose(  # noqa: E731
-                    x, c, n, out_lengths, out_len, params, i, seed, table, cfg.elem_config(), True, 0.0)
-                timings["ext-cuda-op"] = measure(raw_op, device=dev, repeats=reps * 4)
-            sfx = "" if dev == "cpu" else "-cuda"
-            name = "ext-cpu" if dev == "cpu" else "ext-cuda"
-            timings[name] = measure(ext, device=dev, repeats=reps * (4 if dev == "cuda" else 1))
-            timings["torch-chain" + sfx] = measure(chain, device=dev, repeats=reps * (4 if dev == "cuda" else 1))
+            if dev == "cuda":
+                timings["ext-cuda-op"] = gpu_time(raw_augment(x, c, n, i, seed, cfg, spec)[0])
+                timings["ext-cuda"] = gpu_time(ext)
+                timings["torch-chain-cuda"] = gpu_time(chain)
+                continue
+            timings["ext-cpu"] = measure(ext, device=dev, repeats=reps)
+            timings["torch-chain"] = measure(chain, device=dev, repeats=reps)
             if dev == "cpu":
-                cpu_ms[name] = cpu_time_ms(ext, reps)
+                cpu_ms["ext-cpu"] = cpu_time_ms(ext, reps)
                 cpu_ms["torch-chain"] = cpu_time_ms(chain, max(2, reps // 2))
         ref_loop = lambda: reference_loop(pose_np, conf_np, len_list, ids, seed, cfg, spec)  # noqa: E731
         timings["reference"] = measure(ref_loop, warmup=1, repeats=max(2, reps // 2))
@@ -185,10 +214,31 @@ def main():
                        vs_pf_cpu=(pf_cpu / cpu_ms[name]) if (pf_cpu and name in cpu_ms) else None,
                        pct_copy_bw=(100 * gbs / copy_gbs) if (copy_gbs and "cuda" in name) else None)
             res.add(**row)
+    if "cuda" in devices:
+        gpu_scaling(args, res, copy_gbs, spec, seed)
     if copy_gbs:
         print(f"# device copy bandwidth: {copy_gbs:.0f} GB/s")
-    res.print_table(["workload", "provider", "median_ms", "p20_ms", "p80_ms", "clips_per_s", "gb_per_s", "vs_pf",
+    res.print_table(["workload", "shape", "provider", "median_ms", "p20_ms", "p80_ms", "clips_per_s", "gb_per_s", "vs_pf",
                      "cpu_ms", "vs_pf_cpu", "pct_copy_bw"])
+
+
+def gpu_scaling(args, res, copy_gbs, spec, seed) -> None:
+    """ext-cuda-op at larger batches: the same op once launch latency no longer dominates."""
+    batches = args.gpu_batches if args.gpu_batches is not None else ("" if args.quick else "1024,4096")
+    dtype = torch.float16 if args.dtype == "fp16" else torch.float32
+    for B in [int(b) for b in batches.split(",") if b]:
+        pose, conf, lengths = make_batch(B, 32, 256, args.C, dtype, seed=1)
+        x, c, n, i = pose.cuda(), conf.cuda(), lengths.cuda(), (torch.arange(B) + 1000).cuda()
+        shape = f"B={B} T~U(32,256) J={layouts.NUM_JOINTS} C={args.C} {args.dtype}"
+        for wl in args.workloads.split(","):
+            fn, out_len = raw_augment(x, c, n, i, seed, WORKLOADS[wl], spec)
+            t = gpu_time(fn)
+            gbs = bytes_moved(lengths, (B, out_len), args.C, pose.element_size()) / (t["median_ms"] * 1e-3) / 1e9
+            res.add(workload=wl, shape=shape, provider="ext-cuda-op", median_ms=t["median_ms"], p20_ms=t["p20_ms"],
+                    p80_ms=t["p80_ms"], clips_per_s=B / (t["median_ms"] * 1e-3), gb_per_s=gbs,
+                    pct_copy_bw=100 * gbs / copy_gbs)
+        del x, c, n, i
+        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
