@@ -39,6 +39,8 @@ def _eager_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_)
 # ------------------------------------------------------------------------------------ sdpa
 def _sdpa_padded(q, k, v, seq_lens, causal, scale):
     F = torch.nn.functional
+    if q.numel() == 0:  # SDPA's CPU kernel dies of SIGFPE on empty inputs in torch 2.11 (not 2.13)
+        return q * 0  # empty: keeps the autograd graph, nothing to compute
     B, T = q.shape[:2]
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
     dense = seq_lens is None or (seq_lens.device.type == "cpu" and not torch.compiler.is_compiling()
