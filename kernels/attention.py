@@ -162,8 +162,12 @@ def delta_rows(block_d: int) -> int:
 
 def _launcher(kernel, wrap: bool):
     """Inside a triton_op body ``wrap_triton`` lets torch.compile trace the launch; the eager
-    autograd path calls the kernel directly."""
-    return torch.library.wrap_triton(kernel) if wrap else kernel
+    autograd path calls the kernel directly. Under the interpreter the kernels are interpreted
+    functions, which torch 2.13's ``wrap_triton`` hands back unchanged and torch 2.11's refuses:
+    they are called directly (there is no compiled tracing under the interpreter)."""
+    if wrap and isinstance(kernel, (triton.runtime.JITFunction, triton.runtime.Autotuner)):
+        return torch.library.wrap_triton(kernel)
+    return kernel
 
 
 def _fwd(q, k, v, lens, max_seqlen: int, causal: bool, scale: float, varlen: bool, wrap: bool):
