@@ -98,6 +98,7 @@ def attn_bwd_dkdv_kernel(
     delta_base = DELTA + h * s_lh + bi * T + start
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    scale = tl.cast(scale, tl.float32)  # torch.compile (inductor) passes Python floats as fp64
     qk_scale = scale * 1.4426950408889634
     if CAUSAL:
         m_lo = (n_start // BLOCK_M) * BLOCK_M  # earlier query rows see no key of this block
@@ -177,6 +178,7 @@ def attn_bwd_dq_kernel(
     k_base = K + bi * s_kb + start * s_kt + h * s_kh
     v_base = V + bi * s_vb + start * s_vt + h * s_vh
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    scale = tl.cast(scale, tl.float32)  # torch.compile (inductor) passes Python floats as fp64
     qk_scale = scale * 1.4426950408889634
     if CAUSAL:
         hi = tl.minimum(L, m_start + BLOCK_M)

@@ -130,6 +130,7 @@ def attn_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    scale = tl.cast(scale, tl.float32)  # torch.compile (inductor) passes Python floats as fp64
     qk_scale = scale * 1.4426950408889634  # exp2 domain
     if CAUSAL:
         hi = tl.minimum(L, m_start + BLOCK_M)

@@ -87,6 +87,7 @@ def _sim(a_res, A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M: tl.constexpr
 def _lse_fwd_kernel(A, B, LSE, M, K, D, stride_a, stride_b, scale_log2,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, ONE_D: tl.constexpr,
                     PREC: tl.constexpr):
+    scale_log2 = tl.cast(scale_log2, tl.float32)  # a Python float arrives as fp64 from torch.compile
     pid = tl.program_id(0)
     rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     a_res = _load_rows(A, rm, M, D, stride_a, BLOCK_D) if ONE_D else None
@@ -107,6 +108,7 @@ def _grad_rows_kernel(A, B, LSE_R, LSE_C, OUT, PS, M, K, D, stride_a, stride_b, 
                       HAS_R: tl.constexpr, HAS_C: tl.constexpr, BLOCK_M: tl.constexpr,
                       BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
                       ONE_D: tl.constexpr, PREC: tl.constexpr):
+    scale_log2 = tl.cast(scale_log2, tl.float32)  # a Python float arrives as fp64 from torch.compile
     pid_m = tl.program_id(0)
     pid_d = tl.program_id(1)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

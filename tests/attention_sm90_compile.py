@@ -6,7 +6,9 @@ line per kernel: registers, spill stack bytes, shared memory, whether it uses wg
 bundled ptxas/cuobjdump do the work; the CPU interpreter tests cannot catch what only the GPU
 compiler rejects (or compiles into spills).
 
-    python tests/attention_sm90_compile.py [bf16:64:varlen:causal[:all] ...]   # :all = every kept config
+    python tests/attention_sm90_compile.py [bf16:64:varlen:causal[:all][:fp64scale] ...]
+        :all        every kept config (default: the first, what runs with autotuning off)
+        :fp64scale  ``scale`` typed fp64, as torch.compile's inductor passes a Python float
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ POINTERS = {"Q", "K", "V", "O", "DO", "DK", "DV", "DQ"}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def _signature(fn, dtype: str) -> dict:
+def _signature(fn, dtype: str, scale_type: str = "fp32") -> dict:
     sig = {}
     for name, param in zip(fn.arg_names, fn.params):
         if param.is_constexpr:
@@ -41,7 +43,7 @@ def _signature(fn, dtype: str) -> dict:
         elif name == "LENS":
             sig[name] = "*i32"
         elif name == "scale":
-            sig[name] = "fp32"
+            sig[name] = scale_type
         else:
             sig[name] = "i32"
     return sig
@@ -56,8 +58,8 @@ def _aligned(fn) -> dict:
     return {(i,): [["tt.divisibility", 16]] for i in keep}
 
 
-def compile_one(fn, dtype: str, constexprs: dict, num_warps: int, num_stages: int) -> dict:
-    src = ASTSource(fn=fn, signature=_signature(fn, dtype), attrs=_aligned(fn),
+def compile_one(fn, dtype: str, constexprs: dict, num_warps: int, num_stages: int, scale_type: str = "fp32") -> dict:
+    src = ASTSource(fn=fn, signature=_signature(fn, dtype, scale_type), attrs=_aligned(fn),
                     constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                               options=dict(num_warps=num_warps, num_stages=num_stages))
@@ -72,7 +74,7 @@ def compile_one(fn, dtype: str, constexprs: dict, num_warps: int, num_stages: in
             "cp_async": "cp.async" in compiled.asm["ptx"]}
 
 
-def check(dtype: str, D: int, varlen: bool, causal: bool, rows: str = "first") -> None:
+def check(dtype: str, D: int, varlen: bool, causal: bool, rows: str = "first", scale_type: str = "fp32") -> None:
     block_d = max(16, triton.next_power_of_2(D))
     meta = dict(D=D, VARLEN=varlen, HAS_LENS=True, CAUSAL=causal, BLOCK_D=block_d, EVEN_D=block_d == D,
                 DOT_PREC="ieee" if dtype == "fp32" else "tf32")
@@ -81,8 +83,10 @@ def check(dtype: str, D: int, varlen: bool, causal: bool, rows: str = "first") -
         configs = kern._configs([row[:4] for row in table])
         kept = kern._pruner(table)(configs, {"Q": probe}, D=D)
         for cfg in kept[:1] if rows == "first" else kept:  # the first: what runs with autotuning off
-            info = compile_one(kern.KERNELS[name], dtype, {**meta, **cfg.kwargs}, cfg.num_warps, cfg.num_stages)
+            info = compile_one(kern.KERNELS[name], dtype, {**meta, **cfg.kwargs}, cfg.num_warps, cfg.num_stages,
+                               scale_type)
             print(json.dumps({"kernel": name, "dtype": dtype, "D": D, "varlen": varlen, "causal": causal,
+                              "scale": scale_type,
                               **cfg.kwargs, "warps": cfg.num_warps, "stages": cfg.num_stages, **info}), flush=True)
     info = compile_one(kern.attn_bwd_delta_kernel, dtype, dict(D=D, BLOCK_R=kern.delta_rows(block_d), BLOCK_D=block_d), 4, 1)
     print(json.dumps({"kernel": "delta", "dtype": dtype, "D": D, **info}), flush=True)
@@ -91,5 +95,6 @@ def check(dtype: str, D: int, varlen: bool, causal: bool, rows: str = "first") -
 if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") != "1", "run without TRITON_INTERPRET=1"
     for spec in sys.argv[1:] or ["bf16:64:varlen:causal"]:
-        dtype, D, layout, mask, *rows = spec.split(":")
-        check(dtype, int(D), layout == "varlen", mask == "causal", *rows)
+        dtype, D, layout, mask, *extra = spec.split(":")
+        check(dtype, int(D), layout == "varlen", mask == "causal", "all" if "all" in extra else "first",
+              "fp64" if "fp64scale" in extra else "fp32")
