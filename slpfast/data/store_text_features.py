@@ -1,0 +1,109 @@
+"""Writing cached text-encoder features next to a store's clip shards.
+
+:class:`TextFeatureWriter` writes one ``textfeat-<name>-NNNNN.slp`` file (kind
+"text_features") per clip shard and registers the set in ``store.json``; :class:`Store`
+reads them back (``Store.text_features``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .shard_format import atomic_write_json, write_shard
+from .store_format import _F16_MAX
+
+if TYPE_CHECKING:
+    from .store_reader import Store
+
+
+class TextFeatureWriter:
+    """Appends cached text features in clip order; writes one file per clip shard, atomically.
+
+    ``add(pooled (b, D), tokens list of (L_i, D) or None)`` any number of times; ``close()``
+    (or the end of a ``with`` block) checks that every clip got features and registers the set
+    in ``store.json`` (atomically). Re-writing a name replaces it.
+    """
+
+    def __init__(self, store: Store, name: str, dim: int | None, meta: dict | None = None):
+        if not name or "/" in name or os.sep in name:
+            raise ValueError(f"bad feature set name {name!r}")
+        self.store = store
+        self.name = name
+        self.dim = dim
+        self.meta = meta or {}
+        self.files: list[str] = []
+        self._shard = 0
+        self._pooled: list[np.ndarray] = []
+        self._tokens: list[np.ndarray] = []
+        self._count = 0  # rows buffered for the current shard
+        self._done = 0
+
+    def add(self, pooled, tokens=None) -> None:
+        pooled = np.asarray(pooled, np.float32)
+        if pooled.ndim != 2:
+            raise ValueError(f"pooled must be (b, D), got {pooled.shape}")
+        if self.dim is None:
+            self.dim = pooled.shape[1]
+        if pooled.shape[1] != self.dim:
+            raise ValueError(f"pooled dim {pooled.shape[1]} != {self.dim}")
+        if tokens is not None and len(tokens) != pooled.shape[0]:
+            raise ValueError("tokens must have one array per pooled row")
+        bad = ~np.isfinite(pooled).all(1)
+        if tokens is not None:
+            bad |= np.array([not np.isfinite(np.asarray(t, np.float32)).all() for t in tokens], bool)
+        if bad.any():  # a cached NaN would turn every contrastive loss that meets it into NaN
+            raise ValueError(f"text features of {int(bad.sum())} clip(s) contain NaN or inf (first: row "
+                             f"{int(np.flatnonzero(bad)[0])} of this add() call); nothing of this call was kept")
+        for r in range(pooled.shape[0]):
+            if self._shard >= len(self.store.shards):
+                raise ValueError(f"more feature rows than clips ({len(self.store)})")
+            self._pooled.append(pooled[r])
+            t = np.zeros((0, self.dim), np.float32) if tokens is None else np.asarray(tokens[r], np.float32).reshape(-1, self.dim)
+            self._tokens.append(t)
+            self._count += 1
+            if self._count == self.store.shards[self._shard].meta["num_clips"]:
+                self._flush()
+
+    def _flush(self) -> None:
+        fname = f"textfeat-{self.name}-{self._shard:05d}.slp"
+        offs = np.zeros(len(self._tokens) + 1, np.int64)
+        offs[1:] = np.cumsum([t.shape[0] for t in self._tokens])
+        sections = {
+            "pooled": np.clip(np.stack(self._pooled), -_F16_MAX, _F16_MAX).astype(np.float16),
+            "tokens": (np.clip(np.concatenate(self._tokens), -_F16_MAX, _F16_MAX).astype(np.float16)
+                       if offs[-1] else np.zeros((0, self.dim), np.float16)),
+            "token_offsets": offs,
+        }
+        write_shard(os.path.join(self.store.path, fname), sections, kind="text_features",
+                    meta={"name": self.name, "dim": self.dim, **self.meta})
+        self.files.append(fname)
+        self._shard += 1
+        self._pooled, self._tokens, self._count = [], [], 0
+        # skip empty shards
+        while self._shard < len(self.store.shards) and self.store.shards[self._shard].meta["num_clips"] == 0:
+            self._flush()
+
+    def close(self) -> None:
+        while self._shard < len(self.store.shards) and self.store.shards[self._shard].meta["num_clips"] == 0:
+            self._flush()
+        if self._shard != len(self.store.shards) or self._count:
+            raise ValueError(f"text features for {sum(len(p) for p in [self._pooled])} + "
+                             f"{int(self.store.clip_offsets[self._shard]) if self._shard < len(self.store.shards) else len(self.store)}"
+                             f" clips given, the store has {len(self.store)}")
+        listing = os.path.join(self.store.path, "store.json")
+        with open(listing) as f:
+            info = json.load(f)
+        info.setdefault("text_features", {})[self.name] = {"files": self.files, "dim": int(self.dim), "meta": self.meta}
+        atomic_write_json(listing, info)
+        self.store.info = info
+        self.store._open_text_features()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
