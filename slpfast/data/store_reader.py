@@ -6,7 +6,6 @@ in :mod:`slpfast.data.store`.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
@@ -14,7 +13,7 @@ import numpy as np
 
 from ..layouts import NUM_JOINTS
 from .shard_format import ShardError, ShardFile
-from .store_format import CATEGORICAL, STORE_FORMAT, STORE_VERSION
+from .store_format import CATEGORICAL, read_store_json
 from .store_gather import _ClipSource
 from .store_text_features import TextFeatureWriter
 
@@ -35,32 +34,11 @@ class Store(_ClipSource):
     def __init__(self, path: str, *, verify: str = "fast"):
         self.path = os.fspath(path)
         self.verify = verify
-        listing = os.path.join(self.path, "store.json")
-        if not os.path.isfile(listing):
-            raise ShardError(f"{self.path}: not a slpfast store (no store.json)")
-        try:
-            with open(listing) as f:
-                info = json.load(f)
-        except ValueError as e:
-            raise ShardError(f"{listing}: unreadable store listing: {e}") from e
-        if not isinstance(info, dict):
-            raise ShardError(f"{listing}: not a slpfast store listing (a JSON {type(info).__name__}, not an object)")
-        if info.get("format") != STORE_FORMAT:
-            raise ShardError(f"{listing}: not a slpfast store listing (format {info.get('format')!r})")
-        if info.get("version") != STORE_VERSION:
-            raise ShardError(f"{listing}: unsupported store version {info.get('version')} (this slpfast reads {STORE_VERSION})")
-        if info.get("num_joints") != NUM_JOINTS:
-            raise ShardError(f"{listing}: store has J={info.get('num_joints')}, the canonical layout has {NUM_JOINTS}")
+        info = read_store_json(self.path)
         self.info = info
         self.meta = info.get("meta", {})
         self.shards: list[ShardFile] = []
-        shards = info.get("shards")
-        if not isinstance(shards, list) or not all(
-                isinstance(s, dict) and isinstance(s.get("file"), str) and "num_clips" in s and "file_size" in s
-                for s in shards):
-            raise ShardError(f"{listing}: damaged store listing: 'shards' must be a list of "
-                             "{file, num_clips, file_size} entries")
-        for s in shards:
+        for s in info["shards"]:
             sh = ShardFile(os.path.join(self.path, s["file"]), verify=verify, expect_kind="clips")
             if sh.meta.get("num_clips") != s["num_clips"] or sh.file_size != s["file_size"]:
                 raise ShardError(f"{sh.path}: shard does not match store.json "
