@@ -18,7 +18,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "Store": "store", "StoreWriter": "store", "ConcatStore": "store", "TextFeatureWriter": "store",
+    "Store": "store_reader", "StoreWriter": "store_writer", "ConcatStore": "store_concat",
+    "TextFeatureWriter": "store_text_features",
     "ShardError": "shard_format",
     "generate_corpus": "synthetic", "default_corpus": "synthetic",
     "FixedBatchSampler": "samplers", "TokenBudgetSampler": "samplers", "BatchPlan": "samplers",

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .store import CHANNELS
+from .store_format import CHANNELS
 
 __all__ = ["Collator", "WordTokenizer", "pad_int"]
 

@@ -43,7 +43,8 @@ from ..layouts_sources import get_layout
 from .manifest import Manifest, read_manifest
 from .readers import EXTENSIONS, ReadError, read_any
 from .shard_format import ShardError, ShardFile, atomic_write_json
-from .store import write_clip_shard, write_store_json
+from .store_format import write_store_json
+from .store_writer import sanitize_pose, write_clip_shard
 
 REASONS = ("corrupt", "shape", "nan", "empty", "missing_text")
 _SIGNER_WEIGHT_PARTS = ("body", "left_hand", "right_hand")
@@ -124,8 +125,6 @@ def convert_one(path: str, clip_id: str, manifest: Manifest | None, opts: dict) 
 
 
 def _record(rec):
-    from .store import sanitize_pose
-
     pose, conf = sanitize_pose(rec["pose"], rec["conf"])
     return pose.astype(np.float16), conf.astype(np.float16)
 

@@ -58,7 +58,7 @@ class MixtureIndices:
 
 def mix_stores(stores, weights, *, splits=None, num_samples=None, seed=0):
     """(ConcatStore, MixtureIndices) for ``stores`` mixed by ``weights`` (optionally per-store splits)."""
-    from .store import ConcatStore
+    from .store_concat import ConcatStore
 
     subsets = None
     if splits is not None:

@@ -622,7 +622,7 @@ def generate_corpus(out_dir: str, num_clips: int = 4000, seed: int = 0, *, num_g
     that many processes (same output); "auto": all cores for 1500 clips or more. With ``overwrite=False`` an existing complete store
     generated with the same arguments is reused as is.
     """
-    from .store import Store, StoreWriter
+    from .store_reader import Store
 
     if not isinstance(num_clips, (int, np.integer)) or num_clips < 1:
         raise ValueError(f"generate_corpus: num_clips must be an int >= 1, got {num_clips!r}")
@@ -667,7 +667,7 @@ def generate_corpus(out_dir: str, num_clips: int = 4000, seed: int = 0, *, num_g
 
 
 def _write(out_dir, plan, clips, meta, shard_clips):
-    from .store import StoreWriter
+    from .store_writer import StoreWriter
 
     with StoreWriter(out_dir, meta={"synthetic": meta, "fps": FPS}, shard_clips=shard_clips) as w:
         for (i, kind, _, split), c in zip(plan, clips):
