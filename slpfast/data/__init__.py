@@ -21,7 +21,7 @@ _EXPORTS = {
     "Store": "store_reader", "StoreWriter": "store_writer", "ConcatStore": "store_concat",
     "TextFeatureWriter": "store_text_features",
     "ShardError": "shard_format",
-    "generate_corpus": "synthetic", "default_corpus": "synthetic",
+    "generate_corpus": "synthetic_corpus", "default_corpus": "synthetic_corpus",
     "FixedBatchSampler": "samplers", "TokenBudgetSampler": "samplers", "BatchPlan": "samplers",
     "MixtureIndices": "mixing", "mix_stores": "mixing",
     "Collator": "collate",
