@@ -23,6 +23,7 @@ import torch
 from ..reference import attention as ref
 from ._dispatch import Backend
 from ._validate import lengths_to_cu_seqlens
+from .packing import pack_rows, unpack_rows
 
 
 def _row_valid(seq_lens: torch.Tensor, T: int) -> torch.Tensor:
@@ -70,8 +71,8 @@ def _sdpa_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
         qp, kp, vp = (t.view(B, max_seqlen, *t.shape[1:]) for t in (q, k, v))
         return _sdpa_padded(qp, kp, vp, None, causal, scale).reshape(q.shape)
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.int64)
-    qp, kp, vp = (ref.packed_to_padded(t, cu_seqlens, max_seqlen) for t in (q, k, v))
-    return ref.padded_to_packed(_sdpa_padded(qp, kp, vp, lengths, causal, scale), cu_seqlens, total)
+    qp, kp, vp = (unpack_rows(t, cu_seqlens, max_seqlen) for t in (q, k, v))
+    return pack_rows(_sdpa_padded(qp, kp, vp, lengths, causal, scale), cu_seqlens, total)
 
 
 # ------------------------------------------------------------------------------------ flex
@@ -200,9 +201,9 @@ def _xformers_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, *
         lens = seq_lens if seq_lens is not None else torch.full((B,), T, device=q.device, dtype=torch.int64)
         cu = lengths_to_cu_seqlens(lens, torch.int64)
         total = int(cu[-1])
-        packed = [ref.padded_to_packed(t, cu, total) for t in (q, k, v)]
+        packed = [pack_rows(t, cu, total) for t in (q, k, v)]
         out = _xformers_run(*packed, seq_lens=None, cu_seqlens=cu, max_seqlen=T, causal=causal, scale=scale)
-        return ref.packed_to_padded(out, cu, T)
+        return unpack_rows(out, cu, T)
     lengths = [n for n in (cu_seqlens[1:] - cu_seqlens[:-1]).tolist() if n > 0]  # empty sequences own no rows
     if not lengths:
         return torch.zeros_like(q)
