@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # The GPU check: one script for a lent GPU machine (CUDA torch and triton installed, no internet,
-# no DALI/xformers/pose-format). Within a time box (BUDGET seconds, default 520) it
-#   1. builds the extension with CUDA, in place;
-#   2. runs the tests marked `cuda` (in parallel with pytest-xdist when it is installed);
-#   3. runs the goal benchmarks at their issue sizes, most important first:
-#      pose (B=256 + larger batches), attn (bf16 fwd+bwd, the named shapes),
-#      contrastive (N = 4k..256k, D=512), train_step (base model);
-#   4. if time is left, a short `slpfast.pretrain` run with torch.compile on the GPU.
-# Each stage gets what is left of the box, so a slow stage cuts the later ones short instead of
-# losing everything. Results go to $OUT (default ./gpu_out), in at most 6 files:
+# no DALI/xformers/pose-format). Stages (STAGES, comma-separated; default all, in this order):
+#   build        the extension with CUDA, in place (kept between calls on a warm machine)
+#   pytest       the tests marked `cuda` (pytest-xdist -n 8 when installed)
+#   pose         bench/pose.py on the GPU only (B=256, then B=1024 and 4096)
+#   attn         bench/attn.py bf16 fwd+bwd, the named shapes: triton + sdpa, then flex (padded)
+#   contrastive  bench/contrastive.py, N = 4k..256k, D=512
+#   train_step   bench/train_step.py, base model
+#   pretrain     a short slpfast.pretrain run with torch.compile
+# Each stage gets at most its cap and what is left of the time box (BUDGET seconds, default
+# 520), so a slow stage cuts the later ones short instead of losing everything.
+# Seen on an H200 (2026-11-26, 16 cores, torch 2.11): build 58 s; pytest 107 s; contrastive
+# 91 s; attn triton+sdpa ~40 s per ragged shape (autotuning); one flex point (its compile)
+# over 75 s; train_step base over 65 s. 15 device-minutes hold about two calls back to back:
+#   STAGES=build,pytest,attn  then, at once (the machine stays warm 30 s and keeps the build),
+#   STAGES=pose,contrastive,train_step
+# Results go to $OUT (default ./gpu_out), in at most 6 files:
 #   log.txt        everything printed, in order      summary.txt   one line per stage
 #   results.jsonl  every benchmark row (JSON)        build.log, pytest.log, pretrain.log
-# Copy the JSON rows into bench/results/ with the card's name (see bench/results/README.md).
+# Keep the rows in bench/results/<bench>_<card>.jsonl and the story in bench/results/README.md.
 #
 #   OUT=/tmp/out BUDGET=520 bash bench/gpu_check.sh
 #   QUICK=1 bash bench/gpu_check.sh      # every benchmark in --quick instead (smoke run)
@@ -24,9 +31,11 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 START=$(date +%s)
 BUDGET=${BUDGET:-520}
+STAGES=",${STAGES:-build,pytest,pose,attn,contrastive,train_step,pretrain},"
 status=0
 exec > >(tee -a "$OUT/log.txt") 2>&1
 
+want() { [[ $STAGES == *",$1,"* ]]; }
 left() { echo $((START + BUDGET - $(date +%s))); }
 step() { echo "=== $* (t=$(( $(date +%s) - START ))s)" | tee -a "$OUT/summary.txt"; }
 # run_stage NAME CAP_SECONDS CMD...: runs CMD under min(CAP, time left - 5 s); records the exit code.
@@ -51,12 +60,12 @@ if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null; then
 fi
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 export MAX_JOBS=${MAX_JOBS:-16}
-run_stage "build the extension with CUDA" 240 bash -c "$PY setup.py build_ext --inplace > '$OUT/build.log' 2>&1 || { tail -n 40 '$OUT/build.log'; exit 1; }"
+want build && run_stage "build the extension with CUDA" 240 bash -c "$PY setup.py build_ext --inplace > '$OUT/build.log' 2>&1 || { tail -n 40 '$OUT/build.log'; exit 1; }"
 if ! $PY -m slpfast.info; then echo "the extension does not load; stopping" | tee -a "$OUT/summary.txt"; exit 1; fi
 
 XDIST=""
 $PY -c 'import xdist' 2>/dev/null && XDIST="-n 8"
-run_stage "pytest -m cuda $XDIST" 200 bash -c "$PY -m pytest -q -m cuda -p no:cacheprovider $XDIST -rs tests > '$OUT/pytest.log' 2>&1; rc=\$?; tail -n 40 '$OUT/pytest.log'; exit \$rc"
+want pytest && run_stage "pytest -m cuda $XDIST" 200 bash -c "$PY -m pytest -q -m cuda -p no:cacheprovider $XDIST -rs tests > '$OUT/pytest.log' 2>&1; rc=\$?; tail -n 40 '$OUT/pytest.log'; exit \$rc"
 
 if [ -n "${QUICK:-}" ]; then
   for b in bench/*.py; do
@@ -64,12 +73,16 @@ if [ -n "${QUICK:-}" ]; then
     run_stage "bench $name --quick" 120 $PY "$b" --quick --json "$OUT/results.jsonl"
   done
 else
-  run_stage "bench pose" 60 $PY bench/pose.py --json "$OUT/results.jsonl"
-  run_stage "bench attn" 150 $PY bench/attn.py --modes fwd+bwd --providers triton,flex,sdpa,xformers \
+  want pose && run_stage "bench pose (GPU)" 90 $PY bench/pose.py --devices cuda --gpu-batches 1024,4096 \
     --json "$OUT/results.jsonl"
-  run_stage "bench contrastive" 120 $PY bench/contrastive.py --json "$OUT/results.jsonl"
-  run_stage "bench train_step (base)" 150 $PY bench/train_step.py --sizes base --json "$OUT/results.jsonl"
-  run_stage "pretrain with torch.compile (tiny, 40 steps)" 120 bash -c \
+  want attn && run_stage "bench attn (triton, sdpa)" 150 $PY bench/attn.py --modes fwd+bwd --providers triton,sdpa,xformers \
+    --json "$OUT/results.jsonl"
+  want attn && run_stage "bench attn (flex, padded)" 150 $PY bench/attn.py --modes fwd+bwd --providers flex \
+    --layouts padded --json "$OUT/results.jsonl"
+  want contrastive && run_stage "bench contrastive" 120 $PY bench/contrastive.py --json "$OUT/results.jsonl"
+  want train_step && run_stage "bench train_step (base)" 150 $PY bench/train_step.py --sizes base --rounds 1 \
+    --json "$OUT/results.jsonl"
+  want pretrain && run_stage "pretrain with torch.compile (tiny, 40 steps)" 150 bash -c \
     "$PY -m slpfast.pretrain --train.steps=40 --train.compile=true --train.log_every=10 --train.progress=false \
      --train.out_dir=/tmp/slpfast-gpu-pretrain > '$OUT/pretrain.log' 2>&1; rc=\$?; tail -n 15 '$OUT/pretrain.log'; exit \$rc"
 fi

@@ -153,6 +153,8 @@ def main():
     p.add_argument("--dtype", default="fp16", choices=["fp16", "fp32"])
     p.add_argument("--C", type=int, default=3, choices=[2, 3])
     p.add_argument("--workloads", default="affine,full")
+    p.add_argument("--devices", default="cpu,cuda",
+                   help="where to run: cpu (ext-cpu, torch-chain, the per-clip loops) and/or cuda (if present)")
     p.add_argument("--gpu-batches", default=None,
                    help="GPU only: extra batch sizes for ext-cuda-op (default 1024,4096; --quick: none)")
     args = p.parse_args()
@@ -168,7 +170,11 @@ def main():
     print(f"# {shape}, torch threads={torch.get_num_threads()}")
     if not HAVE_POSE_FORMAT:
         print("# pose-format is not installed: that provider is skipped")
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not P._extension.unavailable_reasons("cuda") else [])
+    wanted = args.devices.split(",")
+    cuda_ok = torch.cuda.is_available() and not P._extension.unavailable_reasons("cuda")
+    devices = [d for d in ("cpu", "cuda") if d in wanted and (d == "cpu" or cuda_ok)]
+    if not devices:
+        raise SystemExit(f"bench/pose.py: nothing to run on --devices={args.devices} (CUDA usable: {cuda_ok})")
     copy_gbs = copy_bandwidth("cuda") if "cuda" in devices else None
     for wl in args.workloads.split(","):
         cfg = WORKLOADS[wl]
@@ -195,10 +201,11 @@ def main():
             if dev == "cpu":
                 cpu_ms["ext-cpu"] = cpu_time_ms(ext, reps)
                 cpu_ms["torch-chain"] = cpu_time_ms(chain, max(2, reps // 2))
-        ref_loop = lambda: reference_loop(pose_np, conf_np, len_list, ids, seed, cfg, spec)  # noqa: E731
-        timings["reference"] = measure(ref_loop, warmup=1, repeats=max(2, reps // 2))
-        cpu_ms["reference"] = cpu_time_ms(ref_loop, 2)
-        if wl == "affine" and HAVE_POSE_FORMAT:
+        if "cpu" in devices:  # the per-clip loops (CPU only, seconds per call at B=256)
+            ref_loop = lambda: reference_loop(pose_np, conf_np, len_list, ids, seed, cfg, spec)  # noqa: E731
+            timings["reference"] = measure(ref_loop, warmup=1, repeats=max(2, reps // 2))
+            cpu_ms["reference"] = cpu_time_ms(ref_loop, 2)
+        if wl == "affine" and HAVE_POSE_FORMAT and "cpu" in devices:
             rng = np.random.default_rng(0)
             pf_loop = lambda: pose_format_loop(pose_np, conf_np, len_list, rng)  # noqa: E731
             timings["pose-format"] = measure(pf_loop, warmup=1, repeats=max(2, reps // 2))
