@@ -78,7 +78,9 @@ class DataConfig:
     """Where clips come from and how they are batched."""
 
     store: str = ""
-    """Store directory; empty = the synthetic corpus in synthetic_dir (generated on first run)."""
+    """Store directory, or several separated by commas (pre-training mixes them by store_weights); empty = the synthetic corpus in synthetic_dir (generated on first run)."""
+    store_weights: str = ""
+    """Sampling weights of the stores in data.store, comma-separated, one per store; empty = in proportion to their sizes. Each epoch draws as many clips as the stores hold together."""
     synthetic_dir: str = "~/.cache/slpfast/pretrain-synthetic"
     """Where the default synthetic corpus is generated and kept (regenerated if synthetic_clips/seed change)."""
     synthetic_clips: int = 2000
@@ -97,6 +99,21 @@ class DataConfig:
     """Feed clips packed (cu_seqlens: no compute on padding) instead of padded."""
     augment: bool = True
     """Apply slpfast.ops.augment_pose (seeded by step and clip id) before the model."""
+
+
+    def store_paths(self) -> list[str]:
+        """The directories named in ``store`` (empty: the synthetic corpus)."""
+        return [p.strip() for p in self.store.split(",") if p.strip()]
+
+    def mixture_weights(self) -> list[float] | None:
+        """``store_weights`` as numbers (None: in proportion to the stores' sizes)."""
+        if not self.store_weights.strip():
+            return None
+        try:
+            return [float(w) for w in self.store_weights.split(",")]
+        except ValueError:
+            raise ValueError(f"config: data.store_weights must be comma-separated numbers, "
+                             f"got {self.store_weights!r}") from None
 
 
 @dataclass
@@ -210,6 +227,12 @@ class PretrainConfig:
             (0 < t.init_temperature < 1, "text.init_temperature", "must be in (0, 1)", t.init_temperature),
             (m.weight + t.weight + t.finegrained_weight > 0, "mpm.weight",
              "and text.weight / text.finegrained_weight cannot all be 0", m.weight),
+            (len(set(d.store_paths())) == len(d.store_paths()), "data.store", "names a store twice", d.store),
+            (d.mixture_weights() is None or len(d.mixture_weights()) == len(d.store_paths()), "data.store_weights",
+             f"needs one weight per store in data.store ({len(d.store_paths())})", d.store_weights),
+            (d.mixture_weights() is None or (all(math.isfinite(w) and w >= 0 for w in d.mixture_weights())
+                                             and sum(d.mixture_weights()) > 0), "data.store_weights",
+             "must be finite and >= 0, not all 0", d.store_weights),
             (d.loader in ("torch", "dali"), "data.loader", "must be torch or dali", d.loader),
             (d.batch_size >= 1, "data.batch_size", "must be >= 1", d.batch_size),
             (2 <= d.max_frames <= self.model.resolved().max_frames, "data.max_frames",
