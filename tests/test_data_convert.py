@@ -194,7 +194,7 @@ def _bad_inputs(d):
     np.save(f"{d}/empty.npy", np.zeros((0, 133, 2), np.float32))
     np.save(f"{d}/no_text.npy", good)
     open(f"{d}/corrupt.npy", "wb").write(b"\x93NUMPY garbage")
-    open(f"{d}/corrupt.json", "w").write("[{\"frame_id\": 0, ")
+    open(f"{d}/corrupt_json.json", "w").write("[{\"frame_id\": 0, ")
     with open(f"{d}/evil.pkl", "wb") as f:
         pickle.dump({"keypoints": good, "x": os.system}, f)
     src = os.path.join(POSE_DIR, POSE_FILES[0]) if POSE_FILES else None
@@ -203,7 +203,7 @@ def _bad_inputs(d):
         open(f"{d}/truncated.pose", "wb").write(data[: len(data) // 2])
     open(f"{d}/garbage.pose", "wb").write(os.urandom(300))
     ids = ["good_npy", "good_npz", "good_pkl", "good_json", "wrong_shape", "has_nan", "empty", "corrupt",
-           "evil", "truncated", "garbage"]
+           "corrupt_json", "evil", "truncated", "garbage"]
     return ids
 
 
@@ -300,6 +300,20 @@ def test_cli_bad_options_one_line_error(tmp_path, capsys, args, needle):
     assert rc == 2
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (out / "store.json").exists()
+
+
+def test_duplicate_clip_ids_are_refused(tmp_path, capsys):
+    """One id from two files (here the same name under two SRC folders) would share a manifest
+    row: refused before anything is converted, naming the id and the files."""
+    for d in ("x", "y"):
+        os.makedirs(tmp_path / d)
+        shutil.copy(os.path.join(POSE_DIR, POSE_FILES[-1]), tmp_path / d / "clip.pose")
+    out = tmp_path / "st"
+    rc = conv.main([str(tmp_path / "x"), str(tmp_path / "y"), "--out", str(out), "--allow-missing-text",
+                    "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'clip'" in err and "x/clip.pose" in err and "y/clip.pose" in err, err
+    assert "Traceback" not in err and not (out / "store.json").exists()
 
 
 def test_bad_manifest_is_a_clear_error(tmp_path):

@@ -75,6 +75,21 @@ def find_inputs(sources: list[str], exclude: str | None = None) -> list[tuple[st
     return out
 
 
+def _check_unique_ids(items: list[tuple[str, str]]) -> None:
+    """Two inputs with one clip id (``a.pose`` beside ``a.json``, or the same relative path under
+    two SRC folders) would both take that id's manifest row: one text twice in a batch (a
+    false negative for the contrastive loss) and possibly one clip in two splits. Refuse."""
+    by_id: dict[str, list[str]] = {}
+    for path, clip_id in items:
+        by_id.setdefault(clip_id, []).append(path)
+    dups = {k: v for k, v in by_id.items() if len(v) > 1}
+    if dups:
+        k, paths = next(iter(sorted(dups.items())))
+        raise ValueError(f"SRC: {len(dups)} clip id(s) come from more than one input file, e.g. {k!r} from "
+                         f"{', '.join(paths[:3])}; keep one file per clip, or convert the SRC folders into "
+                         f"separate stores (pre-training can mix them: --data.store=A,B)")
+
+
 class Skip(Exception):
     def __init__(self, reason, message):
         super().__init__(message)
@@ -237,6 +252,7 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
         items = find_inputs(sources, exclude=out_dir)
     except FileNotFoundError as e:
         raise ValueError(f"SRC: {e.args[0]!r} does not exist (give pose files or folders)") from None
+    _check_unique_ids(items)
     if manifest and not os.path.isfile(manifest):
         raise ValueError(f"--manifest: {manifest!r} does not exist")
     try:
