@@ -219,7 +219,11 @@ def contrastive_loss(sign: torch.Tensor, text: torch.Tensor, logit_scale, *, gat
         gather: under an initialized process group with world size > 1, gather the batch across
             ``group`` (local-loss formulation, see the module docstring). N_local must be equal
             on every rank: checked on CPU tensors always, on GPU on the first call per group and
-            on every call with ``SLPFAST_DEBUG_DISTRIBUTED=1``.
+            on every call with ``SLPFAST_DEBUG_DISTRIBUTED=1``. Argument errors (N_local = 0
+            included) are raised before any collective, on the rank that has them: the other
+            ranks then wait in the all-gather until the process group's timeout (10 min under
+            ``slpfast.pretrain``), so feed every rank a fixed batch size (``drop_last=True``,
+            as slpfast's loaders do when training).
         group: process group (default: the world).
         backend: ``"auto"``, ``"triton"``, ``"chunked"`` or ``"eager"``.
         normalize: L2-normalize both inputs first (``F.normalize``, differentiable, O(N * D);
