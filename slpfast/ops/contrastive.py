@@ -94,11 +94,12 @@ class ContrastiveFunction(torch.autograd.Function):
             if d_text_all is not None:
                 d_text_all = d_text_all.mul_(cs).to(text_all.dtype)
         # in place on the fp32 (M, D) results: no further N x D temporaries. The positive logit
-        # s * x_i . y_i appears once per direction, hence the factor 2.
+        # s * x_i . y_i appears once per direction, hence the factor 2: subtracted twice, because
+        # torch.compile (2.13, CPU) dropped the alpha of gy.add_(text, alpha=-2.0) (d_sign was wrong)
         if needs[1]:
-            d_sign = gy.add_(text, alpha=-2.0).mul_(cs).to(sign.dtype)
+            d_sign = gy.sub_(text).sub_(text).mul_(cs).to(sign.dtype)
         if needs[2]:
-            d_text = gtx.add_(sign, alpha=-2.0).mul_(cs).to(text.dtype)
+            d_text = gtx.sub_(sign).sub_(sign).mul_(cs).to(text.dtype)
         dtype, shape = ctx.scale_meta
         d_scale = (c * (ps - 2.0 * diag.sum())).to(dtype).reshape(shape)
         return None, d_sign, d_text, d_sign_all, d_text_all, d_scale, None
