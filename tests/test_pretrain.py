@@ -134,16 +134,21 @@ def test_grad_accumulation_and_fine_grained_term(tmp_path_factory, tmp_path):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
 
 
-def test_packed_batches_train_like_padded(tmp_path_factory, tmp_path):
-    store = tiny_store(tmp_path_factory)
+def _losses_by(store, tmp_path, key: str, values, **over) -> dict:
+    """value -> the per-step losses of a short run with ``--{key}=value`` (no checkpoints/export)."""
     losses = {}
-    for packed in ("false", "true"):
-        tr = _trainer(store, tmp_path / packed, **{"train.steps": 3, "train.ckpt_every": 0, "train.export": "",
-                                                   "data.packed": packed, "text.finegrained_weight": 0.5})
+    for value in values:
+        tr = _trainer(store, tmp_path / value, **{"train.ckpt_every": 0, "train.export": "", key: value, **over})
         try:
-            losses[packed] = [r["loss/loss"] for r in tr.run()["history"]]
+            losses[value] = [r["loss/loss"] for r in tr.run()["history"]]
         finally:
             tr.close()
+    return losses
+
+
+def test_packed_batches_train_like_padded(tmp_path_factory, tmp_path):
+    losses = _losses_by(tiny_store(tmp_path_factory), tmp_path, "data.packed", ("false", "true"),
+                        **{"train.steps": 3, "text.finegrained_weight": 0.5})
     # same clips, augmentation, masks and weights: only the layout differs (float rounding)
     assert len(losses["true"]) == 3
     torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-4, atol=1e-4)
@@ -153,15 +158,8 @@ def test_packed_batches_train_like_padded(tmp_path_factory, tmp_path):
 def test_compiled_model_trains_like_eager(tmp_path_factory, tmp_path):
     """--train.compile=true (inductor; on CPU here, ~1.5 min of compiling): same losses as eager.
     On a GPU the triton attention backend is compiled by tests/test_attention_triton.py."""
-    store = tiny_store(tmp_path_factory)
-    losses = {}
-    for compiled in ("false", "true"):
-        tr = _trainer(store, tmp_path / compiled, **{"train.steps": 2, "train.ckpt_every": 0, "train.export": "",
-                                                     "train.compile": compiled})
-        try:
-            losses[compiled] = [r["loss/loss"] for r in tr.run()["history"]]
-        finally:
-            tr.close()
+    losses = _losses_by(tiny_store(tmp_path_factory), tmp_path, "train.compile", ("false", "true"),
+                        **{"train.steps": 2})
     assert len(losses["true"]) == 2
     torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-3, atol=1e-3)
 
@@ -185,15 +183,8 @@ def test_gpu_steps_bf16_with_mfu(tmp_path_factory, tmp_path):
 
 def test_dali_loader_trains_like_torch_loader(tmp_path_factory, tmp_path):
     pytest.importorskip("nvidia.dali")
-    store = tiny_store(tmp_path_factory)
-    losses = {}
-    for loader in ("torch", "dali"):
-        tr = _trainer(store, tmp_path / loader, **{"train.steps": 2, "train.ckpt_every": 0, "train.export": "",
-                                                   "data.loader": loader})
-        try:
-            losses[loader] = [r["loss/loss"] for r in tr.run()["history"]]
-        finally:
-            tr.close()
+    losses = _losses_by(tiny_store(tmp_path_factory), tmp_path, "data.loader", ("torch", "dali"),
+                        **{"train.steps": 2})
     assert losses["dali"] == losses["torch"]  # the loaders yield identical batches
 
 
