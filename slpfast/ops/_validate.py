@@ -43,7 +43,7 @@ def check_lengths(op: str, name: str, lengths: torch.Tensor, batch: int, max_len
     if lengths.shape[0] != batch:
         fail(op, f"{name} must be int32/int64 of shape (B,)=({batch},), got {describe(lengths)}")
     if lengths.numel():
-        lo, hi = int(lengths.min()), int(lengths.max())
+        lo, hi = torch.stack(torch.aminmax(lengths)).tolist()  # one device->host copy, not two
         if lo < 0 or hi > max_len:
             fail(op, f"{name} must lie in [0, T={max_len}], got values in [{lo}, {hi}]")
 
