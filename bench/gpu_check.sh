@@ -77,7 +77,7 @@ else
     --json "$OUT/results.jsonl"
   want attn && run_stage "bench attn (triton, sdpa)" 150 $PY bench/attn.py --modes fwd+bwd --providers triton,sdpa,xformers \
     --json "$OUT/results.jsonl"
-  want attn && run_stage "bench attn (flex, padded)" 150 $PY bench/attn.py --modes fwd+bwd --providers flex \
+  want attn && run_stage "bench attn (flex, padded)" 200 $PY bench/attn.py --modes fwd+bwd --providers flex \
     --layouts padded --json "$OUT/results.jsonl"
   want contrastive && run_stage "bench contrastive" 120 $PY bench/contrastive.py --json "$OUT/results.jsonl"
   want train_step && run_stage "bench train_step (base)" 150 $PY bench/train_step.py --sizes base --rounds 1 \
