@@ -61,7 +61,12 @@ fi
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 export MAX_JOBS=${MAX_JOBS:-16}
 want build && run_stage "build the extension with CUDA" 240 bash -c "$PY setup.py build_ext --inplace > '$OUT/build.log' 2>&1 || { tail -n 40 '$OUT/build.log'; exit 1; }"
-if ! $PY -m slpfast.info; then echo "the extension does not load; stopping" | tee -a "$OUT/summary.txt"; exit 1; fi
+$PY -m slpfast.info
+# slpfast.info only reports; stop here unless the extension loads, with CUDA, and is current
+# (otherwise every stage below would measure fallback backends)
+if ! $PY -c 'from slpfast import _extension as e; s = e.load(); raise SystemExit(0 if s.loaded and s.with_cuda and not s.stale else 1)'; then
+  echo "the CUDA extension is missing, CPU-only or stale (see above); stopping" | tee -a "$OUT/summary.txt"; exit 1
+fi
 
 XDIST=""
 $PY -c 'import xdist' 2>/dev/null && XDIST="-n 8"

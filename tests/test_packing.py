@@ -73,6 +73,38 @@ def test_inside_torch_compile():
     assert torch.equal(compiled(x), f(x))
 
 
+@pytest.mark.parametrize("extension", [True, False], ids=["extension", "torch-fallback"])
+@pytest.mark.parametrize("lengths", [[5, 0, 3], [0, 0], [13, 1, 0, 11, 2]])
+def test_pack_rows_and_unpack_rows(lengths, extension, monkeypatch):
+    """The no-check entry points used inside other ops: values, zeros past each length (even
+    with garbage there), gradients and a fullgraph compile, with and without the extension."""
+    from slpfast.ops import packing
+
+    if extension and not _extension.load().loaded:
+        pytest.skip("extension not built")
+    if not extension:
+        monkeypatch.setattr(packing._extension, "unavailable_reasons", lambda device_type="cpu": ["forced off"])
+    x, lens = _random_batch(lengths, dtype=torch.float64)
+    T = x.shape[1]
+    for b, n in enumerate(lens.tolist()):
+        x[b, n:] = float("nan")  # padding rows may hold anything
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = lens.cumsum(0)
+    total = int(cu[-1])
+    x.requires_grad_()
+    packed = packing.pack_rows(x, cu, total)
+    torch.testing.assert_close(packed, ref.pack_padded(x.detach(), cu.long(), total))
+    padded = packing.unpack_rows(packed, cu, T + 2)  # wider than any length
+    assert padded.shape == (len(lengths), T + 2, *x.shape[2:])
+    torch.testing.assert_close(padded, ref.unpack_packed(packed.detach(), cu.long(), T + 2))
+    (g,) = torch.autograd.grad(padded.sum(), x)
+    valid = torch.arange(T)[None, :] < lens[:, None]
+    assert torch.equal(g[valid], torch.ones_like(g[valid])) and not g[~valid].any()
+    compiled = torch.compile(lambda t: packing.unpack_rows(packing.pack_rows(t, cu, total) * 2, cu, T),
+                             backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x.detach()), 2 * ref.unpack_packed(packed.detach(), cu.long(), T))
+
+
 def test_eager_backend_always_available():
     x, lens = _random_batch([2, 3])
     packed, cu = pack_padded(x, lens, backend="eager")

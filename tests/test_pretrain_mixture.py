@@ -78,8 +78,10 @@ def test_config_errors_and_one_store_commands(stores):
     a, b = stores
     with pytest.raises(ValueError, match="data.store_weights needs one weight per store"):
         _cfg(f"--data.store={a},{b}", "--data.store_weights=1")
-    with pytest.raises(ValueError, match="data.store names a store twice"):
-        _cfg(f"--data.store={a},{a}")
+    for twice in (f"{a},{a}", f"{a},{a}/", f"{a},{a}/../{os.path.basename(a)}"):
+        with pytest.raises(ValueError, match="data.store names a store twice"):
+            _cfg(f"--data.store={twice}")
+    assert _cfg(f"--data.store={a},{b},", "--data.store_weights=3,1,").data.mixture_weights() == [3.0, 1.0]
     with pytest.raises(ValueError, match="data.store_weights must be finite"):
         _cfg(f"--data.store={a},{b}", "--data.store_weights=-1,2")
     with pytest.raises(ValueError, match="data.store_weights must be comma-separated numbers"):

@@ -75,18 +75,29 @@ def pack_rows(padded: torch.Tensor, cu_seqlens: torch.Tensor, total: int) -> tor
     """``pack_padded`` for callers that validated their inputs: no checks, no host sync.
 
     padded (B, T, *rest), cu_seqlens (B+1,) int32/int64, total = cu_seqlens[-1] -> (total, *rest).
-    Differentiable; its backward is a gather (no scatter-add), unlike indexing with a row map.
+    Differentiable. With the extension its backward is a gather (no scatter-add); without it
+    (or on a device it was not built for) a row-index gather in torch, which traces under
+    torch.compile too (the eager pack backend loops over clips on the host).
     """
-    return _PACK.select("auto", x=padded).run(padded, cu_seqlens.to(torch.int64), total)
+    if _extension.unavailable_reasons(padded.device.type):
+        from ..reference.attention import padded_to_packed
+
+        return padded_to_packed(padded, cu_seqlens, total)
+    return torch.ops.slpfast.pack_padded(padded, cu_seqlens.to(torch.int64), total)
 
 
 def unpack_rows(packed: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int) -> torch.Tensor:
     """``unpack_packed`` for callers that validated their inputs: no checks, no host sync.
 
     packed (total, *rest), cu_seqlens (B+1,) int32/int64, max_len >= every length ->
-    (B, max_len, *rest), zeros past each length. Differentiable.
+    (B, max_len, *rest), zeros past each length. Differentiable; without the extension, as
+    :func:`pack_rows`.
     """
-    return _UNPACK.select("auto", x=packed).run(packed, cu_seqlens.to(torch.int64), max_len)
+    if _extension.unavailable_reasons(packed.device.type):
+        from ..reference.attention import packed_to_padded
+
+        return packed_to_padded(packed, cu_seqlens, max_len)
+    return torch.ops.slpfast.unpack_packed(packed, cu_seqlens.to(torch.int64), max_len)
 
 
 def pack_padded(padded: torch.Tensor, lengths: torch.Tensor, *, backend: str = "auto"):

@@ -29,8 +29,8 @@ def _padded_index(cu_seqlens: torch.Tensor, max_seqlen: int):
 def packed_to_padded(x: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
     """x (total, *rest) -> (B, max_seqlen, *rest), zeros past each length (differentiable, no host sync)."""
     index, valid = _padded_index(cu_seqlens, max_seqlen)
-    if x.shape[0] == 0:
-        return x.new_zeros((*index.shape, *x.shape[1:]))
+    if x.shape[0] == 0:  # nothing to gather; x.sum() (= 0, x is empty) keeps the autograd graph
+        return x.new_zeros((*index.shape, *x.shape[1:])) + x.sum()
     out = x[index]
     # where, not a multiply: a non-finite packed row must not leak into another sequence (inf * 0)
     return torch.where(valid.view(*valid.shape, *([1] * (x.dim() - 1))), out, 0.0)

@@ -19,6 +19,7 @@ import ast
 import dataclasses
 import inspect
 import math
+import os
 import textwrap
 import tomllib
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ class DataConfig:
         if not self.store_weights.strip():
             return None
         try:
-            return [float(w) for w in self.store_weights.split(",")]
+            return [float(w) for w in self.store_weights.split(",") if w.strip()]
         except ValueError:
             raise ValueError(f"config: data.store_weights must be comma-separated numbers, "
                              f"got {self.store_weights!r}") from None
@@ -227,7 +228,8 @@ class PretrainConfig:
             (0 < t.init_temperature < 1, "text.init_temperature", "must be in (0, 1)", t.init_temperature),
             (m.weight + t.weight + t.finegrained_weight > 0, "mpm.weight",
              "and text.weight / text.finegrained_weight cannot all be 0", m.weight),
-            (len(set(d.store_paths())) == len(d.store_paths()), "data.store", "names a store twice", d.store),
+            (len({os.path.realpath(os.path.expanduser(p)) for p in d.store_paths()}) == len(d.store_paths()),
+             "data.store", "names a store twice", d.store),
             (d.mixture_weights() is None or len(d.mixture_weights()) == len(d.store_paths()), "data.store_weights",
              f"needs one weight per store in data.store ({len(d.store_paths())})", d.store_weights),
             (d.mixture_weights() is None or (all(math.isfinite(w) and w >= 0 for w in d.mixture_weights())
