@@ -35,7 +35,7 @@ def device_name() -> str:
 def environment() -> dict:
     """Device and versions recorded with every result."""
     env = {"device": device_name(), "python": platform.python_version(), "torch": torch.__version__,
-           "cuda": torch.version.cuda}
+           "cuda": torch.version.cuda, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     try:
         import triton
 
