@@ -20,6 +20,11 @@
 #   results.jsonl  every benchmark row (JSON)        build.log, pytest.log, pretrain.log
 # Keep the rows in bench/results/<bench>_<card>.jsonl and the story in bench/results/README.md.
 #
+# Machines without internet: WHEELS=DIR installs the wheels in DIR first (into /tmp/site, no
+# dependencies), e.g. xformers 0.0.35 (3 MB, torch >= 2.10) for attn's xformers provider:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+#       -d wheels xformers==0.0.35
+#
 #   OUT=/tmp/out BUDGET=520 bash bench/gpu_check.sh
 #   QUICK=1 bash bench/gpu_check.sh      # every benchmark in --quick instead (smoke run)
 set -uo pipefail
@@ -50,6 +55,10 @@ run_stage() {
   [ $rc -eq 0 ] || status=1
 }
 
+if [ -n "${WHEELS:-}" ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl \
+    && export PYTHONPATH=/tmp/site:$PYTHONPATH || echo "WHEELS: install failed; going on without them"
+fi
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 $PY -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__, torch.cuda.get_device_name())' | tee -a "$OUT/summary.txt"
