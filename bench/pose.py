@@ -136,7 +136,7 @@ def bytes_moved(lengths: torch.Tensor, out_shape: tuple, C: int, elem: int) -> i
     return (int(lengths.sum()) + out_rows) * layouts.NUM_JOINTS * per_joint
 
 
-def raw_augment(x, c, n, ids, seed, cfg, spec):
+def raw_augment(x, c, n, ids, seed, cfg, spec, normalize: bool = True):
     """The custom op alone (no argument checks or host syncs of the Python wrapper) and its
     output frame count."""
     params = P.sample_augment_params(ids, seed, cfg)
@@ -144,7 +144,7 @@ def raw_augment(x, c, n, ids, seed, cfg, spec):
     out_lengths = P._resampled_lengths(n, params[:, 7]).clamp_max(out_len)
     table = P.layout_table(spec)
     fn = lambda: torch.ops.slpfast.augment_pose(  # noqa: E731
-        x, c, n, out_lengths, out_len, params, ids, seed, table, cfg.elem_config(), True, 0.0)
+        x, c, n, out_lengths, out_len, params, ids, seed, table, cfg.elem_config(), normalize, 0.0)
     return fn, out_len
 
 
@@ -237,13 +237,14 @@ def gpu_scaling(args, res, copy_gbs, spec, seed) -> None:
         pose, conf, lengths = make_batch(B, 32, 256, args.C, dtype, seed=1)
         x, c, n, i = pose.cuda(), conf.cuda(), lengths.cuda(), (torch.arange(B) + 1000).cuda()
         shape = f"B={B} T~U(32,256) J={layouts.NUM_JOINTS} C={args.C} {args.dtype}"
-        for wl in args.workloads.split(","):
-            fn, out_len = raw_augment(x, c, n, i, seed, WORKLOADS[wl], spec)
+        # the op without the fused normalization too: what the normalize stage costs (an ablation)
+        for wl, normalize in [(w, True) for w in args.workloads.split(",")] + [("affine", False)]:
+            fn, out_len = raw_augment(x, c, n, i, seed, WORKLOADS[wl], spec, normalize=normalize)
             t = gpu_time(fn)
             gbs = bytes_moved(lengths, (B, out_len), args.C, pose.element_size()) / (t["median_ms"] * 1e-3) / 1e9
-            res.add(workload=wl, shape=shape, provider="ext-cuda-op", median_ms=t["median_ms"], p20_ms=t["p20_ms"],
-                    p80_ms=t["p80_ms"], clips_per_s=B / (t["median_ms"] * 1e-3), gb_per_s=gbs,
-                    pct_copy_bw=100 * gbs / copy_gbs)
+            res.add(workload=wl, shape=shape, provider="ext-cuda-op" + ("" if normalize else "-no-normalize"),
+                    median_ms=t["median_ms"], p20_ms=t["p20_ms"], p80_ms=t["p80_ms"],
+                    clips_per_s=B / (t["median_ms"] * 1e-3), gb_per_s=gbs, pct_copy_bw=100 * gbs / copy_gbs)
         del x, c, n, i
         torch.cuda.empty_cache()
 
