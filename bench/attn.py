@@ -16,12 +16,15 @@ call passes ``max_seqlen`` (no host sync). TFLOP/s count real tokens only: 4*sum
 forward, 2.5x that for the backward, halved when causal. ``vs_sdpa`` is the speed-up over SDPA
 on the padded layout (with its boolean padding mask; unmasked on ``dense``) in the same mode.
 GPU timing: ``triton.testing.do_bench`` (CUDA events, L2 flushed), median and p20-p80; the first
-call (autotuning, compiles) is not timed, and flex is compiled afresh for each point.
+call (autotuning, compiles) is not timed, and flex is compiled afresh for each point. ``host_ms``
+(GPU only) is the CPU time to enqueue one call: where it nears ``median_ms`` the point is
+host-bound (the H200 run of 2026-11-26 suggests the ragged shapes are).
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import Results, base_parser, measure  # noqa: E402
@@ -103,9 +106,25 @@ def time_step(step, device, repeats):
         import triton.testing
 
         ms = triton.testing.do_bench(step, warmup=25, rep=repeats, quantiles=[0.5, 0.2, 0.8])
-        return {"median_ms": ms[0], "p20_ms": ms[1], "p80_ms": ms[2]}
+        return {"median_ms": ms[0], "p20_ms": ms[1], "p80_ms": ms[2], "host_ms": host_ms(step)}
     t = measure(step, device=device, warmup=1, repeats=repeats)
     return {k: t[k] for k in ("median_ms", "p20_ms", "p80_ms")}
+
+
+def host_ms(step, calls: int = 20) -> float:
+    """CPU time to enqueue one ``step`` (no sync inside the loop; few calls, so the launch queue
+    never fills and blocks). When it is close to ``median_ms`` the provider is host-bound at this
+    size: the GPU waits for the Python side, and ``median_ms`` measures that, not the kernels."""
+    import torch
+
+    step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        step()
+    host = (time.perf_counter() - t0) / calls * 1e3
+    torch.cuda.synchronize()
+    return host
 
 
 def why_not(provider, q, k, v, kw, mode, causal, device, interpret):
@@ -169,7 +188,7 @@ def main():
                             tflops=flops(lengths, H, D, mode, args.causal) / t["median_ms"] / 1e9)
     _add_speedups(res.rows)
     res.print_table(["shape", "layout", "mode", "provider", "max_len", "tokens", "median_ms", "p20_ms", "p80_ms",
-                     "tflops", "vs_sdpa"])
+                     "host_ms", "tflops", "vs_sdpa"])
     for (provider, mode), why in sorted(skipped.items()):
         print(f"skipped {provider} ({mode}): {why}")
     if device == "cuda":
