@@ -275,3 +275,17 @@ def test_fresh_run_moves_an_earlier_run_aside(tmp_path_factory, tmp_path):
     assert sorted(os.listdir(archive / "checkpoints")) == ["step_00000006.pt"]  # the old run, whole
     assert sorted(read_losses(str(archive))) == [1, 2, 3, 4, 5, 6]
     assert (archive / "encoder.safetensors").exists() and (tmp_path / "encoder.safetensors").exists()
+
+
+def test_rank_without_the_synthetic_corpus_says_so(tmp_path, monkeypatch):
+    """A rank on a node that does not share rank 0's filesystem gets a one-line explanation,
+    not a missing-file traceback from inside the store reader."""
+    from slpfast.train import data as train_data
+    from slpfast.train import distributed as D
+    from slpfast.train.config import parse_args
+
+    monkeypatch.setattr(D, "barrier", lambda info: None)
+    cfg = parse_args([f"--data.synthetic_dir={tmp_path / 'not-here'}"])
+    rank1 = D.DistInfo(1, 2, 0, 1, torch.device("cpu"))
+    with pytest.raises(ValueError, match="rank 1 .* does not see the corpus .* shared filesystem"):
+        train_data.open_store(cfg, rank1)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import torch
 from torch import nn
@@ -73,6 +74,9 @@ def open_store(cfg, dist: D.DistInfo):
     if dist.is_main:
         generate_corpus(path, d.synthetic_clips, d.synthetic_seed, overwrite=False)
     D.barrier(dist)
+    if not os.path.isfile(os.path.join(path, "store.json")):  # rank 0 wrote it on another machine
+        raise ValueError(f"data.synthetic_dir: rank {dist.rank} ({socket.gethostname()}) does not see the corpus "
+                         f"rank 0 generated at {path!r}: every node needs that path on a shared filesystem")
     store = Store(path)
     return store, [s for s in SYNTHETIC_TRAIN_SPLITS if s in store.splits]
 
