@@ -80,6 +80,23 @@ def _baseline(trainer, args) -> None:
     data.prepare = prepare
 
 
+def profile_steps(trainer, steps: int, title: str, rows: int = 20) -> None:
+    """Print the ops that take the most time over ``steps`` training steps (torch profiler;
+    self time, so each row is time spent in that op itself): where a step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = trainer.device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            trainer.train_step()
+        if cuda:
+            torch.cuda.synchronize()
+    print(f"# profile: {title}, {steps} steps")
+    print(prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                                    row_limit=rows))
+
+
 def run(args) -> Results:
     from slpfast.data.synthetic import generate_corpus
     from slpfast.train.trainer import Trainer, _peak_flops
@@ -111,6 +128,8 @@ def run(args) -> Results:
                             torch.cuda.synchronize()
                         if r >= args.warmup:
                             times[provider].append((time.perf_counter() - t0) * 1e3)
+                    if args.profile and _ == args.rounds - 1:
+                        profile_steps(tr, args.profile, f"{size} {provider}")
                     info[provider] = dict(stats=stats, device=tr.device, batch=tr.cfg.data.batch_size,
                                           clips_step=tr.cfg.data.batch_size * tr.cfg.optim.accum_steps,
                                           max_frames=tr.cfg.data.max_frames,
@@ -146,6 +165,8 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=None, help="alternating baseline/slpfast blocks (default 2; --quick 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (both providers)")
     p.add_argument("--small-text", action="store_true", help="small trainable text encoder instead of cached MiniLM")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="after timing, profile STEPS more steps of each provider and print the top ops")
     args = p.parse_args(argv)
     gpu = torch.cuda.is_available()
     args.sizes = (args.sizes or ("tiny" if args.quick else "tiny,base")).split(",")
