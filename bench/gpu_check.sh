@@ -94,7 +94,7 @@ else
   want attn && run_stage "bench attn (flex, padded)" 200 $PY bench/attn.py --modes fwd+bwd --providers flex \
     --layouts padded --json "$OUT/results.jsonl"
   want contrastive && run_stage "bench contrastive" 120 $PY bench/contrastive.py --json "$OUT/results.jsonl"
-  want train_step && run_stage "bench train_step (base)" 150 $PY bench/train_step.py --sizes base --rounds 1 \
+  want train_step && run_stage "bench train_step (base)" 150 $PY bench/train_step.py --sizes base --rounds 1 --profile 3 \
     --json "$OUT/results.jsonl"
   want pretrain && run_stage "pretrain with torch.compile (tiny, 40 steps)" 150 bash -c \
     "$PY -m slpfast.pretrain --train.steps=40 --train.compile=true --train.log_every=10 --train.progress=false \
