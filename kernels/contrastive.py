@@ -175,8 +175,12 @@ def _configs(kind: str, m: int, k: int, d: int, dtype: torch.dtype, device: torc
                 dict(BLOCK_M=128, BLOCK_N=128, BLOCK_D=bd, num_warps=8, num_stages=3),
                 dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=bd, num_warps=4, num_stages=3),
                 dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=32, num_warps=4, num_stages=1)]
-    return [dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=_pow2(d), BLOCK_DO=min(_pow2(d), 256 // cap), num_warps=8,
-                 num_stages=2)] * resident + [
+    # resident A: BLOCK_N=32 keeps two pipeline stages within the 227 KB of shared memory per
+    # block of sm_90 at D=512 (64 x 64 tiles needed 262 KB: never launchable there); not for
+    # fp32 operands, where it spilled 8 KB of registers per thread
+    # (tests/contrastive_sm90_compile.py checks every candidate)
+    return [dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=_pow2(d), BLOCK_DO=min(_pow2(d), 256 // cap), num_warps=8,
+                 num_stages=2)] * (resident and wide) + [
             dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 256 // cap), num_warps=8, num_stages=2),
             dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 128 // cap), num_warps=8, num_stages=2),
             dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 512 // cap), num_warps=8, num_stages=2),

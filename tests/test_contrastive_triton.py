@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -181,3 +183,23 @@ def test_cuda_n32k_bf16_matches_chunked_and_uses_linear_memory():
         assert_close_rel(g, w, 2e-2, f"N=32k {name}")
     # fp32 N x N logits would be 4 GiB; linear memory stays far below (inputs + fp32 grads)
     assert peak < 64 * n * d, f"peak extra memory {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.slow
+def test_gpu_tile_candidates_compile_for_sm90():
+    """Every GPU tile candidate compiles for sm_90 without a GPU (triton's own ptxas), fits the
+    227 KB of shared memory a block may use there, and does not spill registers in half
+    precision; the fp64 ``scale_log2`` that torch.compile passes compiles too."""
+    pytest.importorskip("triton.backends.nvidia")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "contrastive_sm90_compile.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, script, "bf16:512", "fp16:384", "fp32:256", "bf16:512:fp64scale"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 5 + 5 + 5 + 5 + 5 + 4 + 2, run.stdout
+    assert all(r["smem"] <= 227 * 1024 for r in rows), [r for r in rows if r["smem"] > 227 * 1024]
+    half = [r for r in rows if r["dtype"] != "fp32"]
+    assert all(r["stack"] == 0 for r in half), [r for r in half if r["stack"]]
+    assert all(r["wgmma"] for r in half if r["BLOCK_M"] >= 64), [r for r in half if not r["wgmma"]]
+    assert all(r["stack"] <= 64 for r in rows if r["dtype"] == "fp32"), rows

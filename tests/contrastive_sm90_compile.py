@@ -1,0 +1,92 @@
+"""Ahead-of-time compile of the contrastive kernels' GPU tile candidates for sm_90, no GPU needed.
+
+Run by tests/test_contrastive_triton.py in a subprocess WITHOUT ``TRITON_INTERPRET``. Prints one
+JSON line per (kernel, candidate): registers, spill stack bytes, shared memory, wgmma. A
+candidate that needs more shared memory than an H100/H200 block may use can never launch
+there; the CPU interpreter tests cannot see that.
+
+    python tests/contrastive_sm90_compile.py [bf16:512[:fp64scale] ...]
+        :fp64scale  ``scale_log2`` typed fp64, as torch.compile's inductor passes a Python float
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from slpfast.kernels import contrastive as kern  # noqa: E402  (maps kernels/ in a source checkout)
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+KERNELS = {"fwd": kern._lse_fwd_kernel, "bwd": kern._grad_rows_kernel}
+#: rows, columns of the problem the candidates are drawn for (large enough to be autotuned)
+SIZE = 16384
+
+
+def _signature(fn, dtype: str, scale_type: str) -> dict:
+    sig = {}
+    for name, param in zip(fn.arg_names, fn.params):
+        if param.is_constexpr:
+            sig[name] = "constexpr"
+        elif name in ("A", "B"):
+            sig[name] = "*" + dtype
+        elif name in ("LSE", "LSE_R", "LSE_C", "OUT", "PS"):
+            sig[name] = "*fp32"
+        elif name == "scale_log2":
+            sig[name] = scale_type
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def _aligned(fn) -> dict:
+    """Divisibility by 16 of the pointers, D and the row strides (what the JIT sees for the
+    contiguous (N, D) inputs with D a multiple of 16)."""
+    names = {"A", "B", "LSE", "LSE_R", "LSE_C", "OUT", "PS", "D", "stride_a", "stride_b", "stride_o"}
+    return {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names) if name in names}
+
+
+def compile_one(fn, dtype: str, constexprs: dict, num_warps: int, num_stages: int, scale_type: str) -> dict:
+    src = ASTSource(fn=fn, signature=_signature(fn, dtype, scale_type), attrs=_aligned(fn),
+                    constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                              options=dict(num_warps=num_warps, num_stages=num_stages))
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile("wb", suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    return {"regs": int(re.search(r"REG:(\d+)", usage).group(1)),
+            "stack": int(re.search(r"STACK:(\d+)", usage).group(1)),
+            "smem": compiled.metadata.shared, "wgmma": "wgmma" in compiled.asm["ptx"]}
+
+
+def check(dtype: str, D: int, scale_type: str = "fp32") -> None:
+    device = torch.device("cuda")  # the GPU candidates (no GPU is touched)
+    prec = "tf32" if dtype != "fp32" else "ieee"
+    for kind, fn in KERNELS.items():
+        configs = kern._configs(kind, SIZE, SIZE, D, DTYPES[dtype], device)
+        for i, cfg in enumerate(configs[:1] if scale_type == "fp64" else configs):
+            cfg = dict(cfg)
+            warps, stages = cfg.pop("num_warps"), cfg.pop("num_stages")
+            meta = dict(cfg, PREC=prec, ONE_D=cfg["BLOCK_D"] >= D)
+            if kind == "bwd":
+                meta.update(HAS_R=True, HAS_C=True)
+            info = compile_one(fn, dtype, meta, warps, stages, scale_type)
+            print(json.dumps({"kernel": kind, "dtype": dtype, "D": D, "scale": scale_type, "candidate": i, **cfg,
+                              "warps": warps, "stages": stages, **info}), flush=True)
+
+
+if __name__ == "__main__":
+    assert os.environ.get("TRITON_INTERPRET") != "1", "run without TRITON_INTERPRET=1"
+    for spec in sys.argv[1:] or ["bf16:512"]:
+        dtype, D, *extra = spec.split(":")
+        check(dtype, int(D), "fp64" if "fp64scale" in extra else "fp32")
