@@ -94,9 +94,13 @@ __global__ void plan_kernel(const T* __restrict__ pose, const float* __restrict_
   }
 }
 
-template <typename T>
+// The element kernels take C (2 or 3) as a template parameter: with a compile-time C the
+// per-joint double[kMaxC] arrays of the shared math live in registers. With C a runtime int
+// they lived in local memory (ptxas: 128-160 bytes of stack frame per thread), memory traffic
+// on top of the pose itself.
+template <typename T, int C>
 __global__ void normalize_kernel(const T* __restrict__ pose, const float* __restrict__ conf, T* __restrict__ out,
-                                 float* __restrict__ out_conf, Seqs s, int64_t batch, int64_t rows, Layout L, int C,
+                                 float* __restrict__ out_conf, Seqs s, int64_t batch, int64_t rows, Layout L,
                                  double thr, const ClipPlan* __restrict__ plans) {
   const int64_t total = rows * L.J;
   for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
@@ -113,10 +117,10 @@ __global__ void normalize_kernel(const T* __restrict__ pose, const float* __rest
   }
 }
 
-template <typename T, bool kNormalize>
+template <typename T, bool kNormalize, int C>
 __global__ void augment_kernel(const T* __restrict__ pose, const float* __restrict__ conf, T* __restrict__ out,
                                float* __restrict__ out_conf, Seqs s_out, int64_t batch, int64_t rows, Layout L,
-                               int C, double thr, ElemConfig E, uint64_t seed, const ClipPlan* __restrict__ plans) {
+                               double thr, ElemConfig E, uint64_t seed, const ClipPlan* __restrict__ plans) {
   const int64_t total = rows * L.J;
   for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
     const int64_t row = k / L.J;
@@ -146,9 +150,16 @@ int normalize_impl(const NormalizeArgs& a, int64_t rows, ClipPlan* plans, cudaSt
   const T* pose = static_cast<const T*>(a.pose);
   plan_kernel<T><<<static_cast<unsigned>(a.batch), kPlanThreads, 0, st>>>(
       pose, a.conf, a.seqs, a.seqs, a.layout, a.C, a.thr, true, nullptr, nullptr, plans, a.info);
-  if (rows > 0)
-    normalize_kernel<T><<<grid_for(rows * a.layout.J, kElemThreads), kElemThreads, 0, st>>>(
-        pose, a.conf, static_cast<T*>(a.out_pose), a.out_conf, a.seqs, a.batch, rows, a.layout, a.C, a.thr, plans);
+  if (rows > 0) {
+    const int grid = grid_for(rows * a.layout.J, kElemThreads);
+    T* out = static_cast<T*>(a.out_pose);
+    if (a.C == 2)
+      normalize_kernel<T, 2><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.seqs, a.batch, rows,
+                                                            a.layout, a.thr, plans);
+    else
+      normalize_kernel<T, 3><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.seqs, a.batch, rows,
+                                                            a.layout, a.thr, plans);
+  }
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -160,12 +171,19 @@ int augment_impl(const AugmentArgs& a, int64_t rows, ClipPlan* plans, cudaStream
   if (rows > 0) {
     const int grid = grid_for(rows * a.layout.J, kElemThreads);
     T* out = static_cast<T*>(a.out_pose);
-    if (a.normalize)
-      augment_kernel<T, true><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch, rows,
-                                                             a.layout, a.C, a.thr, a.elem, a.seed, plans);
+    // (normalize, C) -> one instantiation each; C is 2 or 3 (checked by the bindings)
+    if (a.normalize && a.C == 2)
+      augment_kernel<T, true, 2><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch, rows,
+                                                                a.layout, a.thr, a.elem, a.seed, plans);
+    else if (a.normalize)
+      augment_kernel<T, true, 3><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch, rows,
+                                                                a.layout, a.thr, a.elem, a.seed, plans);
+    else if (a.C == 2)
+      augment_kernel<T, false, 2><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch,
+                                                                 rows, a.layout, a.thr, a.elem, a.seed, plans);
     else
-      augment_kernel<T, false><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch, rows,
-                                                              a.layout, a.C, a.thr, a.elem, a.seed, plans);
+      augment_kernel<T, false, 3><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch,
+                                                                 rows, a.layout, a.thr, a.elem, a.seed, plans);
   }
   return static_cast<int>(cudaGetLastError());
 }
