@@ -6,10 +6,11 @@
 //      bounding box when the shoulders are never visible) in double with a fixed-order tree,
 //      then thread 0 writes the clip's ClipPlan (normalization + affine) to the workspace.
 //      It reads only the anchor joints of each frame, a few percent of the data.
-//   2. one fused element kernel over every output joint: thread k handles joint k % J of
-//      output row k / J, so a warp reads and writes consecutive joints (coalesced), and each
-//      thread applies resampling, flip, affine, jitter and dropout (or normalization) with the
-//      same SLP_HD functions as the CPU loops.
+//   2. one fused element kernel over every output joint: one block per output row (frame),
+//      one thread per joint, so a warp reads and writes consecutive joints (coalesced), the
+//      clip lookup and its plan are shared by the block, and no thread divides a flat index by
+//      J. Each thread applies resampling, flip, affine, jitter and dropout (or normalization)
+//      with the same SLP_HD functions as the CPU loops.
 #define SLPFAST_WITH_CUDA_DECLS
 #include "pose_api.h"
 
@@ -20,7 +21,16 @@ namespace pose {
 namespace {
 
 constexpr int kPlanThreads = 128;
-constexpr int kElemThreads = 256;
+
+// Threads per row block: J rounded up to whole warps (128 for the canonical J=123), at most
+// 256 (a wider layout loops over its joints).
+int row_threads(int J) {
+  const int t = (J + 31) / 32 * 32;
+  return t < 32 ? 32 : (t > 256 ? 256 : t);
+}
+
+// Row blocks to launch (the kernels stride over the rest).
+unsigned row_grid(int64_t rows) { return static_cast<unsigned>(rows < (1 << 30) ? rows : (1 << 30)); }
 
 // Clip owning output row `row` (binary search over cu_seqlens for packed data).
 __device__ __forceinline__ int64_t clip_of_row(const Seqs& s, int64_t batch, int64_t row) {
@@ -102,17 +112,17 @@ template <typename T, int C>
 __global__ void normalize_kernel(const T* __restrict__ pose, const float* __restrict__ conf, T* __restrict__ out,
                                  float* __restrict__ out_conf, Seqs s, int64_t batch, int64_t rows, Layout L,
                                  double thr, const ClipPlan* __restrict__ plans) {
-  const int64_t total = rows * L.J;
-  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t row = k / L.J;
-    const int j = static_cast<int>(k - row * L.J);
-    const int64_t b = clip_of_row(s, batch, row);
-    const ClipPlan& P = plans[b];
-    if (row - P.in_start < P.in_len) {
-      out_conf[k] = normalize_joint_out(L, P.norm, pose, conf, row, j, C, thr, out);
-    } else {
-      for (int c = 0; c < C; ++c) store(out, k * C + c, 0.0);
-      out_conf[k] = 0.0f;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const ClipPlan& P = plans[clip_of_row(s, batch, row)];
+    const bool valid = row - P.in_start < P.in_len;
+    for (int j = threadIdx.x; j < L.J; j += blockDim.x) {
+      const int64_t k = row * L.J + j;
+      if (valid) {
+        out_conf[k] = normalize_joint_out(L, P.norm, pose, conf, row, j, C, thr, out);
+      } else {
+        for (int c = 0; c < C; ++c) store(out, k * C + c, 0.0);
+        out_conf[k] = 0.0f;
+      }
     }
   }
 }
@@ -121,13 +131,13 @@ template <typename T, bool kNormalize, int C>
 __global__ void augment_kernel(const T* __restrict__ pose, const float* __restrict__ conf, T* __restrict__ out,
                                float* __restrict__ out_conf, Seqs s_out, int64_t batch, int64_t rows, Layout L,
                                double thr, ElemConfig E, uint64_t seed, const ClipPlan* __restrict__ plans) {
-  const int64_t total = rows * L.J;
-  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t row = k / L.J;
-    const int j = static_cast<int>(k - row * L.J);
-    const int64_t b = clip_of_row(s_out, batch, row);
-    const ClipPlan& P = plans[b];
-    out_conf[k] = augment_joint<T, kNormalize>(L, P, E, seed, pose, conf, row - P.out_start, j, C, thr, out, k * C);
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const ClipPlan& P = plans[clip_of_row(s_out, batch, row)];
+    for (int j = threadIdx.x; j < L.J; j += blockDim.x) {
+      const int64_t k = row * L.J + j;
+      out_conf[k] = augment_joint<T, kNormalize>(L, P, E, seed, pose, conf, row - P.out_start, j, C, thr, out,
+                                                 k * C);
+    }
   }
 }
 
@@ -151,14 +161,15 @@ int normalize_impl(const NormalizeArgs& a, int64_t rows, ClipPlan* plans, cudaSt
   plan_kernel<T><<<static_cast<unsigned>(a.batch), kPlanThreads, 0, st>>>(
       pose, a.conf, a.seqs, a.seqs, a.layout, a.C, a.thr, true, nullptr, nullptr, plans, a.info);
   if (rows > 0) {
-    const int grid = grid_for(rows * a.layout.J, kElemThreads);
+    const unsigned grid = row_grid(rows);
+    const int threads = row_threads(a.layout.J);
     T* out = static_cast<T*>(a.out_pose);
     if (a.C == 2)
-      normalize_kernel<T, 2><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.seqs, a.batch, rows,
-                                                            a.layout, a.thr, plans);
+      normalize_kernel<T, 2><<<grid, threads, 0, st>>>(pose, a.conf, out, a.out_conf, a.seqs, a.batch, rows,
+                                                       a.layout, a.thr, plans);
     else
-      normalize_kernel<T, 3><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.seqs, a.batch, rows,
-                                                            a.layout, a.thr, plans);
+      normalize_kernel<T, 3><<<grid, threads, 0, st>>>(pose, a.conf, out, a.out_conf, a.seqs, a.batch, rows,
+                                                       a.layout, a.thr, plans);
   }
   return static_cast<int>(cudaGetLastError());
 }
@@ -169,21 +180,22 @@ int augment_impl(const AugmentArgs& a, int64_t rows, ClipPlan* plans, cudaStream
   plan_kernel<T><<<static_cast<unsigned>(a.batch), kPlanThreads, 0, st>>>(
       pose, a.conf, a.in, a.out, a.layout, a.C, a.thr, a.normalize, a.params, a.clip_ids, plans, nullptr);
   if (rows > 0) {
-    const int grid = grid_for(rows * a.layout.J, kElemThreads);
+    const unsigned grid = row_grid(rows);
+    const int threads = row_threads(a.layout.J);
     T* out = static_cast<T*>(a.out_pose);
     // (normalize, C) -> one instantiation each; C is 2 or 3 (checked by the bindings)
     if (a.normalize && a.C == 2)
-      augment_kernel<T, true, 2><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch, rows,
-                                                                a.layout, a.thr, a.elem, a.seed, plans);
+      augment_kernel<T, true, 2><<<grid, threads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch, rows,
+                                                           a.layout, a.thr, a.elem, a.seed, plans);
     else if (a.normalize)
-      augment_kernel<T, true, 3><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch, rows,
-                                                                a.layout, a.thr, a.elem, a.seed, plans);
+      augment_kernel<T, true, 3><<<grid, threads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch, rows,
+                                                           a.layout, a.thr, a.elem, a.seed, plans);
     else if (a.C == 2)
-      augment_kernel<T, false, 2><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch,
-                                                                 rows, a.layout, a.thr, a.elem, a.seed, plans);
+      augment_kernel<T, false, 2><<<grid, threads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch, rows,
+                                                            a.layout, a.thr, a.elem, a.seed, plans);
     else
-      augment_kernel<T, false, 3><<<grid, kElemThreads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch,
-                                                                 rows, a.layout, a.thr, a.elem, a.seed, plans);
+      augment_kernel<T, false, 3><<<grid, threads, 0, st>>>(pose, a.conf, out, a.out_conf, a.out, a.batch, rows,
+                                                            a.layout, a.thr, a.elem, a.seed, plans);
   }
   return static_cast<int>(cudaGetLastError());
 }
