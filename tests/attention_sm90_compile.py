@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
 import sys
-import tempfile
 
 import torch
 import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from sm90_compile import aligned, compile_sm90  # noqa: E402
 from slpfast.kernels import attention as kern  # noqa: E402  (maps kernels/ in a source checkout)
 
 POINTERS = {"Q", "K", "V", "O", "DO", "DK", "DV", "DQ"}
@@ -53,25 +49,13 @@ def _aligned(fn) -> dict:
     """The divisibility-by-16 facts the JIT finds at launch for aligned tensors whose strides are
     multiples of 16 elements (head dims are multiples of 16): every pointer and every tensor
     stride except the rows of the fp32 LSE/Delta buffers. Without them no cp.async pipelining."""
-    keep = [i for i, (name, param) in enumerate(zip(fn.arg_names, fn.params)) if not param.is_constexpr and (
-        name in POINTERS or name in ("LSE", "DELTA", "LENS") or (name.startswith("s_") and name not in ("s_lh", "s_dh")))]
-    return {(i,): [["tt.divisibility", 16]] for i in keep}
+    names = {name for name, param in zip(fn.arg_names, fn.params) if not param.is_constexpr and (
+        name in POINTERS or name in ("LSE", "DELTA", "LENS") or (name.startswith("s_") and name not in ("s_lh", "s_dh")))}
+    return aligned(fn, names)
 
 
 def compile_one(fn, dtype: str, constexprs: dict, num_warps: int, num_stages: int, scale_type: str = "fp32") -> dict:
-    src = ASTSource(fn=fn, signature=_signature(fn, dtype, scale_type), attrs=_aligned(fn),
-                    constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                              options=dict(num_warps=num_warps, num_stages=num_stages))
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.NamedTemporaryFile("wb", suffix=".cubin") as f:
-        f.write(compiled.asm["cubin"])
-        f.flush()
-        usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
-    return {"regs": int(re.search(r"REG:(\d+)", usage).group(1)),
-            "stack": int(re.search(r"STACK:(\d+)", usage).group(1)),
-            "smem": compiled.metadata.shared, "wgmma": "wgmma" in compiled.asm["ptx"],
-            "cp_async": "cp.async" in compiled.asm["ptx"]}
+    return compile_sm90(fn, _signature(fn, dtype, scale_type), _aligned(fn), constexprs, num_warps, num_stages)
 
 
 def check(dtype: str, D: int, varlen: bool, causal: bool, rows: str = "first", scale_type: str = "fp32") -> None:

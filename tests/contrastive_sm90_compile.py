@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
 import sys
-import tempfile
 
 import torch
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from sm90_compile import aligned, compile_sm90  # noqa: E402
 from slpfast.kernels import contrastive as kern  # noqa: E402  (maps kernels/ in a source checkout)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -47,26 +42,8 @@ def _signature(fn, dtype: str, scale_type: str) -> dict:
     return sig
 
 
-def _aligned(fn) -> dict:
-    """Divisibility by 16 of the pointers, D and the row strides (what the JIT sees for the
-    contiguous (N, D) inputs with D a multiple of 16)."""
-    names = {"A", "B", "LSE", "LSE_R", "LSE_C", "OUT", "PS", "D", "stride_a", "stride_b", "stride_o"}
-    return {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names) if name in names}
-
-
-def compile_one(fn, dtype: str, constexprs: dict, num_warps: int, num_stages: int, scale_type: str) -> dict:
-    src = ASTSource(fn=fn, signature=_signature(fn, dtype, scale_type), attrs=_aligned(fn),
-                    constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                              options=dict(num_warps=num_warps, num_stages=num_stages))
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.NamedTemporaryFile("wb", suffix=".cubin") as f:
-        f.write(compiled.asm["cubin"])
-        f.flush()
-        usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
-    return {"regs": int(re.search(r"REG:(\d+)", usage).group(1)),
-            "stack": int(re.search(r"STACK:(\d+)", usage).group(1)),
-            "smem": compiled.metadata.shared, "wgmma": "wgmma" in compiled.asm["ptx"]}
+#: divisible by 16: the pointers, D and the row strides (contiguous (N, D) inputs, D a multiple of 16)
+ALIGNED = {"A", "B", "LSE", "LSE_R", "LSE_C", "OUT", "PS", "D", "stride_a", "stride_b", "stride_o"}
 
 
 def check(dtype: str, D: int, scale_type: str = "fp32") -> None:
@@ -80,7 +57,7 @@ def check(dtype: str, D: int, scale_type: str = "fp32") -> None:
             meta = dict(cfg, PREC=prec, ONE_D=cfg["BLOCK_D"] >= D)
             if kind == "bwd":
                 meta.update(HAS_R=True, HAS_C=True)
-            info = compile_one(fn, dtype, meta, warps, stages, scale_type)
+            info = compile_sm90(fn, _signature(fn, dtype, scale_type), aligned(fn, ALIGNED), meta, warps, stages)
             print(json.dumps({"kernel": kind, "dtype": dtype, "D": D, "scale": scale_type, "candidate": i, **cfg,
                               "warps": warps, "stages": stages, **info}), flush=True)
 
