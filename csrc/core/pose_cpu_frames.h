@@ -77,6 +77,22 @@ SLP_CPU_INLINE void convert_out(const double* v, uint16_t* p, int n) {
 inline unsigned stored_bad(float x) { return !finite(static_cast<double>(x)); }
 inline unsigned stored_bad(uint16_t h) { return (h & 0x7c00u) == 0x7c00u; }
 
+// Joints of a stored AoS row `out` (J x C) whose rounded value is not finite (an fp16 overflow)
+// are zeroed and flagged (confidence 0); one pass over the row first, as this is rare.
+template <int C, typename T>
+SLP_CPU_INLINE void zero_unstorable(int J, T* out, float* out_conf) {
+  unsigned any_bad = 0;
+  for (int e = 0; e < J * C; ++e) any_bad |= stored_bad(out[e]);
+  if (!any_bad) return;
+  for (int j = 0; j < J; ++j) {
+    unsigned bad = 0;
+    for (int k = 0; k < C; ++k) bad |= stored_bad(out[j * C + k]);
+    if (!bad) continue;
+    for (int k = 0; k < C; ++k) out[j * C + k] = T(0);
+    out_conf[j] = 0.0f;
+  }
+}
+
 // One frame: coordinates, confidence and validity of J joints plus one pseudo-joint (index J)
 // that holds the clip centre, so "relative to the centre" is a gather like "relative to joint a".
 struct Frame {
@@ -167,7 +183,6 @@ SLP_CPU_INLINE void mask_frame(int J, const Frame& raw, Frame* out) {
 // joints whose rounded value is not finite are zeroed and flagged (rare: checked per row).
 template <typename T, int C, bool kF16C>
 SLP_CPU_INLINE void write_frame(int J, Frame& f, T* out, float* out_conf) {
-  unsigned any_bad = 0;
   double* v = f.aos.data();
   for (int j = 0; j < J; ++j) {
     v[j * C] = f.x[j];
@@ -176,15 +191,7 @@ SLP_CPU_INLINE void write_frame(int J, Frame& f, T* out, float* out_conf) {
     out_conf[j] = f.ok[j] ? static_cast<float>(f.cf[j]) : 0.0f;
   }
   convert_out<kF16C>(v, out, J * C);
-  for (int e = 0; e < J * C; ++e) any_bad |= stored_bad(out[e]);
-  if (!any_bad) return;
-  for (int j = 0; j < J; ++j) {
-    unsigned bad = 0;
-    for (int k = 0; k < C; ++k) bad |= stored_bad(out[j * C + k]);
-    if (!bad) continue;
-    for (int k = 0; k < C; ++k) out[j * C + k] = T(0);
-    out_conf[j] = 0.0f;
-  }
+  zero_unstorable<C>(J, out, out_conf);
 }
 
 // Frame and joint dropout and jitter of an output frame (rarely enabled; the same draws as
@@ -404,16 +411,7 @@ SLP_AVX2 inline void augment_row_fast(int J, const DirectTables& dt, const ClipP
     }
   }
   store_row(aos, out, J * C);
-  unsigned any_bad = 0;
-  for (int e = 0; e < J * C; ++e) any_bad |= stored_bad(out[e]);
-  if (!any_bad) return;
-  for (int j = 0; j < J; ++j) {
-    unsigned bad = 0;
-    for (int k = 0; k < C; ++k) bad |= stored_bad(out[j * C + k]);
-    if (!bad) continue;
-    for (int k = 0; k < C; ++k) out[j * C + k] = T(0);
-    out_conf[j] = 0.0f;
-  }
+  zero_unstorable<C>(J, out, out_conf);
 }
 #endif
 
