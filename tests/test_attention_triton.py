@@ -36,7 +36,9 @@ PAIRWISE = [
 ]
 
 
-def _check(B, T, H, D, packed, causal, dtype, *, lens=None, scale=None, device=DEVICE):
+def assert_triton_matches_reference(B, T, H, D, packed, causal, dtype, *, lens=None, scale=None, device=DEVICE):
+    """Output and the three gradients of the triton backend against the float64 reference (and,
+    padded, zeros past every length); returns (out, dq, dk, dv)."""
     lens = make_lengths(B, T) if lens is None else lens
     if packed:
         cu = cu_from_lengths(lens).to(device)
@@ -55,17 +57,19 @@ def _check(B, T, H, D, packed, causal, dtype, *, lens=None, scale=None, device=D
 
 @pytest.mark.parametrize("T, D, packed, causal, dtype", PAIRWISE)
 def test_triton_matches_reference(T, D, packed, causal, dtype):
-    _check(3, T, 2, D, packed, causal, dtype)
+    assert_triton_matches_reference(3, T, 2, D, packed, causal, dtype)
 
 
 @pytest.mark.parametrize("packed", [False, True])
 def test_batch_of_one_and_scale(packed):
-    _check(1, 40, 3, 32, packed, True, F32, lens=torch.tensor([37], dtype=torch.int32), scale=0.3)
+    assert_triton_matches_reference(1, 40, 3, 32, packed, True, F32, lens=torch.tensor([37], dtype=torch.int32),
+                                    scale=0.3)
 
 
 def test_zero_lengths_everywhere():
     for packed in (False, True):
-        out, *grads = _check(2, 9, 1, 16, packed, False, F32, lens=torch.zeros(2, dtype=torch.int32))
+        out, *grads = assert_triton_matches_reference(2, 9, 1, 16, packed, False, F32,
+                                                      lens=torch.zeros(2, dtype=torch.int32))
         assert all((t == 0).all() for t in (out, *grads))
 
 
@@ -98,8 +102,8 @@ def test_unequal_block_sizes(blocks, monkeypatch):
     monkeypatch.setitem(kern.INTERPRETER_BLOCKS, "dq", dq)
     monkeypatch.setitem(kern.INTERPRETER_BLOCKS, "delta", 16)
     lens = torch.tensor([40, 0, 23], dtype=torch.int32)
-    _check(3, 40, 1, 32, False, True, F32, lens=lens)
-    _check(3, 40, 1, 32, True, True, F16, lens=lens)
+    assert_triton_matches_reference(3, 40, 1, 32, False, True, F32, lens=lens)
+    assert_triton_matches_reference(3, 40, 1, 32, True, True, F16, lens=lens)
 
 
 @pytest.mark.parametrize("tune", [True, False])
@@ -125,12 +129,13 @@ def test_autotuned_launch_path(tune, monkeypatch):
     tuned = {name: kern._tuned(kern.KERNELS[name], small[name], do_bench=bench) for name in small}
     monkeypatch.setattr(kern, "_kernel", lambda name, device: (tuned[name], {}))
     lens = torch.tensor([33, 0, 20], dtype=torch.int32)
-    _check(3, 33, 1, 96, False, True, F32, lens=lens)  # fp32: the 3-stage fwd tile is pruned
+    assert_triton_matches_reference(3, 33, 1, 96, False, True, F32, lens=lens)  # fp32: the 3-stage fwd tile is pruned
     assert tuned["fwd"].best_config.num_stages == 1
-    _check(3, 33, 1, 96, True, False, F16, lens=lens)  # D > 64: the 16x16 fwd tile is pruned
+    assert_triton_matches_reference(3, 33, 1, 96, True, False, F16, lens=lens)  # D > 64: the 16x16 fwd tile is pruned
     assert tuned["fwd"].best_config.kwargs != {"BLOCK_M": 16, "BLOCK_N": 16}
-    _check(3, 33, 1, 32, True, False, F16, lens=lens)
-    _check(3, 33, 1, 32, True, False, F16, lens=lens)  # tuned already: launched directly with the choice
+    assert_triton_matches_reference(3, 33, 1, 32, True, False, F16, lens=lens)
+    # tuned already: launched directly with the choice
+    assert_triton_matches_reference(3, 33, 1, 32, True, False, F16, lens=lens)
     assert {key[0] for key in kern._BEST if key[0] in tuned.values()} == set(tuned.values())
     if tune:
         assert len(calls) == (3 + 2 + 2) + (3 + 2 + 2) + (4 + 2 + 2), "each kept config is benchmarked once"
@@ -231,7 +236,7 @@ CUDA_CASES = [
 @pytest.mark.cuda
 @pytest.mark.parametrize("T, D, packed, causal, dtype", CUDA_CASES)
 def test_cuda_matches_reference(T, D, packed, causal, dtype, no_autotune):
-    _check(3, T, 2, D, packed, causal, dtype)
+    assert_triton_matches_reference(3, T, 2, D, packed, causal, dtype)
 
 
 @pytest.mark.cuda
@@ -240,7 +245,7 @@ def test_cuda_matches_reference(T, D, packed, causal, dtype, no_autotune):
 def test_cuda_large_shapes(packed, causal, dtype, D, no_autotune):
     lens = torch.randint(1, 513, (8,), dtype=torch.int32)
     lens[0], lens[1] = 512, 0
-    _check(8, 512, 4, D, packed, causal, dtype, lens=lens)
+    assert_triton_matches_reference(8, 512, 4, D, packed, causal, dtype, lens=lens)
 
 
 @pytest.mark.cuda
@@ -258,7 +263,7 @@ def test_cuda_every_config(packed, causal, dtype, D, monkeypatch):
         pick = {name: cfgs[i % len(cfgs)] for name, cfgs in kept.items()}
         monkeypatch.setattr(kern, "_kernel", lambda name, device: (
             raw[name], {**pick[name].kwargs, "num_warps": pick[name].num_warps, "num_stages": pick[name].num_stages}))
-        _check(5, 300, 2, D, packed, causal, dtype, lens=lens)
+        assert_triton_matches_reference(5, 300, 2, D, packed, causal, dtype, lens=lens)
 
 
 @pytest.mark.cuda

@@ -52,7 +52,7 @@ def _open_clip_style(sign, text, scale):
                   + F.cross_entropy(scale * text @ all_sign.T, labels))
 
 
-def _check(rank, world):
+def _assert_gather_equals_single_process(rank, world):
     from slpfast.ops import contrastive_loss
     from slpfast.reference.contrastive import contrastive_loss_global
 
@@ -115,7 +115,7 @@ def _check(rank, world):
 
 
 def test_two_process_gather_equals_single_process_loss():
-    run_distributed(_check, 2)
+    run_distributed(_assert_gather_equals_single_process, 2)
 
 
 def test_row_check_policy(monkeypatch):
