@@ -40,10 +40,14 @@ def _inputs(n, d, dtype, device):
     return x.to(device, dtype).requires_grad_(), y.to(device, dtype).requires_grad_(), s
 
 
-def _step_fn(provider, x, y, s):
+def _step_fn(provider, x, y, s, backward: bool = True):
+    """forward + backward (``backward=False``: the forward alone, without autograd)."""
     from slpfast.ops import contrastive_loss
 
     def step():
+        if not backward:
+            with torch.no_grad():
+                return contrastive_loss(x, y, s, backend=provider, gather=False)
         loss = contrastive_loss(x, y, s, backend=provider, gather=False)
         return torch.autograd.grad(loss, (x, y, s))
     return step
@@ -99,12 +103,21 @@ def run_gpu_point(provider, n, d, dtype, repeats) -> dict:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - before
         t = measure(step, device="cuda", warmup=1, repeats=repeats)
+        extra = {}
+        if provider == "triton":  # where the time goes, and which paths ran
+            from slpfast.kernels import contrastive as kc
+
+            fwd = _step_fn(provider, x, y, s, backward=False)
+            extra = {"fwd_ms": measure(fwd, device="cuda", warmup=1, repeats=repeats)["median_ms"],
+                     "products": kc.product_mode(x.dtype, x.device),
+                     "configs": {f"{k[0]} {k[4]}": kc._configs(k[0], n, n, d, x.dtype, x.device)[i]
+                                 for k, i in kc._chosen.items() if k[1] == d and k[2] == x.dtype}}
     except torch.cuda.OutOfMemoryError:
         return {"status": "OOM"}
     finally:
         x = y = s = step = None  # noqa: F841
         torch.cuda.empty_cache()
-    return {"status": "ok", "median_ms": t["median_ms"], "peak_extra_mib": peak / 2**20}
+    return {"status": "ok", "median_ms": t["median_ms"], "peak_extra_mib": peak / 2**20, **extra}
 
 
 def main(argv=None):
@@ -147,7 +160,7 @@ def main(argv=None):
                 row["time_vs_eager"] = out["median_ms"] / eager["median_ms"]
                 row["mem_vs_eager"] = out["peak_extra_mib"] / max(eager["peak_extra_mib"], 1e-9)
             res.add(**row)
-    cols = ["N", "D", "dtype", "provider", "status", "median_ms", "peak_extra_mib"]
+    cols = ["N", "D", "dtype", "provider", "status", "median_ms"] + (["fwd_ms"] if gpu else []) + ["peak_extra_mib"]
     cols += ([] if gpu else ["peak_rss_mib"]) + ["time_vs_eager", "mem_vs_eager"]
     res.print_table(cols)
 

@@ -1,4 +1,4 @@
-"""Fused symmetric InfoNCE (CLIP) in Triton: row log-sum-exps forward, tile recomputation backward.
+"""Fused symmetric InfoNCE (CLIP) in Triton: row log-sum-exps forward, gradient tiles backward.
 
 Both directions of the loss are row-LSE problems ``s * A @ B.T`` with A (M, D) the local rows and
 B (K, D) the (gathered) columns, so every kernel reduces along rows it owns: no atomics, and the
@@ -6,10 +6,15 @@ N x N logits never exist in memory. Two kernels:
 
 - ``_lse_fwd_kernel``: one program per BLOCK_M rows of A streams over column tiles of B with an
   online max and sum (fp32, base 2) and stores only the per-row LSE (M,).
-- ``_grad_rows_kernel``: one program per (BLOCK_M rows of A, BLOCK_DO output columns) recomputes
-  ``S = A @ B.T`` tile by tile, forms ``G = exp(s*S - lse_row[:, None]) + exp(s*S - lse_col[None, :])``
-  (either term optional) and accumulates ``G @ B`` (M, D) in fp32, plus per-block partial sums of
-  ``G * S`` for the gradient of the scale.
+- ``_grad_tile_kernel``: one program per (row tile, column tile) recomputes its tile of
+  ``S = A @ B.T`` in fp32 and writes the logit gradient
+  ``G = exp(s*S - lse_row[:, None]) + exp(s*S - lse_col[None, :]) - labels`` (either exponential
+  optional) in the operands' dtype, plus the tile's sum of ``G * S`` for the scale's gradient.
+  :func:`grad_products` runs it over row chunks of at most ``GRAD_CHUNK_BYTES`` and takes
+  ``G @ B`` and ``G.T @ A`` with two library matmuls per chunk: deterministic, no atomics, and
+  the products run at matmul speed instead of inside a kernel that must also recompute S (an
+  earlier design recomputed S once per direction and per slice of D: 12 N^2 D flops in the
+  backward, against 6 N^2 D now).
 
 They implement the backend contract of :mod:`slpfast.ops.contrastive_chunked`
 (``fwd_pair, fwd_row, bwd_pair, bwd_row``); the loss, the positive-pair terms and the
@@ -17,8 +22,8 @@ autograd glue live in :mod:`slpfast.ops.contrastive`. Operands are fp16/bf16/fp3
 for the halves; fp32 follows ``torch.get_float32_matmul_precision()``: "highest" -> exact fp32,
 "high" -> 3xTF32, "medium" -> TF32); all statistics are fp32.
 
-S tiles come either from one dot against an A tile kept resident for the whole program (while a
-(64, D) tile fits; FlashAttention style) or from a loop over D in BLOCK_D steps. On a GPU the tile
+The forward's S tiles come either from one dot against an A tile kept resident for the whole
+program (while a (64, D) tile fits; FlashAttention style) or from a loop over D in BLOCK_D steps. On a GPU the tile
 shape is picked per (kernel, D, dtype, size bucket): large problems time every candidate once
 (``SLPFAST_AUTOTUNE=0``: no timing), small ones take the first candidate that fits; a candidate
 that raises ``OutOfResources`` is skipped. The candidates were not tuned on hardware.
@@ -104,39 +109,34 @@ def _lse_fwd_kernel(A, B, LSE, M, K, D, stride_a, stride_b, scale_log2,
 
 
 @triton.jit
-def _grad_rows_kernel(A, B, LSE_R, LSE_C, OUT, PS, M, K, D, stride_a, stride_b, stride_o, scale_log2,
-                      HAS_R: tl.constexpr, HAS_C: tl.constexpr, BLOCK_M: tl.constexpr,
-                      BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
-                      ONE_D: tl.constexpr, PREC: tl.constexpr):
+def _grad_tile_kernel(A, B, LSE_R, LSE_C, G, PS, M, K, D, stride_a, stride_b, stride_g, scale_log2, diag_col,
+                      diag_value, HAS_R: tl.constexpr, HAS_C: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
+    """One (BLOCK_M, BLOCK_N) tile of the logit gradient G (see ``grad_products``), stored in G's
+    dtype, and its sum(G * S) in PS[pid_m, pid_n]. Program (pid_m, pid_n): consecutive programs
+    share a column tile of B and walk the rows of A, which stay in L2 across the grid."""
     scale_log2 = tl.cast(scale_log2, tl.float32)  # a Python float arrives as fp64 from torch.compile
     pid_m = tl.program_id(0)
-    pid_d = tl.program_id(1)
+    pid_n = tl.program_id(1)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    ro = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rm < M
+    col_ok = rn < K
+    s = _sim_tile(A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, PREC)
+    z = s * scale_log2  # logits in base 2
+    g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if HAS_R:
         lse_r = tl.load(LSE_R + rm, mask=row_ok, other=0.0) * 1.4426950408889634
-    a_res = _load_rows(A, rm, M, D, stride_a, BLOCK_D) if ONE_D else None
-    acc = tl.zeros((BLOCK_M, BLOCK_DO), dtype=tl.float32)
-    ps = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for n0 in range(0, K, BLOCK_N):
-        rn = n0 + tl.arange(0, BLOCK_N)
-        col_ok = rn < K
-        s = _sim(a_res, A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, ONE_D, PREC)
-        z = s * scale_log2
-        g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        if HAS_R:
-            g += tl.exp2(z - lse_r[:, None])
-        if HAS_C:
-            lse_c = tl.load(LSE_C + rn, mask=col_ok, other=0.0) * 1.4426950408889634
-            g += tl.exp2(z - lse_c[None, :])
-        g = tl.where(row_ok[:, None] & col_ok[None, :], g, 0.0)
-        ps += tl.sum(g * s, 1)
-        b = tl.load(B + rn.to(tl.int64)[:, None] * stride_b + ro[None, :],
-                    mask=col_ok[:, None] & (ro[None, :] < D), other=0.0)
-        acc = tl.dot(g.to(b.dtype), b, acc, input_precision=PREC)
-    tl.store(OUT + rm.to(tl.int64)[:, None] * stride_o + ro[None, :], acc, mask=row_ok[:, None] & (ro[None, :] < D))
-    tl.store(PS + pid_m * tl.num_programs(1) + pid_d, tl.sum(ps, 0))
+        g += tl.exp2(z - lse_r[:, None])
+    if HAS_C:
+        lse_c = tl.load(LSE_C + rn, mask=col_ok, other=0.0) * 1.4426950408889634
+        g += tl.exp2(z - lse_c[None, :])
+    # the labels, subtracted in fp32 before G is rounded to the operands' dtype
+    g = tl.where(rn[None, :] == rm[:, None] + diag_col, g - tl.cast(diag_value, tl.float32), g)
+    g = tl.where(row_ok[:, None] & col_ok[None, :], g, 0.0)
+    tl.store(PS + pid_m * tl.num_programs(1) + pid_n, tl.sum(tl.sum(g * s, 1), 0))
+    tl.store(G + rm.to(tl.int64)[:, None] * stride_g + rn[None, :], g.to(G.dtype.element_ty),
+             mask=row_ok[:, None] & col_ok[None, :])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,15 +155,14 @@ def _precision(dtype: torch.dtype) -> str:
 def _configs(kind: str, m: int, k: int, d: int, dtype: torch.dtype, device: torch.device) -> list[dict]:
     """Candidate tile shapes, most conservative last (see ``_launch`` for how one is picked).
 
-    The GPU candidates are educated guesses (not tuned on hardware when written): the gradient
-    kernel keeps a (BLOCK_M, BLOCK_DO) fp32 accumulator in registers, so D is split over
-    programs (each recomputes S) unless BLOCK_DO covers it."""
+    ``kind``: ``"fwd"`` (row LSE) or ``"bwd"`` (gradient tiles). The GPU candidates are educated
+    guesses, not tuned on hardware when written."""
     if device.type != "cuda":
         # interpreter: the cost is per program and per op, not per flop -> few, wide tiles, and
         # one dot step covers all of D (N=300, D=384: 2 x 2 tiles; fwd ~0.2 s, grad ~0.4 s)
         bd = _pow2(d)
         cfg = dict(BLOCK_M=min(256, _pow2(m)), BLOCK_N=min(256, _pow2(k)), BLOCK_D=bd, num_warps=4, num_stages=1)
-        return [cfg if kind == "fwd" else dict(cfg, BLOCK_DO=bd)]
+        return [cfg]
     wide = dtype != torch.float32
     bd = 64 if wide else 32
     cap = 1 if wide else 2  # fp32 operands: half the widths
@@ -175,16 +174,18 @@ def _configs(kind: str, m: int, k: int, d: int, dtype: torch.dtype, device: torc
                 dict(BLOCK_M=128, BLOCK_N=128, BLOCK_D=bd, num_warps=8, num_stages=3),
                 dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=bd, num_warps=4, num_stages=3),
                 dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=32, num_warps=4, num_stages=1)]
-    # resident A: BLOCK_N=32 keeps two pipeline stages within the 227 KB of shared memory per
-    # block of sm_90 at D=512 (64 x 64 tiles needed 262 KB: never launchable there); not for
-    # fp32 operands, where it spilled 8 KB of registers per thread
-    # (tests/contrastive_sm90_compile.py checks every candidate)
-    return [dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=_pow2(d), BLOCK_DO=min(_pow2(d), 256 // cap), num_warps=8,
-                 num_stages=2)] * (resident and wide) + [
-            dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 256 // cap), num_warps=8, num_stages=2),
-            dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 128 // cap), num_warps=8, num_stages=2),
-            dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=bd, BLOCK_DO=min(_pow2(d), 512 // cap), num_warps=8, num_stages=2),
-            dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=32, BLOCK_DO=min(_pow2(d), 64), num_warps=4, num_stages=1)]
+    # the gradient tiles: a GEMM main loop over D (A and B tiles pipelined through shared
+    # memory), then an elementwise epilogue; classic matmul tile shapes (128 x 256 spilled 120
+    # bytes per thread for sm_90; tests/contrastive_sm90_compile.py checks every candidate)
+    if wide:
+        return [dict(BLOCK_M=128, BLOCK_N=128, BLOCK_D=64, num_warps=8, num_stages=3),
+                dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=64, num_warps=4, num_stages=4),
+                dict(BLOCK_M=64, BLOCK_N=128, BLOCK_D=64, num_warps=4, num_stages=4),
+                dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=64, num_warps=4, num_stages=3),
+                dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=32, num_warps=4, num_stages=1)]
+    return [dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=32, num_warps=4, num_stages=3),
+            dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=32, num_warps=8, num_stages=3),
+            dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=32, num_warps=4, num_stages=1)]
 
 
 #: (kernel, D, dtype, device, size bucket) -> index of the config in use
@@ -264,25 +265,109 @@ def fwd_row(A: torch.Tensor, B: torch.Tensor, s: float) -> torch.Tensor:
     return _launch("fwd", m, k, d, A.dtype, A.device, run)
 
 
-def grad_rows(A: torch.Tensor, B: torch.Tensor, s: float, lse_row=None, lse_col=None):
-    """-> (G @ B (M, D) fp32, sum(G * S) 0-dim fp32) with S = A @ B.T and
-    G = [exp(s*S - lse_row[:, None])] + [exp(s*S - lse_col[None, :])] (terms present when given)."""
-    A, B = _prep(A), _prep(B)
-    (m, d), k = A.shape, B.shape[0]
-    out = torch.empty(m, d, dtype=torch.float32, device=A.device)
+#: bytes of one row chunk of the logit gradient G (rows x K, the operands' dtype): the backward's
+#: only temporary beyond O(N * D). bf16 at N=65,536: 2,048 rows per chunk, 32 chunks.
+GRAD_CHUNK_BYTES = 256 << 20
 
-    def run(BLOCK_M, BLOCK_DO, num_warps, num_stages, **tiles):
-        grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(d, BLOCK_DO))
+
+def _chunk_rows(m: int, k: int, elem: int, tile: int = 256) -> int:
+    """Rows of A per chunk of G: within GRAD_CHUNK_BYTES, whole tiles unless all of A fits."""
+    rows = GRAD_CHUNK_BYTES // max(1, k * elem)
+    return m if rows >= m else max(tile, rows // tile * tile)
+
+
+def _grad_tiles(A, B, s: float, lse_row, lse_col, diag_col: int, diag_value: float, g: torch.Tensor):
+    """Fill ``g`` (M, K) with the logit gradient of A's rows against B's; -> sum(G * S) 0-dim fp32."""
+    (m, d), k = A.shape, B.shape[0]
+    dummy = g  # stands in for an absent LSE (never read: HAS_R / HAS_C are constexpr)
+
+    def run(BLOCK_M, BLOCK_N, num_warps, num_stages, **tiles):
+        grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(k, BLOCK_N))
         ps = torch.empty(grid, dtype=torch.float32, device=A.device)
-        _grad_rows_kernel[grid](
-            A, B, out if lse_row is None else lse_row, out if lse_col is None else lse_col,  # dummies unread
-            out, ps, m, k, d, A.stride(0), B.stride(0), out.stride(0), s * LOG2E,
-            HAS_R=lse_row is not None, HAS_C=lse_col is not None, BLOCK_M=BLOCK_M, BLOCK_DO=BLOCK_DO,
-            ONE_D=tiles["BLOCK_D"] >= d, PREC=_precision(A.dtype), num_warps=num_warps,
-            num_stages=num_stages, **tiles)
-        return out, ps[:, 0].sum()  # every d-block recomputes the same S tiles: count one
+        _grad_tile_kernel[grid](
+            A, B, dummy if lse_row is None else lse_row, dummy if lse_col is None else lse_col, g, ps, m, k, d,
+            A.stride(0), B.stride(0), g.stride(0), s * LOG2E, diag_col, diag_value,
+            HAS_R=lse_row is not None, HAS_C=lse_col is not None, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+            PREC=_precision(A.dtype), num_warps=num_warps, num_stages=num_stages, **tiles)
+        return ps.sum()
 
     return _launch("bwd", m, k, d, A.dtype, A.device, run)
+
+
+_FP32_PRODUCTS: dict[str, bool] = {}
+
+
+def fp32_products(device: torch.device) -> bool:
+    """Whether half-precision matmuls on ``device`` can write and accumulate fp32 results
+    (``torch.addmm(..., out_dtype=torch.float32, out=acc)``: CUDA, torch >= 2.9). Probed once per
+    device on a small product against its fp32 value; without it the products come back in half
+    and are added to the fp32 results (one more rounding and N x D temporaries per chunk).
+    :func:`product_mode` names the path for benchmark rows."""
+    key = str(device)
+    if key not in _FP32_PRODUCTS:
+        ok = False
+        if device.type == "cuda":
+            try:
+                gen = torch.Generator(device="cpu").manual_seed(0)
+                a, b = (torch.randn(32, 32, generator=gen).to(device, torch.bfloat16) for _ in range(2))
+                want = a.float() @ b.float()
+                acc = torch.ones(32, 32, dtype=torch.float32, device=device)
+                torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)  # the calls grad_products makes
+                rows = torch.empty(64, 32, dtype=torch.float32, device=device)
+                torch.mm(a, b, out_dtype=torch.float32, out=rows[32:])
+                ok = (torch.allclose(acc, 1.0 + want, rtol=1e-3, atol=1e-3)
+                      and torch.allclose(rows[32:], want, rtol=1e-3, atol=1e-3))
+            except (RuntimeError, TypeError, NotImplementedError):
+                ok = False
+        _FP32_PRODUCTS[key] = ok
+    return _FP32_PRODUCTS[key]
+
+
+def product_mode(dtype: torch.dtype, device: torch.device) -> str:
+    """How :func:`grad_products` multiplies G: ``fp32`` (fp32 operands), ``half->fp32`` (half
+    operands, fp32 results) or ``half`` (half results added to fp32)."""
+    if dtype == torch.float32:
+        return "fp32"
+    return "half->fp32" if fp32_products(device) else "half"
+
+
+def grad_products(A: torch.Tensor, B: torch.Tensor, s: float, lse_row=None, lse_col=None, offset: int = 0,
+                  labels: float = 1.0, need_gtb: bool = True):
+    """The backward of one similarity matrix ``S = A @ B.T`` (A (M, D), B (K, D)).
+
+    The logit gradient ``G = [exp(s*S - lse_row[:, None])] + [exp(s*S - lse_col[None, :])]
+    - labels * [j == offset + i]`` (terms present when given) is built in row chunks of at most
+    ``GRAD_CHUNK_BYTES``, each by one Triton launch over (row tile, column tile) that recomputes
+    its S tile in fp32 and rounds G to the operands' dtype; two matmuls then take the products.
+    -> ``(G @ B (M, D) fp32, G.T @ A (K, D) fp32 or None, sum(G * S) 0-dim fp32)``.
+    """
+    A, B = _prep(A), _prep(B)
+    (m, d), k = A.shape, B.shape[0]
+    gb = torch.empty(m, d, dtype=torch.float32, device=A.device)
+    gtb = torch.zeros(k, d, dtype=torch.float32, device=A.device) if need_gtb else None
+    ps = torch.zeros((), dtype=torch.float32, device=A.device)
+    rows = _chunk_rows(m, k, A.element_size())
+    chunk = torch.empty(rows, k, dtype=A.dtype, device=A.device)
+    mode = product_mode(A.dtype, A.device)
+    for r0 in range(0, m, rows):
+        r = min(rows, m - r0)
+        g, a = chunk[:r], A[r0:r0 + r]
+        ps += _grad_tiles(a, B, s, None if lse_row is None else lse_row[r0:r0 + r], lse_col, offset + r0, labels, g)
+        # G already holds the labels: these products are the gradients themselves, so rounding
+        # them to half (mode "half", as autograd's products under autocast) loses no cancellation
+        if mode == "half":
+            gb[r0:r0 + r] = torch.mm(g, B)
+            if gtb is not None:
+                gtb += torch.mm(g.T, a)
+        elif mode == "fp32":
+            torch.mm(g, B, out=gb[r0:r0 + r])
+            if gtb is not None:
+                gtb.addmm_(g.T, a)
+        else:
+            torch.mm(g, B, out_dtype=torch.float32, out=gb[r0:r0 + r])
+            if gtb is not None:
+                torch.addmm(gtb, g.T, a, out_dtype=torch.float32, out=gtb)
+    return gb, gtb, ps
 
 
 def compile_for_gpu(arch: int = 90, d: int = 512, full: bool = False) -> list[dict]:
@@ -299,15 +384,10 @@ def compile_for_gpu(arch: int = 90, d: int = 512, full: bool = False) -> list[di
     assert not INTERPRET, "compile_for_gpu needs TRITON_INTERPRET unset when triton is imported"
     target = GPUTarget("cuda", arch, 32)
     names = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
-    fwd_sig = ["A", "B", "LSE", "M", "K", "D", "stride_a", "stride_b", "scale_log2"]
-    bwd_sig = ["A", "B", "LSE_R", "LSE_C", "OUT", "PS", "M", "K", "D", "stride_a", "stride_b", "stride_o",
-               "scale_log2"]
-    types = {"A": "*{t}", "B": "*{t}", "scale_log2": "fp32", "M": "i32", "K": "i32", "D": "i32",
-             "stride_a": "i32", "stride_b": "i32", "stride_o": "i32"}
     done = []
     for dtype, tname in names.items():
         prec = "ieee" if dtype == torch.float32 else "tf32"
-        for kind, fn, sig_names in (("fwd", _lse_fwd_kernel, fwd_sig), ("bwd", _grad_rows_kernel, bwd_sig)):
+        for kind, fn in (("fwd", _lse_fwd_kernel), ("bwd", _grad_tile_kernel)):
             configs = _configs(kind, 1 << 16, 1 << 16, d, dtype, torch.device("cuda"))
             if not full and dtype != torch.bfloat16:
                 configs = configs[:1]
@@ -317,13 +397,26 @@ def compile_for_gpu(arch: int = 90, d: int = 512, full: bool = False) -> list[di
                 for flag in (flags if i == 0 or full else flags[:1]):
                     tiles = dict(cfg)
                     options = dict(num_warps=tiles.pop("num_warps"), num_stages=tiles.pop("num_stages"))
-                    const = dict(tiles, PREC=prec, ONE_D=tiles["BLOCK_D"] >= d, **flag)
-                    sig = {n: types.get(n, "*fp32").format(t=tname) for n in sig_names}
-                    sig.update({n: "constexpr" for n in const})
+                    const = dict(tiles, PREC=prec, **flag)
+                    if kind == "fwd":
+                        const["ONE_D"] = tiles["BLOCK_D"] >= d
+                    sig = {n: "constexpr" if n in const else kernel_arg_type(n, tname) for n in fn.arg_names}
                     k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=target,
                                        options=options)
                     done.append(dict(kind=kind, dtype=tname, **const, **options, shared=k.metadata.shared))
     return done
+
+
+def kernel_arg_type(name: str, dtype: str, scale_type: str = "fp32") -> str:
+    """Triton signature type of a (non-constexpr) kernel argument of this module, for ahead-of-time
+    compiles: operands and G in the operands' dtype, statistics fp32, sizes and strides i32."""
+    if name in ("A", "B", "G"):
+        return "*" + dtype
+    if name in ("LSE", "LSE_R", "LSE_C", "PS"):
+        return "*fp32"
+    if name in ("scale_log2", "diag_value"):
+        return scale_type
+    return "i32"
 
 
 # ---- backend contract (see slpfast.ops.contrastive_chunked) ------------------------------------
@@ -334,14 +427,10 @@ def fwd_pair(X, Y, s: float):
 
 
 def bwd_pair(X, Y, s: float, lse_a, lse_b, need_gtx: bool = True):
-    """-> (G @ Y, G.T @ X or None, sum(G * S)), G_ij = exp(s S_ij - lse_a_i) + exp(s S_ij - lse_b_j)."""
-    gy, ps = grad_rows(X, Y, s, lse_row=lse_a, lse_col=lse_b)
-    gtx = grad_rows(Y, X, s, lse_row=lse_b, lse_col=lse_a)[0] if need_gtx else None  # S.T: roles swapped
-    return gy, gtx, ps
+    """-> (G @ Y, G.T @ X or None, sum(G * S)), G_ij = exp(s S_ij - lse_a_i) + exp(s S_ij - lse_b_j) - 2 [i == j]."""
+    return grad_products(X, Y, s, lse_row=lse_a, lse_col=lse_b, labels=2.0, need_gtb=need_gtx)
 
 
-def bwd_row(A, B, s: float, lse, need_pta: bool = True):
-    """-> (P @ B, P.T @ A or None, sum(P * S)), P_ij = exp(s S_ij - lse_i), S = A @ B.T."""
-    pb, ps = grad_rows(A, B, s, lse_row=lse)
-    pta = grad_rows(B, A, s, lse_col=lse)[0] if need_pta else None
-    return pb, pta, ps
+def bwd_row(A, B, s: float, lse, offset: int = 0, need_pta: bool = True):
+    """-> (P @ B, P.T @ A or None, sum(P * S)), P_ij = exp(s S_ij - lse_i) - [j == offset + i], S = A @ B.T."""
+    return grad_products(A, B, s, lse_row=lse, offset=offset, need_gtb=need_pta)

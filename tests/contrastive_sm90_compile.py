@@ -21,29 +21,19 @@ from sm90_compile import aligned, compile_sm90  # noqa: E402
 from slpfast.kernels import contrastive as kern  # noqa: E402  (maps kernels/ in a source checkout)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-KERNELS = {"fwd": kern._lse_fwd_kernel, "bwd": kern._grad_rows_kernel}
+KERNELS = {"fwd": kern._lse_fwd_kernel, "bwd": kern._grad_tile_kernel}
 #: rows, columns of the problem the candidates are drawn for (large enough to be autotuned)
 SIZE = 16384
 
 
 def _signature(fn, dtype: str, scale_type: str) -> dict:
-    sig = {}
-    for name, param in zip(fn.arg_names, fn.params):
-        if param.is_constexpr:
-            sig[name] = "constexpr"
-        elif name in ("A", "B"):
-            sig[name] = "*" + dtype
-        elif name in ("LSE", "LSE_R", "LSE_C", "OUT", "PS"):
-            sig[name] = "*fp32"
-        elif name == "scale_log2":
-            sig[name] = scale_type
-        else:
-            sig[name] = "i32"
-    return sig
+    return {name: "constexpr" if param.is_constexpr else kern.kernel_arg_type(name, dtype, scale_type)
+            for name, param in zip(fn.arg_names, fn.params)}
 
 
-#: divisible by 16: the pointers, D and the row strides (contiguous (N, D) inputs, D a multiple of 16)
-ALIGNED = {"A", "B", "LSE", "LSE_R", "LSE_C", "OUT", "PS", "D", "stride_a", "stride_b", "stride_o"}
+#: divisible by 16: the pointers, D and the row strides (contiguous (N, D) inputs, D a multiple of
+#: 16; G's rows hold K elements, a multiple of 16 in the benchmarks)
+ALIGNED = {"A", "B", "G", "LSE", "LSE_R", "LSE_C", "PS", "D", "stride_a", "stride_b", "stride_g"}
 
 
 def check(dtype: str, D: int, scale_type: str = "fp32") -> None:
@@ -54,8 +44,10 @@ def check(dtype: str, D: int, scale_type: str = "fp32") -> None:
         for i, cfg in enumerate(configs[:1] if scale_type == "fp64" else configs):
             cfg = dict(cfg)
             warps, stages = cfg.pop("num_warps"), cfg.pop("num_stages")
-            meta = dict(cfg, PREC=prec, ONE_D=cfg["BLOCK_D"] >= D)
-            if kind == "bwd":
+            meta = dict(cfg, PREC=prec)
+            if kind == "fwd":
+                meta["ONE_D"] = cfg["BLOCK_D"] >= D
+            else:
                 meta.update(HAS_R=True, HAS_C=True)
             info = compile_sm90(fn, _signature(fn, dtype, scale_type), aligned(fn, ALIGNED), meta, warps, stages)
             print(json.dumps({"kernel": kind, "dtype": dtype, "D": D, "scale": scale_type, "candidate": i, **cfg,

@@ -56,9 +56,13 @@ def check_against_reference(x, y, s, backend, **kw):
     got = run(x, y, s, backend, **kw)
     want = reference(x, y, s)
     rtol = TOL[x.dtype]
+    # An input gradient is s / 2N * sum_j G_ij y_j with sum_j |G_ij| <= 4 (softmax minus labels):
+    # its rounding error scales with those terms, which cancel exactly at N = 1 (zero gradient)
+    terms = float(s) / (2 * x.shape[0]) * max(x.abs().max().item(), y.abs().max().item(), 1e-30)
     for g, w, name in zip(got, want, ("loss", "d_sign", "d_text", "d_scale")):
         assert torch.isfinite(g).all(), f"{name} not finite"
-        assert_close_rel(g, w, rtol, f"{backend} {tuple(x.shape)} {x.dtype} {name}")
+        atol = max(1e-6, rtol * terms) if name in ("d_sign", "d_text") else 1e-6
+        assert_close_rel(g, w, rtol, f"{backend} {tuple(x.shape)} {x.dtype} {name}", atol=atol)
     assert got[1].dtype == x.dtype and got[2].dtype == y.dtype and got[3].dtype == s.dtype
 
 

@@ -47,23 +47,39 @@ def test_triton_extreme_scale_near_duplicates():
 
 
 def test_gpu_tiling_paths_in_interpreter(monkeypatch):
-    """The GPU configs loop over D in BLOCK_D steps and split the gradient's D over programs
-    (BLOCK_DO): force such small tiles (ragged in M, N, D and D-out) to test those paths on CPU."""
+    """The GPU configs loop over D in BLOCK_D steps, and the backward builds G in row chunks:
+    force small tiles (ragged in M, N and D) and chunks of two row tiles to test those paths on
+    CPU, in one process and in the distributed primitives (rows local, columns gathered, the
+    labels at ``offset + i``)."""
     small = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_D=16, num_warps=4, num_stages=1)
-    monkeypatch.setattr(kc, "_configs", lambda kind, *a: [small if kind == "fwd" else dict(small, BLOCK_DO=32)])
+    monkeypatch.setattr(kc, "_configs", lambda kind, *a: [small])
+    monkeypatch.setattr(kc, "_chunk_rows", lambda m, k, elem: min(m, 32))
     x, y, s = make_inputs(37, 72, torch.float32, scale=30.0)
     check_against_reference(*on_device(x, y, s), "triton")
-    # the distributed primitives (rows local, columns gathered; M != K)
     a, b = x[:21].to(DEVICE), y.to(DEVICE)
     lse = kc.fwd_row(a, b, 30.0)
     want = torch.logsumexp(30.0 * a.double() @ b.double().T, 1)
     torch.testing.assert_close(lse.double(), want, rtol=1e-5, atol=1e-5)
-    pb, pta, ps = kc.bwd_row(a, b, 30.0, lse)
+    offset = 9
+    pb, pta, ps = kc.bwd_row(a, b, 30.0, lse, offset)
     sim = a.double() @ b.double().T
     p = torch.exp(30.0 * sim - want[:, None])
+    p[torch.arange(21), offset + torch.arange(21)] -= 1.0
     torch.testing.assert_close(pb.double(), p @ b.double(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(pta.double(), p.T @ a.double(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ps.double(), (p * sim).sum(), rtol=1e-5, atol=1e-5)
+    assert kc.bwd_row(a, b, 30.0, lse, offset, need_pta=False)[1] is None
+
+
+def test_grad_chunks_are_whole_tiles_within_the_budget(monkeypatch):
+    monkeypatch.setattr(kc, "GRAD_CHUNK_BYTES", 256 << 20)
+    assert kc._chunk_rows(16384, 16384, 2) == 8192
+    assert kc._chunk_rows(65536, 65536, 2) == 2048
+    assert kc._chunk_rows(262144, 262144, 2) == 512
+    assert kc._chunk_rows(300, 300, 4) == 300  # all of A fits: one chunk
+    assert kc._chunk_rows(1 << 20, 1 << 20, 4) == 256  # never below one tile of rows
+    rows = kc._chunk_rows(100_000, 70_000, 2)
+    assert rows % 256 == 0 and rows * 70_000 * 2 <= 256 << 20
 
 
 def test_launch_falls_back_when_a_config_does_not_fit(monkeypatch):
@@ -197,7 +213,7 @@ def test_gpu_tile_candidates_compile_for_sm90():
                          env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == 5 + 5 + 5 + 5 + 5 + 4 + 2, run.stdout
+    assert len(rows) == (5 + 5) + (5 + 5) + (5 + 3) + 2, run.stdout
     assert all(r["smem"] <= 227 * 1024 for r in rows), [r for r in rows if r["smem"] > 227 * 1024]
     half = [r for r in rows if r["dtype"] != "fp32"]
     assert all(r["stack"] == 0 for r in half), [r for r in half if r["stack"]]

@@ -13,8 +13,9 @@ rank's inputs, averaged over ranks as DDP does, equal the single-process gradien
 
 Backends, fastest first (``backend="auto"`` takes the first that supports the input):
 
-- ``triton``: fused kernels (``kernels/contrastive.py``), logits never leave the chip; CUDA
-  tensors. CPU tensors run it only in the Triton interpreter (``TRITON_INTERPRET=1`` set before
+- ``triton``: fused kernels (``kernels/contrastive.py``): the forward keeps the logits on chip;
+  the backward writes the logit gradient in row chunks of at most 256 MiB (operand dtype) and
+  multiplies them with library matmuls; CUDA tensors. CPU tensors run it only in the Triton interpreter (``TRITON_INTERPRET=1`` set before
   triton is imported) and only when named (``backend="triton"``): the interpreter is for tests.
 - ``chunked``: pure torch over row tiles with recomputation in the backward, memory
   O(chunk * N + N * D) (:mod:`slpfast.ops.contrastive_chunked`); the fast CPU path.
@@ -52,12 +53,13 @@ class ContrastiveFunction(torch.autograd.Function):
     :mod:`slpfast.ops.contrastive_chunked` for their contract). ``sign_all``/``text_all`` None
     means single process (both directions share one similarity matrix); otherwise they are the
     gathered (N_global, D) batch and autograd carries their gradients back through the gather.
-    The positive of local row i is local row i of the other input (the gathered copy at
-    ``rank * N_local + i`` is the same vector), so no label offset is needed here.
+    The positive of local row i is column ``offset + i`` of the gathered batch (``offset =
+    rank * N_local``; 0 in one process): the forward takes it from the local rows, the backward
+    folds the labels into the engines' logit gradients at that column.
     """
 
     @staticmethod
-    def forward(ctx, engine, sign, text, sign_all, text_all, scale, s: float):
+    def forward(ctx, engine, sign, text, sign_all, text_all, scale, s: float, offset: int):
         acc = torch.float64 if sign.dtype == torch.float64 else torch.float32
         n = sign.shape[0]
         diag = (sign.to(acc) * text.to(acc)).sum(1)  # unscaled positive similarities (N,)
@@ -67,42 +69,42 @@ class ContrastiveFunction(torch.autograd.Function):
             lse_a = engine.fwd_row(sign, text_all, s)
             lse_b = engine.fwd_row(text, sign_all, s)
         loss = (lse_a.sum() + lse_b.sum() - 2.0 * s * diag.sum()) / (2 * n)
-        ctx.save_for_backward(sign, text, sign_all, text_all, lse_a, lse_b, diag)
-        ctx.engine, ctx.s, ctx.single = engine, s, sign_all is None
+        ctx.save_for_backward(sign, text, sign_all, text_all, lse_a, lse_b)
+        ctx.engine, ctx.s, ctx.single, ctx.offset = engine, s, sign_all is None, offset
         ctx.scale_meta = (scale.dtype, scale.shape)
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        sign, text, sign_all, text_all, lse_a, lse_b, diag = ctx.saved_tensors
+        sign, text, sign_all, text_all, lse_a, lse_b = ctx.saved_tensors
         eng, s = ctx.engine, ctx.s
         c = grad / (2 * sign.shape[0])
         cs = c * s
-        # (G @ Y)-type products always run: they also give sum(G * S) for the scale's gradient;
-        # the transposed products are skipped for inputs that need no gradient (frozen features)
+        # The engines fold the labels into the logit gradients (softmax minus one-hot), so their
+        # products are the gradients up to the factor c * s, and sum(G * S) already holds the
+        # positive pairs' -2 * sum_i S_ii. (G @ Y)-type products always run: they also give
+        # sum(G * S) for the scale's gradient; the transposed products are skipped for inputs
+        # that need no gradient (frozen features).
         needs = ctx.needs_input_grad
         d_sign = d_text = d_sign_all = d_text_all = None
         if ctx.single:
             gy, gtx, ps = eng.bwd_pair(sign, text, s, lse_a, lse_b, need_gtx=needs[2])
         else:
-            gy, d_text_all, ps_a = eng.bwd_row(sign, text_all, s, lse_a, need_pta=needs[4])
-            gtx, d_sign_all, ps_b = eng.bwd_row(text, sign_all, s, lse_b, need_pta=needs[3])
+            gy, d_text_all, ps_a = eng.bwd_row(sign, text_all, s, lse_a, ctx.offset, need_pta=needs[4])
+            gtx, d_sign_all, ps_b = eng.bwd_row(text, sign_all, s, lse_b, ctx.offset, need_pta=needs[3])
             ps = ps_a + ps_b
             if d_sign_all is not None:
                 d_sign_all = d_sign_all.mul_(cs).to(sign_all.dtype)
             if d_text_all is not None:
                 d_text_all = d_text_all.mul_(cs).to(text_all.dtype)
-        # in place on the fp32 (M, D) results: no further N x D temporaries. The positive logit
-        # s * x_i . y_i appears once per direction, hence the factor 2: subtracted twice, because
-        # torch.compile (2.13, CPU) dropped the alpha of gy.add_(text, alpha=-2.0) (d_sign was wrong)
         if needs[1]:
-            d_sign = gy.sub_(text).sub_(text).mul_(cs).to(sign.dtype)
+            d_sign = gy.mul_(cs).to(sign.dtype)  # in place on the fp32 (M, D) result
         if needs[2]:
-            d_text = gtx.sub_(sign).sub_(sign).mul_(cs).to(text.dtype)
+            d_text = gtx.mul_(cs).to(text.dtype)
         dtype, shape = ctx.scale_meta
-        d_scale = (c * (ps - 2.0 * diag.sum())).to(dtype).reshape(shape)
-        return None, d_sign, d_text, d_sign_all, d_text_all, d_scale, None
+        d_scale = (c * ps).to(dtype).reshape(shape)
+        return None, d_sign, d_text, d_sign_all, d_text_all, d_scale, None, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +149,7 @@ def _triton_supports(sign, auto: bool, **_) -> list[str]:
 
 def _run_engine(engine):
     def run(sign, text, sign_all, text_all, scale, s, offset, **_):
-        return ContrastiveFunction.apply(engine, sign, text, sign_all, text_all, scale, s)
+        return ContrastiveFunction.apply(engine, sign, text, sign_all, text_all, scale, s, offset)
     return run
 
 

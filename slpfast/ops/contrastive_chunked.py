@@ -7,9 +7,15 @@ Notation: ``S = A @ B.T`` (unscaled similarities), ``s`` the logit scale, lse ov
     fwd_pair(X, Y, s)            -> lse_a (N,) = LSE_j(s*S_ij), lse_b (N,) = LSE_i(s*S_ij), S = X Y^T
     fwd_row(A, B, s)             -> lse (M,)   = LSE_j(s*S_ij),                      S = A B^T
     bwd_pair(X, Y, s, lse_a, lse_b, need_gtx) -> (G @ Y, G^T @ X, sum(G * S)),
-                                       G_ij = exp(s S_ij - lse_a_i) + exp(s S_ij - lse_b_j)
-    bwd_row(A, B, s, lse, need_pta) -> (P @ B, P^T @ A, sum(P * S)),  P_ij = exp(s S_ij - lse_i)
+                                       G_ij = exp(s S_ij - lse_a_i) + exp(s S_ij - lse_b_j) - 2 [i == j]
+    bwd_row(A, B, s, lse, offset, need_pta) -> (P @ B, P^T @ A, sum(P * S)),
+                                       P_ij = exp(s S_ij - lse_i) - [j == offset + i]
 
+G and P are the gradients of the summed cross-entropies with respect to the logits: softmax
+minus the one-hot labels (row i's positive is column i, or ``offset + i`` among gathered
+columns). The labels are subtracted inside G, before any product, as autograd through
+``F.cross_entropy`` does: G @ Y then is the gradient itself, not the difference of two nearly
+equal sums (a trained model has P_ii ~ 1), which low-precision products would not resolve.
 The second result is skipped (None) when its ``need_*`` flag is False (e.g. frozen text
 features). ``*_pair`` serve the single-process loss (both directions share ``S``: forward 1 matmul, backward
 3), ``*_row`` the distributed local loss (rows local, columns gathered). Every result is float32
@@ -83,6 +89,7 @@ def bwd_pair(X, Y, s: float, lse_a, lse_b, need_gtx: bool = True, chunk: int | N
         logits = torch.mm(xr, Ys.T)
         g = torch.sub(logits, lse_a[r0:r0 + step, None]).exp_()
         g.add_(torch.sub(logits, lse_b[None, :]).exp_())
+        g.diagonal(r0).sub_(2.0)  # the labels of both directions: row r0 + i's positive is column r0 + i
         torch.mm(g, Y, out=gy[r0:r0 + step])
         if need_gtx:
             gtx.addmm_(g.T, xr)
@@ -90,7 +97,7 @@ def bwd_pair(X, Y, s: float, lse_a, lse_b, need_gtx: bool = True, chunk: int | N
     return gy, gtx, ps / s
 
 
-def bwd_row(A, B, s: float, lse, need_pta: bool = True, chunk: int | None = None):
+def bwd_row(A, B, s: float, lse, offset: int = 0, need_pta: bool = True, chunk: int | None = None):
     """Recompute tiles of ``S = A @ B.T``; return ``(P @ B, P.T @ A, sum(P * S))`` (see module doc).
     ``need_pta=False`` (B needs no gradient) skips ``P.T @ A`` and returns None for it."""
     A, B = _acc(A), _acc(B)
@@ -104,6 +111,7 @@ def bwd_row(A, B, s: float, lse, need_pta: bool = True, chunk: int | None = None
         ar = A[r0:r0 + step]
         logits = torch.mm(ar, Bs.T)
         p = torch.sub(logits, lse[r0:r0 + step, None]).exp_()
+        p.diagonal(offset + r0).sub_(1.0)  # the label: row r0 + i's positive is column offset + r0 + i
         torch.mm(p, B, out=pb[r0:r0 + step])
         if need_pta:
             pta.addmm_(p.T, ar)
