@@ -2,10 +2,14 @@
 
 Both directions of the loss are row-LSE problems ``s * A @ B.T`` with A (M, D) the local rows and
 B (K, D) the (gathered) columns, so every kernel reduces along rows it owns: no atomics, and the
-N x N logits never exist in memory. Two kernels:
+N x N logits never exist in memory. Three kernels:
 
 - ``_lse_fwd_kernel``: one program per BLOCK_M rows of A streams over column tiles of B with an
-  online max and sum (fp32, base 2) and stores only the per-row LSE (M,).
+  online max and sum (fp32, base 2) and stores only the per-row LSE (M,). The distributed
+  forward (rows local, columns gathered) uses it once per direction.
+- ``_pair_lse_tile_kernel``: the single-process forward. One program per (row tile, column tile)
+  computes its S tile once and reduces it both ways into per-tile partial LSEs, which
+  :func:`pair_lse` merges with ``torch.logsumexp``: 2 N^2 D flops for both directions.
 - ``_grad_tile_kernel``: one program per (row tile, column tile) recomputes its tile of
   ``S = A @ B.T`` in fp32 and writes the logit gradient
   ``G = exp(s*S - lse_row[:, None]) + exp(s*S - lse_col[None, :]) - labels`` (either exponential
@@ -109,6 +113,33 @@ def _lse_fwd_kernel(A, B, LSE, M, K, D, stride_a, stride_b, scale_log2,
 
 
 @triton.jit
+def _pair_lse_tile_kernel(A, B, ROW_PART, COL_PART, M, K, D, stride_a, stride_b, scale_log2,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
+    """One (BLOCK_M, BLOCK_N) tile of ``s * A @ B.T``, reduced both ways: the log-sum-exp of each
+    row over this tile's columns -> ROW_PART[pid_n, rows], and of each column over this tile's
+    rows -> COL_PART[pid_m, columns] (natural log, fp32). Merging the partials (a logsumexp over
+    the tile axis) gives both directions' LSE from one S computation."""
+    scale_log2 = tl.cast(scale_log2, tl.float32)  # a Python float arrives as fp64 from torch.compile
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rm < M
+    col_ok = rn < K
+    s = _sim_tile(A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, PREC)
+    z = tl.where(row_ok[:, None] & col_ok[None, :], s * scale_log2, float("-inf"))  # base 2
+    # every valid row has >= 1 valid column in every tile (and vice versa), so the stored maxima
+    # are finite; rows / columns past the edge (all -inf, never stored) take max 0 and sum 1
+    # rather than -inf - -inf and log(0)
+    r_max = tl.where(row_ok, tl.max(z, 1), 0.0)
+    r_lse = r_max + tl.log2(tl.where(row_ok, tl.sum(tl.exp2(z - r_max[:, None]), 1), 1.0))
+    tl.store(ROW_PART + pid_n.to(tl.int64) * M + rm, r_lse * 0.6931471805599453, mask=row_ok)
+    c_max = tl.where(col_ok, tl.max(z, 0), 0.0)
+    c_lse = c_max + tl.log2(tl.where(col_ok, tl.sum(tl.exp2(z - c_max[None, :]), 0), 1.0))
+    tl.store(COL_PART + pid_m.to(tl.int64) * K + rn, c_lse * 0.6931471805599453, mask=col_ok)
+
+
+@triton.jit
 def _grad_tile_kernel(A, B, LSE_R, LSE_C, G, PS, M, K, D, stride_a, stride_b, stride_g, scale_log2, diag_col,
                       diag_value, HAS_R: tl.constexpr, HAS_C: tl.constexpr, BLOCK_M: tl.constexpr,
                       BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
@@ -155,7 +186,8 @@ def _precision(dtype: torch.dtype) -> str:
 def _configs(kind: str, m: int, k: int, d: int, dtype: torch.dtype, device: torch.device) -> list[dict]:
     """Candidate tile shapes, most conservative last (see ``_launch`` for how one is picked).
 
-    ``kind``: ``"fwd"`` (row LSE) or ``"bwd"`` (gradient tiles). The GPU candidates are educated
+    ``kind``: ``"fwd"`` (row LSE, streaming), ``"pair"`` (both LSEs, tiles) or ``"bwd"``
+    (gradient tiles). The GPU candidates are educated
     guesses, not tuned on hardware when written."""
     if device.type != "cuda":
         # interpreter: the cost is per program and per op, not per flop -> few, wide tiles, and
@@ -174,7 +206,7 @@ def _configs(kind: str, m: int, k: int, d: int, dtype: torch.dtype, device: torc
                 dict(BLOCK_M=128, BLOCK_N=128, BLOCK_D=bd, num_warps=8, num_stages=3),
                 dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=bd, num_warps=4, num_stages=3),
                 dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=32, num_warps=4, num_stages=1)]
-    # the gradient tiles: a GEMM main loop over D (A and B tiles pipelined through shared
+    # "pair" (forward) and "bwd" (gradient) tiles: a GEMM main loop over D (A and B tiles pipelined through shared
     # memory), then an elementwise epilogue; classic matmul tile shapes (128 x 256 spilled 120
     # bytes per thread for sm_90; tests/contrastive_sm90_compile.py checks every candidate)
     if wide:
@@ -263,6 +295,49 @@ def fwd_row(A: torch.Tensor, B: torch.Tensor, s: float) -> torch.Tensor:
         return lse
 
     return _launch("fwd", m, k, d, A.dtype, A.device, run)
+
+
+#: bytes of the forward's per-tile partial LSEs of one row chunk (both directions together)
+PAIR_PARTIAL_BYTES = 128 << 20
+
+
+def _pair_chunk_rows(m: int, k: int, tile: int = 256) -> int:
+    """Rows per chunk of :func:`pair_lse`: the partials of tiles as small as 32 x 32, (K/32 + rows/32)
+    floats per row and column, stay within PAIR_PARTIAL_BYTES."""
+    rows = PAIR_PARTIAL_BYTES * 32 // (2 * 4 * max(1, k))
+    return m if rows >= m else max(tile, rows // tile * tile)
+
+
+def pair_lse(A: torch.Tensor, B: torch.Tensor, s: float):
+    """A (M, D), B (K, D) -> (row LSE (M,), column LSE (K,)) fp32 of ``s * A @ B.T``.
+
+    Each S tile is computed once and reduced both ways (``_pair_lse_tile_kernel``); the per-tile
+    partial LSEs are merged with ``torch.logsumexp``, column partials across row chunks too.
+    Half the flops of two row passes, and the grid is (row tiles x column tiles), not row tiles
+    alone."""
+    A, B = _prep(A), _prep(B)
+    (m, d), k = A.shape, B.shape[0]
+    lse_row = torch.empty(m, dtype=torch.float32, device=A.device)
+    lse_col = None
+    rows = _pair_chunk_rows(m, k)
+    for r0 in range(0, m, rows):
+        a = A[r0:r0 + rows]
+        r = a.shape[0]
+
+        def run(BLOCK_M, BLOCK_N, num_warps, num_stages, **tiles):
+            grid = (triton.cdiv(r, BLOCK_M), triton.cdiv(k, BLOCK_N))
+            row_part = torch.empty(grid[1], r, dtype=torch.float32, device=A.device)
+            col_part = torch.empty(grid[0], k, dtype=torch.float32, device=A.device)
+            _pair_lse_tile_kernel[grid](a, B, row_part, col_part, r, k, d, a.stride(0), B.stride(0), s * LOG2E,
+                                        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, PREC=_precision(A.dtype),
+                                        num_warps=num_warps, num_stages=num_stages, **tiles)
+            return row_part, col_part
+
+        row_part, col_part = _launch("pair", r, k, d, A.dtype, A.device, run)
+        torch.logsumexp(row_part, 0, out=lse_row[r0:r0 + r])
+        chunk_col = torch.logsumexp(col_part, 0)
+        lse_col = chunk_col if lse_col is None else torch.logaddexp(lse_col, chunk_col)
+    return lse_row, lse_col
 
 
 #: bytes of one row chunk of the logit gradient G (rows x K, the operands' dtype): the backward's
@@ -387,11 +462,11 @@ def compile_for_gpu(arch: int = 90, d: int = 512, full: bool = False) -> list[di
     done = []
     for dtype, tname in names.items():
         prec = "ieee" if dtype == torch.float32 else "tf32"
-        for kind, fn in (("fwd", _lse_fwd_kernel), ("bwd", _grad_tile_kernel)):
+        for kind, fn in (("fwd", _lse_fwd_kernel), ("pair", _pair_lse_tile_kernel), ("bwd", _grad_tile_kernel)):
             configs = _configs(kind, 1 << 16, 1 << 16, d, dtype, torch.device("cuda"))
             if not full and dtype != torch.bfloat16:
                 configs = configs[:1]
-            flags = [{}] if kind == "fwd" else [dict(HAS_R=True, HAS_C=True), dict(HAS_R=True, HAS_C=False),
+            flags = [{}] if kind != "bwd" else [dict(HAS_R=True, HAS_C=True), dict(HAS_R=True, HAS_C=False),
                                                  dict(HAS_R=False, HAS_C=True)]
             for i, cfg in enumerate(configs):
                 for flag in (flags if i == 0 or full else flags[:1]):
@@ -412,7 +487,7 @@ def kernel_arg_type(name: str, dtype: str, scale_type: str = "fp32") -> str:
     compiles: operands and G in the operands' dtype, statistics fp32, sizes and strides i32."""
     if name in ("A", "B", "G"):
         return "*" + dtype
-    if name in ("LSE", "LSE_R", "LSE_C", "PS"):
+    if name in ("LSE", "LSE_R", "LSE_C", "PS", "ROW_PART", "COL_PART"):
         return "*fp32"
     if name in ("scale_log2", "diag_value"):
         return scale_type
@@ -422,8 +497,9 @@ def kernel_arg_type(name: str, dtype: str, scale_type: str = "fp32") -> str:
 # ---- backend contract (see slpfast.ops.contrastive_chunked) ------------------------------------
 
 def fwd_pair(X, Y, s: float):
-    """X, Y (N, D) -> (lse_a, lse_b): row and column LSE of ``s * X @ Y.T`` (two row passes)."""
-    return fwd_row(X, Y, s), fwd_row(Y, X, s)
+    """X, Y (N, D) -> (lse_a, lse_b): row and column LSE of ``s * X @ Y.T``, from one pass over
+    the S tiles (:func:`pair_lse`)."""
+    return pair_lse(X, Y, s)
 
 
 def bwd_pair(X, Y, s: float, lse_a, lse_b, need_gtx: bool = True):

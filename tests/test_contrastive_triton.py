@@ -47,13 +47,15 @@ def test_triton_extreme_scale_near_duplicates():
 
 
 def test_gpu_tiling_paths_in_interpreter(monkeypatch):
-    """The GPU configs loop over D in BLOCK_D steps, and the backward builds G in row chunks:
+    """The GPU configs loop over D in BLOCK_D steps; the forward merges partial LSEs across row
+    chunks and the backward builds G in row chunks:
     force small tiles (ragged in M, N and D) and chunks of two row tiles to test those paths on
     CPU, in one process and in the distributed primitives (rows local, columns gathered, the
     labels at ``offset + i``)."""
     small = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_D=16, num_warps=4, num_stages=1)
     monkeypatch.setattr(kc, "_configs", lambda kind, *a: [small])
     monkeypatch.setattr(kc, "_chunk_rows", lambda m, k, elem: min(m, 32))
+    monkeypatch.setattr(kc, "_pair_chunk_rows", lambda m, k: min(m, 16))
     x, y, s = make_inputs(37, 72, torch.float32, scale=30.0)
     check_against_reference(*on_device(x, y, s), "triton")
     a, b = x[:21].to(DEVICE), y.to(DEVICE)
@@ -71,12 +73,18 @@ def test_gpu_tiling_paths_in_interpreter(monkeypatch):
     assert kc.bwd_row(a, b, 30.0, lse, offset, need_pta=False)[1] is None
 
 
-def test_grad_chunks_are_whole_tiles_within_the_budget(monkeypatch):
+def test_chunks_are_whole_tiles_within_their_budgets(monkeypatch):
     monkeypatch.setattr(kc, "GRAD_CHUNK_BYTES", 256 << 20)
     assert kc._chunk_rows(16384, 16384, 2) == 8192
     assert kc._chunk_rows(65536, 65536, 2) == 2048
     assert kc._chunk_rows(262144, 262144, 2) == 512
     assert kc._chunk_rows(300, 300, 4) == 300  # all of A fits: one chunk
+    monkeypatch.setattr(kc, "PAIR_PARTIAL_BYTES", 128 << 20)
+    assert kc._pair_chunk_rows(65536, 65536) == 8192
+    for n in (4096, 16384, 262144):
+        rows = kc._pair_chunk_rows(n, n)
+        # 32 x 32 tiles: (n/32) row partials per row and (rows/32) per column, 4 bytes each
+        assert rows == n or (rows % 256 == 0 and (n // 32 * rows + rows // 32 * n) * 4 <= 128 << 20)
     assert kc._chunk_rows(1 << 20, 1 << 20, 4) == 256  # never below one tile of rows
     rows = kc._chunk_rows(100_000, 70_000, 2)
     assert rows % 256 == 0 and rows * 70_000 * 2 <= 256 << 20
@@ -213,7 +221,7 @@ def test_gpu_tile_candidates_compile_for_sm90():
                          env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == (5 + 5) + (5 + 5) + (5 + 3) + 2, run.stdout
+    assert len(rows) == (5 + 5 + 5) * 2 + (5 + 3 + 3) + 3, run.stdout  # fwd, pair, bwd per dtype
     assert all(r["smem"] <= 227 * 1024 for r in rows), [r for r in rows if r["smem"] > 227 * 1024]
     half = [r for r in rows if r["dtype"] != "fp32"]
     assert all(r["stack"] == 0 for r in half), [r for r in half if r["stack"]]
