@@ -25,6 +25,7 @@ import os
 import torch
 import triton
 
+from ._host import cdiv, next_pow2
 from .attention_bwd import attn_bwd_delta_kernel, attn_bwd_dkdv_kernel, attn_bwd_dq_kernel
 from .attention_fwd import attn_fwd_kernel
 
@@ -148,10 +149,10 @@ def _tuning_key(q, lens, bucket: int, meta: dict) -> tuple:
 
 def _common(q, lens, max_seqlen, varlen, causal):
     B, T, H, D, rows, grid_rows = _geometry(q, lens, max_seqlen, varlen)
-    block_d = max(16, triton.next_power_of_2(D))
+    block_d = max(16, next_pow2(D))
     meta = dict(D=D, VARLEN=varlen, HAS_LENS=lens is not None, CAUSAL=causal, BLOCK_D=block_d, EVEN_D=block_d == D,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32")
-    bucket = triton.next_power_of_2(max(grid_rows, 16))
+    bucket = next_pow2(max(grid_rows, 16))
     return B, T, H, rows, grid_rows, bucket, meta
 
 
@@ -179,7 +180,7 @@ def _fwd(q, k, v, lens, max_seqlen: int, causal: bool, scale: float, varlen: boo
         return out.zero_(), lse.zero_()
     if _fake_under_interpreter(q):
         return out, lse
-    grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_M"]), B * H)  # noqa: E731
+    grid = lambda META: (cdiv(grid_rows, META["BLOCK_M"]), B * H)  # noqa: E731
     args = (q, k, v, out, lse, lens if lens is not None else q, *_strides(q, varlen), *_strides(k, varlen),
             *_strides(v, varlen), *_strides(out, varlen), lse.stride(0), T, H, scale, bucket)
     _run("fwd", wrap, q.device, grid, args, meta, _tuning_key(q, lens, bucket, meta))
@@ -200,16 +201,16 @@ def _bwd(do, q, k, v, out, lse, lens, max_seqlen: int, causal: bool, scale: floa
     D = meta["D"]
     delta = torch.empty((H, rows), dtype=torch.float32, device=q.device)
     block_r = INTERPRETER_BLOCKS["delta"] if q.device.type == "cpu" else delta_rows(meta["BLOCK_D"])
-    _launcher(attn_bwd_delta_kernel, wrap)[(triton.cdiv(rows, block_r), H)](
+    _launcher(attn_bwd_delta_kernel, wrap)[(cdiv(rows, block_r), H)](
         out, do, delta, rows, H * D, D, H * D, D, delta.stride(0),
         D=D, BLOCK_R=block_r, BLOCK_D=meta["BLOCK_D"], num_warps=4)
     common = (*_strides(q, varlen), *_strides(k, varlen), *_strides(v, varlen), *_strides(do, varlen))
     key = _tuning_key(q, lens, bucket, meta)
     lens = lens if lens is not None else q
-    grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_N"]), B * H)  # noqa: E731
+    grid = lambda META: (cdiv(grid_rows, META["BLOCK_N"]), B * H)  # noqa: E731
     _run("dkdv", wrap, q.device, grid, (q, k, v, do, dk, dv, lse, delta, lens, *common, *_strides(dk, varlen),
                                         lse.stride(0), T, H, scale, bucket), meta, key)
-    grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_M"]), B * H)  # noqa: E731
+    grid = lambda META: (cdiv(grid_rows, META["BLOCK_M"]), B * H)  # noqa: E731
     _run("dq", wrap, q.device, grid, (q, k, v, do, dq, lse, delta, lens, *common, *_strides(dq, varlen),
                                       lse.stride(0), T, H, scale, bucket), meta, key)
     return dq, dk, dv

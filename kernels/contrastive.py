@@ -48,6 +48,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._host import cdiv, next_pow2
+
 #: the kernels were decorated under the interpreter (TRITON_INTERPRET=1 read at import)
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 LOG2E = 1.0 / math.log(2.0)
@@ -174,7 +176,7 @@ def _grad_tile_kernel(A, B, LSE_R, LSE_C, G, PS, M, K, D, stride_a, stride_b, st
 # launchers
 
 def _pow2(x: int, lo: int = 16) -> int:
-    return max(lo, triton.next_power_of_2(x))
+    return max(lo, next_pow2(x))
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -288,7 +290,7 @@ def fwd_row(A: torch.Tensor, B: torch.Tensor, s: float) -> torch.Tensor:
     lse = torch.empty(m, dtype=torch.float32, device=A.device)
 
     def run(BLOCK_M, num_warps, num_stages, **tiles):
-        _lse_fwd_kernel[(triton.cdiv(m, BLOCK_M),)](
+        _lse_fwd_kernel[(cdiv(m, BLOCK_M),)](
             A, B, lse, m, k, d, A.stride(0), B.stride(0), s * LOG2E, BLOCK_M=BLOCK_M,
             ONE_D=tiles["BLOCK_D"] >= d, PREC=_precision(A.dtype), num_warps=num_warps,
             num_stages=num_stages, **tiles)
@@ -325,7 +327,7 @@ def pair_lse(A: torch.Tensor, B: torch.Tensor, s: float):
         r = a.shape[0]
 
         def run(BLOCK_M, BLOCK_N, num_warps, num_stages, **tiles):
-            grid = (triton.cdiv(r, BLOCK_M), triton.cdiv(k, BLOCK_N))
+            grid = (cdiv(r, BLOCK_M), cdiv(k, BLOCK_N))
             row_part = torch.empty(grid[1], r, dtype=torch.float32, device=A.device)
             col_part = torch.empty(grid[0], k, dtype=torch.float32, device=A.device)
             _pair_lse_tile_kernel[grid](a, B, row_part, col_part, r, k, d, a.stride(0), B.stride(0), s * LOG2E,
@@ -357,7 +359,7 @@ def _grad_tiles(A, B, s: float, lse_row, lse_col, diag_col: int, diag_value: flo
     dummy = g  # stands in for an absent LSE (never read: HAS_R / HAS_C are constexpr)
 
     def run(BLOCK_M, BLOCK_N, num_warps, num_stages, **tiles):
-        grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(k, BLOCK_N))
+        grid = (cdiv(m, BLOCK_M), cdiv(k, BLOCK_N))
         ps = torch.empty(grid, dtype=torch.float32, device=A.device)
         _grad_tile_kernel[grid](
             A, B, dummy if lse_row is None else lse_row, dummy if lse_col is None else lse_col, g, ps, m, k, d,

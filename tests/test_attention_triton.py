@@ -294,3 +294,16 @@ def test_cuda_compile_module_with_triton(no_autotune):
     (gx2,) = torch.autograd.grad(got.float().square().sum(), x)
     torch.testing.assert_close(got, eager, atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(gx2, gx, atol=5e-2, rtol=5e-2)
+
+
+def test_host_integer_helpers_match_triton():
+    """The launchers' plain-Python cdiv / next_pow2 (triton's are slow to call from Python)."""
+    import triton
+
+    from slpfast.kernels._host import cdiv, next_pow2
+
+    for n in [*range(1, 70), 127, 128, 129, 1000, 1 << 20, (1 << 20) + 1]:
+        assert next_pow2(n) == triton.next_power_of_2(n), n
+        for b in (1, 3, 16, 64, 128):
+            assert cdiv(n, b) == triton.cdiv(n, b), (n, b)
+    assert next_pow2(0) == 1 and cdiv(0, 64) == 0
