@@ -3,18 +3,19 @@
 # no DALI/xformers/pose-format). Stages (STAGES, comma-separated; default all, in this order):
 #   build        the extension with CUDA, in place (kept between calls on a warm machine)
 #   pytest       the tests marked `cuda` (pytest-xdist -n 8 when installed)
+#   contrastive  bench/contrastive.py, N = 4k..256k, D=512
 #   pose         bench/pose.py on the GPU only (B=256, then B=1024 and 4096)
 #   attn         bench/attn.py bf16 fwd+bwd, the named shapes: triton + sdpa, then flex (padded)
-#   contrastive  bench/contrastive.py, N = 4k..256k, D=512
 #   train_step   bench/train_step.py, base model
 #   pretrain     a short slpfast.pretrain run with torch.compile
 # Each stage gets at most its cap and what is left of the time box (BUDGET seconds, default
 # 520), so a slow stage cuts the later ones short instead of losing everything.
 # Seen on an H200 (2026-11-26, 16 cores, torch 2.11): build 58 s; pytest 107 s; contrastive
-# 91 s; attn triton+sdpa ~40 s per ragged shape (autotuning); one flex point (its compile)
-# over 75 s; train_step base over 65 s. 15 device-minutes hold about two calls back to back:
-#   STAGES=build,pytest,attn  then, at once (the machine stays warm 30 s and keeps the build),
-#   STAGES=pose,contrastive,train_step
+# 91 s (before its tile kernels: now more candidates to autotune); attn triton+sdpa ~40 s per
+# ragged shape (autotuning); one flex point (its compile) over 75 s; train_step base over 65 s.
+# 15 device-minutes hold about two calls back to back:
+#   STAGES=build,pytest,contrastive,attn  then, at once (the machine stays warm 30 s and keeps
+#   the build), STAGES=pose,train_step
 # Results go to $OUT (default ./gpu_out), in at most 6 files:
 #   log.txt        everything printed, in order      summary.txt   one line per stage
 #   results.jsonl  every benchmark row (JSON)        build.log, pytest.log, pretrain.log
@@ -36,7 +37,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 START=$(date +%s)
 BUDGET=${BUDGET:-520}
-STAGES=",${STAGES:-build,pytest,pose,attn,contrastive,train_step,pretrain},"
+STAGES=",${STAGES:-build,pytest,contrastive,pose,attn,train_step,pretrain},"
 status=0
 exec > >(tee -a "$OUT/log.txt") 2>&1
 
@@ -87,13 +88,13 @@ if [ -n "${QUICK:-}" ]; then
     run_stage "bench $name --quick" 120 $PY "$b" --quick --json "$OUT/results.jsonl"
   done
 else
+  want contrastive && run_stage "bench contrastive" 150 $PY bench/contrastive.py --json "$OUT/results.jsonl"
   want pose && run_stage "bench pose (GPU)" 90 $PY bench/pose.py --devices cuda --gpu-batches 1024,4096 \
     --json "$OUT/results.jsonl"
   want attn && run_stage "bench attn (triton, sdpa)" 150 $PY bench/attn.py --modes fwd+bwd --providers triton,sdpa,xformers \
     --json "$OUT/results.jsonl"
   want attn && run_stage "bench attn (flex, padded)" 200 $PY bench/attn.py --modes fwd+bwd --providers flex \
     --layouts padded --json "$OUT/results.jsonl"
-  want contrastive && run_stage "bench contrastive" 120 $PY bench/contrastive.py --json "$OUT/results.jsonl"
   want train_step && run_stage "bench train_step (base)" 150 $PY bench/train_step.py --sizes base --rounds 1 --profile 3 \
     --json "$OUT/results.jsonl"
   want pretrain && run_stage "pretrain with torch.compile (tiny, 40 steps)" 150 bash -c \

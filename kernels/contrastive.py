@@ -381,6 +381,8 @@ def fp32_products(device: torch.device) -> bool:
     and are added to the fp32 results (one more rounding and N x D temporaries per chunk).
     :func:`product_mode` names the path for benchmark rows."""
     key = str(device)
+    if key not in _FP32_PRODUCTS and torch.compiler.is_compiling():
+        return False  # no probe inside a traced graph (it would be traced); eager calls probe
     if key not in _FP32_PRODUCTS:
         ok = False
         if device.type == "cuda":

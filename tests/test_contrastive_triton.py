@@ -176,7 +176,21 @@ def test_triton_agrees_with_chunked_module_path():
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
+def test_product_mode_names_the_path():
+    """fp32 operands multiply in fp32; half operands on CPU (no out_dtype matmuls) come back in half."""
+    cpu = torch.device("cpu")
+    assert kc.product_mode(torch.float32, cpu) == "fp32"
+    assert kc.product_mode(torch.float16, cpu) == "half"
+    assert kc.fp32_products(cpu) is False
+
+
 # ---- GPU only -------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+def test_cuda_half_products_write_fp32():
+    """torch >= 2.11 on CUDA: half x half -> fp32 matmuls (out_dtype) take the gradient products."""
+    assert kc.product_mode(torch.bfloat16, torch.device("cuda")) == "half->fp32"
+
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
