@@ -115,6 +115,19 @@ def _lse_fwd_kernel(A, B, LSE, M, K, D, stride_a, stride_b, scale_log2,
 
 
 @triton.jit
+def _grid_tile(A, B, M, K, D, stride_a, stride_b, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_D: tl.constexpr, PREC: tl.constexpr):
+    """The S tile of program (pid_m, pid_n) on a (row tiles x column tiles) grid:
+    -> (pid_m, pid_n, rows, columns, rows < M, columns < K, S = A[rows] . B[columns] fp32)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    s = _sim_tile(A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, PREC)
+    return pid_m, pid_n, rm, rn, rm < M, rn < K, s
+
+
+@triton.jit
 def _pair_lse_tile_kernel(A, B, ROW_PART, COL_PART, M, K, D, stride_a, stride_b, scale_log2,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     """One (BLOCK_M, BLOCK_N) tile of ``s * A @ B.T``, reduced both ways: the log-sum-exp of each
@@ -122,13 +135,8 @@ def _pair_lse_tile_kernel(A, B, ROW_PART, COL_PART, M, K, D, stride_a, stride_b,
     rows -> COL_PART[pid_m, columns] (natural log, fp32). Merging the partials (a logsumexp over
     the tile axis) gives both directions' LSE from one S computation."""
     scale_log2 = tl.cast(scale_log2, tl.float32)  # a Python float arrives as fp64 from torch.compile
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rm < M
-    col_ok = rn < K
-    s = _sim_tile(A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, PREC)
+    pid_m, pid_n, rm, rn, row_ok, col_ok, s = _grid_tile(A, B, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N,
+                                                         BLOCK_D, PREC)
     z = tl.where(row_ok[:, None] & col_ok[None, :], s * scale_log2, float("-inf"))  # base 2
     # every valid row has >= 1 valid column in every tile (and vice versa), so the stored maxima
     # are finite; rows / columns past the edge (all -inf, never stored) take max 0 and sum 1
@@ -149,13 +157,8 @@ def _grad_tile_kernel(A, B, LSE_R, LSE_C, G, PS, M, K, D, stride_a, stride_b, st
     dtype, and its sum(G * S) in PS[pid_m, pid_n]. Program (pid_m, pid_n): consecutive programs
     share a column tile of B and walk the rows of A, which stay in L2 across the grid."""
     scale_log2 = tl.cast(scale_log2, tl.float32)  # a Python float arrives as fp64 from torch.compile
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rm < M
-    col_ok = rn < K
-    s = _sim_tile(A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, PREC)
+    pid_m, pid_n, rm, rn, row_ok, col_ok, s = _grid_tile(A, B, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N,
+                                                         BLOCK_D, PREC)
     z = s * scale_log2  # logits in base 2
     g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if HAS_R:
