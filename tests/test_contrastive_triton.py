@@ -73,6 +73,24 @@ def test_gpu_tiling_paths_in_interpreter(monkeypatch):
     assert kc.bwd_row(a, b, 30.0, lse, offset, need_pta=False)[1] is None
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_every_gpu_tile_candidate_is_correct_in_interpreter(monkeypatch, dtype):
+    """Each kernel's GPU tile candidates (the autotuner may pick any of them) run in the
+    interpreter on a problem ragged against every tile size, D not a multiple of BLOCK_D."""
+    cuda = torch.device("cuda")
+    lists = {kind: kc._configs(kind, 1 << 16, 1 << 16, 80, dtype, cuda) for kind in ("fwd", "pair", "bwd")}
+    x, y, s = make_inputs(130, 80, dtype, scale=20.0)
+    xr, yr = x[:50].to(DEVICE), y.to(DEVICE)  # the distributed primitives: M != K
+    for i in range(max(len(v) for v in lists.values())):
+        picked = {kind: configs[min(i, len(configs) - 1)] for kind, configs in lists.items()}
+        monkeypatch.setattr(kc, "_configs", lambda kind, *a, picked=picked: [picked[kind]])
+        check_against_reference(*on_device(x, y, s), "triton")
+        lse = kc.fwd_row(xr, yr, 20.0)
+        want = torch.logsumexp(20.0 * xr.double() @ yr.double().T, 1)
+        torch.testing.assert_close(lse.double(), want, rtol=1e-3, atol=1e-3, msg=f"candidate {i}: {picked}")
+
+
 def test_chunks_are_whole_tiles_within_their_budgets(monkeypatch):
     monkeypatch.setattr(kc, "GRAD_CHUNK_BYTES", 256 << 20)
     assert kc._chunk_rows(16384, 16384, 2) == 8192
