@@ -1,24 +1,22 @@
-"""Fused symmetric InfoNCE (CLIP) in Triton: row log-sum-exps forward, gradient tiles backward.
+"""Fused symmetric InfoNCE (CLIP) in Triton: tiled log-sum-exps forward, gradient tiles backward.
 
 Both directions of the loss are row-LSE problems ``s * A @ B.T`` with A (M, D) the local rows and
-B (K, D) the (gathered) columns, so every kernel reduces along rows it owns: no atomics, and the
-N x N logits never exist in memory. Three kernels:
+B (K, D) the (gathered) columns. Every kernel runs on a (row tiles x column tiles) grid, which
+fills the GPU even when M is one rank's few hundred rows; there are no atomics, and the N x N
+logits never exist in memory. Two kernels, each computing its S tile in fp32 with a loop over D:
 
-- ``_lse_fwd_kernel``: one program per BLOCK_M rows of A streams over column tiles of B with an
-  online max and sum (fp32, base 2) and stores only the per-row LSE (M,). The distributed
-  forward (rows local, columns gathered) uses it once per direction.
-- ``_pair_lse_tile_kernel``: the single-process forward. One program per (row tile, column tile)
-  computes its S tile once and reduces it both ways into per-tile partial LSEs, which
-  :func:`pair_lse` merges with ``torch.logsumexp``: 2 N^2 D flops for both directions.
-- ``_grad_tile_kernel``: one program per (row tile, column tile) recomputes its tile of
-  ``S = A @ B.T`` in fp32 and writes the logit gradient
+- ``_lse_tile_kernel`` (forward): reduces its S tile to partial log-sum-exps of each row over
+  the tile's columns and (``COLS``) of each column over the tile's rows; :func:`tile_lse`
+  merges them with ``torch.logsumexp``. One process: both directions from one S pass
+  (2 N^2 D flops); distributed: one call per direction, rows only.
+- ``_grad_tile_kernel`` (backward): writes the logit gradient
   ``G = exp(s*S - lse_row[:, None]) + exp(s*S - lse_col[None, :]) - labels`` (either exponential
   optional) in the operands' dtype, plus the tile's sum of ``G * S`` for the scale's gradient.
   :func:`grad_products` runs it over row chunks of at most ``GRAD_CHUNK_BYTES`` and takes
-  ``G @ B`` and ``G.T @ A`` with two library matmuls per chunk: deterministic, no atomics, and
-  the products run at matmul speed instead of inside a kernel that must also recompute S (an
-  earlier design recomputed S once per direction and per slice of D: 12 N^2 D flops in the
-  backward, against 6 N^2 D now).
+  ``G @ B`` and ``G.T @ A`` with two library matmuls per chunk: deterministic, and the products
+  run at matmul speed instead of inside a kernel that must also recompute S (an earlier design
+  recomputed S once per direction and per slice of D: 12 N^2 D flops in the backward, against
+  6 N^2 D now).
 
 They implement the backend contract of :mod:`slpfast.ops.contrastive_chunked`
 (``fwd_pair, fwd_row, bwd_pair, bwd_row``); the loss, the positive-pair terms and the
@@ -26,9 +24,7 @@ autograd glue live in :mod:`slpfast.ops.contrastive`. Operands are fp16/bf16/fp3
 for the halves; fp32 follows ``torch.get_float32_matmul_precision()``: "highest" -> exact fp32,
 "high" -> 3xTF32, "medium" -> TF32); all statistics are fp32.
 
-The forward's S tiles come either from one dot against an A tile kept resident for the whole
-program (while a (64, D) tile fits; FlashAttention style) or from a loop over D in BLOCK_D steps. On a GPU the tile
-shape is picked per (kernel, D, dtype, size bucket): large problems time every candidate once
+On a GPU the tile shape is picked per (kernel, D, dtype, size bucket): large problems time every candidate once
 (``SLPFAST_AUTOTUNE=0``: no timing), small ones take the first candidate that fits; a candidate
 that raises ``OutOfResources`` is skipped. The candidates were not tuned on hardware.
 
@@ -74,47 +70,6 @@ def _sim_tile(A, B, rm, rn, M, K, D, stride_a, stride_b,
 
 
 @triton.jit
-def _load_rows(A, rm, M, D, stride_a, BLOCK_D: tl.constexpr):
-    """A[rm, :D] as one (BLOCK_M, BLOCK_D) tile (BLOCK_D >= D), zero outside."""
-    rd = tl.arange(0, BLOCK_D)
-    return tl.load(A + rm.to(tl.int64)[:, None] * stride_a + rd[None, :],
-                   mask=(rm[:, None] < M) & (rd[None, :] < D), other=0.0)
-
-
-@triton.jit
-def _sim(a_res, A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-         BLOCK_D: tl.constexpr, ONE_D: tl.constexpr, PREC: tl.constexpr):
-    """S tile; ONE_D (BLOCK_D >= D): one dot against the resident A tile ``a_res`` (FlashAttention
-    style, A read once per program), else a BLOCK_D-step loop that re-reads A."""
-    if ONE_D:
-        bt = tl.trans(_load_rows(B, rn, K, D, stride_b, BLOCK_D))
-        s = tl.dot(a_res, bt, input_precision=PREC)
-    else:
-        s = _sim_tile(A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, PREC)
-    return s
-
-
-@triton.jit
-def _lse_fwd_kernel(A, B, LSE, M, K, D, stride_a, stride_b, scale_log2,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, ONE_D: tl.constexpr,
-                    PREC: tl.constexpr):
-    scale_log2 = tl.cast(scale_log2, tl.float32)  # a Python float arrives as fp64 from torch.compile
-    pid = tl.program_id(0)
-    rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    a_res = _load_rows(A, rm, M, D, stride_a, BLOCK_D) if ONE_D else None
-    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for n0 in range(0, K, BLOCK_N):
-        rn = n0 + tl.arange(0, BLOCK_N)
-        s = _sim(a_res, A, B, rm, rn, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N, BLOCK_D, ONE_D, PREC)
-        z = tl.where(rn[None, :] < K, s * scale_log2, float("-inf"))  # logits in base 2
-        m_new = tl.maximum(m_i, tl.max(z, 1))  # finite: every tile has >= 1 valid column
-        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(z - m_new[:, None]), 1)
-        m_i = m_new
-    tl.store(LSE + rm, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=rm < M)
-
-
-@triton.jit
 def _grid_tile(A, B, M, K, D, stride_a, stride_b, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     """The S tile of program (pid_m, pid_n) on a (row tiles x column tiles) grid:
@@ -128,12 +83,12 @@ def _grid_tile(A, B, M, K, D, stride_a, stride_b, BLOCK_M: tl.constexpr, BLOCK_N
 
 
 @triton.jit
-def _pair_lse_tile_kernel(A, B, ROW_PART, COL_PART, M, K, D, stride_a, stride_b, scale_log2,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
-    """One (BLOCK_M, BLOCK_N) tile of ``s * A @ B.T``, reduced both ways: the log-sum-exp of each
-    row over this tile's columns -> ROW_PART[pid_n, rows], and of each column over this tile's
-    rows -> COL_PART[pid_m, columns] (natural log, fp32). Merging the partials (a logsumexp over
-    the tile axis) gives both directions' LSE from one S computation."""
+def _lse_tile_kernel(A, B, ROW_PART, COL_PART, M, K, D, stride_a, stride_b, scale_log2, COLS: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
+    """One (BLOCK_M, BLOCK_N) tile of ``s * A @ B.T`` reduced to partial log-sum-exps (natural
+    log, fp32): of each row over this tile's columns -> ROW_PART[pid_n, rows] and, with COLS, of
+    each column over this tile's rows -> COL_PART[pid_m, columns]. Merging the partials (a
+    logsumexp over the tile axis) gives the LSEs; with COLS both directions from one S."""
     scale_log2 = tl.cast(scale_log2, tl.float32)  # a Python float arrives as fp64 from torch.compile
     pid_m, pid_n, rm, rn, row_ok, col_ok, s = _grid_tile(A, B, M, K, D, stride_a, stride_b, BLOCK_M, BLOCK_N,
                                                          BLOCK_D, PREC)
@@ -144,9 +99,10 @@ def _pair_lse_tile_kernel(A, B, ROW_PART, COL_PART, M, K, D, stride_a, stride_b,
     r_max = tl.where(row_ok, tl.max(z, 1), 0.0)
     r_lse = r_max + tl.log2(tl.where(row_ok, tl.sum(tl.exp2(z - r_max[:, None]), 1), 1.0))
     tl.store(ROW_PART + pid_n.to(tl.int64) * M + rm, r_lse * 0.6931471805599453, mask=row_ok)
-    c_max = tl.where(col_ok, tl.max(z, 0), 0.0)
-    c_lse = c_max + tl.log2(tl.where(col_ok, tl.sum(tl.exp2(z - c_max[None, :]), 0), 1.0))
-    tl.store(COL_PART + pid_m.to(tl.int64) * K + rn, c_lse * 0.6931471805599453, mask=col_ok)
+    if COLS:
+        c_max = tl.where(col_ok, tl.max(z, 0), 0.0)
+        c_lse = c_max + tl.log2(tl.where(col_ok, tl.sum(tl.exp2(z - c_max[None, :]), 0), 1.0))
+        tl.store(COL_PART + pid_m.to(tl.int64) * K + rn, c_lse * 0.6931471805599453, mask=col_ok)
 
 
 @triton.jit
@@ -191,30 +147,18 @@ def _precision(dtype: torch.dtype) -> str:
 def _configs(kind: str, m: int, k: int, d: int, dtype: torch.dtype, device: torch.device) -> list[dict]:
     """Candidate tile shapes, most conservative last (see ``_launch`` for how one is picked).
 
-    ``kind``: ``"fwd"`` (row LSE, streaming), ``"pair"`` (both LSEs, tiles) or ``"bwd"``
-    (gradient tiles). The GPU candidates are educated
-    guesses, not tuned on hardware when written."""
+    ``kind``: ``"lse"`` (forward tiles) or ``"bwd"`` (gradient tiles). The GPU candidates are
+    educated guesses, not tuned on hardware when written."""
     if device.type != "cuda":
         # interpreter: the cost is per program and per op, not per flop -> few, wide tiles, and
         # one dot step covers all of D (N=300, D=384: 2 x 2 tiles; fwd ~0.2 s, grad ~0.4 s)
         bd = _pow2(d)
         cfg = dict(BLOCK_M=min(256, _pow2(m)), BLOCK_N=min(256, _pow2(k)), BLOCK_D=bd, num_warps=4, num_stages=1)
         return [cfg]
-    wide = dtype != torch.float32
-    bd = 64 if wide else 32
-    cap = 1 if wide else 2  # fp32 operands: half the widths
-    # A resident in shared memory (one dot per column tile) while a (64, D) tile fits
-    resident = _pow2(d) <= 512 // cap
-    if kind == "fwd":
-        return [dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=_pow2(d), num_warps=8, num_stages=2)] * resident + [
-                dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=bd, num_warps=8, num_stages=3),
-                dict(BLOCK_M=128, BLOCK_N=128, BLOCK_D=bd, num_warps=8, num_stages=3),
-                dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=bd, num_warps=4, num_stages=3),
-                dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=32, num_warps=4, num_stages=1)]
-    # "pair" (forward) and "bwd" (gradient) tiles: a GEMM main loop over D (A and B tiles pipelined through shared
-    # memory), then an elementwise epilogue; classic matmul tile shapes (128 x 256 spilled 120
-    # bytes per thread for sm_90; tests/contrastive_sm90_compile.py checks every candidate)
-    if wide:
+    # both kinds: a GEMM main loop over D (A and B tiles pipelined through shared memory), then an
+    # elementwise epilogue; classic matmul tile shapes, halved for fp32 operands (128 x 256 spilled
+    # 120 bytes per thread for sm_90; tests/contrastive_sm90_compile.py checks every candidate)
+    if dtype != torch.float32:
         return [dict(BLOCK_M=128, BLOCK_N=128, BLOCK_D=64, num_warps=8, num_stages=3),
                 dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=64, num_warps=4, num_stages=4),
                 dict(BLOCK_M=64, BLOCK_N=128, BLOCK_D=64, num_warps=4, num_stages=4),
@@ -286,45 +230,29 @@ def _prep(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def fwd_row(A: torch.Tensor, B: torch.Tensor, s: float) -> torch.Tensor:
-    """A (M, D), B (K, D) -> lse (M,) fp32: row log-sum-exp of ``s * A @ B.T``."""
-    A, B = _prep(A), _prep(B)
-    (m, d), k = A.shape, B.shape[0]
-    lse = torch.empty(m, dtype=torch.float32, device=A.device)
-
-    def run(BLOCK_M, num_warps, num_stages, **tiles):
-        _lse_fwd_kernel[(cdiv(m, BLOCK_M),)](
-            A, B, lse, m, k, d, A.stride(0), B.stride(0), s * LOG2E, BLOCK_M=BLOCK_M,
-            ONE_D=tiles["BLOCK_D"] >= d, PREC=_precision(A.dtype), num_warps=num_warps,
-            num_stages=num_stages, **tiles)
-        return lse
-
-    return _launch("fwd", m, k, d, A.dtype, A.device, run)
-
-
 #: bytes of the forward's per-tile partial LSEs of one row chunk (both directions together)
-PAIR_PARTIAL_BYTES = 128 << 20
+LSE_PARTIAL_BYTES = 128 << 20
 
 
-def _pair_chunk_rows(m: int, k: int, tile: int = 256) -> int:
-    """Rows per chunk of :func:`pair_lse`: the partials of tiles as small as 32 x 32, (K/32 + rows/32)
-    floats per row and column, stay within PAIR_PARTIAL_BYTES."""
-    rows = PAIR_PARTIAL_BYTES * 32 // (2 * 4 * max(1, k))
+def _lse_chunk_rows(m: int, k: int, tile: int = 256) -> int:
+    """Rows per chunk of :func:`tile_lse`: the partials of tiles as small as 32 x 32, (K/32 + rows/32)
+    floats per row and column, stay within LSE_PARTIAL_BYTES."""
+    rows = LSE_PARTIAL_BYTES * 32 // (2 * 4 * max(1, k))
     return m if rows >= m else max(tile, rows // tile * tile)
 
 
-def pair_lse(A: torch.Tensor, B: torch.Tensor, s: float):
-    """A (M, D), B (K, D) -> (row LSE (M,), column LSE (K,)) fp32 of ``s * A @ B.T``.
+def tile_lse(A: torch.Tensor, B: torch.Tensor, s: float, cols: bool = True):
+    """A (M, D), B (K, D) -> (row LSE (M,), column LSE (K,) or None) fp32 of ``s * A @ B.T``.
 
-    Each S tile is computed once and reduced both ways (``_pair_lse_tile_kernel``); the per-tile
-    partial LSEs are merged with ``torch.logsumexp``, column partials across row chunks too.
-    Half the flops of two row passes, and the grid is (row tiles x column tiles), not row tiles
-    alone."""
+    One launch per row chunk over (row tiles x column tiles) (``_lse_tile_kernel``): every S tile
+    is computed once and reduced both ways (``cols``), and the grid fills the GPU even when M
+    is one rank's few hundred rows. The per-tile partial LSEs are merged with
+    ``torch.logsumexp``, column partials across row chunks too."""
     A, B = _prep(A), _prep(B)
     (m, d), k = A.shape, B.shape[0]
     lse_row = torch.empty(m, dtype=torch.float32, device=A.device)
     lse_col = None
-    rows = _pair_chunk_rows(m, k)
+    rows = _lse_chunk_rows(m, k)
     for r0 in range(0, m, rows):
         a = A[r0:r0 + rows]
         r = a.shape[0]
@@ -332,16 +260,17 @@ def pair_lse(A: torch.Tensor, B: torch.Tensor, s: float):
         def run(BLOCK_M, BLOCK_N, num_warps, num_stages, **tiles):
             grid = (cdiv(r, BLOCK_M), cdiv(k, BLOCK_N))
             row_part = torch.empty(grid[1], r, dtype=torch.float32, device=A.device)
-            col_part = torch.empty(grid[0], k, dtype=torch.float32, device=A.device)
-            _pair_lse_tile_kernel[grid](a, B, row_part, col_part, r, k, d, a.stride(0), B.stride(0), s * LOG2E,
-                                        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, PREC=_precision(A.dtype),
-                                        num_warps=num_warps, num_stages=num_stages, **tiles)
+            col_part = torch.empty(grid[0], k, dtype=torch.float32, device=A.device) if cols else row_part
+            _lse_tile_kernel[grid](a, B, row_part, col_part, r, k, d, a.stride(0), B.stride(0), s * LOG2E,
+                                   COLS=cols, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, PREC=_precision(A.dtype),
+                                   num_warps=num_warps, num_stages=num_stages, **tiles)
             return row_part, col_part
 
-        row_part, col_part = _launch("pair", r, k, d, A.dtype, A.device, run)
+        row_part, col_part = _launch("lse", r, k, d, A.dtype, A.device, run)
         torch.logsumexp(row_part, 0, out=lse_row[r0:r0 + r])
-        chunk_col = torch.logsumexp(col_part, 0)
-        lse_col = chunk_col if lse_col is None else torch.logaddexp(lse_col, chunk_col)
+        if cols:
+            chunk_col = torch.logsumexp(col_part, 0)
+            lse_col = chunk_col if lse_col is None else torch.logaddexp(lse_col, chunk_col)
     return lse_row, lse_col
 
 
@@ -469,19 +398,17 @@ def compile_for_gpu(arch: int = 90, d: int = 512, full: bool = False) -> list[di
     done = []
     for dtype, tname in names.items():
         prec = "ieee" if dtype == torch.float32 else "tf32"
-        for kind, fn in (("fwd", _lse_fwd_kernel), ("pair", _pair_lse_tile_kernel), ("bwd", _grad_tile_kernel)):
+        for kind, fn in (("lse", _lse_tile_kernel), ("bwd", _grad_tile_kernel)):
             configs = _configs(kind, 1 << 16, 1 << 16, d, dtype, torch.device("cuda"))
             if not full and dtype != torch.bfloat16:
                 configs = configs[:1]
-            flags = [{}] if kind != "bwd" else [dict(HAS_R=True, HAS_C=True), dict(HAS_R=True, HAS_C=False),
-                                                 dict(HAS_R=False, HAS_C=True)]
+            flags = [dict(COLS=True), dict(COLS=False)] if kind == "lse" else [
+                dict(HAS_R=True, HAS_C=True), dict(HAS_R=True, HAS_C=False), dict(HAS_R=False, HAS_C=True)]
             for i, cfg in enumerate(configs):
                 for flag in (flags if i == 0 or full else flags[:1]):
                     tiles = dict(cfg)
                     options = dict(num_warps=tiles.pop("num_warps"), num_stages=tiles.pop("num_stages"))
                     const = dict(tiles, PREC=prec, **flag)
-                    if kind == "fwd":
-                        const["ONE_D"] = tiles["BLOCK_D"] >= d
                     sig = {n: "constexpr" if n in const else kernel_arg_type(n, tname) for n in fn.arg_names}
                     k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=target,
                                        options=options)
@@ -505,8 +432,13 @@ def kernel_arg_type(name: str, dtype: str, scale_type: str = "fp32") -> str:
 
 def fwd_pair(X, Y, s: float):
     """X, Y (N, D) -> (lse_a, lse_b): row and column LSE of ``s * X @ Y.T``, from one pass over
-    the S tiles (:func:`pair_lse`)."""
-    return pair_lse(X, Y, s)
+    the S tiles (:func:`tile_lse`)."""
+    return tile_lse(X, Y, s)
+
+
+def fwd_row(A, B, s: float):
+    """A (M, D), B (K, D) -> lse (M,) fp32: row log-sum-exp of ``s * A @ B.T``."""
+    return tile_lse(A, B, s, cols=False)[0]
 
 
 def bwd_pair(X, Y, s: float, lse_a, lse_b, need_gtx: bool = True):

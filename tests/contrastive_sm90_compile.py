@@ -21,7 +21,7 @@ from sm90_compile import aligned, compile_sm90  # noqa: E402
 from slpfast.kernels import contrastive as kern  # noqa: E402  (maps kernels/ in a source checkout)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-KERNELS = {"fwd": kern._lse_fwd_kernel, "pair": kern._pair_lse_tile_kernel, "bwd": kern._grad_tile_kernel}
+KERNELS = {"lse": kern._lse_tile_kernel, "bwd": kern._grad_tile_kernel}
 #: rows, columns of the problem the candidates are drawn for (large enough to be autotuned)
 SIZE = 16384
 
@@ -33,8 +33,7 @@ def _signature(fn, dtype: str, scale_type: str) -> dict:
 
 #: divisible by 16: the pointers, D and the row strides (contiguous (N, D) inputs, D a multiple of
 #: 16; G's rows hold K elements, a multiple of 16 in the benchmarks)
-ALIGNED = {"A", "B", "G", "LSE", "LSE_R", "LSE_C", "PS", "ROW_PART", "COL_PART", "D", "stride_a", "stride_b",
-           "stride_g"}
+ALIGNED = {"A", "B", "G", "LSE_R", "LSE_C", "PS", "ROW_PART", "COL_PART", "D", "stride_a", "stride_b", "stride_g"}
 
 
 def check(dtype: str, D: int, scale_type: str = "fp32") -> None:
@@ -46,10 +45,7 @@ def check(dtype: str, D: int, scale_type: str = "fp32") -> None:
             cfg = dict(cfg)
             warps, stages = cfg.pop("num_warps"), cfg.pop("num_stages")
             meta = dict(cfg, PREC=prec)
-            if kind == "fwd":
-                meta["ONE_D"] = cfg["BLOCK_D"] >= D
-            elif kind == "bwd":
-                meta.update(HAS_R=True, HAS_C=True)
+            meta.update(COLS=True) if kind == "lse" else meta.update(HAS_R=True, HAS_C=True)
             info = compile_sm90(fn, _signature(fn, dtype, scale_type), aligned(fn, ALIGNED), meta, warps, stages)
             print(json.dumps({"kernel": kind, "dtype": dtype, "D": D, "scale": scale_type, "candidate": i, **cfg,
                               "warps": warps, "stages": stages, **info}), flush=True)

@@ -55,7 +55,7 @@ def test_gpu_tiling_paths_in_interpreter(monkeypatch):
     small = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_D=16, num_warps=4, num_stages=1)
     monkeypatch.setattr(kc, "_configs", lambda kind, *a: [small])
     monkeypatch.setattr(kc, "_chunk_rows", lambda m, k, elem: min(m, 32))
-    monkeypatch.setattr(kc, "_pair_chunk_rows", lambda m, k: min(m, 16))
+    monkeypatch.setattr(kc, "_lse_chunk_rows", lambda m, k: min(m, 16))
     x, y, s = make_inputs(37, 72, torch.float32, scale=30.0)
     check_against_reference(*on_device(x, y, s), "triton")
     a, b = x[:21].to(DEVICE), y.to(DEVICE)
@@ -79,7 +79,7 @@ def test_every_gpu_tile_candidate_is_correct_in_interpreter(monkeypatch, dtype):
     """Each kernel's GPU tile candidates (the autotuner may pick any of them) run in the
     interpreter on a problem ragged against every tile size, D not a multiple of BLOCK_D."""
     cuda = torch.device("cuda")
-    lists = {kind: kc._configs(kind, 1 << 16, 1 << 16, 80, dtype, cuda) for kind in ("fwd", "pair", "bwd")}
+    lists = {kind: kc._configs(kind, 1 << 16, 1 << 16, 80, dtype, cuda) for kind in ("lse", "bwd")}
     x, y, s = make_inputs(130, 80, dtype, scale=20.0)
     xr, yr = x[:50].to(DEVICE), y.to(DEVICE)  # the distributed primitives: M != K
     for i in range(max(len(v) for v in lists.values())):
@@ -97,10 +97,10 @@ def test_chunks_are_whole_tiles_within_their_budgets(monkeypatch):
     assert kc._chunk_rows(65536, 65536, 2) == 2048
     assert kc._chunk_rows(262144, 262144, 2) == 512
     assert kc._chunk_rows(300, 300, 4) == 300  # all of A fits: one chunk
-    monkeypatch.setattr(kc, "PAIR_PARTIAL_BYTES", 128 << 20)
-    assert kc._pair_chunk_rows(65536, 65536) == 8192
+    monkeypatch.setattr(kc, "LSE_PARTIAL_BYTES", 128 << 20)
+    assert kc._lse_chunk_rows(65536, 65536) == 8192
     for n in (4096, 16384, 262144):
-        rows = kc._pair_chunk_rows(n, n)
+        rows = kc._lse_chunk_rows(n, n)
         # 32 x 32 tiles: (n/32) row partials per row and (rows/32) per column, 4 bytes each
         assert rows == n or (rows % 256 == 0 and (n // 32 * rows + rows // 32 * n) * 4 <= 128 << 20)
     assert kc._chunk_rows(1 << 20, 1 << 20, 4) == 256  # never below one tile of rows
@@ -121,8 +121,8 @@ def test_launch_falls_back_when_a_config_does_not_fit(monkeypatch):
             raise kc.triton.runtime.errors.OutOfResources(300000, 232448, "shared memory")
         return BLOCK_M
 
-    assert kc._launch("fwd", 1, 1, 8, torch.float16, torch.device("cpu"), run) == 64
-    assert kc._launch("fwd", 1, 1, 8, torch.float16, torch.device("cpu"), run) == 64
+    assert kc._launch("lse", 1, 1, 8, torch.float16, torch.device("cpu"), run) == 64
+    assert kc._launch("lse", 1, 1, 8, torch.float16, torch.device("cpu"), run) == 64
     assert tried == [128, 64, 64]
 
     def never(BLOCK_M):
@@ -156,7 +156,7 @@ def test_launch_autotunes_large_gpu_problems(monkeypatch):
     assert timed == [128, 64, 32]
     assert kc._launch("bwd", 4, 4, 512, torch.bfloat16, cuda, lambda BLOCK_M: BLOCK_M) == 128  # small
     monkeypatch.setenv(kc.AUTOTUNE_ENV, "0")
-    assert kc._launch("fwd", big, 1, 512, torch.bfloat16, cuda, run) == 128
+    assert kc._launch("lse", big, 1, 512, torch.bfloat16, cuda, run) == 128
     assert timed == [128, 64, 32]
 
 
@@ -176,6 +176,7 @@ def test_kernels_compile_for_h100_without_gpu():
     assert {c["dtype"] for c in compiled} == {"bf16", "fp16", "fp32"}
     assert {(c.get("HAS_R"), c.get("HAS_C")) for c in compiled if c["kind"] == "bwd"} == {
         (True, True), (True, False), (False, True)}
+    assert {c.get("COLS") for c in compiled if c["kind"] == "lse"} == {True, False}
     too_big = [c for c in compiled if c["shared"] > 227 * 1024]  # H100/H200 limit per block
     assert not too_big, too_big
 
@@ -253,7 +254,7 @@ def test_gpu_tile_candidates_compile_for_sm90():
                          env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == (5 + 5 + 5) * 2 + (5 + 3 + 3) + 3, run.stdout  # fwd, pair, bwd per dtype
+    assert len(rows) == (5 + 5) * 2 + (3 + 3) + 2, run.stdout  # lse, bwd per dtype; fp64 scale: first of each
     assert all(r["smem"] <= 227 * 1024 for r in rows), [r for r in rows if r["smem"] > 227 * 1024]
     half = [r for r in rows if r["dtype"] != "fp32"]
     assert all(r["stack"] == 0 for r in half), [r for r in half if r["stack"]]
