@@ -133,19 +133,26 @@ inline std::vector<int64_t> augment_out_shape(const PoseShape& s, int64_t out_le
 
 // Kernel arguments shared by the CPU and CUDA bindings (everything but the layout pointers,
 // which differ per device). Tensors must be the contiguous inputs/outputs of the op.
+// The fields NormalizeArgs and AugmentArgs share: data pointers, batch, C, dtype, threshold.
+template <typename Args>
+inline void set_io_args(Args* a, const PoseShape& s, const at::Tensor& x, const at::Tensor& c, at::Tensor& out,
+                        at::Tensor& out_conf, double conf_threshold) {
+  a->pose = x.data_ptr();
+  a->conf = c.data_ptr<float>();
+  a->out_pose = out.data_ptr();
+  a->out_conf = out_conf.data_ptr<float>();
+  a->batch = s.batch;
+  a->C = static_cast<int>(s.C);
+  a->half = x.scalar_type() == at::kHalf;
+  a->thr = conf_threshold;
+}
+
 inline pose::NormalizeArgs normalize_args(const PoseShape& s, const at::Tensor& x, const at::Tensor& c,
                                           at::Tensor& out, at::Tensor& out_conf, const at::Tensor& seqs,
                                           at::Tensor& info, double conf_threshold) {
   pose::NormalizeArgs a;
-  a.pose = x.data_ptr();
-  a.conf = c.data_ptr<float>();
-  a.out_pose = out.data_ptr();
-  a.out_conf = out_conf.data_ptr<float>();
+  set_io_args(&a, s, x, c, out, out_conf, conf_threshold);
   a.seqs = pose::Seqs{seqs.data_ptr<int64_t>(), s.packed ? -1 : s.T};
-  a.batch = s.batch;
-  a.C = static_cast<int>(s.C);
-  a.half = x.scalar_type() == at::kHalf;
-  a.thr = conf_threshold;
   a.info = info.data_ptr<double>();
   return a;
 }
@@ -156,21 +163,14 @@ inline pose::AugmentArgs augment_args(const PoseShape& s, const at::Tensor& x, c
                                       const at::Tensor& clip_ids, int64_t seed,
                                       c10::ArrayRef<double> elem_config, bool normalize, double conf_threshold) {
   pose::AugmentArgs a;
-  a.pose = x.data_ptr();
-  a.conf = c.data_ptr<float>();
-  a.out_pose = out.data_ptr();
-  a.out_conf = out_conf.data_ptr<float>();
+  set_io_args(&a, s, x, c, out, out_conf, conf_threshold);
   a.in = pose::Seqs{seqs.data_ptr<int64_t>(), s.packed ? -1 : s.T};
   a.out = pose::Seqs{out_seqs.data_ptr<int64_t>(), s.packed ? -1 : out_len};
-  a.batch = s.batch;
-  a.C = static_cast<int>(s.C);
-  a.half = x.scalar_type() == at::kHalf;
   a.params = params.data_ptr<double>();
   a.clip_ids = clip_ids.data_ptr<int64_t>();
   a.seed = static_cast<uint64_t>(seed);
   a.elem = pose::ElemConfig{elem_config[0], elem_config[1], elem_config[2]};
   a.normalize = normalize;
-  a.thr = conf_threshold;
   return a;
 }
 
