@@ -149,6 +149,10 @@ class PoseEncoder(nn.Module):
         (pose (total,J,C), conf (total,J), cu_seqlens (B+1,), optional host int max_seqlen).
 
         joint_mask: optional bool, shaped like conf, True where MPM hides a joint.
+
+        Nothing is read back from the device (no host sync) for padded clips, or for packed ones
+        with ``max_seqlen``: on a GPU the lengths are then not checked, a padded length outside
+        ``[0, T]`` acts as clamped to it (on the CPU, masked_attention checks them).
         """
         packed = cu_seqlens is not None
         if packed == (lengths is not None):
@@ -156,7 +160,10 @@ class PoseEncoder(nn.Module):
         if pose.dim() != (3 if packed else 4):
             raise ValueError(f"PoseEncoder: pose must be {'(total,J,C)' if packed else '(B,T,J,C)'}, got {tuple(pose.shape)}")
         if packed:
-            valid, pos_ids, seg = self._packed_positions(cu_seqlens, pose.shape[0])
+            # a caller that passes max_seqlen vouches for cu_seqlens (as masked_attention takes it):
+            # on a GPU nothing is then read back to the host
+            trusted = max_seqlen is not None and cu_seqlens.device.type != "cpu"
+            valid, pos_ids, seg = self._packed_positions(cu_seqlens, pose.shape[0], check=not trusted)
             attn_kw = dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
         else:
             B, T = pose.shape[:2]
@@ -166,7 +173,9 @@ class PoseEncoder(nn.Module):
                 raise ValueError(f"PoseEncoder: clips of T={T} frames exceed model.max_frames={self.config.max_frames}")
             pos_ids = torch.arange(T, device=pose.device)
             valid = pos_ids.unsqueeze(0) < lengths.to(pose.device).unsqueeze(1)  # (B,T)
-            attn_kw = dict(seq_lens=lengths)
+            # max_seqlen=T: masked_attention then clamps the lengths to [0, T] on the device instead
+            # of reading them back to check them (a device->host sync in every layer on a GPU)
+            attn_kw = dict(seq_lens=lengths, max_seqlen=T)
         if packed and max_seqlen is not None and max_seqlen > self.config.max_frames:
             raise ValueError(f"PoseEncoder: max_seqlen={max_seqlen} exceeds model.max_frames={self.config.max_frames}")
 
@@ -188,15 +197,16 @@ class PoseEncoder(nn.Module):
             counts = (cu_seqlens[1:] - cu_seqlens[:-1]).to(frames.dtype)
         else:
             sums = frames.sum(1)
-            counts = lengths.to(device=frames.device, dtype=frames.dtype)
+            counts = lengths.to(device=frames.device).clamp(0, frames.shape[1]).to(frames.dtype)
         pooled = sums / counts.clamp(min=1).unsqueeze(-1)  # empty clip -> 0, never NaN
         return EncoderOutput(frames=frames, pooled=pooled, manual=m, non_manual=n)
 
     @staticmethod
-    def _packed_positions(cu_seqlens: torch.Tensor, total: int):
-        """Per packed frame: validity (all True), position within its clip, and clip index."""
+    def _packed_positions(cu_seqlens: torch.Tensor, total: int, check: bool = True):
+        """Per packed frame: validity (all True), position within its clip, and clip index.
+        ``check`` reads cu_seqlens[-1] back to compare it with ``total``."""
         cu = cu_seqlens.to(torch.int64)
-        if cu.dim() != 1 or cu.numel() < 1 or int(cu[-1]) != total:
+        if cu.dim() != 1 or cu.numel() < 1 or (check and int(cu[-1]) != total):
             raise ValueError(f"PoseEncoder: cu_seqlens must be (B+1,) ending at total={total}, got {cu.tolist()}")
         counts = cu[1:] - cu[:-1]
         seg = torch.repeat_interleave(torch.arange(counts.numel(), device=cu.device), counts, output_size=total)

@@ -49,8 +49,9 @@ def _joints(lengths, T, ratio, g):
 
 def _parts(lengths, T, ratio, g):
     B = lengths.numel()
-    pid = torch.as_tensor(part_ids(), device=lengths.device)
-    hidden = torch.rand(B, T, int(pid.max()) + 1, generator=g, device=lengths.device) < ratio
+    ids = part_ids()  # host numpy: its max needs no read of a device tensor
+    pid = torch.as_tensor(ids, device=lengths.device)
+    hidden = torch.rand(B, T, int(ids.max()) + 1, generator=g, device=lengths.device) < ratio
     return hidden[:, :, pid] & _valid(lengths, T).unsqueeze(-1)
 
 
@@ -58,7 +59,7 @@ def _spans(lengths, T, ratio, g, span):
     B = lengths.numel()
     dev = lengths.device
     n = torch.ceil(lengths.to(torch.float64) * ratio / span).to(torch.int64)  # spans per clip
-    k = max(int(n.max()) if B else 0, 1)
+    k = max(math.ceil(T * ratio / span), 1)  # a bound on n from T >= lengths: no read of n
     span_len = torch.minimum(lengths, torch.full_like(lengths, span))
     # start uniform in [0, length - span_len]
     hi = (lengths - span_len + 1).clamp(min=1).to(torch.float64)
@@ -75,7 +76,9 @@ def sample_joint_mask(lengths: torch.Tensor, T: int, *, strategy: str = "mixed",
     """Draw an MPM mask.
 
     Args:
-        lengths: (B,) int — valid frames per clip (the mask is on ``lengths.device``).
+        lengths: (B,) int — valid frames per clip (the mask is on ``lengths.device``). On the
+            CPU they are checked to lie in [0, T]; on other devices they are clamped to it (no
+            device->host read).
         T: padded length (>= max(lengths)).
         strategy: one of :data:`STRATEGIES`.
         ratio: fraction to hide, in [0, 1].
@@ -94,20 +97,22 @@ def sample_joint_mask(lengths: torch.Tensor, T: int, *, strategy: str = "mixed",
     if lengths.dim() != 1 or lengths.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"sample_joint_mask: lengths must be int32/int64 of shape (B,), got {lengths.dtype} {tuple(lengths.shape)}")
     lengths = lengths.to(torch.int64)
-    if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > T):
-        raise ValueError(f"sample_joint_mask: lengths must be in [0, T={T}], got {lengths.tolist()}")
+    if lengths.device.type == "cpu":
+        if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+            raise ValueError(f"sample_joint_mask: lengths must be in [0, T={T}], got {lengths.tolist()}")
+    else:  # reading device lengths back to check them would stall the GPU's queue every step
+        lengths = lengths.clamp(0, T)
     run = {"frames": _frames, "joints": _joints, "parts": _parts,
            "spans": lambda l, t, r, g: _spans(l, t, r, g, span)}
     if strategy != "mixed":
         return run[strategy](lengths, T, ratio, generator).contiguous()
-    # mixed: one strategy per clip; each strategy runs only on the clips that drew it, so the
-    # cost is that of a single strategy (the draws stay a deterministic function of the generator)
+    # mixed: one strategy per clip. Every strategy is drawn for every clip and each clip keeps
+    # the one it drew: selecting the clips first (nonzero) would read the choices back to the
+    # host; the extra (B, T, J) draws cost far less than that stall on a GPU.
     choice = torch.randint(len(_BASE), (lengths.numel(),), generator=generator, device=lengths.device)
     out = torch.zeros(lengths.numel(), T, NUM_JOINTS, dtype=torch.bool, device=lengths.device)
     for i, name in enumerate(_BASE):
-        sel = (choice == i).nonzero().flatten()
-        if sel.numel():
-            out[sel] = run[name](lengths[sel], T, ratio, generator)
+        out = torch.where((choice == i).view(-1, 1, 1), run[name](lengths, T, ratio, generator), out)
     return out
 
 
