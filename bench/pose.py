@@ -15,7 +15,9 @@ Providers:
   pose-format   pose_format Pose.normalize + body.augment2d one clip at a time (affine only)
   torch-chain   the same math as batched eager torch ops (bench/_pose_chain.py)
   ext-cuda, torch-chain-cuda   on a GPU, plus the device's copy bandwidth for reference;
-                ext-cuda-op is the custom op alone (no Python checks / host syncs)
+                ext-cuda-op is the custom op alone (no Python checks / host syncs);
+                ext-cuda-host-lengths the wrapper with lengths and clip ids on the host (its
+                checks run there: no device->host sync), ext-cuda the wrapper with them on the GPU
 GPU timings use CUDA events over back-to-back calls (``triton.testing.do_bench``), so launch
 latency is amortized as it is in a training step; the full GPU run adds ``ext-cuda-op`` rows at
 larger batches (``--gpu-batches``), where the op is long enough to be bandwidth-bound.
@@ -194,6 +196,9 @@ def main():
             if dev == "cuda":
                 timings["ext-cuda-op"] = gpu_time(raw_augment(x, c, n, i, seed, cfg, spec)[0])
                 timings["ext-cuda"] = gpu_time(ext)
+                # lengths and clip ids on the host, as the trainer passes them: nothing read back
+                timings["ext-cuda-host-lengths"] = gpu_time(
+                    lambda: P.augment_pose(x, c, lengths, seed=seed, clip_ids=ids, config=cfg, normalize=True))
                 timings["torch-chain-cuda"] = gpu_time(chain)
                 continue
             timings["ext-cpu"] = measure(ext, device=dev, repeats=reps)

@@ -6,6 +6,12 @@ Batches are padded, ``pose (B, T, J, C)`` + ``lengths (B,)``, or packed, ``pose 
 (:mod:`slpfast.layouts`, J = 123); any other is described by a
 :class:`~slpfast.reference.pose.PoseLayoutSpec`. Semantics: :mod:`slpfast.reference.pose`.
 
+Metadata on the host: ``lengths`` / ``cu_seqlens``, ``clip_ids`` and ``params`` may be CPU
+tensors while the pose is on a GPU. They are then checked on the host and copied to the device
+without blocking, and ``augment_pose`` returns the output lengths on the host too: the call reads
+nothing back from the GPU (see :mod:`slpfast.ops.pose_checks`). Metadata on the GPU works as
+well, at the price of a device->host sync for its checks.
+
 Backends: ``extension`` (``torch.ops.slpfast`` from csrc/: CPU on ``torch.get_num_threads()``
 threads, with an AVX2/F16C build of its loops picked at run time (``SLPFAST_POSE_NO_SIMD=1``
 forces the baseline one, same bits); CUDA in one fused pass) and ``reference`` (numpy, one clip
@@ -25,7 +31,9 @@ from .. import _extension
 from ..reference import pose as ref
 from ..reference.pose import AugmentConfig, PoseLayoutSpec
 from ._dispatch import Backend, Dispatcher
-from ._validate import check_cu_seqlens, check_lengths, check_same_device, check_tensor, describe, fail
+from ._validate import check_tensor, describe, fail
+from .pose_checks import (check_batch, check_config, check_layout_matches, check_metadata_device, check_params,
+                          check_seed, check_threshold, to_device)
 
 __all__ = ["normalize_pose", "augment_pose", "sample_augment_params", "AugmentConfig", "PoseLayoutSpec",
            "layout_table"]
@@ -99,66 +107,13 @@ def _ext_supports(pose: torch.Tensor, **_) -> list[str]:
     return _extension.unavailable_reasons(pose.device.type)
 
 
-# ----------------------------------------------------------------------------- input checks
-def _check_batch(op: str, pose, conf, lengths, cu_seqlens):
-    """Validates a padded or packed batch; returns (conf float32, seqs int64, packed)."""
-    check_tensor(op, "pose", pose, ndim=(3, 4), dtypes=(torch.float32, torch.float16))
-    packed = pose.dim() == 3
-    if pose.shape[-1] not in (2, 3):
-        fail(op, f"pose must have C = 2 or 3 coordinates in its last dim, got {describe(pose)}")
-    check_tensor(op, "conf", conf, dtypes=(torch.float32, torch.float16, torch.bfloat16, torch.float64))
-    if tuple(conf.shape) != tuple(pose.shape[:-1]):
-        fail(op, f"conf must have shape {tuple(pose.shape[:-1])} (pose without C), got {describe(conf)}")
-    if packed:
-        if cu_seqlens is None or lengths is not None:
-            fail(op, "packed pose (N, J, C) needs cu_seqlens= (and no lengths)")
-        check_same_device(op, pose=pose, conf=conf, cu_seqlens=cu_seqlens)
-        check_cu_seqlens(op, "cu_seqlens", cu_seqlens, pose.shape[0])
-        seqs = cu_seqlens.to(torch.int64)
-    else:
-        if lengths is None or cu_seqlens is not None:
-            fail(op, "padded pose (B, T, J, C) needs lengths= (and no cu_seqlens)")
-        check_same_device(op, pose=pose, conf=conf, lengths=lengths)
-        check_lengths(op, "lengths", lengths, pose.shape[0], pose.shape[1])
-        seqs = lengths.to(torch.int64)
-    return conf.detach().to(torch.float32), seqs, packed
-
-
-def _check_layout_matches(op: str, spec: PoseLayoutSpec, pose: torch.Tensor) -> None:
-    if spec.num_joints != pose.shape[-2]:
-        fail(op, f"pose has J={pose.shape[-2]} joints but the layout has {spec.num_joints} "
-                 f"(pass layout=PoseLayoutSpec(...) for non-canonical data)")
-
-
-def _check_threshold(op: str, conf_threshold) -> float:
-    if not isinstance(conf_threshold, (int, float)) or not np.isfinite(conf_threshold):
-        fail(op, f"conf_threshold must be a finite number, got {conf_threshold!r}")
-    return float(conf_threshold)
-
-
+# ----------------------------------------------------------------------------- helpers
 def _clips(seqs: torch.Tensor, packed: bool, T: int):
     """(start row, length) of every clip, on the host (reference backend)."""
     s = seqs.cpu().tolist()
     if packed:
         return [(s[b], s[b + 1] - s[b]) for b in range(len(s) - 1)]
     return [(b * T, n) for b, n in enumerate(s)]
-
-
-def _check_config(op: str, cfg) -> AugmentConfig:
-    if not isinstance(cfg, AugmentConfig):
-        fail(op, f"config must be an AugmentConfig, got {type(cfg).__name__}")
-    for name in ("rotation_std", "shear_std", "scale_std", "translate_std", "jitter_std"):
-        v = getattr(cfg, name)
-        if not (np.isfinite(v) and v >= 0):
-            fail(op, f"config.{name} must be a finite number >= 0, got {v!r}")
-    for name in ("flip_p", "joint_drop_p", "frame_drop_p", "part_drop_p"):
-        v = getattr(cfg, name)
-        if not 0.0 <= v <= 1.0:
-            fail(op, f"config.{name} must be a probability in [0, 1], got {v!r}")
-    if not (0 < cfg.speed_min <= cfg.speed_max < float("inf")):
-        fail(op, f"config needs 0 < speed_min <= speed_max, got speed_min={cfg.speed_min!r}, "
-                 f"speed_max={cfg.speed_max!r}")
-    return cfg
 
 
 # ----------------------------------------------------------------------------- normalize_pose
@@ -207,12 +162,12 @@ def normalize_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor
         scale and how the frame was found (0 shoulders, 1 bounding box, 2 nothing valid).
     """
     op = "normalize_pose"
-    conf32, seqs, packed = _check_batch(op, pose, conf, lengths, cu_seqlens)
+    conf32, seqs, seqs_dev, packed = check_batch(op, pose, conf, lengths, cu_seqlens)
     spec, table = _resolve_layout(layout, hand_scale)
-    _check_layout_matches(op, spec, pose)
-    thr = _check_threshold(op, conf_threshold)
+    check_layout_matches(op, spec, pose)
+    thr = check_threshold(op, conf_threshold)
     impl = _NORMALIZE.select(backend, pose=pose)
-    out, out_conf, info = impl.run(pose, conf32, seqs, packed, spec, table, thr)
+    out, out_conf, info = impl.run(pose, conf32, seqs_dev, packed, spec, table, thr)
     return (out, out_conf, info) if return_info else (out, out_conf)
 
 
@@ -240,13 +195,10 @@ def sample_augment_params(clip_ids: torch.Tensor, seed: int, config: AugmentConf
     (seed, clip id, config): the same on every device and in every batch."""
     op = "sample_augment_params"
     check_tensor(op, "clip_ids", clip_ids, ndim=1, dtypes=(torch.int32, torch.int64))
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        fail(op, f"seed must be an int, got {seed!r}")
+    seed = check_seed(op, seed)
     if not 1 <= int(num_parts) <= 16:
         fail(op, f"num_parts must be in [1, 16], got {num_parts!r}")
-    cfg = _check_config(op, config)
-    seed = int(seed) & (2**64 - 1)
-    seed = seed - 2**64 if seed >= 2**63 else seed  # the op takes a signed int64
+    cfg = check_config(op, config)
     ids = clip_ids.to(torch.int64)
     return _SAMPLE.select(backend, clip_ids=ids).run(ids, seed, cfg, int(num_parts))
 
@@ -304,7 +256,8 @@ def augment_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor |
 
     Args:
         pose, conf, lengths / cu_seqlens: as :func:`normalize_pose`.
-        seed: Philox seed; with ``clip_ids`` (B,) int (default ``arange(B)``) it keys every
+        seed: Philox seed; with ``clip_ids`` (B,) int (default ``arange(B)``, where the lengths
+            are) it keys every
             random draw, so a clip's result does not depend on its batch or device. Needed
             unless ``params`` is given (and then still for jitter and dropout).
         params: explicit per-clip parameters (B, 9) (see :func:`sample_augment_params`)
@@ -314,47 +267,40 @@ def augment_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor |
             the longest output clip with explicit ``params``. Longer clips are cut to it.
     Returns:
         ``(pose, conf, out_lengths)`` for padded input, pose (B, out_len, J, C);
-        ``(pose, conf, out_cu_seqlens)`` for packed input. Dropped or invalid joints are zeros
-        with confidence 0.
+        ``(pose, conf, out_cu_seqlens)`` for packed input; the lengths / cu_seqlens on the device
+        of the ones given (host lengths and clip ids: nothing is read back from a GPU). Dropped
+        or invalid joints are zeros with confidence 0.
     """
     op = "augment_pose"
-    conf32, seqs, packed = _check_batch(op, pose, conf, lengths, cu_seqlens)
+    conf32, seqs, seqs_dev, packed = check_batch(op, pose, conf, lengths, cu_seqlens)
     spec, table = _resolve_layout(layout, hand_scale)
-    _check_layout_matches(op, spec, pose)
-    thr = _check_threshold(op, conf_threshold)
-    cfg = _check_config(op, config)
+    check_layout_matches(op, spec, pose)
+    thr = check_threshold(op, conf_threshold)
+    cfg = check_config(op, config)
     batch = seqs.shape[0] - 1 if packed else pose.shape[0]
     if clip_ids is None:
-        clip_ids = torch.arange(batch, device=pose.device)
+        clip_ids = torch.arange(batch, device=seqs.device)
     check_tensor(op, "clip_ids", clip_ids, ndim=1, dtypes=(torch.int32, torch.int64))
     if clip_ids.shape[0] != batch:
         fail(op, f"clip_ids must have shape (B,)=({batch},), got {describe(clip_ids)}")
-    check_same_device(op, pose=pose, clip_ids=clip_ids)
+    check_metadata_device(op, "clip_ids", clip_ids, pose)
     clip_ids = clip_ids.to(torch.int64)
     needs_seed = cfg.jitter_std > 0 or cfg.joint_drop_p > 0 or cfg.frame_drop_p > 0
     if seed is None and (params is None or needs_seed):
         fail(op, "seed is required (to sample the parameters, or for jitter and dropout)")
-    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
-        fail(op, f"seed must be an int, got {seed!r}")
-    seed = 0 if seed is None else int(seed) & (2**64 - 1)
-    seed = seed - 2**64 if seed >= 2**63 else seed
+    seed = 0 if seed is None else check_seed(op, seed)
     in_lengths = seqs[1:] - seqs[:-1] if packed else seqs
-    if params is None:
+    if params is None:  # sampled where the clip ids are (the same bits on every device)
         params = sample_augment_params(clip_ids, seed, cfg, num_parts=spec.num_parts, backend=backend)
         default_len = ref.resampled_length(pose.shape[1], cfg.speed_min) if not packed else None
     else:
-        check_tensor(op, "params", params, ndim=2, dtypes=(torch.float32, torch.float64))
-        if tuple(params.shape) != (batch, NUM_PARAMS):
-            fail(op, f"params must have shape (B, {NUM_PARAMS})=({batch}, {NUM_PARAMS}), got {describe(params)}")
-        check_same_device(op, pose=pose, params=params)
-        params = params.detach().to(torch.float64)
-        if batch and not bool(((params[:, 7] > 0) & torch.isfinite(params).all(1)).all()):
-            fail(op, "params must be finite with speed (column 7) > 0")
+        params = check_params(op, params, batch, NUM_PARAMS, pose)
         default_len = None
-    out_lengths = _resampled_lengths(in_lengths, params[:, 7])
+    # output lengths where the input lengths are: on the host when they were given there
+    out_lengths = _resampled_lengths(in_lengths, params[:, 7].to(in_lengths.device))
     if packed:
         out_lengths_dtype = cu_seqlens.dtype
-        out_seqs = torch.zeros(batch + 1, dtype=torch.int64, device=pose.device)
+        out_seqs = torch.zeros(batch + 1, dtype=torch.int64, device=in_lengths.device)
         out_seqs[1:] = torch.cumsum(out_lengths, 0)
         out_len = int(out_seqs[-1])
     else:
@@ -364,7 +310,8 @@ def augment_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor |
             fail(op, f"out_len must be an int >= 0, got {out_len!r}")
         out_seqs = out_lengths.clamp_max(out_len)
         out_lengths_dtype = lengths.dtype
+    dev = pose.device
     impl = _AUGMENT.select(backend, pose=pose)
-    out, out_conf = impl.run(pose, conf32, seqs, out_seqs, out_len, params, clip_ids, seed, table, spec, cfg,
-                             bool(normalize), thr, packed)
+    out, out_conf = impl.run(pose, conf32, seqs_dev, to_device(out_seqs, dev), out_len, to_device(params, dev),
+                             to_device(clip_ids, dev), seed, table, spec, cfg, bool(normalize), thr, packed)
     return out, out_conf, out_seqs.to(out_lengths_dtype)
