@@ -182,20 +182,22 @@ class FinetuneData(LoaderCycle):
 
     # ------------------------------------------------------------------ per step
     def _pose(self, batch, device, seed: int | None):
+        """-> (pose float32 on ``device``, conf on ``device``, lengths (B,) on the host)."""
         from slpfast.ops import augment_pose, normalize_pose
 
         pose = batch["pose"].to(device)
         conf = batch["conf"].to(device)
-        lengths = batch["lengths"].to(device)
+        lengths = batch["lengths"].cpu()  # host lengths and clip ids: the pose ops read nothing back
         pose, conf = normalize_pose(pose, conf, lengths)
         if seed is not None:
-            pose, conf, lengths = augment_pose(pose, conf, lengths, clip_ids=batch["clip_id"].to(device), seed=seed)
+            pose, conf, lengths = augment_pose(pose, conf, lengths, clip_ids=batch["clip_id"].cpu(), seed=seed)
         return pose.float(), conf, lengths
 
     def prepare(self, batch: dict, step: int, micro: int, device: torch.device) -> dict:
         """Loader batch -> {"lengths", "model_kwargs"} for the task model's forward."""
         seed = _mix(self.cfg.train.seed, step, micro) if self.cfg.data.augment else None
-        pose, conf, lengths = self._pose(batch, device, seed)
+        pose, conf, host_lengths = self._pose(batch, device, seed)
+        lengths = host_lengths.to(device)
         kw = dict(pose=pose, conf=conf, lengths=lengths)
         task = self.cfg.task.task
         if task == "islr":
@@ -206,7 +208,7 @@ class FinetuneData(LoaderCycle):
             kw["texts"] = list(batch["text"])
             if task == "retrieval" and "text_features" in batch:
                 kw["text_features"] = batch["text_features"].to(device)
-        return {"lengths": lengths, "model_kwargs": kw}
+        return {"lengths": lengths, "host_lengths": host_lengths, "model_kwargs": kw}
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -221,7 +223,7 @@ class FinetuneData(LoaderCycle):
             loader = self._loader(mine, train=False, rank=0, world=1, batch_size=self.cfg.task.eval_batch_size)
             for batch in loader:
                 pose, conf, lengths = self._pose(batch, self.device, None)
-                records.extend(model.predict(pose, conf, lengths, batch))
+                records.extend(model.predict(pose, conf, lengths.to(self.device), batch))
         model.train(was_training)
         if self.dist.enabled:
             gathered = [None] * self.dist.world_size

@@ -204,10 +204,15 @@ class PretrainData(LoaderCycle):
         from slpfast.data.loader_torch import make_loader
 
         d = self.cfg.data
+        cuda = self.device.type == "cuda"
+        # the torch loader hands over pinned host batches and prepare() moves them: the lengths
+        # stay readable on the host, so nothing has to come back from the GPU (DALI's GPU
+        # pipeline delivers device tensors itself)
+        placement = dict(device=None, pin_memory=cuda) if d.loader == "torch" else dict(device=self.device if cuda else None)
         kw = dict(split=self.splits, mixture=self.mixture, batch_size=d.batch_size, shuffle=True, seed=self.cfg.train.seed,
                   drop_last=True, rank=self.dist.rank, world_size=self.dist.world_size, max_frames=d.max_frames,
                   crop="random", packed=d.packed, channels=3, text_features=self.feature_name, num_workers=d.num_workers,
-                  device=self.device if self.device.type == "cuda" else None)
+                  **placement)
         loader = make_loader(self.store, backend=d.loader, **kw)
         if len(loader) == 0:
             raise ValueError(f"data.batch_size={d.batch_size} x {self.dist.world_size} ranks is larger than the "
@@ -221,39 +226,42 @@ class PretrainData(LoaderCycle):
 
         normalize_pose -> augment_pose (seed = f(train.seed, step, micro), keyed by clip id, so
         a clip's augmentation depends neither on its batch nor on the rank) -> MPM mask.
+
+        The lengths stay on the host (the pose ops take them there and return the augmented
+        ones there), so on a GPU nothing is read back: the step's kernels queue up behind
+        each other instead of waiting for the host. Returns ``lengths`` (B,) on ``device`` and
+        ``host_lengths`` (B,) on the CPU.
         """
         from slpfast.ops import augment_pose, normalize_pose
+        from slpfast.ops.pose_checks import to_device
 
         c = self.cfg
         nb = device.type == "cuda"
         pose = batch["pose"].to(device, non_blocking=nb)
         conf = batch["conf"].to(device, non_blocking=nb)
-        lengths = batch["lengths"].to(device, non_blocking=nb)
-        cu = batch["cu_seqlens"].to(device, non_blocking=nb) if "cu_seqlens" in batch else None
-        form = dict(cu_seqlens=cu) if cu is not None else dict(lengths=lengths)
+        packed = "cu_seqlens" in batch
+        host = _on_host(batch["cu_seqlens"] if packed else batch["lengths"])
+        form = dict(cu_seqlens=host) if packed else dict(lengths=host)
         if c.data.augment:  # one fused pass: normalize, then augment
-            pose, conf, seqs = augment_pose(pose, conf, **form, seed=_mix(c.train.seed, step, micro),
-                                            clip_ids=batch["clip_id"].to(device), config=AUGMENT, normalize=True)
-            if cu is None:
-                lengths = seqs
-            else:
-                cu = seqs
-                lengths = (cu[1:] - cu[:-1]).to(torch.int64)
+            pose, conf, host = augment_pose(pose, conf, **form, seed=_mix(c.train.seed, step, micro),
+                                            clip_ids=_on_host(batch["clip_id"]), config=AUGMENT, normalize=True)
         else:
             pose, conf = normalize_pose(pose, conf, **form)
+        host_lengths = (host[1:] - host[:-1] if packed else host).to(torch.int64)
         pose = pose.float()
         # masks are drawn over the longest clip, so padded and packed batches get the same ones;
         # padding past the longest clip (augment_pose pads to T / speed_min) is cut off
-        T = int(lengths.max()) if lengths.numel() else 0
-        if cu is None:
+        T = int(host_lengths.max()) if host_lengths.numel() else 0
+        if not packed:
             pose, conf = pose[:, :T], conf[:, :T]
+        lengths = to_device(host_lengths, device)
         gen = torch.Generator(device=device).manual_seed(_mix(c.train.seed, step, micro, self.dist.rank, 1))
         mask = None
         if c.mpm.weight > 0:
             mask = sample_joint_mask(lengths, T, strategy=c.mpm.strategy, ratio=c.mpm.ratio,
                                      span=c.mpm.span, generator=gen)
-            if cu is not None:  # the padded mask's valid rows, in packed order
-                mask = mask[torch.arange(T, device=device).unsqueeze(0) < lengths.unsqueeze(1)]
+            if packed:  # the padded mask's valid rows, in packed order (rows picked on the host)
+                mask = mask.flatten(0, 1)[to_device(_valid_rows(host_lengths, T), device)]
         text = None
         if self.feature_name is not None:
             text = TextFeatures(batch["text_features"].to(device, non_blocking=nb),
@@ -262,12 +270,23 @@ class PretrainData(LoaderCycle):
         elif self.frozen_text is not None:
             text = self.frozen_text(batch["text"])
         kwargs = dict(pose=pose, conf=conf, lengths=lengths, joint_mask=mask, text=text)
-        if cu is not None:
-            kwargs.update(cu_seqlens=cu.to(torch.int32), max_seqlen=T)
+        if packed:
+            kwargs.update(cu_seqlens=to_device(host.to(torch.int32), device), max_seqlen=T)
         if self.trainable_text is not None:
             kwargs["texts"] = list(batch["text"])
-        return {"lengths": lengths, "model_kwargs": kwargs}
+        return {"lengths": lengths, "host_lengths": host_lengths, "model_kwargs": kwargs}
 
+
+def _on_host(t: torch.Tensor) -> torch.Tensor:
+    """``t`` on the CPU (a device->host copy only for loaders that deliver device tensors)."""
+    return t if t.device.type == "cpu" else t.cpu()
+
+
+def _valid_rows(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """Flat indices ``b * T + t`` (t < lengths[b]) of the valid rows of a (B, T) padded batch."""
+    steps = torch.arange(T).unsqueeze(0)
+    offsets = torch.arange(lengths.shape[0]).unsqueeze(1) * T
+    return (offsets + steps)[steps < lengths.unsqueeze(1)]
 
 
 def flops_coefficients(model: nn.Module) -> tuple[float, float]:

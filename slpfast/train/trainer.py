@@ -7,6 +7,7 @@ One :class:`Trainer` per process (``torchrun`` starts one per GPU or CPU slot):
 - AdamW + warmup/cosine (:mod:`slpfast.train.optim`);
 - a non-finite loss or gradient on ANY rank skips the step on every rank (an all-reduced flag
   keeps the ranks in lock-step) and is counted; ``train.max_nonfinite`` in a row aborts;
+- one device->host read per step, at its end (see :meth:`Trainer.train_step`);
 - checkpoints every ``train.ckpt_every`` steps, at the end and on SIGTERM (then a clean exit);
   ``train.resume=auto`` continues from the latest one bit-for-bit on CPU;
 - logs (:mod:`slpfast.train.logging`) and, at the end, the encoder exported as safetensors.
@@ -164,10 +165,6 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ one step
-    def _any(self, flag: bool) -> bool:
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)  # NCCL needs device tensors
-        return bool(D.all_reduce(t, self.dist, "max").item() > 0)
-
     def _micro_steps(self):
         """Yield (batch, data_seconds) for one optimizer step's micro-batches."""
         for _ in range(self.cfg.optim.accum_steps):
@@ -176,18 +173,30 @@ class Trainer:
             yield batch, time.perf_counter() - t0
 
     def train_step(self) -> tuple[dict[str, float] | None, dict]:
-        """One optimizer step. Returns (loss terms or None if skipped, counters)."""
+        """One optimizer step. Returns (loss terms or None if skipped, counters).
+
+        The step reads the device once, at its end, when all its work is queued: the loss
+        terms, the gradient norm and the flags come back in one copy. Until then nothing waits
+        for the GPU (the batch lengths are on the host, see ``PretrainData.prepare``), so the
+        kernels of the forward, backward and optimizer run back to back. A non-finite loss or
+        gradient norm on any rank (flags all-reduced on the device) skips the optimizer update
+        on the device: the fused AdamW takes a ``found_inf`` flag, as under a GradScaler.
+        The counters include ``stop``: some rank has received SIGTERM.
+        """
         accum = self.cfg.optim.accum_steps
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
         stats = {"clips": 0, "frames": 0, "data_s": 0.0, "flops": 0.0, "grad_norm": float("nan")}
-        skipped = False
+        terms, keys = [], []
         for micro, (batch, data_s) in enumerate(self._micro_steps()):
             stats["data_s"] += data_s
             inputs = self.data.prepare(batch, self.step, micro, self.device)
-            lengths = inputs["lengths"]
-            stats["clips"] += int(lengths.numel())
+            host = inputs.get("host_lengths")  # a provider without them costs a read of its device lengths
+            host = (inputs["lengths"].cpu() if host is None else host).tolist()
+            stats["clips"] += len(host)
+            frames, sq = float(sum(host)), float(sum(n * n for n in host))
+            stats["frames"] += int(frames)
+            stats["flops"] += self.model_flops_per_frame * frames + self.attn_flops_coeff * sq
             last = micro == accum - 1
             sync_ctx = self.model.no_sync() if (self.dist.enabled and not last and hasattr(self.model, "no_sync")) \
                 else contextlib.nullcontext()
@@ -195,34 +204,39 @@ class Trainer:
             with sync_ctx:
                 with autocast:
                     out = self.model(**inputs["model_kwargs"])
-                loss = out["loss"]
-                # one device->host copy per micro-batch: finiteness, every loss term, frame counts
-                probe = torch.stack([(~torch.isfinite(loss.detach())).float()]
-                                    + [v.detach().float() for v in out.values()]
-                                    + [lengths.sum().float(), (lengths.double() ** 2).sum().float()]).cpu()
-                if self._any(bool(probe[0] > 0)):
-                    skipped = True  # every rank skips the same micro-batch: no half-run all-reduce
-                    break
-                (loss / accum).backward()
-            for k, v in zip(out.keys(), probe[1:].tolist()):
-                sums[k] = sums.get(k, 0.0) + v / accum
-            frames, sq = float(probe[-2]), float(probe[-1])
-            stats["frames"] += int(frames)
-            stats["flops"] += self.model_flops_per_frame * frames + self.attn_flops_coeff * sq
-        if not skipped:
-            clip = self.cfg.optim.grad_clip
-            params = [p for p in self.raw_model.parameters() if p.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
-            stats["grad_norm"] = float(norm)
-            if not math.isfinite(stats["grad_norm"]):  # identical on every rank after DDP's all-reduce
-                skipped = True
-        if skipped:
-            self.optimizer.zero_grad(set_to_none=True)
-        else:
-            self.optimizer.step()
+                (out["loss"] / accum).backward()
+            keys = list(out.keys())
+            terms.append(torch.stack([v.detach().float() for v in out.values()]))
+        mean_terms = torch.stack(terms).mean(0)  # (terms,): the mean over micro-batches
+        clip = self.cfg.optim.grad_clip
+        params = [p for p in self.raw_model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf")).float()
+        bad = (~torch.isfinite(mean_terms).all() | ~torch.isfinite(norm)).float()
+        stop = torch.tensor(1.0 if self._stop_signal else 0.0, device=self.device)  # SIGTERM so far
+        flags = D.all_reduce(torch.stack([bad, stop]), self.dist, "max")
+        self._optimizer_step(found_inf=flags[0])
         self.scheduler.step()  # the schedule follows the step counter, skipped or not
         self.step += 1
-        return (None if skipped else sums), stats
+        summary = torch.cat([flags, norm.reshape(1), mean_terms]).tolist()  # the step's one host read
+        skipped = summary[0] > 0
+        stats["stop"] = summary[1] > 0
+        stats["grad_norm"] = summary[2]
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+        return (None if skipped else dict(zip(keys, summary[3:]))), stats
+
+    def _optimizer_step(self, found_inf: torch.Tensor) -> None:
+        """Optimizer step, skipped where ``found_inf`` (0-dim float, 0 or 1) is 1. The fused
+        AdamW skips on the device (the ``found_inf`` attribute GradScaler uses); another
+        optimizer needs the flag on the host."""
+        if self.optimizer.defaults.get("fused"):
+            self.optimizer.found_inf, self.optimizer.grad_scale = found_inf.float().reshape(()), None
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf, self.optimizer.grad_scale
+        elif float(found_inf) == 0:
+            self.optimizer.step()
 
     # ------------------------------------------------------------------ the loop
     def _on_sigterm(self, signum, frame):  # noqa: ARG002
@@ -252,9 +266,6 @@ class Trainer:
         peak = _peak_flops(self.device)
         try:
             while self.step < tr.steps:
-                if self._any(self._stop_signal):
-                    status = "preempted"
-                    break
                 losses, st = self.train_step()
                 if losses is None:
                     consecutive += 1
@@ -272,6 +283,9 @@ class Trainer:
                 if self.step % tr.log_every == 0 or self.step == tr.steps:
                     self._log_interval(meter, keys, logger, peak)
                     meter.reset()
+                if st["stop"] and self.step < tr.steps:  # SIGTERM on some rank: every rank stops here
+                    status = "preempted"
+                    break
                 if tr.ckpt_every and self.step % tr.ckpt_every == 0 and self.step < tr.steps:
                     self.save()
             path = self.save()

@@ -1,0 +1,160 @@
+"""A training step reads the device once: nothing else waits for the GPU's queue to drain.
+
+On the CPU, :class:`host_reads.HostReads` lists every host read of a tensor made by our code;
+a GPU run skips the value checks that only run on CPU tensors and keeps its metadata on the
+host, so the tests bound the reads to those sites plus the step's one summary. On a GPU
+(``cuda`` tests, run by bench/gpu_check.sh), ``torch.cuda.set_sync_debug_mode`` counts the
+real synchronizations.
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from _pretrain_common import tiny_args, tiny_store
+from host_reads import HostReads
+from slpfast.train.config import parse_args
+from slpfast.train.trainer import Trainer
+
+#: host reads that a GPU run does not make: checks of values that run only on CPU tensors
+CPU_ONLY_CHECKS = {"ops/_validate.py:check_lengths", "ops/_validate.py:check_cu_seqlens",
+                   "ops/attention.py:_check_values", "ops/attention_backends.py:_sdpa_padded",
+                   "models/masking.py:sample_joint_mask", "models/encoder.py:_packed_positions"}
+#: reads of metadata that lives on the host in a GPU run too (the lengths prepare() keeps there)
+HOST_METADATA = {"train/data.py:prepare", "train/data.py:_valid_rows", "ops/pose.py:augment_pose"}
+#: the reads a GPU step makes: the contrastive loss's scale, once per micro-batch (its kernels
+#: take it as a host float), and the step's summary (losses, gradient norm, skip and stop flags)
+#: once at its end
+PER_MICRO_BATCH = {"ops/contrastive.py:_check_scale": 1}
+PER_STEP = {"train/trainer.py:train_step": 1}
+
+
+def _step_reads(trainer: Trainer) -> HostReads:
+    """HostReads of one train_step, the loader's batch and prepare()'s host lengths exempt."""
+    batch = trainer.data.next_batch(0)
+    trainer.data.next_batch = lambda step: batch
+    prepare = trainer.data.prepare
+    reads = HostReads(exempt=[v for v in batch.values() if isinstance(v, torch.Tensor)])
+
+    def spy(*args, **kw):
+        out = prepare(*args, **kw)
+        reads.exempt(out["host_lengths"])
+        return out
+
+    trainer.data.prepare = spy
+    with reads:
+        trainer.train_step()
+    return reads
+
+
+@pytest.mark.parametrize("over", [{}, {"data.packed": "true"}, {"optim.accum_steps": 2},
+                                  {"text.finegrained_weight": 0.5, "mpm.strategy": "spans"}],
+                         ids=["padded", "packed", "accumulation", "finegrained-spans"])
+def test_train_step_reads_the_device_once(tmp_path_factory, tmp_path, over):
+    tr = Trainer(parse_args(tiny_args(tiny_store(tmp_path_factory), str(tmp_path), **over)))
+    try:
+        tr.train_step()  # warm-up (first-call work is not what a step costs)
+        reads = _step_reads(tr)
+    finally:
+        tr.close()
+    accum = int(over.get("optim.accum_steps", 1))
+    allowed = CPU_ONLY_CHECKS | HOST_METADATA | set(PER_MICRO_BATCH) | set(PER_STEP)
+    unexpected = [s for s, f in zip(reads.sites, reads.functions) if f not in allowed]
+    assert not unexpected, "new host reads in the training step:\n" + "\n".join(unexpected)
+    bounds = {**{f: n * accum for f, n in PER_MICRO_BATCH.items()}, **PER_STEP}
+    for function, most in bounds.items():
+        n = reads.functions.count(function)
+        assert n <= most, f"{function} reads the device {n} times per step (at most {most}):\n{reads.report()}"
+    assert reads.functions.count("train/trainer.py:train_step") == 1  # the summary is read
+
+
+def test_host_reads_counts_our_reads_and_not_exempt_ones():
+    """The counter itself: reads made by slpfast code are recorded with their function, reads
+    made outside slpfast/ and kernels/ are not."""
+    from slpfast.models.masking import sample_joint_mask
+
+    lengths = torch.tensor([3, 5])
+    with HostReads() as reads:
+        sample_joint_mask(lengths, 6, strategy="joints")
+        int(lengths.max())  # this file is not slpfast code
+    assert reads.functions == ["models/masking.py:sample_joint_mask"] * 2  # CPU lengths: min and max checked
+    # (exemption is exercised by the step tests: train_step reads prepare()'s host lengths directly)
+
+
+# --------------------------------------------------------------------------- on a GPU
+def _syncs(fn) -> int:
+    """Number of synchronizing CUDA calls torch reports while ``fn()`` runs."""
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("packed", [False, True])
+def test_gpu_encoder_forward_backward_has_no_sync(packed):
+    from slpfast.models.encoder import PoseEncoder, PoseEncoderConfig
+    from slpfast.layouts import NUM_JOINTS
+
+    torch.manual_seed(0)
+    enc = PoseEncoder(PoseEncoderConfig(dim=64, heads=2, manual_layers=2, non_manual_layers=2)).cuda()
+    lengths = torch.tensor([5, 17, 0, 32], device="cuda")
+    B, T = 4, 32
+    if packed:
+        cu = torch.tensor([0, 5, 22, 22, 54], dtype=torch.int32, device="cuda")
+        pose, conf = torch.randn(54, NUM_JOINTS, 2, device="cuda"), torch.rand(54, NUM_JOINTS, device="cuda")
+        kw = dict(cu_seqlens=cu, max_seqlen=32)
+    else:
+        pose, conf = torch.randn(B, T, NUM_JOINTS, 2, device="cuda"), torch.rand(B, T, NUM_JOINTS, device="cuda")
+        kw = dict(lengths=lengths)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = enc(pose, conf, **kw)
+        out.pooled.float().sum().backward()
+
+    step()  # warm-up: autotuning and compilation synchronize
+    assert _syncs(step) == 0
+
+
+@pytest.mark.cuda
+def test_gpu_pose_ops_with_host_lengths_have_no_sync():
+    from slpfast.ops import augment_pose, normalize_pose
+    from slpfast.ops.pose import AugmentConfig
+    from slpfast.layouts import NUM_JOINTS
+
+    lengths = torch.tensor([7, 0, 31, 32])
+    pose = torch.randn(4, 32, NUM_JOINTS, 3, device="cuda").half()
+    conf = torch.rand(4, 32, NUM_JOINTS, device="cuda")
+    ids = torch.tensor([3, 1, 4, 1])
+    cfg = AugmentConfig(speed_min=0.8, speed_max=1.2, jitter_std=0.01)
+
+    def both():
+        normalize_pose(pose, conf, lengths)
+        return augment_pose(pose, conf, lengths, seed=5, clip_ids=ids, config=cfg, normalize=True)
+
+    both()
+    assert _syncs(both) == 0
+    out, out_conf, out_lengths = both()
+    assert out_lengths.device.type == "cpu"
+    ref = augment_pose(pose, conf, lengths.cuda(), seed=5, clip_ids=ids.cuda(), config=cfg, normalize=True)
+    assert torch.equal(out, ref[0]) and torch.equal(out_conf, ref[1]) and torch.equal(out_lengths, ref[2].cpu())
+
+
+@pytest.mark.cuda
+def test_gpu_train_step_syncs_at_most_twice(tmp_path_factory, tmp_path):
+    tr = Trainer(parse_args(tiny_args(tiny_store(tmp_path_factory), str(tmp_path), **{"model.attn_backend": "auto"})))
+    try:
+        tr.train_step()
+        tr.train_step()
+        n = _syncs(tr.train_step)
+    finally:
+        tr.close()
+    assert n <= sum(PER_MICRO_BATCH.values()) + sum(PER_STEP.values()), f"{n} synchronizing calls in one step"
