@@ -11,11 +11,13 @@ workers. A step includes waiting for its batch, so data-path costs count.
     python bench/train_step.py --quick      # CI / GPU check: tiny only, few steps
     python bench/train_step.py --sizes base --batch 256 --json out.jsonl
 
-Reported: median step time, clips/s, speed-up over the baseline and, on GPU, MFU (model FLOPs
-from :func:`slpfast.train.data.flops_coefficients` over the dense bf16 peak).
+Reported: median step time (steady state, steps driven as ``Trainer.run`` drives them, see
+:func:`time_steps`), clips/s, speed-up over the baseline and, on GPU, MFU (model FLOPs from
+:func:`slpfast.train.data.flops_coefficients` over the dense bf16 peak).
 """
 from __future__ import annotations
 
+import collections
 import gc
 import os
 import statistics
@@ -97,6 +99,26 @@ def profile_steps(trainer, steps: int, title: str, rows: int = 20) -> None:
                                     row_limit=rows))
 
 
+def time_steps(trainer, warmup: int, repeats: int) -> tuple[list[float], dict]:
+    """Wall ms per step in the steady state, with the steps driven as ``Trainer.run`` drives
+    them: ``pipeline_depth`` steps queued ahead of the one whose results are read (on a GPU the
+    next batch is loaded and prepared while a step runs). A step's time is the interval
+    between the reads of its results and of the previous step's. Returns (times, the last
+    step's counters)."""
+    times, stats, queue, last = [], {}, collections.deque(), None
+    for r in range(warmup + repeats + trainer.pipeline_depth):
+        queue.append(trainer.issue_step())
+        while len(queue) > trainer.pipeline_depth:
+            stats = queue.popleft().result()[1]
+            now = time.perf_counter()
+            if last is not None and len(times) < repeats and r - trainer.pipeline_depth >= warmup:
+                times.append((now - last) * 1e3)
+            last = now
+    while queue:
+        stats = queue.popleft().result()[1]
+    return times, stats
+
+
 def run(args) -> Results:
     from slpfast.data.synthetic import generate_corpus
     from slpfast.train.trainer import Trainer, _peak_flops
@@ -119,15 +141,8 @@ def run(args) -> Results:
                     tr = Trainer(_config(args, size, store, tmp))
                     if provider == "baseline":
                         _baseline(tr, args)
-                    for r in range(args.warmup + args.repeats):
-                        if tr.device.type == "cuda":
-                            torch.cuda.synchronize()
-                        t0 = time.perf_counter()
-                        stats = tr.train_step()[1]
-                        if tr.device.type == "cuda":
-                            torch.cuda.synchronize()
-                        if r >= args.warmup:
-                            times[provider].append((time.perf_counter() - t0) * 1e3)
+                    ts, stats = time_steps(tr, args.warmup, args.repeats)
+                    times[provider] += ts
                     if args.profile and _ == args.rounds - 1:
                         profile_steps(tr, args.profile, f"{size} {provider}")
                     info[provider] = dict(stats=stats, device=tr.device, batch=tr.cfg.data.batch_size,

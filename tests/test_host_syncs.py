@@ -8,6 +8,7 @@ real synchronizations.
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -28,7 +29,7 @@ HOST_METADATA = {"train/data.py:prepare", "train/data.py:_valid_rows", "ops/pose
 #: take it as a host float), and the step's summary (losses, gradient norm, skip and stop flags)
 #: once at its end
 PER_MICRO_BATCH = {"ops/contrastive.py:_check_scale": 1}
-PER_STEP = {"train/trainer.py:train_step": 1}
+PER_STEP = {"train/pending.py:result": 1}
 
 
 def _step_reads(trainer: Trainer) -> HostReads:
@@ -67,7 +68,7 @@ def test_train_step_reads_the_device_once(tmp_path_factory, tmp_path, over):
     for function, most in bounds.items():
         n = reads.functions.count(function)
         assert n <= most, f"{function} reads the device {n} times per step (at most {most}):\n{reads.report()}"
-    assert reads.functions.count("train/trainer.py:train_step") == 1  # the summary is read
+    assert reads.functions.count("train/pending.py:result") == 1  # the summary is read
 
 
 def test_host_reads_counts_our_reads_and_not_exempt_ones():
@@ -81,6 +82,57 @@ def test_host_reads_counts_our_reads_and_not_exempt_ones():
         int(lengths.max())  # this file is not slpfast code
     assert reads.functions == ["models/masking.py:sample_joint_mask"] * 2  # CPU lengths: min and max checked
     # (exemption is exercised by the step tests: train_step reads prepare()'s host lengths directly)
+
+
+def test_pipelined_run_matches_the_synchronous_one(tmp_path_factory, tmp_path):
+    """run() with a step queued ahead of the one it reads (the GPU default) logs, checkpoints
+    and skips exactly as the synchronous loop does."""
+    store = tiny_store(tmp_path_factory)
+    runs = {}
+    for depth in (0, 1):
+        over = {"train.steps": 9, "train.ckpt_every": 4, "train.log_every": 2, "train.export": ""}
+        tr = Trainer(parse_args(tiny_args(store, str(tmp_path / f"d{depth}"), **over)))
+        tr.pipeline_depth = depth
+        forward = tr.model.forward
+
+        def poisoned(**kw):  # step 5 (0-based counter 5 while it runs) is non-finite
+            out = forward(**kw)
+            if tr.step == 5:
+                out["loss"] = out["loss"] * float("nan")
+            return out
+
+        tr.model.forward = poisoned
+        try:
+            summary = tr.run()
+        finally:
+            tr.close()
+        runs[depth] = summary
+        assert summary["status"] == "completed" and summary["step"] == 9 and summary["nonfinite_total"] == 1
+        assert sorted(os.listdir(tmp_path / f"d{depth}" / "checkpoints")) == ["step_00000004.pt", "step_00000008.pt",
+                                                                           "step_00000009.pt"]
+    strip = lambda h: [{k: v for k, v in r.items() if "per_s" not in k and k not in ("mfu", "data_wait", "peak_mem_gib")}
+                       for r in h]  # noqa: E731
+    assert strip(runs[0]["history"]) == strip(runs[1]["history"])
+
+
+def test_pipelined_run_stops_on_sigterm(tmp_path_factory, tmp_path):
+    tr = Trainer(parse_args(tiny_args(tiny_store(tmp_path_factory), str(tmp_path), **{"train.steps": 20})))
+    tr.pipeline_depth = 1
+    issue = tr.issue_step
+
+    def issue_then_signal():
+        pending = issue()
+        if tr.step == 3:
+            tr._on_sigterm(None, None)
+        return pending
+
+    tr.issue_step = issue_then_signal
+    try:
+        summary = tr.run()
+    finally:
+        tr.close()
+    # the flag rides on step 4's flags; step 5 was queued before step 4 was read
+    assert summary["status"] == "preempted" and summary["step"] == 5
 
 
 # --------------------------------------------------------------------------- on a GPU

@@ -16,6 +16,7 @@ The data side (store, loader, normalization, augmentation, masks) is in :mod:`sl
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -31,6 +32,7 @@ from slpfast.train import distributed as D
 from slpfast.train.config import PretrainConfig
 from slpfast.train.logging import IntervalMeter, RunLogger, peak_memory_gib
 from slpfast.train.optim import build_optimizer, build_scheduler
+from slpfast.train.pending import PendingStep
 
 #: dense bf16 peak FLOP/s per GPU used for MFU (vendor spec; H100/H200 SXM)
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
@@ -108,6 +110,9 @@ class Trainer:
         if tr.compile:
             model = torch.compile(model)
         self.model = model
+        #: steps queued ahead of the one whose results are read (run()): on a GPU the host loads
+        #: and prepares batch k+1 while step k runs; on the CPU nothing runs ahead of the host
+        self.pipeline_depth = 1 if self.device.type == "cuda" else 0
         self.step = 0
         self.nonfinite_total = 0
         self._stop_signal = False
@@ -176,17 +181,24 @@ class Trainer:
         """One optimizer step. Returns (loss terms or None if skipped, counters).
 
         The step reads the device once, at its end, when all its work is queued: the loss
-        terms, the gradient norm and the flags come back in one copy. Until then nothing waits
-        for the GPU (the batch lengths are on the host, see ``PretrainData.prepare``), so the
-        kernels of the forward, backward and optimizer run back to back. A non-finite loss or
-        gradient norm on any rank (flags all-reduced on the device) skips the optimizer update
-        on the device: the fused AdamW takes a ``found_inf`` flag, as under a GradScaler.
-        The counters include ``stop``: some rank has received SIGTERM.
+        terms, the gradient norm and the flags come back in one copy (see :meth:`issue_step`,
+        which leaves that read to the caller).
+        """
+        return self.issue_step().result()
+
+    def issue_step(self) -> PendingStep:
+        """Queue one optimizer step; its results come from ``.result()`` of the return value.
+
+        Nothing here waits for the GPU (the batch lengths are on the host, see
+        ``PretrainData.prepare``), so the kernels of the forward, backward and optimizer run
+        back to back. A non-finite loss or gradient norm on any rank (flags all-reduced on the
+        device) skips the optimizer update on the device: the fused AdamW takes a
+        ``found_inf`` flag, as under a GradScaler. The same flags carry SIGTERM (``stop``).
         """
         accum = self.cfg.optim.accum_steps
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        stats = {"clips": 0, "frames": 0, "data_s": 0.0, "flops": 0.0, "grad_norm": float("nan")}
+        stats = {"clips": 0, "frames": 0, "data_s": 0.0, "flops": 0.0}
         terms, keys = [], []
         for micro, (batch, data_s) in enumerate(self._micro_steps()):
             stats["data_s"] += data_s
@@ -217,13 +229,8 @@ class Trainer:
         self._optimizer_step(found_inf=flags[0])
         self.scheduler.step()  # the schedule follows the step counter, skipped or not
         self.step += 1
-        summary = torch.cat([flags, norm.reshape(1), mean_terms]).tolist()  # the step's one host read
-        skipped = summary[0] > 0
-        stats["stop"] = summary[1] > 0
-        stats["grad_norm"] = summary[2]
-        if skipped:
-            self.optimizer.zero_grad(set_to_none=True)
-        return (None if skipped else dict(zip(keys, summary[3:]))), stats
+        stats["lr"] = self.scheduler.get_last_lr()[0]  # what the log reports: the rate from here on
+        return PendingStep(self.step, torch.cat([flags, norm.reshape(1), mean_terms]), keys, stats)
 
     def _optimizer_step(self, found_inf: torch.Tensor) -> None:
         """Optimizer step, skipped where ``found_inf`` (0-dim float, 0 or 1) is 1. The fused
@@ -265,29 +272,21 @@ class Trainer:
         status = "completed"
         peak = _peak_flops(self.device)
         try:
-            while self.step < tr.steps:
-                losses, st = self.train_step()
-                if losses is None:
-                    consecutive += 1
-                    self.nonfinite_total += 1
-                    meter.skipped += 1
-                    logger.message(f"step {self.step}: non-finite loss or gradient, step skipped "
-                                   f"({consecutive} in a row, {self.nonfinite_total} total)")
-                    if consecutive >= tr.max_nonfinite:
-                        raise NonFiniteLossError(f"{consecutive} consecutive non-finite steps "
-                                                 f"(train.max_nonfinite={tr.max_nonfinite}); aborting")
-                else:
-                    consecutive = 0
-                    meter.add(losses, st["clips"], st["frames"], st["data_s"], st["grad_norm"], st["flops"])
-                logger.advance(1, {"loss": f"{losses['loss']:.4f}"} if losses else None)
-                if self.step % tr.log_every == 0 or self.step == tr.steps:
-                    self._log_interval(meter, keys, logger, peak)
-                    meter.reset()
-                if st["stop"] and self.step < tr.steps:  # SIGTERM on some rank: every rank stops here
-                    status = "preempted"
-                    break
-                if tr.ckpt_every and self.step % tr.ckpt_every == 0 and self.step < tr.steps:
+            queue: collections.deque[PendingStep] = collections.deque()
+            while self.step < tr.steps and status == "completed":
+                queue.append(self.issue_step())
+                # a checkpoint must hold the state after its step: nothing may be queued past it
+                ckpt_due = tr.ckpt_every and self.step % tr.ckpt_every == 0 and self.step < tr.steps
+                while queue and (ckpt_due or len(queue) > self.pipeline_depth):
+                    losses, st = queue.popleft().result()
+                    consecutive = self._account(losses, st, consecutive, meter, keys, logger, peak)
+                    if st["stop"] and st["step"] < tr.steps:  # SIGTERM on some rank: every rank stops
+                        status = "preempted"
+                if ckpt_due and status == "completed":
                     self.save()
+            while queue:  # what is still in flight (a preempted run saves after it)
+                losses, st = queue.popleft().result()
+                consecutive = self._account(losses, st, consecutive, meter, keys, logger, peak)
             path = self.save()
             if status == "completed":
                 export = self.export()
@@ -299,16 +298,42 @@ class Trainer:
             logger.close()
         return {"status": status, "step": self.step, "history": self.history, "nonfinite_total": self.nonfinite_total}
 
-    def _log_interval(self, meter: IntervalMeter, keys: list[str], logger: RunLogger, peak: float | None) -> None:
+    def _account(self, losses, st: dict, consecutive: int, meter: IntervalMeter, keys: list[str], logger: RunLogger,
+                 peak: float | None) -> int:
+        """Book one finished step: meters, progress, logs, the non-finite count (raises
+        :class:`NonFiniteLossError` after ``train.max_nonfinite`` in a row). Returns the new
+        count of consecutive non-finite steps."""
+        tr = self.cfg.train
+        step = st["step"]
+        if losses is None:
+            consecutive += 1
+            self.nonfinite_total += 1
+            meter.skipped += 1
+            logger.message(f"step {step}: non-finite loss or gradient, step skipped "
+                           f"({consecutive} in a row, {self.nonfinite_total} total)")
+            if consecutive >= tr.max_nonfinite:
+                raise NonFiniteLossError(f"{consecutive} consecutive non-finite steps "
+                                         f"(train.max_nonfinite={tr.max_nonfinite}); aborting")
+        else:
+            consecutive = 0
+            meter.add(losses, st["clips"], st["frames"], st["data_s"], st["grad_norm"], st["flops"])
+        logger.advance(1, {"loss": f"{losses['loss']:.4f}"} if losses else None)
+        if step % tr.log_every == 0 or step == tr.steps:
+            self._log_interval(meter, keys, logger, peak, step, st["lr"])
+            meter.reset()
+        return consecutive
+
+    def _log_interval(self, meter: IntervalMeter, keys: list[str], logger: RunLogger, peak: float | None,
+                      step: int, lr: float) -> None:
         totals = D.all_reduce(meter.totals(keys).to(self.device), self.dist, "sum").cpu()
         elapsed = max(time.perf_counter() - meter.t0, 1e-9)
         clips, frames, flops, data_s = (float(x) for x in totals[:4])
         steps = float(totals[-1]) / self.dist.world_size  # summed over ranks
         losses = totals[4:-1] / max(float(totals[-1]), 1.0)  # mean over ranks and steps
-        rec = {"step": self.step, "total_steps": self.cfg.train.steps}
+        rec = {"step": step, "total_steps": self.cfg.train.steps}
         rec.update({f"loss/{k}": float(v) for k, v in zip(keys, losses)})
         rec.update({
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": lr,
             "grad_norm": meter.grad_norm_sum / max(meter.steps, 1),
             "clips_per_s": clips / elapsed, "frames_per_s": frames / elapsed,
             "data_wait": data_s / self.dist.world_size / elapsed,
