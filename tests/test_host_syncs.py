@@ -22,7 +22,8 @@ from slpfast.train.trainer import Trainer
 #: host reads that a GPU run does not make: checks of values that run only on CPU tensors
 CPU_ONLY_CHECKS = {"ops/_validate.py:check_lengths", "ops/_validate.py:check_cu_seqlens",
                    "ops/attention.py:_check_values", "ops/attention_backends.py:_sdpa_padded",
-                   "models/masking.py:sample_joint_mask", "models/encoder.py:_packed_positions"}
+                   "models/masking.py:sample_joint_mask", "models/encoder.py:_packed_positions",
+                   "ops/packing.py:unpack_packed"}
 #: reads of metadata that lives on the host in a GPU run too (the lengths prepare() keeps there)
 HOST_METADATA = {"train/data.py:prepare", "train/data.py:_valid_rows", "ops/pose.py:augment_pose"}
 #: the reads a GPU step makes: the contrastive loss's scale, once per micro-batch (its kernels
@@ -50,7 +51,7 @@ def _step_reads(trainer: Trainer) -> HostReads:
     return reads
 
 
-@pytest.mark.parametrize("over", [{}, {"data.packed": "true"}, {"optim.accum_steps": 2},
+@pytest.mark.parametrize("over", [{"data.packed": "false"}, {"data.packed": "true"}, {"optim.accum_steps": 2},
                                   {"text.finegrained_weight": 0.5, "mpm.strategy": "spans"}],
                          ids=["padded", "packed", "accumulation", "finegrained-spans"])
 def test_train_step_reads_the_device_once(tmp_path_factory, tmp_path, over):

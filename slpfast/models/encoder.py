@@ -162,8 +162,9 @@ class PoseEncoder(nn.Module):
         if packed:
             # a caller that passes max_seqlen vouches for cu_seqlens (as masked_attention takes it):
             # on a GPU nothing is then read back to the host
-            trusted = max_seqlen is not None and cu_seqlens.device.type != "cpu"
-            valid, pos_ids, seg = self._packed_positions(cu_seqlens, pose.shape[0], check=not trusted)
+            trusted = torch.compiler.is_compiling() or (max_seqlen is not None and cu_seqlens.device.type != "cpu")
+            pos_ids, seg = self._packed_positions(cu_seqlens, pose.shape[0], check=not trusted)
+            keep = None  # every packed frame is valid
             attn_kw = dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
         else:
             B, T = pose.shape[:2]
@@ -173,6 +174,7 @@ class PoseEncoder(nn.Module):
                 raise ValueError(f"PoseEncoder: clips of T={T} frames exceed model.max_frames={self.config.max_frames}")
             pos_ids = torch.arange(T, device=pose.device)
             valid = pos_ids.unsqueeze(0) < lengths.to(pose.device).unsqueeze(1)  # (B,T)
+            keep = valid.unsqueeze(-1)
             # max_seqlen=T: masked_attention then clamps the lengths to [0, T] on the device instead
             # of reading them back to check them (a device->host sync in every layer on a GPU)
             attn_kw = dict(seq_lens=lengths, max_seqlen=T)
@@ -181,16 +183,16 @@ class PoseEncoder(nn.Module):
 
         tokens = self.parts(pose, conf, joint_mask)  # (..., 5, D)
         pos = self.pos(pos_ids.clamp(max=self.config.max_frames - 1)).to(tokens.dtype)
-        keep = valid.unsqueeze(-1).to(tokens.dtype)
-        m = (self.manual_in(tokens[..., self._manual_idx, :].flatten(-2)) + pos) * keep
-        n = (self.non_manual_in(tokens[..., self._non_manual_idx, :].flatten(-2)) + pos) * keep
+        zero_padding = (lambda x: x) if keep is None else (lambda x: x * keep.to(x.dtype))  # noqa: E731
+        m = zero_padding(self.manual_in(tokens[..., self._manual_idx, :].flatten(-2)) + pos)
+        n = zero_padding(self.non_manual_in(tokens[..., self._non_manual_idx, :].flatten(-2)) + pos)
         for blk in self.manual:
             m = blk(m, **attn_kw)
         for blk in self.non_manual:
             n = blk(n, **attn_kw)
-        m = self.manual_norm(m) * keep
-        n = self.non_manual_norm(n) * keep
-        frames = self.out_norm(self.fuse(torch.cat([m, n], dim=-1))) * keep
+        m = zero_padding(self.manual_norm(m))
+        n = zero_padding(self.non_manual_norm(n))
+        frames = zero_padding(self.out_norm(self.fuse(torch.cat([m, n], dim=-1))))
         if packed:
             num = cu_seqlens.numel() - 1
             sums = frames.new_zeros(num, self.dim).index_add_(0, seg, frames)
@@ -203,7 +205,7 @@ class PoseEncoder(nn.Module):
 
     @staticmethod
     def _packed_positions(cu_seqlens: torch.Tensor, total: int, check: bool = True):
-        """Per packed frame: validity (all True), position within its clip, and clip index.
+        """Per packed frame: position within its clip, and clip index.
         ``check`` reads cu_seqlens[-1] back to compare it with ``total``."""
         cu = cu_seqlens.to(torch.int64)
         if cu.dim() != 1 or cu.numel() < 1 or (check and int(cu[-1]) != total):
@@ -211,7 +213,7 @@ class PoseEncoder(nn.Module):
         counts = cu[1:] - cu[:-1]
         seg = torch.repeat_interleave(torch.arange(counts.numel(), device=cu.device), counts, output_size=total)
         pos = torch.arange(total, device=cu.device) - cu[:-1][seg]
-        return torch.ones(total, dtype=torch.bool, device=cu.device), pos, seg
+        return pos, seg
 
     # ---------------------------------------------------------- save / load
     def save_pretrained(self, path: str) -> None:

@@ -104,8 +104,12 @@ class PretrainModel(nn.Module):
                 frames = out.frames
                 if cu_seqlens is not None:  # the token-level term works on padded frames
                     from slpfast.ops import unpack_packed
+                    from slpfast.ops.packing import unpack_rows
 
-                    frames = unpack_packed(frames, cu_seqlens, max_seqlen)
+                    # a caller that passes max_seqlen vouches for cu_seqlens (as masked_attention
+                    # takes them): on a GPU they are then not read back to be checked
+                    trusted = max_seqlen is not None and cu_seqlens.device.type != "cpu"
+                    frames = (unpack_rows if trusted else unpack_packed)(frames, cu_seqlens, max_seqlen)
                 frames = F.normalize(self.frame_proj(frames).float(), dim=-1)
                 tokens = F.normalize(self.token_proj(text.tokens.to(out.frames.dtype)).float(), dim=-1)
                 terms["fg"] = finegrained_loss(frames, lengths, tokens, text.lengths, self.contrastive.scale,
