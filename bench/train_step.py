@@ -42,7 +42,8 @@ def _config(args, size: str, store: str, out_dir: str):
     return parse_args([f"--model.size={size}", f"--data.store={store}", f"--data.batch_size={args.batch}",
                        f"--data.max_frames={args.max_frames}", f"--text.kind={text}", "--train.progress=false",
                        "--train.tensorboard=false", f"--train.out_dir={out_dir}", "--train.steps=100000",
-                       "--data.num_workers=0", f"--train.compile={str(args.compile).lower()}"])
+                       "--data.num_workers=0", f"--train.compile={str(args.compile).lower()}",
+                       f"--data.packed={str(args.layout == 'packed').lower()}"])
 
 
 def _baseline(trainer, args) -> None:
@@ -161,7 +162,8 @@ def run(args) -> Results:
             ts, d = sorted(times[p]), info[p]
             med = statistics.median(ts)
             peak = _peak_flops(d["device"])
-            res.add(size=size, provider=p, batch=d["batch"], max_frames=d["max_frames"], median_ms=med,
+            res.add(size=size, provider=p, layout="padded" if p == "baseline" else args.layout, batch=d["batch"],
+                    max_frames=d["max_frames"], median_ms=med,
                     p20_ms=ts[int(0.2 * (len(ts) - 1))], p80_ms=ts[int(0.8 * (len(ts) - 1))],
                     clips_per_s=d["clips_step"] / (med / 1e3), speedup=base_ms / med,
                     mfu=(d["stats"]["flops"] / (med / 1e3) / peak) if peak else None,
@@ -179,6 +181,8 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=None, help="untimed steps")
     p.add_argument("--rounds", type=int, default=None, help="alternating baseline/slpfast blocks (default 2; --quick 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (both providers)")
+    p.add_argument("--layout", default="packed", choices=["packed", "padded"],
+                   help="how slpfast feeds clips (the baseline always pads, as research code does)")
     p.add_argument("--small-text", action="store_true", help="small trainable text encoder instead of cached MiniLM")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
                    help="after timing, profile STEPS more steps of each provider and print the top ops")
@@ -193,7 +197,7 @@ def main(argv=None) -> None:
     args.rounds = args.rounds or (1 if args.quick else 2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     res = run(args)
-    res.print_table(["size", "provider", "batch", "max_frames", "median_ms", "clips_per_s", "speedup", "mfu", "data_ms",
+    res.print_table(["size", "provider", "layout", "batch", "max_frames", "median_ms", "clips_per_s", "speedup", "mfu", "data_ms",
                      "params_m"])
 
 

@@ -96,8 +96,9 @@ class DataConfig:
     """Clips longer than this are cropped (random window) by the loader."""
     num_workers: int = 0
     """DataLoader worker processes per rank."""
-    packed: bool = False
-    """Feed clips packed (cu_seqlens: no compute on padding) instead of padded."""
+    packed: bool = True
+    """Feed clips packed (cu_seqlens): no compute on padding, which is ~30% of a padded batch
+    of the synthetic corpus at max_frames=128. The losses are those of padded batches."""
     augment: bool = True
     """Apply slpfast.ops.augment_pose (seeded by step and clip id) before the model."""
 
