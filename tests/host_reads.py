@@ -2,7 +2,9 @@
 
 A CUDA training step that reads a device tensor on the host (``.item()``, ``int(t)``,
 ``bool(t)``, ``.tolist()``, ``nonzero``, boolean-mask indexing, ``repeat_interleave`` without
-``output_size`` ...) waits for every kernel queued before it: the GPU's work queue drains and
+``output_size`` ...), or builds one from host data in a blocking copy (``torch.tensor(x,
+device=...)``: torch synchronizes the stream after the copy), waits for every kernel queued
+before it: the GPU's work queue drains and
 the host must then launch the next kernels onto an idle GPU. ``torch.cuda.set_sync_debug_mode``
 finds those only on a GPU; :class:`HostReads` finds the same calls on the CPU, so tests can
 bound them where no GPU exists.
@@ -84,6 +86,10 @@ class HostReads(TorchFunctionMode):
                 self._record("repeat_interleave without output_size")
             elif name in ("to", "cpu") and func is not None and _to_host(args, kwargs, name):
                 self._record("copy to the host")
+        elif name in ("tensor", "as_tensor") and kwargs.get("device") is not None:
+            # host data to the run's device (the CPU here, a GPU there): on a GPU a blocking copy,
+            # after which torch synchronizes the stream
+            self._record(f"torch.{name} on a device (blocking host-to-device copy)")
         return func(*args, **kwargs)
 
     def report(self) -> str:

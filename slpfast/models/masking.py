@@ -47,11 +47,21 @@ def _joints(lengths, T, ratio, g):
     return m & _valid(lengths, T).unsqueeze(-1)
 
 
+_PART_IDS: dict[torch.device, torch.Tensor] = {}
+
+
+def _part_ids(device: torch.device) -> torch.Tensor:
+    """(J,) part index of every joint on ``device``, copied there once (a copy from the host
+    per call would synchronize the GPU's stream every step)."""
+    if device not in _PART_IDS:
+        _PART_IDS[device] = torch.as_tensor(part_ids(), device=device)
+    return _PART_IDS[device]
+
+
 def _parts(lengths, T, ratio, g):
     B = lengths.numel()
-    ids = part_ids()  # host numpy: its max needs no read of a device tensor
-    pid = torch.as_tensor(ids, device=lengths.device)
-    hidden = torch.rand(B, T, int(ids.max()) + 1, generator=g, device=lengths.device) < ratio
+    pid = _part_ids(lengths.device)
+    hidden = torch.rand(B, T, int(part_ids().max()) + 1, generator=g, device=lengths.device) < ratio
     return hidden[:, :, pid] & _valid(lengths, T).unsqueeze(-1)
 
 

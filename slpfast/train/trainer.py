@@ -224,7 +224,9 @@ class Trainer:
         params = [p for p in self.raw_model.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf")).float()
         bad = (~torch.isfinite(mean_terms).all() | ~torch.isfinite(norm)).float()
-        stop = torch.tensor(1.0 if self._stop_signal else 0.0, device=self.device)  # SIGTERM so far
+        # SIGTERM so far; torch.full fills on the device (torch.tensor would copy from the host
+        # and synchronize the stream after the copy)
+        stop = torch.full((), 1.0 if self._stop_signal else 0.0, device=self.device)
         flags = D.all_reduce(torch.stack([bad, stop]), self.dist, "max")
         self._optimizer_step(found_inf=flags[0])
         self.scheduler.step()  # the schedule follows the step counter, skipped or not
