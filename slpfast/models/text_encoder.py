@@ -104,7 +104,12 @@ def byte_tokenize(texts: list[str], max_length: int, device=None) -> tuple[torch
         if r:
             ids[i, : len(r)] = torch.tensor(r, dtype=torch.int64) + 1
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
-    return ids.to(device), lengths.to(device)
+    if device is None:
+        return ids, lengths
+    from slpfast.ops.pose_checks import to_device  # pinned, non-blocking: no stream sync on a GPU
+
+    device = torch.device(device)
+    return to_device(ids, device), to_device(lengths, device)
 
 
 class SmallTextEncoder(nn.Module):
@@ -133,7 +138,7 @@ class SmallTextEncoder(nn.Module):
         keep = (ids > 0).unsqueeze(-1).to(self.embed.weight.dtype)
         x = (self.embed(ids) + self.pos(torch.arange(ids.shape[1], device=device))) * keep
         for blk in self.blocks:
-            x = blk(x, seq_lens=lengths)
+            x = blk(x, seq_lens=lengths, max_seqlen=ids.shape[1])  # lengths <= L: no check needed on a GPU
         tokens = self.norm(x) * keep
         pooled = tokens.sum(1) / lengths.clamp(min=1).unsqueeze(-1).to(tokens.dtype)
         return TextFeatures(pooled=pooled, tokens=tokens, lengths=lengths)
