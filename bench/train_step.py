@@ -12,8 +12,9 @@ workers. A step includes waiting for its batch, so data-path costs count.
     python bench/train_step.py --sizes base --batch 256 --json out.jsonl
 
 Reported: median step time (steady state, steps driven as ``Trainer.run`` drives them, see
-:func:`time_steps`), clips/s, speed-up over the baseline and, on GPU, MFU (model FLOPs from
-:func:`slpfast.train.data.flops_coefficients` over the dense bf16 peak).
+:func:`time_steps`), clips/s, speed-up over the baseline, on GPU MFU (model FLOPs from
+:func:`slpfast.train.data.flops_coefficients` over the dense bf16 peak), and ``host_ms``, the
+host time to queue a step (on a GPU: near the step time means host-bound).
 """
 from __future__ import annotations
 
@@ -100,15 +101,20 @@ def profile_steps(trainer, steps: int, title: str, rows: int = 20) -> None:
                                     row_limit=rows))
 
 
-def time_steps(trainer, warmup: int, repeats: int) -> tuple[list[float], dict]:
+def time_steps(trainer, warmup: int, repeats: int) -> tuple[list[float], list[float], dict]:
     """Wall ms per step in the steady state, with the steps driven as ``Trainer.run`` drives
     them: ``pipeline_depth`` steps queued ahead of the one whose results are read (on a GPU the
     next batch is loaded and prepared while a step runs). A step's time is the interval
-    between the reads of its results and of the previous step's. Returns (times, the last
-    step's counters)."""
-    times, stats, queue, last = [], {}, collections.deque(), None
+    between the reads of its results and of the previous step's. Also the host ms spent
+    queuing each step (loading its batch and launching its work): on a GPU, a host time
+    close to the step time means the host, not the GPU, sets the pace. Returns (step times,
+    host times, the last step's counters)."""
+    times, host, stats, queue, last = [], [], {}, collections.deque(), None
     for r in range(warmup + repeats + trainer.pipeline_depth):
+        t0 = time.perf_counter()
         queue.append(trainer.issue_step())
+        if r >= warmup and len(host) < repeats:
+            host.append((time.perf_counter() - t0) * 1e3)
         while len(queue) > trainer.pipeline_depth:
             stats = queue.popleft().result()[1]
             now = time.perf_counter()
@@ -117,7 +123,7 @@ def time_steps(trainer, warmup: int, repeats: int) -> tuple[list[float], dict]:
             last = now
     while queue:
         stats = queue.popleft().result()[1]
-    return times, stats
+    return times, host, stats
 
 
 def run(args) -> Results:
@@ -135,6 +141,7 @@ def run(args) -> Results:
         # provider. On a shared CPU machine the load drifts, so the full run alternates
         # baseline/slpfast blocks (``--rounds``) and reports the median over all of them.
         times = {"baseline": [], "slpfast": []}
+        host_times = {"baseline": [], "slpfast": []}
         info = {}
         for _ in range(args.rounds):
             for provider in ("baseline", "slpfast"):
@@ -142,8 +149,9 @@ def run(args) -> Results:
                     tr = Trainer(_config(args, size, store, tmp))
                     if provider == "baseline":
                         _baseline(tr, args)
-                    ts, stats = time_steps(tr, args.warmup, args.repeats)
+                    ts, hs, stats = time_steps(tr, args.warmup, args.repeats)
                     times[provider] += ts
+                    host_times[provider] += hs
                     if args.profile and _ == args.rounds - 1:
                         profile_steps(tr, args.profile, f"{size} {provider}")
                     info[provider] = dict(stats=stats, device=tr.device, batch=tr.cfg.data.batch_size,
@@ -167,7 +175,8 @@ def run(args) -> Results:
                     p20_ms=ts[int(0.2 * (len(ts) - 1))], p80_ms=ts[int(0.8 * (len(ts) - 1))],
                     clips_per_s=d["clips_step"] / (med / 1e3), speedup=base_ms / med,
                     mfu=(d["stats"]["flops"] / (med / 1e3) / peak) if peak else None,
-                    data_ms=d["stats"]["data_s"] * 1e3, params_m=d["params_m"], steps=len(ts))
+                    data_ms=d["stats"]["data_s"] * 1e3, host_ms=statistics.median(host_times[p]),
+                    params_m=d["params_m"], steps=len(ts))
     return res
 
 
@@ -197,8 +206,8 @@ def main(argv=None) -> None:
     args.rounds = args.rounds or (1 if args.quick else 2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     res = run(args)
-    res.print_table(["size", "provider", "layout", "batch", "max_frames", "median_ms", "clips_per_s", "speedup", "mfu", "data_ms",
-                     "params_m"])
+    res.print_table(["size", "provider", "layout", "batch", "max_frames", "median_ms", "clips_per_s", "speedup", "mfu",
+                     "data_ms", "host_ms", "params_m"])
 
 
 if __name__ == "__main__":
