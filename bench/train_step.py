@@ -43,7 +43,7 @@ def _config(args, size: str, store: str, out_dir: str):
     return parse_args([f"--model.size={size}", f"--data.store={store}", f"--data.batch_size={args.batch}",
                        f"--data.max_frames={args.max_frames}", f"--text.kind={text}", "--train.progress=false",
                        "--train.tensorboard=false", f"--train.out_dir={out_dir}", "--train.steps=100000",
-                       "--data.num_workers=0", f"--train.compile={str(args.compile).lower()}",
+                       f"--train.compile={str(args.compile).lower()}",
                        f"--data.packed={str(args.layout == 'packed').lower()}"])
 
 
@@ -186,7 +186,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=None, help="clips per step (default 16 CPU / 256 GPU; --quick 8 / 64)")
     p.add_argument("--max-frames", type=int, default=None, help="longest clip (default 128; --quick 64)")
     p.add_argument("--workers", type=int, default=None,
-                   help="baseline DataLoader workers (default 2 CPU / 8 GPU); slpfast gathers batches in-process")
+                   help="baseline DataLoader workers (default 2 CPU / 8 GPU); slpfast uses its config's loader "
+                        "threads (data.num_workers=-1: 2 on a GPU, none on the CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps")
     p.add_argument("--rounds", type=int, default=None, help="alternating baseline/slpfast blocks (default 2; --quick 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (both providers)")

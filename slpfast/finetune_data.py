@@ -169,7 +169,7 @@ class FinetuneData(LoaderCycle):
                            batch_size=batch_size, shuffle=train, seed=self.cfg.train.seed, drop_last=train,
                            rank=rank, world_size=world, max_frames=d.max_frames if train else self.cfg.model.max_frames,
                            crop="random" if train else "center", channels=3,
-                           num_workers=d.num_workers if train else 0,
+                           num_workers=d.loader_workers(self.device) if train else 0,
                            text_features=self.feature_name)
 
     def _build_loader(self):

@@ -94,14 +94,22 @@ class DataConfig:
     """Clips per micro-batch per rank."""
     max_frames: int = 64
     """Clips longer than this are cropped (random window) by the loader."""
-    num_workers: int = 0
-    """DataLoader worker processes per rank."""
+    num_workers: int = -1
+    """Loader threads per rank that build batches ahead (numba kernels, the GIL released);
+    0 builds each batch in the training thread when asked. -1: 2 on a GPU (the next batches
+    are built while the GPU computes), 0 on the CPU (where they would compete with compute)."""
     packed: bool = True
     """Feed clips packed (cu_seqlens): no compute on padding, which is ~30% of a padded batch
     of the synthetic corpus at max_frames=128. The losses are those of padded batches."""
     augment: bool = True
     """Apply slpfast.ops.augment_pose (seeded by step and clip id) before the model."""
 
+
+    def loader_workers(self, device) -> int:
+        """``num_workers`` with -1 resolved for ``device`` (a torch.device or its type)."""
+        if self.num_workers >= 0:
+            return self.num_workers
+        return 2 if getattr(device, "type", device) == "cuda" else 0
 
     def store_paths(self) -> list[str]:
         """The directories named in ``store`` (empty: the synthetic corpus)."""
@@ -241,7 +249,7 @@ class PretrainConfig:
             (2 <= d.max_frames <= self.model.resolved().max_frames, "data.max_frames",
              f"must be in [2, model.max_frames={self.model.resolved().max_frames}]", d.max_frames),
             (d.synthetic_clips >= 1, "data.synthetic_clips", "must be >= 1", d.synthetic_clips),
-            (d.num_workers >= 0, "data.num_workers", "must be >= 0", d.num_workers),
+            (d.num_workers >= -1, "data.num_workers", "must be >= 0 (or -1: automatic)", d.num_workers),
             (o.lr > 0, "optim.lr", "must be > 0", o.lr),
             (o.weight_decay >= 0, "optim.weight_decay", "must be >= 0", o.weight_decay),
             (0 <= o.beta1 < 1, "optim.beta1", "must be in [0, 1)", o.beta1),

@@ -211,7 +211,8 @@ class PretrainData(LoaderCycle):
         placement = dict(device=None, pin_memory=cuda) if d.loader == "torch" else dict(device=self.device if cuda else None)
         kw = dict(split=self.splits, mixture=self.mixture, batch_size=d.batch_size, shuffle=True, seed=self.cfg.train.seed,
                   drop_last=True, rank=self.dist.rank, world_size=self.dist.world_size, max_frames=d.max_frames,
-                  crop="random", packed=d.packed, channels=3, text_features=self.feature_name, num_workers=d.num_workers,
+                  crop="random", packed=d.packed, channels=3, text_features=self.feature_name,
+                  num_workers=d.loader_workers(self.device),
                   **placement)
         loader = make_loader(self.store, backend=d.loader, **kw)
         if len(loader) == 0:

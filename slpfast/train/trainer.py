@@ -358,4 +358,8 @@ class Trainer:
         return path
 
     def close(self) -> None:
+        """Stop the loader's worker threads / processes and leave the process group."""
+        close_loader = getattr(getattr(self.data, "loader", None), "close", None)
+        if close_loader is not None:
+            close_loader()
         D.cleanup(self.dist)
