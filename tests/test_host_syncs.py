@@ -111,8 +111,11 @@ def test_pipelined_run_matches_the_synchronous_one(tmp_path_factory, tmp_path):
         assert summary["status"] == "completed" and summary["step"] == 9 and summary["nonfinite_total"] == 1
         assert sorted(os.listdir(tmp_path / f"d{depth}" / "checkpoints")) == ["step_00000004.pt", "step_00000008.pt",
                                                                            "step_00000009.pt"]
-    strip = lambda h: [{k: v for k, v in r.items() if "per_s" not in k and k not in ("mfu", "data_wait", "peak_mem_gib")}
-                       for r in h]  # noqa: E731
+    timing = ("mfu", "data_wait", "peak_mem_gib")
+
+    def strip(history):  # the records without their timings
+        return [{k: v for k, v in r.items() if "per_s" not in k and k not in timing} for r in history]
+
     assert strip(runs[0]["history"]) == strip(runs[1]["history"])
 
 

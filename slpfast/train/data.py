@@ -208,7 +208,10 @@ class PretrainData(LoaderCycle):
         # the torch loader hands over pinned host batches and prepare() moves them: the lengths
         # stay readable on the host, so nothing has to come back from the GPU (DALI's GPU
         # pipeline delivers device tensors itself)
-        placement = dict(device=None, pin_memory=cuda) if d.loader == "torch" else dict(device=self.device if cuda else None)
+        if d.loader == "torch":
+            placement = dict(device=None, pin_memory=cuda)
+        else:
+            placement = dict(device=self.device if cuda else None)
         kw = dict(split=self.splits, mixture=self.mixture, batch_size=d.batch_size, shuffle=True, seed=self.cfg.train.seed,
                   drop_last=True, rank=self.dist.rank, world_size=self.dist.world_size, max_frames=d.max_frames,
                   crop="random", packed=d.packed, channels=3, text_features=self.feature_name,

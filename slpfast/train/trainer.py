@@ -7,7 +7,8 @@ One :class:`Trainer` per process (``torchrun`` starts one per GPU or CPU slot):
 - AdamW + warmup/cosine (:mod:`slpfast.train.optim`);
 - a non-finite loss or gradient on ANY rank skips the step on every rank (an all-reduced flag
   keeps the ranks in lock-step) and is counted; ``train.max_nonfinite`` in a row aborts;
-- one device->host read per step, at its end (see :meth:`Trainer.train_step`);
+- on a GPU the step waits for the device twice: for the contrastive loss's scale and for one
+  summary at its end, which ``run()`` reads after queuing the next step (:meth:`issue_step`);
 - checkpoints every ``train.ckpt_every`` steps, at the end and on SIGTERM (then a clean exit);
   ``train.resume=auto`` continues from the latest one bit-for-bit on CPU;
 - logs (:mod:`slpfast.train.logging`) and, at the end, the encoder exported as safetensors.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import math
 import os
 import signal
 import time
