@@ -119,6 +119,11 @@ def test_empty_batch_and_empty_clips():
     (lambda x, c, n: P.augment_pose(x, c, n, seed=1, clip_ids=torch.arange(5)), "clip_ids must have shape"),
     (lambda x, c, n: P.augment_pose(x, c, n, seed="a"), "seed must be an int"),
     (lambda x, c, n: P.augment_pose(x, c, n, seed=1, backend="nope"), "backend must be"),
+    # metadata lives on pose's device or on the host: never on a third device
+    (lambda x, c, n: P.normalize_pose(x, c, n.to("meta")), r"lengths must be on pose's device \(cpu\) or on the CPU"),
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, clip_ids=torch.arange(2, device="meta")), "clip_ids must be on"),
+    (lambda x, c, n: P.augment_pose(x, c, n, params=torch.ones(2, 9, device="meta")), "params must be on"),
+    (lambda x, c, n: P.normalize_pose(x, c.to("meta"), n), "conf is on meta but pose is on cpu"),
 ])
 def test_bad_arguments_raise_value_error(call, match):
     pose, conf, lengths = random_batch([3, 2], C=2, seed=0)
