@@ -43,6 +43,8 @@ def environment() -> dict:
     except ImportError:
         env["triton"] = None
     env["triton_interpret"] = os.environ.get("TRITON_INTERPRET") == "1"
+    # one id per benchmark invocation: the goals compare providers measured in the same run
+    env["run"] = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     return env
 
 

@@ -21,7 +21,9 @@
 # Results go to $OUT (default ./gpu_out), in at most 6 files:
 #   log.txt        everything printed, in order      summary.txt   one line per stage
 #   results.jsonl  every benchmark row (JSON)        build.log, pytest.log, pretrain.log
-# Keep the rows in bench/results/<bench>_<card>.jsonl and the story in bench/results/README.md.
+# Keep the rows in bench/results/<bench>_<card>.jsonl (`python bench/_goals.py results.jsonl --file
+# bench/results` files them and prints every GPU goal: met / missed / not measured) and the story
+# in bench/results/README.md.
 #
 # Machines without internet: WHEELS=DIR installs the wheels in DIR first (into /tmp/site, no
 # dependencies), e.g. xformers 0.0.35 (3 MB, torch >= 2.10) for attn's xformers provider:
@@ -106,6 +108,9 @@ else
   want pretrain && run_stage "pretrain with torch.compile (tiny, 40 steps)" 150 bash -c \
     "$PY -m slpfast.pretrain --train.steps=40 --train.compile=true --train.log_every=10 --train.progress=false \
      --train.out_dir=/tmp/slpfast-gpu-pretrain > '$OUT/pretrain.log' 2>&1; rc=\$?; tail -n 15 '$OUT/pretrain.log'; exit \$rc"
+fi
+if [ -s "$OUT/results.jsonl" ]; then  # the issues' goals from this call's rows (bench/_goals.py)
+  $PY bench/_goals.py "$OUT/results.jsonl" | tee -a "$OUT/summary.txt"
 fi
 step "done (status $status)"
 exit $status
