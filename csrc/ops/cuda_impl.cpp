@@ -61,7 +61,19 @@ at::Tensor unpack_packed_cuda_op(const at::Tensor& packed, const at::Tensor& cu_
 // ---------------------------------------------------------------- pose ops
 // Lengths / cu_seqlens values are validated by the Python wrappers on the host; here only
 // shapes, dtypes and devices are checked (no device->host sync). The layout table is an int
-// list (host memory): its header is read here and the table is copied to the device.
+// list (host memory): its header is read here and the table is copied to the device
+// asynchronously (device_layout).
+
+// The layout table on `device`, copied through pinned memory without blocking. A copy from
+// pageable memory (at::tensor(table).to(device)) synchronizes the stream: every call would
+// wait for all the GPU work queued before it. The caching host allocator keeps the pinned
+// block until the asynchronous copy that reads it has finished.
+at::Tensor device_layout(const std::vector<int32_t>& table, const at::Device& device) {
+  auto host = at::empty({static_cast<int64_t>(table.size())},
+                        at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+  std::copy(table.begin(), table.end(), host.data_ptr<int32_t>());
+  return host.to(host.options().device(device), /*non_blocking=*/true);
+}
 
 at::Tensor pose_workspace(const at::Tensor& like, int64_t batch) {
   return at::empty({std::max<int64_t>(pose::cuda_workspace_bytes(batch), 1)}, like.options().dtype(at::kByte));
@@ -77,8 +89,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> normalize_pose_cuda_op(const at::
   const auto x = pose.contiguous();
   const auto c = conf.contiguous();
   const auto sq = seqs.contiguous();
-  const auto dev_layout =
-      at::tensor(c10::ArrayRef<int32_t>(table), at::TensorOptions().dtype(at::kInt)).to(pose.device());
+  const auto dev_layout = device_layout(table, pose.device());
   auto out = at::empty_like(x);
   auto out_conf = at::empty_like(c);
   auto info = at::empty({s.batch, 5}, x.options().dtype(at::kDouble));
@@ -125,8 +136,7 @@ std::tuple<at::Tensor, at::Tensor> augment_pose_cuda_op(const at::Tensor& pose, 
   const auto osq = out_seqs.contiguous();
   const auto prm = params.contiguous();
   const auto ids = clip_ids.contiguous();
-  const auto dev_layout =
-      at::tensor(c10::ArrayRef<int32_t>(table), at::TensorOptions().dtype(at::kInt)).to(pose.device());
+  const auto dev_layout = device_layout(table, pose.device());
   auto out = at::empty(augment_out_shape(s, out_len), x.options());
   auto out_conf = at::empty(out.sizes().slice(0, out.dim() - 1), c.options());
   auto ws = pose_workspace(x, s.batch);
