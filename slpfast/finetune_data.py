@@ -170,7 +170,7 @@ class FinetuneData(LoaderCycle):
                            rank=rank, world_size=world, max_frames=d.max_frames if train else self.cfg.model.max_frames,
                            crop="random" if train else "center", channels=3,
                            num_workers=d.loader_workers(self.device) if train else 0,
-                           text_features=self.feature_name)
+                           text_features=self.feature_name, pin_memory=self.device.type == "cuda")
 
     def _build_loader(self):
         loader = self._loader(self.train_indices, train=True, rank=self.dist.rank, world=self.dist.world_size,
@@ -185,8 +185,9 @@ class FinetuneData(LoaderCycle):
         """-> (pose float32 on ``device``, conf on ``device``, lengths (B,) on the host)."""
         from slpfast.ops import augment_pose, normalize_pose
 
-        pose = batch["pose"].to(device)
-        conf = batch["conf"].to(device)
+        nb = device.type == "cuda"  # the loader pins its batches for a GPU: copies need not block
+        pose = batch["pose"].to(device, non_blocking=nb)
+        conf = batch["conf"].to(device, non_blocking=nb)
         lengths = batch["lengths"].cpu()  # host lengths and clip ids: the pose ops read nothing back
         pose, conf = normalize_pose(pose, conf, lengths)
         if seed is not None:
@@ -196,18 +197,21 @@ class FinetuneData(LoaderCycle):
     def prepare(self, batch: dict, step: int, micro: int, device: torch.device) -> dict:
         """Loader batch -> {"lengths", "model_kwargs"} for the task model's forward."""
         seed = _mix(self.cfg.train.seed, step, micro) if self.cfg.data.augment else None
+        from slpfast.ops.pose_checks import to_device
+
         pose, conf, host_lengths = self._pose(batch, device, seed)
-        lengths = host_lengths.to(device)
+        lengths = to_device(host_lengths, device)
         kw = dict(pose=pose, conf=conf, lengths=lengths)
         task = self.cfg.task.task
         if task == "islr":
-            kw["label"] = batch["label"].to(device)
+            kw["label"] = to_device(batch["label"], device)
         elif task == "cslr":
-            kw.update(gloss_ids=batch["gloss_ids"].to(device), gloss_lengths=batch["gloss_lengths"].to(device))
+            kw.update(gloss_ids=to_device(batch["gloss_ids"], device),
+                      gloss_lengths=to_device(batch["gloss_lengths"], device))
         else:
             kw["texts"] = list(batch["text"])
             if task == "retrieval" and "text_features" in batch:
-                kw["text_features"] = batch["text_features"].to(device)
+                kw["text_features"] = to_device(batch["text_features"], device)
         return {"lengths": lengths, "host_lengths": host_lengths, "model_kwargs": kw}
 
     # ------------------------------------------------------------------ evaluation

@@ -116,7 +116,9 @@ def _pinned_empty(shape, dtype) -> torch.Tensor:
     """Page-locked memory from torch's caching host allocator. The collator writes the batch
     there directly (pinning afterwards copied ~64 MB per B=256 batch on the host), and the
     allocator hands a block out again only after the asynchronous copies reading it are done
-    (it records them on their stream), which a recycling pool could not know."""
+    (it records them on their stream), which a recycling pool could not know. It keeps freed
+    blocks (sizes rounded up to powers of two): a rank holds the pinned memory of the batches
+    in flight and prefetched, up to about 1 GB at B=256, T=128 with two loader threads."""
     return torch.empty(shape, dtype=dtype, pin_memory=True)
 
 

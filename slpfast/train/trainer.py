@@ -222,7 +222,10 @@ class Trainer:
         mean_terms = torch.stack(terms).mean(0)  # (terms,): the mean over micro-batches
         clip = self.cfg.optim.grad_clip
         params = [p for p in self.raw_model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf")).float()
+        if params:
+            norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf")).float()
+        else:  # nothing got a gradient (clip_grad_norm_ would return a CPU zero)
+            norm = torch.zeros((), device=self.device)
         bad = (~torch.isfinite(mean_terms).all() | ~torch.isfinite(norm)).float()
         # SIGTERM so far; torch.full fills on the device (torch.tensor would copy from the host
         # and synchronize the stream after the copy)
@@ -327,7 +330,9 @@ class Trainer:
 
     def _log_interval(self, meter: IntervalMeter, keys: list[str], logger: RunLogger, peak: float | None,
                       step: int, lr: float) -> None:
-        totals = D.all_reduce(meter.totals(keys).to(self.device), self.dist, "sum").cpu()
+        totals = meter.totals(keys)  # host numbers; NCCL reduces device tensors only
+        if self.dist.enabled:
+            totals = D.all_reduce(totals.to(self.device), self.dist, "sum").cpu()
         elapsed = max(time.perf_counter() - meter.t0, 1e-9)
         clips, frames, flops, data_s = (float(x) for x in totals[:4])
         steps = float(totals[-1]) / self.dist.world_size  # summed over ranks
