@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The GPU check: one script for a lent GPU machine (CUDA torch and triton installed, no internet,
-# no DALI/xformers/pose-format). Stages (STAGES, comma-separated; default all, in this order):
+# no DALI/xformers/pose-format). Stages (STAGES, comma-separated; they run in this order; the
+# default is all but those marked "extra"):
 #   build        the extension with CUDA, in place (kept between calls on a warm machine)
 #   pytest       the tests marked `cuda` (pytest-xdist -n 8 when installed)
 #   contrastive  bench/contrastive.py, N = 4k..256k, D=512
 #   pose         bench/pose.py on the GPU only (B=256, then B=1024 and 4096)
 #   attn         bench/attn.py bf16 fwd+bwd, the named shapes: triton + sdpa, then flex beside
 #                triton on the ragged shape (padded)
-#   flex_long    flex beside triton on the ragged_long shape (not in the default list)
 #   train_step   bench/train_step.py, base model
+#   train_step_compile  (extra) bench/train_step.py, base model, torch.compile
+#   flex_long    (extra) flex beside triton on the ragged_long shape
 #   pretrain     a short slpfast.pretrain run with torch.compile
 # Each stage gets at most its cap and what is left of the time box (BUDGET seconds, default
 # 520), so a slow stage cuts the later ones short instead of losing everything.
@@ -17,7 +19,7 @@
 # ragged shape (autotuning); one flex point (its compile) over 75 s; train_step base over 65 s.
 # 15 device-minutes hold about two calls back to back:
 #   STAGES=build,pytest,contrastive,attn  then, at once (the machine stays warm 30 s and keeps
-#   the build), STAGES=pose,train_step,flex_long
+#   the build), STAGES=pose,train_step,train_step_compile,flex_long
 # Results go to $OUT (default ./gpu_out), in at most 6 files:
 #   log.txt        everything printed, in order      summary.txt   one line per stage
 #   results.jsonl  every benchmark row (JSON)        build.log, pytest.log, pretrain.log
@@ -101,10 +103,14 @@ else
   # triton in the same run (the goal compares them in one run; triton's kernels are cached by then)
   want attn && run_stage "bench attn (flex vs triton, ragged)" 150 $PY bench/attn.py --modes fwd+bwd \
     --providers triton,flex --shapes ragged --layouts padded --json "$OUT/results.jsonl"
-  want flex_long && run_stage "bench attn (flex vs triton, ragged_long)" 150 $PY bench/attn.py --modes fwd+bwd \
-    --providers triton,flex --shapes ragged_long --layouts padded --json "$OUT/results.jsonl"
   want train_step && run_stage "bench train_step (base)" 150 $PY bench/train_step.py --sizes base --rounds 1 --profile 3 \
     --json "$OUT/results.jsonl"
+  # torch.compile fuses the elementwise work between the matmuls (LayerNorm, GELU, residuals,
+  # masks), where an eager D=512 model loses much of its MFU
+  want train_step_compile && run_stage "bench train_step (base, compiled)" 200 $PY bench/train_step.py --sizes base \
+    --rounds 1 --compile --json "$OUT/results.jsonl"
+  want flex_long && run_stage "bench attn (flex vs triton, ragged_long)" 150 $PY bench/attn.py --modes fwd+bwd \
+    --providers triton,flex --shapes ragged_long --layouts padded --json "$OUT/results.jsonl"
   want pretrain && run_stage "pretrain with torch.compile (tiny, 40 steps)" 150 bash -c \
     "$PY -m slpfast.pretrain --train.steps=40 --train.compile=true --train.log_every=10 --train.progress=false \
      --train.out_dir=/tmp/slpfast-gpu-pretrain > '$OUT/pretrain.log' 2>&1; rc=\$?; tail -n 15 '$OUT/pretrain.log'; exit \$rc"

@@ -170,7 +170,8 @@ def run(args) -> Results:
             ts, d = sorted(times[p]), info[p]
             med = statistics.median(ts)
             peak = _peak_flops(d["device"])
-            res.add(size=size, provider=p, layout="padded" if p == "baseline" else args.layout, batch=d["batch"],
+            res.add(size=size, provider=p, layout="padded" if p == "baseline" else args.layout, compiled=args.compile,
+                    batch=d["batch"],
                     max_frames=d["max_frames"], median_ms=med,
                     p20_ms=ts[int(0.2 * (len(ts) - 1))], p80_ms=ts[int(0.8 * (len(ts) - 1))],
                     clips_per_s=d["clips_step"] / (med / 1e3), speedup=base_ms / med,
