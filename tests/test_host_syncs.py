@@ -71,7 +71,7 @@ def test_train_step_reads_the_device_once(tmp_path_factory, tmp_path, over):
     assert reads.functions.count("train/pending.py:result") == 1  # the summary is read
 
 
-def test_host_reads_counts_our_reads_and_not_exempt_ones():
+def test_host_reads_counts_the_reads_of_our_code():
     """The counter itself: reads made by slpfast code are recorded with their function, reads
     made outside slpfast/ and kernels/ are not."""
     from slpfast.models.masking import sample_joint_mask
@@ -138,6 +138,16 @@ def test_pipelined_run_stops_on_sigterm(tmp_path_factory, tmp_path):
     assert summary["status"] == "preempted" and summary["step"] == 5
 
 
+def test_device_copier_on_the_cpu_is_a_plain_move():
+    from slpfast.train.device_copy import DeviceCopier
+
+    copier = DeviceCopier(torch.device("cpu"))
+    a, b = torch.arange(5), torch.ones(2, 3)
+    assert copier.stream is None
+    out = copier(a, b)
+    assert torch.equal(out[0], a) and torch.equal(out[1], b)
+
+
 # --------------------------------------------------------------------------- on a GPU
 _SYNCS = {"installed": False, "on": False, "n": 0}
 
@@ -175,6 +185,26 @@ def no_autotuning(monkeypatch):
     measured step must not be the first of its bucket."""
     monkeypatch.setenv("SLPFAST_ATTN_AUTOTUNE", "0")
     monkeypatch.setenv("SLPFAST_AUTOTUNE", "0")
+
+
+@pytest.mark.cuda
+def test_gpu_side_stream_copies_are_waited_for_without_a_sync():
+    """Copies on the side stream overlap queued compute, and kernels queued after them on the
+    compute stream see the copied values (the compute stream waits for the copy stream)."""
+    from slpfast.train.device_copy import DeviceCopier
+
+    copier = DeviceCopier(torch.device("cuda"))
+    big = torch.randn(4096, 4096, device="cuda")
+    host = [torch.full((1 << 22,), float(i)).pin_memory() for i in range(3)]
+
+    def go():
+        for _ in range(4):  # a queue of work on the compute stream
+            big.matmul(big)
+        return [t.sum() for t in copier(*host)]  # used at once, on the compute stream
+
+    go()
+    assert _syncs(go) == 0
+    assert [float(s) for s in go()] == [float(i * (1 << 22)) for i in range(3)]
 
 
 @pytest.mark.cuda

@@ -25,6 +25,7 @@ from slpfast.models.pretrain_model import PretrainModel
 from slpfast.models.text_encoder import TextFeatures, build_text_encoder, cache_text_features, default_text_model_path
 from slpfast.ops.pose import AugmentConfig
 from slpfast.train import distributed as D
+from slpfast.train.device_copy import DeviceCopier
 
 #: Pre-training augmentation: pose-format's augment2d distributions (rotation/shear/scale std
 #: 0.2), horizontal flip with p = 0.5, speed in [0.9, 1.1] and a little joint jitter (the pose is
@@ -240,9 +241,8 @@ class PretrainData(LoaderCycle):
         from slpfast.ops.pose_checks import to_device
 
         c = self.cfg
-        nb = device.type == "cuda"
-        pose = batch["pose"].to(device, non_blocking=nb)
-        conf = batch["conf"].to(device, non_blocking=nb)
+        copy = self._copier(device)
+        pose, conf = copy(batch["pose"], batch["conf"])  # on a side stream: overlaps the running step
         packed = "cu_seqlens" in batch
         host = _on_host(batch["cu_seqlens"] if packed else batch["lengths"])
         form = dict(cu_seqlens=host) if packed else dict(lengths=host)
@@ -268,9 +268,8 @@ class PretrainData(LoaderCycle):
                 mask = mask.flatten(0, 1)[to_device(_valid_rows(host_lengths, T), device)]
         text = None
         if self.feature_name is not None:
-            text = TextFeatures(batch["text_features"].to(device, non_blocking=nb),
-                                batch["text_token_features"].to(device, non_blocking=nb),
-                                batch["text_token_lengths"].to(device, non_blocking=nb))
+            text = TextFeatures(*copy(batch["text_features"], batch["text_token_features"],
+                                      batch["text_token_lengths"]))
         elif self.frozen_text is not None:
             text = self.frozen_text(batch["text"])
         kwargs = dict(pose=pose, conf=conf, lengths=lengths, joint_mask=mask, text=text)
@@ -279,6 +278,13 @@ class PretrainData(LoaderCycle):
         if self.trainable_text is not None:
             kwargs["texts"] = list(batch["text"])
         return {"lengths": lengths, "host_lengths": host_lengths, "model_kwargs": kwargs}
+
+
+    def _copier(self, device: torch.device) -> DeviceCopier:
+        """The batch copier for ``device`` (one side stream per data provider)."""
+        if getattr(self, "_device_copier", None) is None or self._device_copier.device != torch.device(device):
+            self._device_copier = DeviceCopier(device)
+        return self._device_copier
 
 
 def _on_host(t: torch.Tensor) -> torch.Tensor:
