@@ -36,7 +36,7 @@ class DeviceCopier:
         with torch.cuda.stream(self.stream):
             out = tuple(t.to(self.device, non_blocking=True) for t in tensors)
         compute.wait_stream(self.stream)
-        for t in out:
-            if t.device.type == "cuda":  # a source already on the GPU comes back as itself
+        for src, t in zip(tensors, out):
+            if t is not src:  # a source already on the GPU comes back as itself: nothing to mark
                 t.record_stream(compute)
         return out
