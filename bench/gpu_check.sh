@@ -17,9 +17,12 @@
 # Seen on an H200 (2026-11-26, 16 cores, torch 2.11): build 58 s; pytest 107 s; contrastive
 # 91 s (before its tile kernels: now more candidates to autotune); attn triton+sdpa ~40 s per
 # ragged shape (autotuning); one flex point (its compile) over 75 s; train_step base over 65 s.
-# 15 device-minutes hold about two calls back to back:
-#   STAGES=build,pytest,contrastive,attn  then, at once (the machine stays warm 30 s and keeps
-#   the build), STAGES=pose,train_step,train_step_compile,flex_long
+# 15 device-minutes (start-up included, ~2 min) hold about two calls back to back; size each
+# call's BUDGET to what is left (the run tool's timeout_s a minute above it, so that the goals
+# printout at the end is reached):
+#   BUDGET=430 STAGES=build,pytest,contrastive,attn  then, at once (the machine stays warm 30 s
+#   and keeps the build), BUDGET=300 STAGES=pose,train_step,train_step_compile,flex_long (the
+#   later stages get what is left; flex_long usually needs a third call)
 # Results go to $OUT (default ./gpu_out), in at most 6 files:
 #   log.txt        everything printed, in order      summary.txt   one line per stage
 #   results.jsonl  every benchmark row (JSON)        build.log, pytest.log, pretrain.log

@@ -56,6 +56,8 @@ def _baseline(trainer, args) -> None:
     cfg, data = trainer.cfg, trainer.data
     model = to_baseline(trainer.raw_model)
     trainer.raw_model = trainer.model = model
+    if cfg.train.compile:  # --compile compiles both providers (the Trainer compiled the model it replaced)
+        trainer.model = torch.compile(model)
     trainer.optimizer = build_optimizer(model, cfg.optim)
     trainer.scheduler = build_scheduler(trainer.optimizer, cfg.optim, cfg.train.steps)
     indices = data.store.indices(data.splits) if data.splits else range(len(data.store))

@@ -178,6 +178,7 @@ class PretrainData(LoaderCycle):
             self.text_dim = 1
         self.loader = self._build_loader()
         self._iter = None
+        self._device_copier: DeviceCopier | None = None  # made by the first prepare()
 
     # ------------------------------------------------------------------ model
     def build_model(self) -> PretrainModel:
@@ -279,10 +280,9 @@ class PretrainData(LoaderCycle):
             kwargs["texts"] = list(batch["text"])
         return {"lengths": lengths, "host_lengths": host_lengths, "model_kwargs": kwargs}
 
-
     def _copier(self, device: torch.device) -> DeviceCopier:
         """The batch copier for ``device`` (one side stream per data provider)."""
-        if getattr(self, "_device_copier", None) is None or self._device_copier.device != torch.device(device):
+        if self._device_copier is None or self._device_copier.device != torch.device(device):
             self._device_copier = DeviceCopier(device)
         return self._device_copier
 
