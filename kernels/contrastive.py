@@ -421,7 +421,7 @@ def kernel_arg_type(name: str, dtype: str, scale_type: str = "fp32") -> str:
     compiles: operands and G in the operands' dtype, statistics fp32, sizes and strides i32."""
     if name in ("A", "B", "G"):
         return "*" + dtype
-    if name in ("LSE", "LSE_R", "LSE_C", "PS", "ROW_PART", "COL_PART"):
+    if name in ("LSE_R", "LSE_C", "PS", "ROW_PART", "COL_PART"):
         return "*fp32"
     if name in ("scale_log2", "diag_value"):
         return scale_type

@@ -197,7 +197,7 @@ class FinetuneData(LoaderCycle):
     def prepare(self, batch: dict, step: int, micro: int, device: torch.device) -> dict:
         """Loader batch -> {"lengths", "model_kwargs"} for the task model's forward."""
         seed = _mix(self.cfg.train.seed, step, micro) if self.cfg.data.augment else None
-        from slpfast.ops.pose_checks import to_device
+        from slpfast._transfer import to_device
 
         pose, conf, host_lengths = self._pose(batch, device, seed)
         lengths = to_device(host_lengths, device)

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from slpfast.layouts import NUM_JOINTS, part_ids
+from slpfast.layouts import NUM_JOINTS, PART_NAMES, part_ids
 
 STRATEGIES = ("frames", "joints", "parts", "spans", "mixed")
 _BASE = STRATEGIES[:4]
@@ -61,7 +61,7 @@ def _part_ids(device: torch.device) -> torch.Tensor:
 def _parts(lengths, T, ratio, g):
     B = lengths.numel()
     pid = _part_ids(lengths.device)
-    hidden = torch.rand(B, T, int(part_ids().max()) + 1, generator=g, device=lengths.device) < ratio
+    hidden = torch.rand(B, T, len(PART_NAMES), generator=g, device=lengths.device) < ratio
     return hidden[:, :, pid] & _valid(lengths, T).unsqueeze(-1)
 
 

@@ -106,7 +106,7 @@ def byte_tokenize(texts: list[str], max_length: int, device=None) -> tuple[torch
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
     if device is None:
         return ids, lengths
-    from slpfast.ops.pose_checks import to_device  # pinned, non-blocking: no stream sync on a GPU
+    from slpfast._transfer import to_device  # pinned, non-blocking: no stream sync on a GPU
 
     device = torch.device(device)
     return to_device(ids, device), to_device(lengths, device)

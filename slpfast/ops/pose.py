@@ -32,8 +32,9 @@ from ..reference import pose as ref
 from ..reference.pose import AugmentConfig, PoseLayoutSpec
 from ._dispatch import Backend, Dispatcher
 from ._validate import check_tensor, describe, fail
+from .._transfer import to_device
 from .pose_checks import (check_batch, check_config, check_layout_matches, check_metadata_device, check_params,
-                          check_seed, check_threshold, to_device)
+                          check_seed, check_threshold)
 
 __all__ = ["normalize_pose", "augment_pose", "sample_augment_params", "AugmentConfig", "PoseLayoutSpec",
            "layout_table"]

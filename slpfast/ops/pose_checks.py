@@ -2,7 +2,7 @@
 
 Host metadata: ``lengths`` / ``cu_seqlens`` (and ``clip_ids``, ``params``) may be CPU tensors
 while ``pose`` is on a GPU. Their values are then checked on the host, for free, and only copied
-to the device (pinned, non-blocking). Checking them on the device instead reads them back, a
+to the device (pinned, non-blocking: :func:`slpfast._transfer.to_device`). Checking them on the device instead reads them back, a
 device->host sync that drains the GPU's work queue; a training step that calls the ops on a
 loader's host-side lengths therefore reads nothing back.
 """
@@ -11,20 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._transfer import to_device
 from ..reference.pose import AugmentConfig, PoseLayoutSpec
 from ._validate import check_cu_seqlens, check_lengths, check_same_device, check_tensor, describe, fail
 
 POSE_DTYPES = (torch.float32, torch.float16)
 CONF_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` on ``device``; a host tensor goes to a GPU through pinned memory, without blocking."""
-    if t.device == device:
-        return t
-    if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
 
 
 def check_metadata_device(op: str, name: str, t: torch.Tensor | None, pose: torch.Tensor) -> None:

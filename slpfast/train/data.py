@@ -178,7 +178,7 @@ class PretrainData(LoaderCycle):
             self.text_dim = 1
         self.loader = self._build_loader()
         self._iter = None
-        self._device_copier: DeviceCopier | None = None  # made by the first prepare()
+        self.copier = DeviceCopier(self.device)  # batches cross to the GPU on a side stream
 
     # ------------------------------------------------------------------ model
     def build_model(self) -> PretrainModel:
@@ -239,10 +239,10 @@ class PretrainData(LoaderCycle):
         ``host_lengths`` (B,) on the CPU.
         """
         from slpfast.ops import augment_pose, normalize_pose
-        from slpfast.ops.pose_checks import to_device
+        from slpfast._transfer import to_device
 
         c = self.cfg
-        copy = self._copier(device)
+        copy = self.copier
         pose, conf = copy(batch["pose"], batch["conf"])  # on a side stream: overlaps the running step
         packed = "cu_seqlens" in batch
         host = _on_host(batch["cu_seqlens"] if packed else batch["lengths"])
@@ -279,12 +279,6 @@ class PretrainData(LoaderCycle):
         if self.trainable_text is not None:
             kwargs["texts"] = list(batch["text"])
         return {"lengths": lengths, "host_lengths": host_lengths, "model_kwargs": kwargs}
-
-    def _copier(self, device: torch.device) -> DeviceCopier:
-        """The batch copier for ``device`` (one side stream per data provider)."""
-        if self._device_copier is None or self._device_copier.device != torch.device(device):
-            self._device_copier = DeviceCopier(device)
-        return self._device_copier
 
 
 def _on_host(t: torch.Tensor) -> torch.Tensor:

@@ -238,17 +238,14 @@ class Trainer:
         return PendingStep(self.step, torch.cat([flags, norm.reshape(1), mean_terms]), keys, stats)
 
     def _optimizer_step(self, found_inf: torch.Tensor) -> None:
-        """Optimizer step, skipped where ``found_inf`` (0-dim float, 0 or 1) is 1. The fused
-        AdamW skips on the device (the ``found_inf`` attribute GradScaler uses); another
-        optimizer needs the flag on the host."""
-        if self.optimizer.defaults.get("fused"):
-            self.optimizer.found_inf, self.optimizer.grad_scale = found_inf.float().reshape(()), None
-            try:
-                self.optimizer.step()
-            finally:
-                del self.optimizer.found_inf, self.optimizer.grad_scale
-        elif float(found_inf) == 0:
+        """Optimizer step, skipped on the device where ``found_inf`` (0-dim float, 0 or 1) is 1:
+        the fused AdamW of :func:`build_optimizer` reads the ``found_inf`` attribute GradScaler
+        uses (an unfused optimizer would refuse it)."""
+        self.optimizer.found_inf, self.optimizer.grad_scale = found_inf.float().reshape(()), None
+        try:
             self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf, self.optimizer.grad_scale
 
     # ------------------------------------------------------------------ the loop
     def _on_sigterm(self, signum, frame):  # noqa: ARG002
