@@ -26,13 +26,13 @@ import torch
 import triton
 
 from ._host import cdiv, next_pow2
-from .attention_bwd import attn_bwd_delta_kernel, attn_bwd_dkdv_kernel, attn_bwd_dq_kernel
+from .attention_bwd import attn_bwd_kernel
 from .attention_fwd import attn_fwd_kernel
 
 #: head dims the kernels take (multiples of 16 up to 128; non-powers of two are padded)
 HEAD_DIMS = (16, 32, 48, 64, 80, 96, 112, 128)
-#: (BLOCK_M, BLOCK_N) per kernel under the interpreter, and the Delta pre-pass rows
-INTERPRETER_BLOCKS = {"fwd": (64, 64), "dkdv": (64, 64), "dq": (64, 64), "delta": 64}
+#: (BLOCK_M, BLOCK_N) per kernel under the interpreter
+INTERPRETER_BLOCKS = {"fwd": (64, 64), "bwd": (64, 64)}
 
 _KEY = ["D", "CAUSAL", "VARLEN", "MAX_SEQLEN_KEY"]
 
@@ -46,11 +46,11 @@ def _configs(rows):
 # no register spills (tests/attention_sm90_compile.py): "64" entries spill or crowd at D > 64.
 _FWD_T = [(128, 64, 4, 3, 64), (128, 64, 8, 3, 128), (64, 64, 4, 3, 128), (128, 128, 8, 2, 64),
           (64, 32, 4, 4, 128), (64, 32, 4, 2, 128)]
-_DKDV_T = [(64, 128, 8, 3, 64), (32, 128, 8, 3, 128), (32, 128, 4, 3, 64), (64, 64, 4, 3, 64),
-           (32, 64, 4, 4, 128), (32, 32, 4, 2, 128)]
-_DQ_T = [(128, 64, 8, 3, 64), (128, 32, 8, 3, 128), (64, 64, 4, 3, 64), (128, 32, 4, 3, 64),
-         (64, 32, 4, 4, 128), (32, 32, 4, 2, 128)]
-TABLES = {"fwd": _FWD_T, "dkdv": _DKDV_T, "dq": _DQ_T}
+# The backward keeps BLOCK_N rows resident in both of its roles (the key block of dK/dV, the
+# query block of dQ) and streams BLOCK_M-row tiles past them.
+_BWD_T = [(64, 128, 8, 3, 64), (32, 128, 8, 3, 128), (32, 128, 4, 3, 64), (64, 64, 4, 3, 64),
+          (32, 64, 4, 4, 128), (32, 32, 4, 2, 128)]
+TABLES = {"fwd": _FWD_T, "bwd": _BWD_T}
 
 
 def _pruner(table):
@@ -85,7 +85,7 @@ def _tuned(kernel, table, do_bench=None):
 
 
 _TUNED = {}
-KERNELS = {"fwd": attn_fwd_kernel, "dkdv": attn_bwd_dkdv_kernel, "dq": attn_bwd_dq_kernel}
+KERNELS = {"fwd": attn_fwd_kernel, "bwd": attn_bwd_kernel}
 
 
 def _kernel(name: str, device: torch.device):
@@ -156,11 +156,6 @@ def _common(q, lens, max_seqlen, varlen, causal):
     return B, T, H, rows, grid_rows, bucket, meta
 
 
-def delta_rows(block_d: int) -> int:
-    """Rows per program of the Delta pre-pass on a GPU (two fp32 tiles stay in registers)."""
-    return min(128, 8192 // block_d)
-
-
 def _launcher(kernel, wrap: bool):
     """Inside a triton_op body ``wrap_triton`` lets torch.compile trace the launch; the eager
     autograd path calls the kernel directly. Under the interpreter the kernels are interpreted
@@ -198,21 +193,12 @@ def _bwd(do, q, k, v, out, lse, lens, max_seqlen: int, causal: bool, scale: floa
         return dq.zero_(), dk.zero_(), dv.zero_()
     if _fake_under_interpreter(q):
         return dq, dk, dv
-    D = meta["D"]
-    delta = torch.empty((H, rows), dtype=torch.float32, device=q.device)
-    block_r = INTERPRETER_BLOCKS["delta"] if q.device.type == "cpu" else delta_rows(meta["BLOCK_D"])
-    _launcher(attn_bwd_delta_kernel, wrap)[(cdiv(rows, block_r), H)](
-        out, do, delta, rows, H * D, D, H * D, D, delta.stride(0),
-        D=D, BLOCK_R=block_r, BLOCK_D=meta["BLOCK_D"], num_warps=4)
-    common = (*_strides(q, varlen), *_strides(k, varlen), *_strides(v, varlen), *_strides(do, varlen))
-    key = _tuning_key(q, lens, bucket, meta)
-    lens = lens if lens is not None else q
-    grid = lambda META: (cdiv(grid_rows, META["BLOCK_N"]), B * H)  # noqa: E731
-    _run("dkdv", wrap, q.device, grid, (q, k, v, do, dk, dv, lse, delta, lens, *common, *_strides(dk, varlen),
-                                        lse.stride(0), T, H, scale, bucket), meta, key)
-    grid = lambda META: (cdiv(grid_rows, META["BLOCK_M"]), B * H)  # noqa: E731
-    _run("dq", wrap, q.device, grid, (q, k, v, do, dq, lse, delta, lens, *common, *_strides(dq, varlen),
-                                      lse.stride(0), T, H, scale, bucket), meta, key)
+    # O, dO, dQ, dK and dV are contiguous with q's shape: the kernel takes one set of strides for them
+    grid = lambda META: (2 * cdiv(grid_rows, META["BLOCK_N"]), B * H)  # noqa: E731
+    _run("bwd", wrap, q.device, grid, (q, k, v, out, do, dq, dk, dv, lse, lens if lens is not None else q,
+                                       *_strides(q, varlen), *_strides(k, varlen), *_strides(v, varlen),
+                                       *_strides(dq, varlen), lse.stride(0), T, H, scale, bucket),
+         meta, _tuning_key(q, lens, bucket, meta))
     return dq, dk, dv
 
 

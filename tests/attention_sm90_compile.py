@@ -34,7 +34,7 @@ def _signature(fn, dtype: str, scale_type: str = "fp32") -> dict:
             sig[name] = "constexpr"
         elif name in POINTERS:
             sig[name] = "*" + dtype
-        elif name in ("LSE", "DELTA"):
+        elif name == "LSE":
             sig[name] = "*fp32"
         elif name == "LENS":
             sig[name] = "*i32"
@@ -48,9 +48,9 @@ def _signature(fn, dtype: str, scale_type: str = "fp32") -> dict:
 def _aligned(fn) -> dict:
     """The divisibility-by-16 facts the JIT finds at launch for aligned tensors whose strides are
     multiples of 16 elements (head dims are multiples of 16): every pointer and every tensor
-    stride except the rows of the fp32 LSE/Delta buffers. Without them no cp.async pipelining."""
+    stride except the rows of the fp32 LSE buffer. Without them no cp.async pipelining."""
     names = {name for name, param in zip(fn.arg_names, fn.params) if not param.is_constexpr and (
-        name in POINTERS or name in ("LSE", "DELTA", "LENS") or (name.startswith("s_") and name not in ("s_lh", "s_dh")))}
+        name in POINTERS or name in ("LSE", "LENS") or (name.startswith("s_") and name != "s_lh"))}
     return aligned(fn, names)
 
 
@@ -72,8 +72,6 @@ def check(dtype: str, D: int, varlen: bool, causal: bool, rows: str = "first", s
             print(json.dumps({"kernel": name, "dtype": dtype, "D": D, "varlen": varlen, "causal": causal,
                               "scale": scale_type,
                               **cfg.kwargs, "warps": cfg.num_warps, "stages": cfg.num_stages, **info}), flush=True)
-    info = compile_one(kern.attn_bwd_delta_kernel, dtype, dict(D=D, BLOCK_R=kern.delta_rows(block_d), BLOCK_D=block_d), 4, 1)
-    print(json.dumps({"kernel": "delta", "dtype": dtype, "D": D, **info}), flush=True)
 
 
 if __name__ == "__main__":
