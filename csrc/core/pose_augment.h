@@ -169,9 +169,9 @@ SLP_HD void transform_joint(const ClipPlan& P, const ElemConfig& E, uint64_t see
   v[1] = x * P.m01 + y * P.m11 + P.ty;
   if (E.jitter_std > 0.0) {
     const U32x4 r = draw(seed, P.clip_id, kStreamJitter, elem);
-    double z[4];
-    box_muller(r.v[0], r.v[1], &z[0], &z[1]);
-    if (C == 3) box_muller(r.v[2], r.v[3], &z[2], &z[3]);  // z only
+    float z[4];
+    box_muller_f(r.v[0], r.v[1], &z[0], &z[1]);
+    if (C == 3) box_muller_f(r.v[2], r.v[3], &z[2], &z[3]);  // z only
     for (int k = 0; k < C; ++k) v[k] += E.jitter_std * z[k];
   }
 }

@@ -207,9 +207,9 @@ SLP_CPU_INLINE void apply_extras(int J, const ClipPlan& P, const ElemConfig& E, 
     if (ok && E.joint_drop_p > 0.0) ok = !(u01(draw(seed, P.clip_id, kStreamJointDrop, elem).v[0]) < E.joint_drop_p);
     if (ok && E.jitter_std > 0.0) {
       const U32x4 r = draw(seed, P.clip_id, kStreamJitter, elem);
-      double zz[4];
-      box_muller(r.v[0], r.v[1], &zz[0], &zz[1]);
-      if (C == 3) box_muller(r.v[2], r.v[3], &zz[2], &zz[3]);  // z only
+      float zz[4];
+      box_muller_f(r.v[0], r.v[1], &zz[0], &zz[1]);
+      if (C == 3) box_muller_f(r.v[2], r.v[3], &zz[2], &zz[3]);  // z only
       out->x[j] += E.jitter_std * zz[0];
       out->y[j] += E.jitter_std * zz[1];
       if (C == 3) out->z[j] += E.jitter_std * zz[2];

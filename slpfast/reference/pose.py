@@ -108,6 +108,19 @@ def box_muller(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return r * np.cos(theta), r * np.sin(theta)
 
 
+def u01_23(x: np.ndarray) -> np.ndarray:
+    """Uniform in (0, 1) from the top 23 bits: ``(k + 1/2) 2^-23`` (exact in float32)."""
+    return ((x.astype(np.uint64) >> 9).astype(np.float64) + 0.5) * 1.1920928955078125e-07
+
+
+def box_muller_jitter(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-joint jitter normals: Box-Muller on the 23-bit uniforms. The ops evaluate it in
+    float32 (it runs for every output joint); here in float64, ~1e-7 relative apart."""
+    r = np.sqrt(-2.0 * np.log(u01_23(a)))
+    theta = 6.283185307179586 * u01_23(b)
+    return r * np.cos(theta), r * np.sin(theta)
+
+
 # ----------------------------------------------------------------------------- normalization
 def _valid(pose: np.ndarray, conf: np.ndarray, thr: float) -> np.ndarray:
     with np.errstate(invalid="ignore"):
@@ -296,8 +309,8 @@ def augment_clip64(pose, conf, params, spec: PoseLayoutSpec, *, seed: int = 0, c
     elem = (i[:, None] * J + np.arange(J)[None, :]).reshape(-1)
     if cfg.jitter_std > 0:
         r = draw(seed, clip_id, STREAM_JITTER, elem)
-        z0, z1 = box_muller(r[:, 0], r[:, 1])
-        z2, z3 = box_muller(r[:, 2], r[:, 3])
+        z0, z1 = box_muller_jitter(r[:, 0], r[:, 1])
+        z2, z3 = box_muller_jitter(r[:, 2], r[:, 3])
         z = np.stack([z0, z1, z2, z3], -1).reshape(out_len, J, 4)
         values = values + cfg.jitter_std * z[..., :C]
     bits = int(params[8])

@@ -27,6 +27,24 @@ static void test_philox_kat() {
   CHECK(u01(0) > 0.0 && u01(0xffffffffu) < 1.0);
 }
 
+static void test_jitter_normals() {
+  // The float uniforms are exact (k + 1/2) 2^-23 inside (0, 1), and the float Box-Muller of
+  // the jitter equals the double one on the same uniforms to float precision.
+  CHECK(u01f(0) == std::ldexp(1.0f, -24) && u01f(0xffffffffu) == 1.0f - std::ldexp(1.0f, -24));
+  CHECK(u01f(0x80000000u) == 0.5f + std::ldexp(1.0f, -24));
+  double worst = 0.0;
+  for (uint32_t i = 0; i < 4096; ++i) {
+    const U32x4 r = draw(7, 11, kStreamJitter, i);
+    float z0, z1;
+    box_muller_f(r.v[0], r.v[1], &z0, &z1);
+    const double u0 = u01f(r.v[0]), u1 = u01f(r.v[1]);
+    const double rad = std::sqrt(-2.0 * std::log(u0)), th = 6.283185307179586 * u1;
+    CHECK(std::isfinite(z0) && std::isfinite(z1));
+    worst = std::max(worst, std::max(std::fabs(z0 - rad * std::cos(th)), std::fabs(z1 - rad * std::sin(th))));
+  }
+  CHECK(worst < 4e-6);  // |z| < 6: a few float ulps
+}
+
 static void test_half() {
   // Every finite half survives half -> float -> half.
   int bad = 0;
@@ -309,6 +327,7 @@ int main() {
   test_simd_matches_baseline(true);
   test_device_path_matches_cpu_path();
   test_philox_kat();
+  test_jitter_normals();
   test_half();
   test_normalize();
   test_fallbacks();
