@@ -70,6 +70,62 @@ def measure(fn: Callable[[], object], *, device=None, warmup: int = 2, repeats: 
     return {"median_ms": statistics.median(times), "p20_ms": q(0.2), "p80_ms": q(0.8), "repeats": repeats}
 
 
+def short_kernel_name(name: str) -> str:
+    """A profiler event name without return type, namespaces, template arguments or parameters:
+    ``void slpfast::pose::(anonymous namespace)::augment_kernel<unsigned short, true, 3>(...)``
+    -> ``augment_kernel<unsigned short, true, 3>``; triton kernels keep their function name."""
+    name = name.strip()
+    if name.startswith("void "):
+        name = name[5:]
+    depth, cut = 0, len(name)
+    for i, ch in enumerate(name):  # the parameter list: the first "(" outside template brackets
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif ch == "(" and depth == 0 and i and name[i - 1] != " " and not name.startswith("(anonymous", i):
+            cut = i
+            break
+    name = name[:cut]
+    depth, start = 0, 0
+    for i, ch in enumerate(name):  # the last "::" outside template brackets
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif depth == 0 and name.startswith("::", i):
+            start = i + 2
+    return (name[start:].strip() or name)[:100]
+
+
+def op_times(fn: Callable[[], object], device, calls: int = 5, top: int = 8) -> tuple[float, dict[str, float]]:
+    """Where ``fn()``'s time goes, from the torch profiler: (total, the ``top`` largest) in
+    microseconds per call of each kernel it runs (GPU: device time of every CUDA kernel, copy
+    and memset; CPU: self time of each ATen op). On a GPU, the total against the measured time
+    per call tells whether a point is bound by its kernels or by the host that launches them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.device(device).type == "cuda"
+    fn()
+    _sync(device)
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            fn()
+        _sync(device)
+    totals: dict[str, float] = {}
+    for ev in prof.key_averages():
+        if cuda:
+            us = getattr(ev, "self_device_time_total", None)
+            us = getattr(ev, "self_cuda_time_total", 0.0) if us is None else us
+        else:
+            us = ev.self_cpu_time_total
+        if us > 0:
+            key = short_kernel_name(ev.key)
+            totals[key] = totals.get(key, 0.0) + us / calls
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])
+    return round(sum(totals.values()), 2), {k: round(v, 2) for k, v in ranked[:top]}
+
+
 class Results:
     """Collects rows, prints them as an aligned table and appends JSON lines."""
 

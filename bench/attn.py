@@ -18,7 +18,8 @@ on the padded layout (with its boolean padding mask; unmasked on ``dense``) in t
 GPU timing: ``triton.testing.do_bench`` (CUDA events, L2 flushed), median and p20-p80; the first
 call (autotuning, compiles) is not timed, and flex is compiled afresh for each point. ``host_ms``
 (GPU only) is the CPU time to enqueue one call: where it nears ``median_ms`` the point is
-host-bound (the H200 run of 2026-11-26 suggests the ragged shapes are).
+host-bound (the H200 run of 2026-11-26 suggests the ragged shapes are). ``device_ms`` (GPU only)
+is the kernels' own time per call (torch profiler), ``kernels_us`` its largest kernels (JSON).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Results, base_parser, measure  # noqa: E402
+from _common import Results, base_parser, measure, op_times  # noqa: E402
 
 PROVIDERS = ("triton", "flex", "sdpa", "xformers", "eager")
 # name -> (B, T_min, T_max, H, D); T_min == T_max means dense (no lengths)
@@ -106,7 +107,9 @@ def time_step(step, device, repeats):
         import triton.testing
 
         ms = triton.testing.do_bench(step, warmup=25, rep=repeats, quantiles=[0.5, 0.2, 0.8])
-        return {"median_ms": ms[0], "p20_ms": ms[1], "p80_ms": ms[2], "host_ms": host_ms(step)}
+        device_us, kernels = op_times(step, device)
+        return {"median_ms": ms[0], "p20_ms": ms[1], "p80_ms": ms[2], "host_ms": host_ms(step),
+                "device_ms": device_us / 1e3, "kernels_us": kernels}
     t = measure(step, device=device, warmup=1, repeats=repeats)
     return {k: t[k] for k in ("median_ms", "p20_ms", "p80_ms")}
 
@@ -188,7 +191,7 @@ def main():
                             tflops=flops(lengths, H, D, mode, args.causal) / t["median_ms"] / 1e9)
     _add_speedups(res.rows)
     res.print_table(["shape", "layout", "mode", "provider", "max_len", "tokens", "median_ms", "p20_ms", "p80_ms",
-                     "host_ms", "tflops", "vs_sdpa"])
+                     "host_ms", "device_ms", "tflops", "vs_sdpa"])
     for (provider, mode), why in sorted(skipped.items()):
         print(f"skipped {provider} ({mode}): {why}")
     if device == "cuda":

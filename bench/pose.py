@@ -21,6 +21,8 @@ Providers:
 GPU timings use CUDA events over back-to-back calls (``triton.testing.do_bench``), so launch
 latency is amortized as it is in a training step; the full GPU run adds ``ext-cuda-op`` rows at
 larger batches (``--gpu-batches``), where the op is long enough to be bandwidth-bound.
+``device_ms`` of ``ext-cuda-op`` at B=256 is its kernels' own time per call, ``kernels_us`` (JSON)
+each kernel's share (torch profiler): which of them (plan, element, layout copy) sets the pace.
 GB/s counts the bytes the op must move: the valid input frames (pose + conf; padding is never
 read) and the whole output (pose + conf; padding rows are written as zeros). ``vs_pf`` is the
 speed-up over pose-format's per-clip loop measured in the same run (wall clock; the extension
@@ -39,7 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Results, base_parser, measure  # noqa: E402
+from _common import Results, base_parser, measure, op_times  # noqa: E402
 from _pose_chain import ChainLayout, normalize_augment_chain  # noqa: E402
 
 from slpfast import layouts  # noqa: E402
@@ -194,7 +196,9 @@ def main():
                 got, want = chain(), ext()
                 torch.testing.assert_close(got[0].float(), want[0].float(), rtol=2e-3, atol=2e-3)
             if dev == "cuda":
-                timings["ext-cuda-op"] = gpu_time(raw_augment(x, c, n, i, seed, cfg, spec)[0])
+                op = raw_augment(x, c, n, i, seed, cfg, spec)[0]
+                device_us, kernels = op_times(op, dev)  # which of its kernels sets the pace
+                timings["ext-cuda-op"] = {**gpu_time(op), "device_ms": device_us / 1e3, "kernels_us": kernels}
                 timings["ext-cuda"] = gpu_time(ext)
                 # lengths and clip ids on the host, as the trainer passes them: nothing read back
                 timings["ext-cuda-host-lengths"] = gpu_time(
@@ -224,14 +228,15 @@ def main():
                        clips_per_s=B / (ms * 1e-3), gb_per_s=gbs, vs_pf=(pf / ms) if pf else None,
                        cpu_ms=cpu_ms.get(name),
                        vs_pf_cpu=(pf_cpu / cpu_ms[name]) if (pf_cpu and name in cpu_ms) else None,
-                       pct_copy_bw=(100 * gbs / copy_gbs) if (copy_gbs and "cuda" in name) else None)
+                       pct_copy_bw=(100 * gbs / copy_gbs) if (copy_gbs and "cuda" in name) else None,
+                       **{k: t[k] for k in ("device_ms", "kernels_us") if k in t})
             res.add(**row)
     if "cuda" in devices:
         gpu_scaling(args, res, copy_gbs, spec, seed)
     if copy_gbs:
         print(f"# device copy bandwidth: {copy_gbs:.0f} GB/s")
     res.print_table(["workload", "shape", "provider", "median_ms", "p20_ms", "p80_ms", "clips_per_s", "gb_per_s", "vs_pf",
-                     "cpu_ms", "vs_pf_cpu", "pct_copy_bw"])
+                     "cpu_ms", "vs_pf_cpu", "pct_copy_bw", "device_ms"])
 
 
 def gpu_scaling(args, res, copy_gbs, spec, seed) -> None:

@@ -1,0 +1,30 @@
+"""bench/_common.py helpers that the GPU check relies on, exercised on CPU."""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from _common import op_times, short_kernel_name  # noqa: E402
+
+
+def test_short_kernel_names():
+    cuda_kernel = ("void slpfast::pose::(anonymous namespace)::augment_kernel<unsigned short, true, 3>"
+                   "(unsigned short const*, float const*, unsigned short*, float*, slpfast::pose::Seqs, long)")
+    assert short_kernel_name(cuda_kernel) == "augment_kernel<unsigned short, true, 3>"
+    assert short_kernel_name("attn_bwd_kernel") == "attn_bwd_kernel"
+    assert short_kernel_name("Memcpy HtoD (Pinned -> Device)") == "Memcpy HtoD (Pinned -> Device)"
+    assert short_kernel_name("aten::mm") == "mm"
+    lambda_kernel = ("void at::native::elementwise_kernel<128, 2, at::native::gpu_kernel_impl<F>"
+                     "(at::TensorIteratorBase&, F const&)::{lambda(int)#1}>(int, F)")
+    assert short_kernel_name(lambda_kernel).startswith("elementwise_kernel<128, 2, ")
+
+
+def test_op_times_attributes_time_to_ops():
+    a = torch.randn(384, 384)
+    total, top = op_times(lambda: torch.relu(a @ a), "cpu", calls=3, top=2)
+    assert len(top) <= 2 and "mm" in top, top
+    assert top["mm"] > 0 and total >= sum(top.values()) - 0.02
+    assert list(top.values()) == sorted(top.values(), reverse=True)
