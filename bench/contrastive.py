@@ -6,7 +6,8 @@
 
 GPU: every point in this process; peak extra memory = ``torch.cuda.max_memory_allocated()``
 during one forward+backward minus what was allocated before (inputs); eager is marked ``OOM``
-where it cannot run.
+where it cannot run. Up to N=16k the rows also carry ``device_ms``, the kernels' own time per call,
+and ``kernels_us``, the largest kernels (torch profiler).
 
 CPU: ``triton`` runs only in the interpreter (a test tool, not timed). Each (provider, N) point
 runs in a fresh subprocess: peak extra memory = peak RSS (``ru_maxrss``) after one
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Results, base_parser, measure  # noqa: E402
+from _common import Results, base_parser, measure, op_times  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -104,14 +105,17 @@ def run_gpu_point(provider, n, d, dtype, repeats) -> dict:
         peak = torch.cuda.max_memory_allocated() - before
         t = measure(step, device="cuda", warmup=1, repeats=repeats)
         extra = {}
+        if n <= 16384:  # where the device time goes, kernel by kernel (a few calls under the profiler)
+            device_us, kernels = op_times(step, "cuda", calls=3)
+            extra.update(device_ms=device_us / 1e3, kernels_us=kernels)
         if provider == "triton":  # where the time goes, and which paths ran
             from slpfast.kernels import contrastive as kc
 
             fwd = _step_fn(provider, x, y, s, backward=False)
-            extra = {"fwd_ms": measure(fwd, device="cuda", warmup=1, repeats=repeats)["median_ms"],
+            extra.update({"fwd_ms": measure(fwd, device="cuda", warmup=1, repeats=repeats)["median_ms"],
                      "products": kc.product_mode(x.dtype, x.device),
                      "configs": {f"{k[0]} {k[4]}": kc._configs(k[0], n, n, d, x.dtype, x.device)[i]
-                                 for k, i in kc._chosen.items() if k[1] == d and k[2] == x.dtype}}
+                                 for k, i in kc._chosen.items() if k[1] == d and k[2] == x.dtype}})
     except torch.cuda.OutOfMemoryError:
         return {"status": "OOM"}
     finally:
