@@ -89,6 +89,22 @@ def test_dense_without_lengths_and_noncontiguous_input():
     torch.testing.assert_close(outs[0][1], outs[1][1], atol=2e-5, rtol=1e-4)
 
 
+def test_forward_and_backward_are_one_launch_each(monkeypatch):
+    """On pose-length clips launches set the pace of fwd+bwd: one kernel each way (the backward
+    computes Delta inside its dK/dV and dQ programs; no pre-pass)."""
+    from slpfast.kernels import attention as kern
+
+    if DEVICE != "cpu":
+        pytest.skip("counts the interpreter's launches (GPU launches of tuned kernels bypass _launcher)")
+    launched = []
+    launcher = kern._launcher
+    monkeypatch.setattr(kern, "_launcher", lambda kernel, wrap: (launched.append(kernel), launcher(kernel, wrap))[1])
+    q, k, v = (torch.randn(2, 20, 1, 32, requires_grad=True) for _ in range(3))
+    out = masked_attention(q, k, v, seq_lens=torch.tensor([20, 7]), backend="triton")
+    out.sum().backward()
+    assert launched == [kern.attn_fwd_kernel, kern.attn_bwd_kernel]
+
+
 @pytest.mark.parametrize("blocks", [((32, 16), (16, 32)), ((16, 32), (32, 16))])
 def test_unequal_block_sizes(blocks, monkeypatch):
     """Tiles with BLOCK_M != BLOCK_N (as GPU configs use) split the causal diagonal differently."""
