@@ -106,8 +106,7 @@ def run_gpu_point(provider, n, d, dtype, repeats) -> dict:
         t = measure(step, device="cuda", warmup=1, repeats=repeats)
         extra = {}
         if n <= 16384:  # where the device time goes, kernel by kernel (a few calls under the profiler)
-            device_us, kernels = op_times(step, "cuda", calls=3)
-            extra.update(device_ms=device_us / 1e3, kernels_us=kernels)
+            extra.update(op_times(step, "cuda", calls=3))
         if provider == "triton":  # where the time goes, and which paths ran
             from slpfast.kernels import contrastive as kc
 
