@@ -93,11 +93,15 @@ def profile_steps(trainer, steps: int, title: str, rows: int = 20) -> None:
 
     cuda = trainer.device.type == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=acts) as prof:
-        for _ in range(steps):
-            trainer.train_step()
-        if cuda:
-            torch.cuda.synchronize()
+    try:
+        with profile(activities=acts) as prof:
+            for _ in range(steps):
+                trainer.train_step()
+            if cuda:
+                torch.cuda.synchronize()
+    except Exception as exc:  # noqa: BLE001  (the timings above are already recorded)
+        print(f"# profile: {title}: the profiler failed ({type(exc).__name__}: {exc})")
+        return
     print(f"# profile: {title}, {steps} steps")
     print(prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
                                     row_limit=rows))
