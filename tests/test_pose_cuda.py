@@ -117,3 +117,22 @@ def test_cuda_large_batch_matches_cpu():
     assert cuda[0].shape == cpu[0].shape == (256, round(256 / CFG.speed_min), J, 3)
     torch.testing.assert_close(cuda[0].cpu().float(), cpu[0].float(), rtol=1e-3, atol=1e-3)
     assert torch.equal(cuda[1].cpu() > 0, cpu[1] > 0)
+
+
+def test_layout_table_goes_to_the_device_once():
+    """The op keeps its device copy of a layout table: after the first call, a call with every
+    tensor on the GPU copies nothing from the host (a copy per call used to cost a launch)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    pose, conf, lengths = random_batch([9, 4], T=16, C=3, dtype=torch.float16, seed=1)
+    x, c, n = pose.cuda(), conf.cuda(), lengths.cuda()
+    from slpfast.reference import pose as R
+
+    table = P.layout_table(R.canonical_spec())
+    torch.ops.slpfast.normalize_pose(x, c, n, table, 0.0)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        torch.ops.slpfast.normalize_pose(x, c, n, table, 0.0)
+        torch.cuda.synchronize()
+    copies = [e.key for e in prof.key_averages() if "HtoD" in e.key]
+    assert copies == [], copies

@@ -2,11 +2,14 @@
 // the kernels themselves in the torch-free csrc/core/*.cu. Compiled only when the extension
 // is built with CUDA (SLPFAST_WITH_CUDA).
 #include <algorithm>
+#include <utility>
+#include <vector>
 
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #define SLPFAST_WITH_CUDA_DECLS
+#include "../core/keyed_cache.h"
 #include "../core/pack.h"
 #include "checks.h"
 
@@ -61,18 +64,26 @@ at::Tensor unpack_packed_cuda_op(const at::Tensor& packed, const at::Tensor& cu_
 // ---------------------------------------------------------------- pose ops
 // Lengths / cu_seqlens values are validated by the Python wrappers on the host; here only
 // shapes, dtypes and devices are checked (no device->host sync). The layout table is an int
-// list (host memory): its header is read here and the table is copied to the device
-// asynchronously (device_layout).
+// list (host memory): its header is read here, and its device copy is made once per table and
+// device (device_layout).
 
-// The layout table on `device`, copied through pinned memory without blocking. A copy from
-// pageable memory (at::tensor(table).to(device)) synchronizes the stream: every call would
-// wait for all the GPU work queued before it. The caching host allocator keeps the pinned
-// block until the asynchronous copy that reads it has finished.
+// The layout table on `device`: copied once per (device, table) and kept for the life of the
+// process (a training run uses one or two layouts), so a call costs no host-to-device copy.
+// The first copy waits for its stream once: later calls may run on other streams, which must
+// find the table already there. (Every copy used to be a blocking one from pageable memory,
+// a stream sync per call.) The cache is never destroyed: its tensors must not be freed after
+// the CUDA runtime has shut down at exit.
 at::Tensor device_layout(const std::vector<int32_t>& table, const at::Device& device) {
-  auto host = at::empty({static_cast<int64_t>(table.size())},
-                        at::TensorOptions().dtype(at::kInt).pinned_memory(true));
-  std::copy(table.begin(), table.end(), host.data_ptr<int32_t>());
-  return host.to(host.options().device(device), /*non_blocking=*/true);
+  using Key = std::pair<int64_t, std::vector<int32_t>>;
+  static auto* cache = new KeyedCache<Key, at::Tensor>(64);
+  return cache->get(Key{device.index(), table}, [&] {
+    auto host = at::empty({static_cast<int64_t>(table.size())},
+                          at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+    std::copy(table.begin(), table.end(), host.data_ptr<int32_t>());
+    auto on_device = host.to(host.options().device(device), /*non_blocking=*/true);
+    c10::cuda::getCurrentCUDAStream(device.index()).synchronize();
+    return on_device;
+  });
 }
 
 at::Tensor pose_workspace(const at::Tensor& like, int64_t batch) {
