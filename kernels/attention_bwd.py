@@ -7,9 +7,12 @@ Deterministic: each program owns its output rows (no atomics). With ``S = scale 
 
 One launch does all of it: even programs compute dK, dV of a key block, odd programs dQ of a
 query block, and each computes the Delta of the query rows it reads from ``O`` and ``dO``
-(a row-sum beside four matmuls) instead of a separate Delta pre-pass. On pose-length sequences
-the backward is short enough that launches set the pace: one launch instead of three saves two
-launches' host time and two kernel boundaries, and the two roles fill the GPU together.
+instead of a separate Delta pre-pass. The price: each dK/dV step loads an O tile beside its Q
+and dO tiles, and Delta is recomputed once per key block; the kernel's registers are those of
+its heavier (dK/dV) role. What it buys: on pose-length sequences the backward is short enough
+that launches set the pace, and one launch instead of three saves two launches' host time and
+two kernel boundaries, with both roles filling the GPU together. (Not yet timed on a GPU:
+``bench/attn.py`` records its device time beside the host's.)
 Rows past a length contribute nothing (their P is masked to 0) and get zero gradients; the
 layout conventions are those of :mod:`attention_fwd`.
 """

@@ -6,7 +6,7 @@ Tensors are addressed as ``(batch, token, head, dim)`` with strides; the dim str
   (or ``T`` without lengths); rows ``L_b <= t < T`` are written as 0.
 - packed (``VARLEN=True``): sequence ``b`` is ``x[cu[b]:cu[b+1]]`` (batch stride 0).
 
-LSE and Delta live in fp32 buffers ``(H, rows)`` with ``rows = B*T`` (padded) or ``total``
+The LSE lives in an fp32 buffer ``(H, rows)`` with ``rows = B*T`` (padded) or ``total``
 (packed); sequence ``b`` starts at row ``bi*T + start`` there. No ``T x T`` mask exists anywhere:
 masks are computed from indices inside the tile, and only for tiles that straddle a length or
 the causal diagonal (``MASK=True``); interior tiles run unmasked.

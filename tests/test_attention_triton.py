@@ -118,6 +118,9 @@ def test_unequal_block_sizes(blocks, monkeypatch):
     lens = torch.tensor([40, 0, 23], dtype=torch.int32)
     assert_triton_matches_reference(3, 40, 1, 32, False, True, F32, lens=lens)
     assert_triton_matches_reference(3, 40, 1, 32, True, True, F16, lens=lens)
+    # non-causal, two heads, a head dim padded to its power of two (EVEN_D off)
+    assert_triton_matches_reference(3, 40, 2, 48, True, False, F32, lens=lens)
+    assert_triton_matches_reference(3, 40, 2, 48, False, False, F16, lens=lens)
 
 
 @pytest.mark.parametrize("tune", [True, False])
@@ -218,12 +221,14 @@ def test_kernels_compile_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     # fp64scale: torch.compile's inductor types a Python-float ``scale`` as fp64 (failed on the H200
     # before the kernels cast it to fp32: tl.dot's fp32 accumulator met an fp64 one)
+    # bf16:128:...:all: every tile the autotuner may pick at D=128 (fwd 4, bwd 3)
     run = subprocess.run([sys.executable, script, "bf16:64:varlen:causal", "fp16:48:padded:plain",
-                          "bf16:64:padded:plain:fp64scale"], env=env, capture_output=True, text=True, timeout=900)
+                          "bf16:64:padded:plain:fp64scale", "bf16:128:varlen:causal:all"],
+                         env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == 6, run.stdout
-    assert all(r["wgmma"] and r["cp_async"] for r in rows), rows
+    assert len(rows) == 6 + 7, run.stdout
+    assert all(r["wgmma"] and r["cp_async"] for r in rows if r["D"] != 128), rows  # the default tiles
     assert all(r["stack"] == 0 for r in rows if r["dtype"] == "bf16"), rows
 
 

@@ -17,15 +17,17 @@ class KeyedCache {
  public:
   explicit KeyedCache(std::size_t capacity) : capacity_(capacity) {}
 
-  // The cached value of `key`, made by `make()` the first time (under the lock: two threads
-  // asking for a new key at once make it once).
+  // The cached value of `key`, made by `make(kept)` the first time (under the lock: two threads
+  // asking for a new key at once make it once). `kept` tells `make` whether the value will be
+  // cached (false past the capacity), e.g. to skip work that only a reused value needs.
   template <typename Make>
   Value get(const Key& key, Make make) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = values_.find(key);
     if (it != values_.end()) return it->second;
-    Value value = make();
-    if (values_.size() < capacity_) values_.emplace(key, value);
+    const bool kept = values_.size() < capacity_;
+    Value value = make(kept);
+    if (kept) values_.emplace(key, value);
     return value;
   }
 

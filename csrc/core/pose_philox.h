@@ -8,9 +8,10 @@
 // the order in which threads run. The same formulas are implemented in numpy in
 // slpfast/reference/pose.py; tests check both against the Random123 known-answer vectors.
 //
-// Uniforms are (x + 0.5) * 2^-32, strictly inside (0, 1); normals come from Box-Muller in
-// double precision (double math is unaffected by nvcc's --use_fast_math, which keeps CPU and
-// CUDA draws equal to the last bit of the float outputs).
+// Uniforms are (x + 0.5) * 2^-32, strictly inside (0, 1). The per-clip parameters take their
+// normals from Box-Muller in double precision (CPU and CUDA agree to the last bit of the float
+// outputs); the per-joint jitter from Box-Muller in float on exact 23-bit uniforms (see
+// box_muller_f: CPU and CUDA may differ in the last bit of their float libm results).
 #pragma once
 
 #include <cmath>
@@ -89,10 +90,11 @@ SLP_HD void box_muller(uint32_t a, uint32_t b, double* z0, double* z1) {
 SLP_HD float u01f(uint32_t x) { return (static_cast<float>(x >> 9) + 0.5f) * 1.1920928955078125e-07f; }
 
 // Box-Muller in float, for the per-joint jitter: it runs for every output joint, and double
-// log/sin/cos cost a GPU about 5x their float versions (a third of the fused augment kernel's
-// instructions). A jitter normal is scaled by jitter_std (~0.01) and the coordinates are rounded
-// to float, so float precision loses nothing: CPU and CUDA agree within ~1e-8 (their libm
-// functions may differ in the last bit), and the uniforms themselves are exact on both.
+// log/sin/cos cost a GPU several times their float versions (the FP64 instructions of the
+// fused augment kernel fell from 270 to 112). The uniforms are exact on both devices and
+// theta is one IEEE product, so CPU and CUDA differ only by their libm's last bits: a few
+// 1e-7 of |z| <= 5.8, scaled by jitter_std in the output (1e-6 * jitter_std at most). Against
+// double precision, the rounding of theta adds up to ~1.4e-6 absolute in z.
 SLP_HD void box_muller_f(uint32_t a, uint32_t b, float* z0, float* z1) {
   const float r = sqrtf(-2.0f * logf(u01f(a)));
   const float theta = 6.28318530717958648f * u01f(b);

@@ -68,20 +68,24 @@ at::Tensor unpack_packed_cuda_op(const at::Tensor& packed, const at::Tensor& cu_
 // device (device_layout).
 
 // The layout table on `device`: copied once per (device, table) and kept for the life of the
-// process (a training run uses one or two layouts), so a call costs no host-to-device copy.
-// The first copy waits for its stream once: later calls may run on other streams, which must
-// find the table already there. (Every copy used to be a blocking one from pageable memory,
-// a stream sync per call.) The cache is never destroyed: its tensors must not be freed after
-// the CUDA runtime has shut down at exit.
+// process (a training run uses one or two layouts), so a call costs no pinned allocation and
+// no copy on the stream. The copy goes through pinned memory without blocking (a copy from
+// pageable memory synchronizes the stream); the first one of a kept table then waits for its
+// stream once, because later calls may run on other streams and must find the table there
+// (so make that first call before capturing a CUDA graph). Past 64 tables, each call copies
+// its own, in stream order, without the wait. The cache is never destroyed: its tensors must
+// not be freed after the CUDA runtime has shut down at exit.
 at::Tensor device_layout(const std::vector<int32_t>& table, const at::Device& device) {
+  TORCH_CHECK(device.is_cuda() && device.index() >= 0, "pose ops: expected a CUDA device with an index, got ",
+              device);
   using Key = std::pair<int64_t, std::vector<int32_t>>;
   static auto* cache = new KeyedCache<Key, at::Tensor>(64);
-  return cache->get(Key{device.index(), table}, [&] {
+  return cache->get(Key{device.index(), table}, [&](bool kept) {
     auto host = at::empty({static_cast<int64_t>(table.size())},
                           at::TensorOptions().dtype(at::kInt).pinned_memory(true));
     std::copy(table.begin(), table.end(), host.data_ptr<int32_t>());
     auto on_device = host.to(host.options().device(device), /*non_blocking=*/true);
-    c10::cuda::getCurrentCUDAStream(device.index()).synchronize();
+    if (kept) c10::cuda::getCurrentCUDAStream(device.index()).synchronize();
     return on_device;
   });
 }
