@@ -89,6 +89,37 @@ def test_dense_without_lengths_and_noncontiguous_input():
     torch.testing.assert_close(outs[0][1], outs[1][1], atol=2e-5, rtol=1e-4)
 
 
+class _NaNEmpty:
+    """``torch`` as the launchers see it, except that ``empty`` hands out NaN-filled memory: an
+    output row no program writes then shows up as NaN instead of passing by luck."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def empty(*args, **kwargs):
+        out = torch.empty(*args, **kwargs)
+        return out.fill_(float("nan")) if out.is_floating_point() else out
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("blocks", [((16, 32), (16, 32)), ((32, 16), (32, 16))])
+def test_every_output_row_is_written(packed, blocks, monkeypatch):
+    """Rows past a length, zero-length sequences and programs past the end: out, dq, dk and dv
+    are written everywhere (zeros where there is nothing to attend to), never left as found."""
+    if DEVICE != "cpu":
+        pytest.skip("interpreter block sizes")
+    from slpfast.kernels import attention as kern
+
+    monkeypatch.setattr(kern, "torch", _NaNEmpty())
+    monkeypatch.setitem(kern.INTERPRETER_BLOCKS, "fwd", blocks[0])
+    monkeypatch.setitem(kern.INTERPRETER_BLOCKS, "bwd", blocks[1])
+    lens = torch.tensor([0, 50, 17, 0, 33], dtype=torch.int32)
+    for causal in (False, True):
+        outs = assert_triton_matches_reference(5, 50, 2, 48, packed, causal, F32, lens=lens)
+        assert all(bool(torch.isfinite(t).all()) for t in outs)
+
+
 def test_forward_and_backward_are_one_launch_each(monkeypatch):
     """On pose-length clips launches set the pace of fwd+bwd: one kernel each way (the backward
     computes Delta inside its dK/dV and dQ programs; no pre-pass)."""
