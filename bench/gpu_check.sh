@@ -11,6 +11,9 @@
 #   train_step   bench/train_step.py, base model
 #   train_step_compile  (extra) bench/train_step.py, base model, torch.compile
 #   flex_long    (extra) flex beside triton on the ragged_long shape
+#   ncu          (extra) Nsight Compute on one call each of the pose op (B=256, affine and full),
+#                attention (ragged, fwd+bwd) and the contrastive loss (16k): DRAM throughput,
+#                occupancy and stall reasons per kernel in $OUT/ncu.txt (bench/_ncu_target.py)
 #   pretrain     a short slpfast.pretrain run with torch.compile
 # Each stage gets at most its cap and what is left of the time box (BUDGET seconds, default
 # 520), so a slow stage cuts the later ones short instead of losing everything.
@@ -23,9 +26,9 @@
 #   BUDGET=430 STAGES=build,pytest,contrastive,attn  then, at once (the machine stays warm 30 s
 #   and keeps the build), BUDGET=300 STAGES=pose,train_step,train_step_compile,flex_long (the
 #   later stages get what is left; flex_long usually needs a third call)
-# Results go to $OUT (default ./gpu_out), in at most 6 files:
+# Results go to $OUT (default ./gpu_out), in at most 7 files:
 #   log.txt        everything printed, in order      summary.txt   one line per stage
-#   results.jsonl  every benchmark row (JSON)        build.log, pytest.log, pretrain.log
+#   results.jsonl  every benchmark row (JSON)        build.log, pytest.log, pretrain.log, ncu.txt
 # Keep the rows in bench/results/<bench>_<card>.jsonl (`python bench/_goals.py results.jsonl --file
 # bench/results` files them and prints every GPU goal: met / missed / not measured) and the story
 # in bench/results/README.md.
@@ -112,6 +115,20 @@ else
   # masks), where an eager D=512 model loses much of its MFU
   want train_step_compile && run_stage "bench train_step (base, compiled)" 200 $PY bench/train_step.py --sizes base \
     --rounds 1 --compile --json "$OUT/results.jsonl"
+  # Nsight Compute (the Firecracker machines read its counters; clocks left alone, as advised):
+  # why the kernels run as fast as they do, for the next round of optimization
+  if want ncu; then
+    if command -v ncu >/dev/null; then
+      run_stage "ncu (pose, attn, contrastive kernels)" 180 bash -c "ncu --clock-control none --target-processes all \
+        --nvtx --nvtx-include 'profile/' --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+        --section LaunchStats --section SchedulerStats --section WarpStateStats \
+        $PY bench/_ncu_target.py > '$OUT/ncu.txt' 2>&1; rc=\$?; \
+        grep -E '^  [A-Za-z_]|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per Thread' \
+        '$OUT/ncu.txt' | head -n 80; exit \$rc"
+    else
+      echo "ncu: SKIPPED (no ncu on PATH)" | tee -a "$OUT/summary.txt"
+    fi
+  fi
   want flex_long && run_stage "bench attn (flex vs triton, ragged_long)" 150 $PY bench/attn.py --modes fwd+bwd \
     --providers triton,flex --shapes ragged_long --layouts padded --json "$OUT/results.jsonl"
   want pretrain && run_stage "pretrain with torch.compile (tiny, 40 steps)" 150 bash -c \

@@ -39,3 +39,16 @@ def test_op_times_survives_a_failing_profiler(monkeypatch):
 
     monkeypatch.setattr(torch.profiler, "profile", broken)
     assert op_times(lambda: torch.ones(3).sum(), "cpu") == {}
+
+
+def test_ncu_target_runs_its_calls(capsys):
+    """bench/_ncu_target.py (the Nsight Compute stage of the GPU check), as far as a CPU goes."""
+    import _ncu_target
+    import pytest
+
+    _ncu_target.main(["--ops", "pose", "--device", "cpu"])
+    assert capsys.readouterr().out.count("profiled one call of pose") == 2
+    with pytest.raises(SystemExit, match="unknown --ops"):
+        _ncu_target.main(["--ops", "pose,bogus", "--device", "cpu"])
+    with pytest.raises(SystemExit, match="pose only"):
+        _ncu_target.main(["--ops", "attn", "--device", "cpu"])
