@@ -24,7 +24,7 @@
 # call's BUDGET to what is left (the run tool's timeout_s a minute above it, so that the goals
 # printout at the end is reached):
 #   BUDGET=430 STAGES=build,pytest,contrastive,attn  then, at once (the machine stays warm 30 s
-#   and keeps the build), BUDGET=300 STAGES=pose,train_step,train_step_compile,flex_long (the
+#   and keeps the build), BUDGET=300 STAGES=pose,train_step,train_step_compile,ncu,flex_long (the
 #   later stages get what is left; flex_long usually needs a third call)
 # Results go to $OUT (default ./gpu_out), in at most 7 files:
 #   log.txt        everything printed, in order      summary.txt   one line per stage
