@@ -15,6 +15,9 @@ had ids count as one run per file). Only GPU rows count. The goals (issue: what)
   < 2% of eager's; N=262,144 triton runs (peak extra < 80 GiB).
 - 5 (pose): the op (``ext-cuda-op``) on the B=256 workloads at >= 60% of the copy bandwidth.
 - 7 (train step, base model): slpfast >= 3x the baseline and MFU >= 35%.
+
+After the goals it prints, for every row with a kernel breakdown, the kernels' share of the
+measured time per call and the largest kernel: whether the host or the kernels set the pace.
 """
 from __future__ import annotations
 
@@ -127,6 +130,37 @@ def evaluate(rows: list[dict]) -> list[tuple[int, str, str | None, str]]:
     return attention_goals(rows) + contrastive_goals(rows) + pose_goals(rows) + train_goals(rows)
 
 
+def _point(r: dict) -> str:
+    if r["bench"] == "attn":
+        return f"attn {r['shape']} {r['layout']} {r['mode']} {r['provider']}"
+    if r["bench"] == "pose":
+        return f"pose {r['workload']} {str(r.get('shape', '')).split(' ')[0]} {r['provider']}"
+    if r["bench"] == "contrastive":
+        return f"contrastive N={r['N']} {r['provider']}"
+    return f"{r['bench']} {r.get('provider', '')}"
+
+
+def breakdowns(rows: list[dict]) -> list[str]:
+    """One line per row with a kernel breakdown (``device_ms``, from the benchmarks' torch
+    profiler): the measured time per call, the kernels' share of it, the host's time to enqueue
+    a call where measured, and the largest kernel. Kernels well under the measured time mean
+    the host (launches, Python) sets the pace, not the kernels."""
+    lines = []
+    for r in rows:
+        ms, dev = r.get("median_ms"), r.get("device_ms")
+        if not ms or dev is None:
+            continue
+        share = dev / ms
+        verdict = "kernel-bound" if share >= 0.8 else ("host-bound?" if share < 0.5 else "mixed")
+        host = f", host {r['host_ms']:.3f} ms" if r.get("host_ms") is not None else ""
+        kernels = r.get("kernels_us") or {}
+        top = max(kernels.items(), key=lambda kv: kv[1], default=None)
+        top_txt = f"   top: {top[0][:48]} {top[1]:.0f} us" if top else ""
+        lines.append(f"{_point(r):44s} {ms:8.3f} ms, kernels {dev:8.3f} ms ({100 * share:3.0f}%){host}: "
+                     f"{verdict}{top_txt}")
+    return lines
+
+
 def card(device: str) -> str:
     """'NVIDIA H200' -> 'h200', 'NVIDIA H100 80GB HBM3' -> 'h100'."""
     words = [w for w in device.replace("NVIDIA", "").split() if w]
@@ -154,6 +188,10 @@ def main(argv=None) -> int:
     print(f"# {len(rows)} GPU rows from {', '.join(devices) or 'no GPU'}")
     for issue, goal, value, status in evaluate(rows):
         print(f"issue {issue}  {goal:58s} {value or '-':>16s}  {status}")
+    lines = breakdowns(rows)
+    if lines:
+        print("# where the time goes (kernels' device time per call against the measured time per call):")
+        print("\n".join(lines))
     if args.file:
         for path in file_rows(rows, args.file):
             print(f"# appended to {path}")

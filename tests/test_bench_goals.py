@@ -53,3 +53,17 @@ def test_rows_are_filed_by_bench_and_card(tmp_path):
     written = goals.file_rows(rows, str(tmp_path))
     assert [os.path.basename(p) for p in written] == ["attn_h100.jsonl", "pose_h200.jsonl"]
     assert json.loads((tmp_path / "attn_h100.jsonl").read_text())["provider"] == "triton"
+
+
+def test_breakdowns_say_whether_kernels_or_the_host_set_the_pace():
+    base = {"device": "NVIDIA H200", "run": "r1", "bench": "attn", "shape": "ragged", "layout": "padded",
+            "mode": "fwd+bwd", "dtype": "bfloat16"}
+    rows = [{**base, "provider": "triton", "median_ms": 0.40, "device_ms": 0.10, "host_ms": 0.38,
+             "kernels_us": {"attn_bwd_kernel": 70.0, "attn_fwd_kernel": 30.0}},
+            {**base, "provider": "sdpa", "median_ms": 0.90, "device_ms": 0.85, "host_ms": 0.2,
+             "kernels_us": {"fmha_bwd": 600.0}},
+            {**base, "provider": "flex", "median_ms": 1.0}]  # no breakdown: no line
+    lines = goals.breakdowns(rows)
+    assert len(lines) == 2
+    assert "host-bound?" in lines[0] and "attn_bwd_kernel 70 us" in lines[0] and "host 0.380 ms" in lines[0]
+    assert "kernel-bound" in lines[1] and "( 94%)" in lines[1]
