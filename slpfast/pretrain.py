@@ -9,7 +9,8 @@ encoder to ``runs/pretrain/encoder.safetensors``::
     python -m slpfast.pretrain --config my.toml --model.size=base --train.steps=100000
     python -m slpfast.pretrain --help          # every option, its default and its meaning
 
-Exit codes: 0 done (or stopped by SIGTERM after saving a checkpoint), 1 aborted (non-finite
+Exit codes: 0 done (or stopped by SIGTERM or a first Ctrl-C after saving a checkpoint; a second
+Ctrl-C aborts without one), 1 aborted (non-finite
 losses), 2 bad configuration (also a store that fails its checks, or a checkpoint to
 resume from that is damaged or does not fit the model).
 """
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = trainer.run()
-    except ResumeError as e:  # a damaged checkpoint, or one of another model shape / world size
+    except (ResumeError, ValueError) as e:  # a damaged checkpoint, one of another model shape / world
+        # size, or settings that only meet their input here (a backend that cannot run this batch)
         print(f"slpfast.pretrain: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:

@@ -240,6 +240,22 @@ def test_module_init_and_clamp():
     torch.testing.assert_close(m(x, y), contrastive_loss(x, y, 100.0))
 
 
+def test_module_survives_a_diverged_temperature():
+    """A log_scale driven far down (exp -> 0) is floored at MIN_SCALE; a NaN one gives a NaN
+    loss (a step the trainer skips) instead of the op's ValueError on the scale."""
+    from slpfast.nn.contrastive import MIN_SCALE
+
+    m = ContrastiveLoss()
+    x, y, _ = make_inputs(10, 16)
+    with torch.no_grad():
+        m.log_scale.fill_(-1000.0)
+    assert m.scale.item() == pytest.approx(MIN_SCALE)
+    torch.testing.assert_close(m(x, y), contrastive_loss(x, y, MIN_SCALE))
+    with torch.no_grad():
+        m.log_scale.fill_(float("nan"))
+    assert torch.isnan(m(x, y))
+
+
 def test_module_learns_temperature_and_options():
     fixed = ContrastiveLoss(init_temperature=0.5, learnable=False)
     assert not list(fixed.parameters()) and fixed.scale.item() == pytest.approx(2.0)

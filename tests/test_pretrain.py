@@ -208,6 +208,15 @@ def test_resume_errors_are_one_line_exit_2(tmp_path_factory, tmp_path, capsys):
     rc = pretrain.main(tiny_args(store, out, **{"train.steps": 3, "train.resume": "auto"}))
     err = capsys.readouterr().err
     assert rc == 2 and "step_00000002.pt cannot be read" in err and "Traceback" not in err, err
+    # a checkpoint path that does not exist; a run folder resolves to its latest checkpoint
+    rc = pretrain.main(tiny_args(store, out, **{"train.steps": 3, "train.resume": str(tmp_path / "nope.pt")}))
+    err = capsys.readouterr().err
+    assert rc == 2 and "nope.pt' does not exist" in err and "Traceback" not in err, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc = pretrain.main(tiny_args(store, out, **{"train.steps": 3, "train.resume": str(empty)}))
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds no checkpoint" in err and "Traceback" not in err, err
     bad = str(tmp_path / "store")
     shutil.copytree(store, bad)
     shard = sorted(f for f in os.listdir(bad) if f.endswith(".slp"))[0]

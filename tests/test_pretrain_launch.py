@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from _pretrain_common import ROOT, env, read_losses, run_module, tiny_args, tiny_store
@@ -67,7 +68,9 @@ def test_two_nodes_on_one_machine(tmp_path_factory, tmp_path):
     _check_export(tmp_path)
 
 
-def test_sigterm_saves_and_exits_cleanly(tmp_path_factory, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_saves_and_exits_cleanly(sig, tmp_path_factory, tmp_path):
+    """SIGTERM (a scheduler's preemption) and a first Ctrl-C: finish the step, save, exit 0."""
     store = tiny_store(tmp_path_factory)
     args = tiny_args(store, str(tmp_path), **{"train.steps": 100000, "train.ckpt_every": 0})
     proc = subprocess.Popen([sys.executable, "-m", "slpfast.pretrain", *args], cwd=ROOT, env=env(),
@@ -76,10 +79,11 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path_factory, tmp_path):
     deadline = time.time() + 180
     while (not metrics.exists() or metrics.stat().st_size == 0) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
     assert "preempted at step" in out + err
+    assert ("interrupted; stopping after this step" in err) == (sig == signal.SIGINT)
     ckpts = sorted(os.listdir(tmp_path / "checkpoints"))
     assert len(ckpts) == 1
     step = int(ckpts[0][5:13])

@@ -54,6 +54,9 @@ def test_toml_then_overrides(tmp_path):
     (["positional"], "unexpected argument"),
     (["--train.steps"], "needs a value"),
     (["--config", "/nonexistent.toml"], "does not exist"),
+    (["--model.attn_backend=foo"], "model.attn_backend must be one of .*'flex'"),
+    (["--text.backend=foo"], "text.backend must be one of .*'chunked'"),
+    (["--train.out_dir=/etc/hostname"], "train.out_dir is a file"),
 ])
 def test_config_errors_name_the_key(argv, match):
     with pytest.raises(ValueError, match=match):
@@ -116,6 +119,12 @@ def test_checkpoints_atomic_keep_last_and_resume_resolution(tmp_path):
     assert loaded["step"] == 40 and torch.equal(loaded["model"]["w"], torch.arange(3))
     with pytest.raises(ValueError, match="does not exist"):
         ckpt.resolve_resume(str(tmp_path / "nope.pt"), out)
+    # a run's folder, or its checkpoints/ folder: the latest checkpoint in it
+    assert ckpt.resolve_resume(out, "elsewhere").endswith("step_00000040.pt")
+    assert ckpt.resolve_resume(ckpt.checkpoint_dir(out) + "/", "elsewhere").endswith("step_00000040.pt")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        ckpt.resolve_resume(str(tmp_path / "sub"), out)
     trunc = tmp_path / "trunc.pt"
     trunc.write_bytes(open(paths[-1], "rb").read()[:100])
     with pytest.raises(ValueError, match="cannot be read"):

@@ -9,13 +9,20 @@ from torch import nn
 from ..ops.contrastive import contrastive_loss
 
 
+#: floor of the learned scale (temperature 100): below it the logits carry no signal anyway
+MIN_SCALE = 0.01
+
+
 class ContrastiveLoss(nn.Module):
     """Symmetric sign-text InfoNCE with a learnable log-temperature (CLIP).
 
     The parameter ``log_scale`` holds log(1/temperature), initialized to log(1/0.07) ~ 2.659
-    (as open_clip's ``logit_scale``). The multiplier passed to the loss is
-    ``min(exp(log_scale), max_scale)``: above the cap the scale stays at 100 and ``log_scale``
-    gets no gradient (the clamp of CLIP, without an in-place edit after the optimizer step).
+    (as open_clip's ``logit_scale``). The multiplier passed to the loss is ``exp(log_scale)``
+    clamped to ``[MIN_SCALE, max_scale]``: above the cap the scale stays at 100 and ``log_scale``
+    gets no gradient (the clamp of CLIP, without an in-place edit after the optimizer step);
+    the floor keeps a diverging ``log_scale`` from reaching an ``exp`` of 0, which the loss
+    rejects. A NaN ``log_scale`` (a diverged step) gives a NaN loss, not an error: the
+    trainer skips such steps and counts them.
 
     Args:
         init_temperature: initial temperature (> 0); the initial scale is ``1 / init_temperature``.
@@ -44,12 +51,18 @@ class ContrastiveLoss(nn.Module):
 
     @property
     def scale(self) -> torch.Tensor:
-        """The multiplier ``min(exp(log_scale), max_scale)`` (0-dim, differentiable)."""
-        return self.log_scale.exp().clamp(max=self.max_scale)
+        """The multiplier ``exp(log_scale)`` clamped to ``[MIN_SCALE, max_scale]`` (0-dim,
+        differentiable; NaN when ``log_scale`` is)."""
+        return self.log_scale.exp().clamp(min=min(MIN_SCALE, self.max_scale), max=self.max_scale)
 
     def forward(self, sign: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        return contrastive_loss(sign, text, self.scale, gather=self.gather, group=self.group,
-                                backend=self.backend, normalize=self.normalize)
+        scale = self.scale
+        # NaN only when log_scale is NaN: the op would reject it; a finite stand-in keeps the
+        # call valid and "+ 0 * scale" makes the loss NaN (and adds exactly 0 otherwise)
+        safe = torch.nan_to_num(scale, nan=1.0)
+        loss = contrastive_loss(sign, text, safe, gather=self.gather, group=self.group, backend=self.backend,
+                                normalize=self.normalize)
+        return loss + 0.0 * scale
 
     def extra_repr(self) -> str:
         return (f"scale={float(self.scale):.4g}, max_scale={self.max_scale:g}, gather={self.gather}, "

@@ -41,11 +41,20 @@ def latest_checkpoint(out_dir: str) -> str | None:
 
 
 def resolve_resume(resume: str, out_dir: str) -> str | None:
-    """``''`` -> None; ``'auto'`` -> latest in out_dir or None; a path -> that path (must exist)."""
+    """``''`` -> None; ``'auto'`` -> latest in out_dir or None; a checkpoint file -> that file;
+    a run's folder (or its ``checkpoints/`` folder) -> the latest checkpoint in it (must have one)."""
     if not resume:
         return None
     if resume == "auto":
         return latest_checkpoint(out_dir)
+    if os.path.isdir(resume):
+        run_dir = os.path.dirname(os.path.normpath(resume)) if os.path.basename(os.path.normpath(resume)) == \
+            "checkpoints" else resume
+        found = latest_checkpoint(run_dir)
+        if found is None:
+            raise ValueError(f"train.resume: folder {resume!r} holds no checkpoint (looked for "
+                             f"{os.path.join(checkpoint_dir(run_dir), 'step_*.pt')})")
+        return found
     if not os.path.isfile(resume):
         raise ValueError(f"train.resume: checkpoint {resume!r} does not exist")
     return resume

@@ -218,7 +218,14 @@ class PretrainConfig:
                 if isinstance(v, float) and not math.isfinite(v):  # inf passed "> 0" and failed mid-training
                     raise ValueError(f"config: {section}.{f.name} must be a finite number, got {v!r}")
         m, t, d, o, tr = self.mpm, self.text, self.data, self.optim, self.train
+        from slpfast.ops.attention import DISPATCHER as ATTENTION
+        from slpfast.ops.contrastive import _DISPATCH as CONTRASTIVE
+
+        attn_backends, text_backends = ["auto", *ATTENTION.names()], ["auto", *CONTRASTIVE.names()]
         checks = [
+            (self.model.attn_backend in attn_backends, "model.attn_backend", f"must be one of {attn_backends}",
+             self.model.attn_backend),
+            (t.backend in text_backends, "text.backend", f"must be one of {text_backends}", t.backend),
             (tr.seed >= 0, "train.seed", "must be >= 0 (numpy seeds are non-negative)", tr.seed),
             (d.synthetic_seed >= 0, "data.synthetic_seed", "must be >= 0", d.synthetic_seed),
             (m.weight >= 0, "mpm.weight", "must be >= 0", m.weight),
@@ -263,6 +270,8 @@ class PretrainConfig:
             (tr.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda", tr.device),
             (tr.precision in ("auto", "bf16", "fp32"), "train.precision", "must be auto, bf16 or fp32", tr.precision),
             (bool(tr.out_dir), "train.out_dir", "must not be empty", tr.out_dir),
+            (not os.path.isfile(os.path.expanduser(tr.out_dir)), "train.out_dir", "is a file, not a folder",
+             tr.out_dir),
             (tr.ckpt_every >= 0, "train.ckpt_every", "must be >= 0", tr.ckpt_every),
             (tr.keep_last >= 1, "train.keep_last", "must be >= 1", tr.keep_last),
             (tr.log_every >= 1, "train.log_every", "must be >= 1", tr.log_every),

@@ -44,7 +44,7 @@ def setup(device: str = "auto", timeout_s: float = 600.0) -> DistInfo:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("train.device='cuda' but CUDA is not available; use train.device=cpu or auto")
+        raise ValueError("train.device='cuda' but CUDA is not available; use train.device=cpu or auto")
     if use_cuda:
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
         dev = torch.device("cuda", torch.cuda.current_device())

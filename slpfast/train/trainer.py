@@ -9,7 +9,8 @@ One :class:`Trainer` per process (``torchrun`` starts one per GPU or CPU slot):
   keeps the ranks in lock-step) and is counted; ``train.max_nonfinite`` in a row aborts;
 - on a GPU the step waits for the device twice: for the contrastive loss's scale and for one
   summary at its end, which ``run()`` reads after queuing the next step (:meth:`issue_step`);
-- checkpoints every ``train.ckpt_every`` steps, at the end and on SIGTERM (then a clean exit);
+- checkpoints every ``train.ckpt_every`` steps, at the end and on SIGTERM or a first Ctrl-C
+  (then a clean exit);
   ``train.resume=auto`` continues from the latest one bit-for-bit on CPU;
 - logs (:mod:`slpfast.train.logging`) and, at the end, the encoder exported as safetensors.
 
@@ -140,8 +141,17 @@ class Trainer:
         return path
 
     def maybe_resume(self) -> str | None:
-        path = ckpt.resolve_resume(self.cfg.train.resume, self.out_dir) if self.dist.is_main else None
-        path = D.broadcast_object(path, self.dist)
+        # rank 0 looks; every rank learns the answer, a failure included (a rank-0-only raise
+        # would leave the others waiting in the broadcast until their peer's socket closed)
+        found = None
+        if self.dist.is_main:
+            try:
+                found = ("path", ckpt.resolve_resume(self.cfg.train.resume, self.out_dir))
+            except ValueError as e:
+                found = ("error", str(e))
+        kind, path = D.broadcast_object(found, self.dist)
+        if kind == "error":
+            raise ResumeError(path)
         if path is None:
             return None
         try:
@@ -251,8 +261,18 @@ class Trainer:
     def _on_sigterm(self, signum, frame):  # noqa: ARG002
         self._stop_signal = True
 
+    def _on_sigint(self, signum, frame):  # noqa: ARG002
+        """Ctrl-C: the first one stops like SIGTERM (the step in flight finishes, a checkpoint is
+        saved); a second one aborts at once, as Python's default would."""
+        if self._stop_signal:
+            raise KeyboardInterrupt
+        self._stop_signal = True
+        if self.dist.is_main:  # os.write: a print here could re-enter a stream the loop is writing
+            os.write(2, b"\nslpfast: interrupted; stopping after this step with a checkpoint "
+                        b"(Ctrl-C again to abort without one)\n")
+
     def run(self) -> dict:
-        """Train to ``train.steps`` (or SIGTERM); returns a summary dict."""
+        """Train to ``train.steps`` (or SIGTERM / Ctrl-C); returns a summary dict."""
         tr = self.cfg.train
         resumed = self.maybe_resume()
         archived = None
@@ -260,6 +280,7 @@ class Trainer:
             export = tr.export if tr.export and not os.path.isabs(tr.export) else ""
             archived = ckpt.archive_previous_run(self.out_dir, (export,))
         prev = signal.signal(signal.SIGTERM, self._on_sigterm)
+        prev_int = signal.signal(signal.SIGINT, self._on_sigint)
         logger = RunLogger(self.out_dir, enabled=self.dist.is_main, total_steps=tr.steps, start_step=self.step,
                            progress=tr.progress, tensorboard=tr.tensorboard,
                            name="finetune" if hasattr(self.cfg, "task") else "pretrain")
@@ -297,6 +318,7 @@ class Trainer:
             logger.message(f"{status} at step {self.step}; checkpoint {path}" if path else f"{status} at step {self.step}")
         finally:
             signal.signal(signal.SIGTERM, prev)
+            signal.signal(signal.SIGINT, prev_int)
             logger.close()
         return {"status": status, "step": self.step, "history": self.history, "nonfinite_total": self.nonfinite_total}
 
