@@ -302,6 +302,22 @@ def test_cli_bad_options_one_line_error(tmp_path, capsys, args, needle):
     assert not (out / "store.json").exists()
 
 
+def test_cli_out_file_empty_source_and_nothing_converted(tmp_path, capsys):
+    """--out naming a file, a folder with no pose files: exit 2 before anything happens; every
+    clip skipped (here: no texts): exit 1 with the reasons and what to do, not a silent empty store."""
+    shutil.copy(os.path.join(POSE_DIR, POSE_FILES[-1]), tmp_path / "a.pose")
+    (tmp_path / "file").write_text("x")
+    common = ["--workers", "1", "--no-progress"]
+    assert conv.main([str(tmp_path / "a.pose"), "--out", str(tmp_path / "file"), *common]) == 2
+    assert "--out" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert conv.main([str(tmp_path / "empty"), "--out", str(tmp_path / "st0"), *common]) == 2
+    assert "no pose files" in capsys.readouterr().err
+    assert conv.main([str(tmp_path / "a.pose"), "--out", str(tmp_path / "st1"), *common]) == 1
+    err = capsys.readouterr().err
+    assert "no clip was converted from 1 files" in err and "missing_text 1" in err and "--allow-missing-text" in err
+
+
 def test_duplicate_clip_ids_are_refused(tmp_path, capsys):
     """One id from two files (here the same name under two SRC folders) would share a manifest
     row: refused before anything is converted, naming the id and the files."""

@@ -23,6 +23,9 @@ one shard, written atomically, followed by its chunk report. A rerun with the sa
 skips finished chunks (their shard and report exist and the shard validates) and redoes the
 rest, so an interrupted run (Ctrl-C, crash, kill) resumes where it stopped and never leaves
 a half-written shard. ``store.json`` is written last.
+
+Exit codes: 0 converted, 1 no clip could be converted (every file skipped: the reasons are
+printed), 2 bad options or sources, 130 interrupted (rerun to resume).
 """
 from __future__ import annotations
 
@@ -248,10 +251,15 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     Bad options, a missing source or an unreadable manifest raise ``ValueError`` naming the
     option before any file is converted."""
     _check_options(fps=fps, default_fps=default_fps, max_gap=max_gap, layout=layout, workers=workers, chunk=chunk)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out: {out_dir!r} is a file, not a folder for the store")
     try:
         items = find_inputs(sources, exclude=out_dir)
     except FileNotFoundError as e:
         raise ValueError(f"SRC: {e.args[0]!r} does not exist (give pose files or folders)") from None
+    if not items:
+        raise ValueError(f"SRC: no pose files in {', '.join(map(repr, sources))} (looked for "
+                         f"{', '.join(EXTENSIONS)})")
     _check_unique_ids(items)
     if manifest and not os.path.isfile(manifest):
         raise ValueError(f"--manifest: {manifest!r} does not exist")
@@ -376,6 +384,13 @@ def main(argv=None) -> int:
     for r, ex in rep["examples"].items():
         for e in ex[:3]:
             print(f"skipped ({r}): {e}", file=sys.stderr)
+    if rep["converted"] == 0:  # a store with no clips: every later use of it would fail
+        reasons = ", ".join(f"{r} {n}" for r, n in rep["skipped"].items() if n)
+        hint = (" (clips need a text: give --manifest with a 'text' field, or --allow-missing-text)"
+                if rep["skipped"].get("missing_text") else "")
+        print(f"slpfast.data.convert: no clip was converted from {rep['files']} files (skipped: {reasons}){hint}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
