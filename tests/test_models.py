@@ -105,6 +105,12 @@ def test_sizes_and_config_errors():
         enc(pose, conf, torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="pose must be"):
         enc(pose[..., :100, :], conf[..., :100], lens)
+    with pytest.raises(TypeError, match="lengths must be a torch.Tensor, got list"):
+        enc(pose, conf, lens.tolist())
+    with pytest.raises(TypeError, match="pose must be a torch.Tensor"):
+        enc(pose.numpy(), conf, lens)
+    with pytest.raises(ValueError, match="joint_mask must be a bool tensor"):
+        enc(pose, conf, lens, joint_mask=torch.zeros(conf.shape))
 
 
 def test_pretrain_model_losses_and_gradients():

@@ -154,6 +154,12 @@ class PoseEncoder(nn.Module):
         with ``max_seqlen``: on a GPU the lengths are then not checked, a padded length outside
         ``[0, T]`` acts as clamped to it (on the CPU, masked_attention checks them).
         """
+        for name, t in (("pose", pose), ("conf", conf), ("lengths", lengths), ("cu_seqlens", cu_seqlens),
+                        ("joint_mask", joint_mask)):
+            if t is not None and not isinstance(t, torch.Tensor):
+                raise TypeError(f"PoseEncoder: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if joint_mask is not None and joint_mask.dtype != torch.bool:
+            raise ValueError(f"PoseEncoder: joint_mask must be a bool tensor (True: hidden), got {joint_mask.dtype}")
         packed = cu_seqlens is not None
         if packed == (lengths is not None):
             raise ValueError("PoseEncoder: pass exactly one of lengths (padded) or cu_seqlens (packed)")

@@ -19,6 +19,8 @@ _OPS = {
     "contrastive_loss": "contrastive",
     "normalize_pose": "pose",
     "augment_pose": "pose",
+    "sample_augment_params": "pose",
+    "AugmentConfig": "pose",
 }
 #: submodules that register an op's dispatcher (imported by ``python -m slpfast.info``)
 OP_MODULES = ("packing", "attention", "contrastive", "pose")

@@ -105,6 +105,8 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, seq_l
             unbatch = True
             q, k, v = (t[0] if t.dim() == 4 else t for t in (q, k, v))
     packed = cu_seqlens is not None
+    if packed and seq_lens is not None:
+        fail(OP, "pass either seq_lens (padded input) or cu_seqlens (packed input), not both")
     want = 3 if packed else 4
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != want:
@@ -115,8 +117,6 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, seq_l
             fail(OP, f"{name} must have the shape of q {tuple(q.shape)}, got {describe(t)}")
         if t.dtype != q.dtype:
             fail(OP, f"{name} must have the dtype of q ({describe(q)}), got {describe(t)}")
-    if packed and seq_lens is not None:
-        fail(OP, "pass either seq_lens (padded input) or cu_seqlens (packed input), not both")
     check_same_device(OP, q=q, k=k, v=v, seq_lens=seq_lens, cu_seqlens=cu_seqlens)
     D = q.shape[-1]
     if D % 8 or not 8 <= D <= MAX_HEAD_DIM:
