@@ -182,6 +182,8 @@ def test_validation_packed_misc():
     cu = torch.tensor([0, 4, 9], dtype=torch.int32)
     with pytest.raises(ValueError, match="not both"):
         masked_attention(q, k, v, cu_seqlens=cu, seq_lens=torch.tensor([4, 5]))
+    with pytest.raises(ValueError, match="q is on meta: the ops take CPU or CUDA tensors"):
+        masked_attention(*(t.to("meta") for t in (q, k, v)), cu_seqlens=cu.to("meta"))
     with pytest.raises(ValueError, match="not both"):  # padded q: the same answer, not "q must have 3 dims"
         masked_attention(q[None], k[None], v[None], cu_seqlens=cu, seq_lens=torch.tensor([4, 5]))
     with pytest.raises(ValueError, match="max_seqlen must be >= the longest"):

@@ -27,6 +27,8 @@ def check_tensor(op: str, name: str, t, *, ndim: int | tuple[int, ...] | None = 
 
 
 def check_same_device(op: str, **tensors: torch.Tensor) -> None:
+    """The tensors (None: absent) are on one device, a CPU or a CUDA one (the ops' kernels run
+    there; a meta tensor, say, would otherwise fail deep inside with torch's own message)."""
     items = [(n, t) for n, t in tensors.items() if t is not None]
     for n, t in items:
         if not isinstance(t, torch.Tensor):
@@ -35,6 +37,8 @@ def check_same_device(op: str, **tensors: torch.Tensor) -> None:
     for n, t in items[1:]:
         if t.device != dev:
             fail(op, f"{n} is on {t.device} but {items[0][0]} is on {dev}")
+    if dev.type not in ("cpu", "cuda"):
+        fail(op, f"{items[0][0]} is on {dev}: the ops take CPU or CUDA tensors")
 
 
 def check_lengths(op: str, name: str, lengths: torch.Tensor, batch: int, max_len: int) -> None:
