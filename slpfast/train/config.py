@@ -218,10 +218,11 @@ class PretrainConfig:
                 if isinstance(v, float) and not math.isfinite(v):  # inf passed "> 0" and failed mid-training
                     raise ValueError(f"config: {section}.{f.name} must be a finite number, got {v!r}")
         m, t, d, o, tr = self.mpm, self.text, self.data, self.optim, self.train
-        from slpfast.ops.attention import DISPATCHER as ATTENTION
-        from slpfast.ops.contrastive import _DISPATCH as CONTRASTIVE
+        from slpfast.ops import attention, contrastive
+        from slpfast.ops._dispatch import REGISTRY
 
-        attn_backends, text_backends = ["auto", *ATTENTION.names()], ["auto", *CONTRASTIVE.names()]
+        attn_backends = ["auto", *REGISTRY[attention.OP].names()]
+        text_backends = ["auto", *REGISTRY[contrastive.OP].names()]
         checks = [
             (self.model.attn_backend in attn_backends, "model.attn_backend", f"must be one of {attn_backends}",
              self.model.attn_backend),

@@ -239,17 +239,18 @@ class PretrainData(LoaderCycle):
         ``host_lengths`` (B,) on the CPU.
         """
         from slpfast.ops import augment_pose, normalize_pose
+        from slpfast.ops.packing import pack_rows
         from slpfast._transfer import to_device
 
         c = self.cfg
         copy = self.copier
         pose, conf = copy(batch["pose"], batch["conf"])  # on a side stream: overlaps the running step
         packed = "cu_seqlens" in batch
-        host = _on_host(batch["cu_seqlens"] if packed else batch["lengths"])
+        host = (batch["cu_seqlens"] if packed else batch["lengths"]).cpu()  # a copy only from a device loader
         form = dict(cu_seqlens=host) if packed else dict(lengths=host)
         if c.data.augment:  # one fused pass: normalize, then augment
             pose, conf, host = augment_pose(pose, conf, **form, seed=_mix(c.train.seed, step, micro),
-                                            clip_ids=_on_host(batch["clip_id"]), config=AUGMENT, normalize=True)
+                                            clip_ids=batch["clip_id"].cpu(), config=AUGMENT, normalize=True)
         else:
             pose, conf = normalize_pose(pose, conf, **form)
         host_lengths = (host[1:] - host[:-1] if packed else host).to(torch.int64)
@@ -260,13 +261,14 @@ class PretrainData(LoaderCycle):
         if not packed:
             pose, conf = pose[:, :T], conf[:, :T]
         lengths = to_device(host_lengths, device)
+        cu = to_device(host.to(torch.int32), device) if packed else None
         gen = torch.Generator(device=device).manual_seed(_mix(c.train.seed, step, micro, self.dist.rank, 1))
         mask = None
         if c.mpm.weight > 0:
             mask = sample_joint_mask(lengths, T, strategy=c.mpm.strategy, ratio=c.mpm.ratio,
                                      span=c.mpm.span, generator=gen)
-            if packed:  # the padded mask's valid rows, in packed order (rows picked on the host)
-                mask = mask.flatten(0, 1)[to_device(_valid_rows(host_lengths, T), device)]
+            if packed:  # the padded mask's valid rows, in packed order
+                mask = pack_rows(mask, cu, int(host[-1]))
         text = None
         if self.feature_name is not None:
             text = TextFeatures(*copy(batch["text_features"], batch["text_token_features"],
@@ -275,22 +277,10 @@ class PretrainData(LoaderCycle):
             text = self.frozen_text(batch["text"])
         kwargs = dict(pose=pose, conf=conf, lengths=lengths, joint_mask=mask, text=text)
         if packed:
-            kwargs.update(cu_seqlens=to_device(host.to(torch.int32), device), max_seqlen=T)
+            kwargs.update(cu_seqlens=cu, max_seqlen=T)
         if self.trainable_text is not None:
             kwargs["texts"] = list(batch["text"])
         return {"lengths": lengths, "host_lengths": host_lengths, "model_kwargs": kwargs}
-
-
-def _on_host(t: torch.Tensor) -> torch.Tensor:
-    """``t`` on the CPU (a device->host copy only for loaders that deliver device tensors)."""
-    return t if t.device.type == "cpu" else t.cpu()
-
-
-def _valid_rows(lengths: torch.Tensor, T: int) -> torch.Tensor:
-    """Flat indices ``b * T + t`` (t < lengths[b]) of the valid rows of a (B, T) padded batch."""
-    steps = torch.arange(T).unsqueeze(0)
-    offsets = torch.arange(lengths.shape[0]).unsqueeze(1) * T
-    return (offsets + steps)[steps < lengths.unsqueeze(1)]
 
 
 def flops_coefficients(model: nn.Module) -> tuple[float, float]:
