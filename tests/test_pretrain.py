@@ -298,3 +298,111 @@ def test_rank_without_the_synthetic_corpus_says_so(tmp_path, monkeypatch):
     rank1 = D.DistInfo(1, 2, 0, 1, torch.device("cpu"))
     with pytest.raises(ValueError, match="rank 1 .* does not see the corpus .* shared filesystem"):
         train_data.open_store(cfg, rank1)
+
+
+def _run(store, out, **over) -> dict:
+    tr = _trainer(store, out, **over)
+    try:
+        return tr.run()
+    finally:
+        tr.close()
+
+
+def _steps(folder) -> list[int]:
+    return sorted(int(name[5:13]) for name in os.listdir(folder) if name.startswith("step_"))
+
+
+def test_resume_from_an_older_checkpoint_sets_the_later_ones_aside(tmp_path_factory, tmp_path):
+    """Resuming from step 2 of a run that reached step 6: its checkpoints 4 and 6 belong to the
+    abandoned branch. Left in place, keep-last deleted the resumed run's own checkpoints (lower
+    numbers) and resume=auto later continued the abandoned branch."""
+    store = tiny_store(tmp_path_factory)
+    over = {"train.ckpt_every": 2, "train.keep_last": 3}
+    _run(store, tmp_path, **over, **{"train.steps": 6})
+    assert _steps(tmp_path / "checkpoints") == [2, 4, 6]
+    summary = _run(store, tmp_path, **over, **{"train.steps": 5,
+                                               "train.resume": str(tmp_path / "checkpoints" / "step_00000002.pt")})
+    assert summary["step"] == 5
+    assert _steps(tmp_path / "checkpoints") == [2, 4, 5]  # this run's, the one it resumed from included
+    (archive,) = list((tmp_path / "previous").iterdir())
+    assert _steps(archive / "checkpoints") == [4, 6]  # the abandoned branch, kept whole
+    from slpfast.train.checkpoint import resolve_resume
+
+    assert resolve_resume("auto", str(tmp_path)).endswith("step_00000005.pt")
+
+
+def test_keep_last_never_deletes_the_checkpoint_just_written(tmp_path):
+    from slpfast.train.checkpoint import checkpoint_dir, save_checkpoint
+
+    save_checkpoint(str(tmp_path), 6, {"x": 1}, keep_last=3)
+    save_checkpoint(str(tmp_path), 9, {"x": 1}, keep_last=3)
+    path = save_checkpoint(str(tmp_path), 3, {"x": 1}, keep_last=2)  # beside higher-numbered ones
+    assert os.path.exists(path) and _steps(checkpoint_dir(str(tmp_path))) == [3, 9]
+    save_checkpoint(str(tmp_path), 4, {"x": 1}, keep_last=1)
+    assert _steps(checkpoint_dir(str(tmp_path))) == [4]
+
+
+def test_resume_with_other_batching_exits_2(tmp_path_factory, tmp_path, capsys):
+    """The saved data position counts batches: resumed with another batch size it pointed into the
+    middle of other batches (clips seen twice or skipped), silently."""
+    from slpfast import pretrain
+
+    store = tiny_store(tmp_path_factory)
+    out = str(tmp_path / "run")
+    assert pretrain.main(tiny_args(store, out, **{"train.steps": 2})) == 0
+    capsys.readouterr()
+    rc = pretrain.main(tiny_args(store, out, **{"train.steps": 3, "train.resume": "auto", "data.batch_size": 4}))
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "other batching: batch_size 8 (now 4)" in err, err
+    rc = pretrain.main(tiny_args(store, out, **{"train.steps": 3, "train.resume": "auto", "data.max_frames": 24}))
+    assert rc == 2 and "max_frames 32 (now 24)" in capsys.readouterr().err
+
+
+def test_resume_applies_the_new_optimizer_settings(tmp_path_factory, tmp_path):
+    """optim.* given on resume used to be ignored (the optimizer and scheduler states restored the
+    checkpoint's): a lowered learning rate did not lower anything."""
+    store = tiny_store(tmp_path_factory)
+    over = {"train.steps": 6, "train.ckpt_every": 3, "optim.warmup_steps": 2}
+    ref = _run(store, tmp_path / "ref", **over)["history"]
+    _run(store, tmp_path / "run", **{**over, "train.steps": 3})
+    tr = _trainer(store, tmp_path / "run", **over, **{"train.resume": "auto", "optim.lr": 5e-4,
+                                                      "optim.weight_decay": 0.0})
+    try:
+        summary = tr.run()
+        groups = tr.optimizer.param_groups
+        assert groups[0]["weight_decay"] == 0.0 and groups[1]["weight_decay"] == 0.0
+    finally:
+        tr.close()
+    assert any("optim.lr changed since the checkpoint (0.001 -> 0.0005)" in n for n in tr.resume_notes)
+    ref_lr = {r["step"]: r["lr"] for r in ref}
+    for rec in summary["history"]:  # the resumed steps 4..6 follow the same schedule at half the rate
+        assert rec["lr"] == pytest.approx(0.5 * ref_lr[rec["step"]], rel=1e-12), rec["step"]
+
+
+def test_fresh_run_moves_aside_an_earlier_run_that_left_only_logs(tmp_path_factory, tmp_path):
+    store = tiny_store(tmp_path_factory)
+    _run(store, tmp_path, **{"train.steps": 3, "train.ckpt_every": 0, "train.export": ""})
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkpoints")  # as if killed before its first checkpoint
+    _run(store, tmp_path, **{"train.steps": 2})
+    assert sorted(read_losses(str(tmp_path))) == [1, 2]  # not [1, 2, 3, 1, 2]
+    (archive,) = list((tmp_path / "previous").iterdir())
+    assert sorted(read_losses(str(archive))) == [1, 2, 3]
+
+
+def _ranked_run(rank, world_size, store, out, over):  # noqa: ARG001
+    summary = Trainer(parse_args(tiny_args(store, out, **over))).run()
+    assert summary["step"] == over["train.steps"]
+
+
+@pytest.mark.parametrize("objective", ["contrastive_only", "mpm_only"])
+def test_two_ranks_train_with_one_objective_off(objective, tmp_path_factory, tmp_path):
+    """mpm.weight=0 left the encoder's mask tokens without a gradient, and DDP failed its second
+    step waiting for them."""
+    from conftest import run_distributed
+
+    off = {"contrastive_only": {"mpm.weight": 0}, "mpm_only": {"text.weight": 0}}[objective]
+    run_distributed(_ranked_run, 2, tiny_store(tmp_path_factory), str(tmp_path),
+                    {"train.steps": 3, "train.ckpt_every": 0, "train.export": "", **off})

@@ -217,9 +217,7 @@ class TorchLoader:
         self.epoch, self.step = int(epoch), 0
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "step": self.step, "seed": self.sampler.seed,
-                "rank": self.sampler.rank, "world_size": self.sampler.world_size,
-                "data": self.sampler.data_fingerprint()}
+        return self.sampler.loader_state(self.epoch, self.step)
 
     def load_state_dict(self, state: dict) -> None:
         from .samplers import check_loader_state

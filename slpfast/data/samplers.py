@@ -180,8 +180,15 @@ class _Sampler:
     def __len__(self) -> int:
         return len(self.plan(0))
 
-    def state(self) -> dict:
-        return {"seed": self.seed, "rank": self.rank, "world_size": self.world_size}
+    def batching(self) -> dict:
+        """The settings that decide which clips form the k-th batch of an epoch (and their crops)."""
+        return {"max_frames": self.max_frames, "crop": self.crop, "shuffle": self.shuffle}
+
+    def loader_state(self, epoch: int, step: int) -> dict:
+        """A loader's resumable state: its position (epoch, batches taken) and what that position
+        means (seed, ranks, data, batching), checked by :func:`check_loader_state` on load."""
+        return {"epoch": int(epoch), "step": int(step), "seed": self.seed, "rank": self.rank,
+                "world_size": self.world_size, "data": self.data_fingerprint(), "batching": self.batching()}
 
     def data_fingerprint(self) -> str:
         """CRC-32 of the clip lengths and the selected clips (or mixture): a loader state saved over
@@ -210,6 +217,12 @@ def check_loader_state(state: dict, sampler: "_Sampler") -> None:
         raise ValueError(f"loader state was saved over other data (clips:fingerprint {state['data']}, now "
                          f"{sampler.data_fingerprint()}): the store or the selected clips changed, so the "
                          "saved position in the epoch means nothing")
+    mine = sampler.batching()
+    changed = [f"{k} {v!r} (now {mine.get(k)!r})" for k, v in state.get("batching", {}).items() if mine.get(k) != v]
+    if changed:
+        raise ValueError(f"loader state was saved with other batching: {', '.join(changed)}; its position "
+                         f"(batch {state.get('step')} of epoch {state.get('epoch')}) counts those batches, so "
+                         "resume with the same settings (or start a fresh run)")
 
 
 class FixedBatchSampler(_Sampler):
@@ -223,6 +236,9 @@ class FixedBatchSampler(_Sampler):
         super().__init__(lengths, indices, **kw)
         self.batch_size = int(batch_size)
         self.drop_last = drop_last
+
+    def batching(self) -> dict:
+        return {**super().batching(), "batch_size": self.batch_size, "drop_last": bool(self.drop_last)}
 
     def plan(self, epoch: int) -> BatchPlan:
         order = self.epoch_order(epoch)
@@ -258,6 +274,10 @@ class TokenBudgetSampler(_Sampler):
         self.packed = packed
         self.max_batch_size = int(max_batch_size)
         self.bucket_size = int(bucket_size)
+
+    def batching(self) -> dict:
+        return {**super().batching(), "max_tokens": self.max_tokens, "packed": bool(self.packed),
+                "max_batch_size": self.max_batch_size, "bucket_size": self.bucket_size}
 
     def plan(self, epoch: int) -> BatchPlan:
         order = self.epoch_order(epoch)

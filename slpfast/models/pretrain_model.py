@@ -49,6 +49,11 @@ class PretrainModel(nn.Module):
         self.weights = {"mpm": float(mpm_weight), "nce": float(nce_weight), "fg": float(fg_weight)}
         self.mpm_loss_kind, self.mpm_beta, self.fg_tau = mpm_loss_kind, mpm_beta, fg_tau
         self.decoder = MPMDecoder(d, self.coord_dims) if mpm_weight > 0 else None
+        if self.decoder is None:
+            # Without MPM no joint is ever hidden, so the mask tokens get no gradient; frozen,
+            # DDP does not wait for them (it fails its second step on parameters that never
+            # receive a gradient) and AdamW does not carry state for them.
+            self.encoder.parts.mask_token.requires_grad_(False)
         self.text_encoder = text_encoder
         uses_text = nce_weight > 0 or fg_weight > 0
         if uses_text:

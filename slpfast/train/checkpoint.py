@@ -64,17 +64,8 @@ def resolve_resume(resume: str, out_dir: str) -> str | None:
 RUN_ARTIFACTS = ("checkpoints", "metrics.jsonl", "tensorboard")
 
 
-def archive_previous_run(out_dir: str, extra: tuple[str, ...] = ()) -> str | None:
-    """Move an earlier run's artifacts in ``out_dir`` into ``out_dir/previous/<time>/``.
-
-    A fresh run (no ``train.resume``) in a folder that holds another run's checkpoints would
-    otherwise mix its logs with the old ones, and keep-last would delete the *new* run's
-    checkpoints (their step numbers are lower), after which ``resume=auto`` continues the old
-    run. Nothing is deleted: the old run stays whole beside the new one. Returns the archive
-    folder, or None when there was nothing to move. Call on one rank only.
-    """
-    if not list_checkpoints(out_dir):
-        return None
+def _new_archive_dir(out_dir: str) -> str:
+    """A new, empty ``out_dir/previous/<time>[-n]/`` folder."""
     import time
 
     dest = os.path.join(out_dir, "previous", time.strftime("%Y%m%d-%H%M%S"))
@@ -83,10 +74,43 @@ def archive_previous_run(out_dir: str, extra: tuple[str, ...] = ()) -> str | Non
         n += 1
     dest += f"-{n}" if n else ""
     os.makedirs(dest)
-    for name in RUN_ARTIFACTS + tuple(extra):
-        src = os.path.join(out_dir, name)
-        if name and os.path.exists(src):
-            os.replace(src, os.path.join(dest, os.path.basename(name)))
+    return dest
+
+
+def archive_previous_run(out_dir: str, extra: tuple[str, ...] = ()) -> str | None:
+    """Move an earlier run's artifacts in ``out_dir`` into ``out_dir/previous/<time>/``.
+
+    A fresh run (no ``train.resume``) in a folder that holds another run's checkpoints would
+    otherwise mix its logs with the old ones, and keep-last would delete the *new* run's
+    checkpoints (their step numbers are lower), after which ``resume=auto`` continues the old
+    run. A run stopped before its first checkpoint still leaves its logs, which the new run's
+    would be appended to. Nothing is deleted: the old run stays whole beside the new one.
+    Returns the archive folder, or None when there was nothing to move. Call on one rank only.
+    """
+    names = [n for n in RUN_ARTIFACTS + tuple(extra) if n and os.path.exists(os.path.join(out_dir, n))]
+    if not list_checkpoints(out_dir) and not any(n in RUN_ARTIFACTS for n in names):
+        return None  # an export alone is a file the user may have put there: left in place
+    dest = _new_archive_dir(out_dir)
+    for name in names:
+        os.replace(os.path.join(out_dir, name), os.path.join(dest, os.path.basename(name)))
+    return dest
+
+
+def set_aside_later_checkpoints(out_dir: str, step: int) -> str | None:
+    """Move the checkpoints of ``out_dir`` past ``step`` into ``out_dir/previous/<time>/checkpoints``.
+
+    A run resumed from an older checkpoint than its latest abandons the later ones: left in
+    place, keep-last would delete the resumed run's own (lower-numbered) checkpoints and
+    ``resume=auto`` would later pick the abandoned branch. Returns the archive folder or None.
+    Call on one rank only.
+    """
+    later = [p for p in list_checkpoints(out_dir) if int(_NAME.search(p).group(1)) > step]
+    if not later:
+        return None
+    dest = _new_archive_dir(out_dir)
+    os.makedirs(checkpoint_dir(dest))
+    for p in later:
+        os.replace(p, os.path.join(checkpoint_dir(dest), os.path.basename(p)))
     return dest
 
 
@@ -132,12 +156,15 @@ def _remove_stray_temps(d: str) -> None:
 
 
 def save_checkpoint(out_dir: str, step: int, state: dict, keep_last: int) -> str:
-    """Write ``state`` as the checkpoint of ``step`` and delete all but the newest ``keep_last``
-    (and the partial files of writers killed mid-save)."""
+    """Write ``state`` as the checkpoint of ``step`` and delete all but ``keep_last`` (>= 1):
+    this one and the newest others (and the partial files of writers killed mid-save)."""
     path = os.path.join(checkpoint_dir(out_dir), f"step_{step:08d}.pt")
     _remove_stray_temps(checkpoint_dir(out_dir))
     atomic_torch_save({**state, "step": step}, path)
-    for old in list_checkpoints(out_dir)[:-keep_last]:
+    # the file just written always stays (even beside higher-numbered ones), with the newest
+    # keep_last - 1 of the others
+    others = [p for p in list_checkpoints(out_dir) if p != path]
+    for old in others[:max(0, len(others) - (keep_last - 1))]:
         try:
             os.remove(old)
         except FileNotFoundError:

@@ -78,6 +78,10 @@ def _check_same_shapes(own: dict, theirs: dict, path: str, their_cfg: dict, cfg)
                       + "; use the same [model] settings or another train.out_dir")
 
 
+#: optimizer settings a resumed run may change (its config's values replace the checkpoint's)
+_OPTIM_SETTINGS = ("lr", "weight_decay", "beta1", "beta2", "eps", "warmup_steps", "min_lr_ratio")
+
+
 class Trainer:
     """Build everything from a validated :class:`PretrainConfig`, then :meth:`run`."""
 
@@ -116,6 +120,7 @@ class Trainer:
         self.pipeline_depth = 1 if self.device.type == "cuda" else 0
         self.step = 0
         self.nonfinite_total = 0
+        self.resume_notes: list[str] = []
         self._stop_signal = False
         self.history: list[dict] = []  # interval records (every rank keeps them; rank 0 writes)
 
@@ -177,7 +182,35 @@ class Trainer:
         ckpt.restore_rng(mine["rng"])
         self.step = int(state["step"])
         self.nonfinite_total = int(state.get("extra", {}).get("nonfinite_total", 0))
+        self.resume_notes = self._apply_new_optim_settings(state.get("config") or {})
+        if self.dist.is_main:
+            moved = ckpt.set_aside_later_checkpoints(self.out_dir, self.step)
+            if moved:
+                self.resume_notes.append(f"the checkpoints after step {self.step} of the abandoned run were "
+                                         f"moved to {moved}")
         return path
+
+    def _apply_new_optim_settings(self, their_cfg: dict) -> list[str]:
+        """After a resume: the optimizer settings of *this* run's config apply from here on
+        (the loaded optimizer and scheduler states carry the checkpoint's). Returns one note per
+        changed setting, for the log."""
+        o, old = self.cfg.optim, their_cfg.get("optim") or {}
+        changed = [k for k in _OPTIM_SETTINGS if k in old and old[k] != getattr(o, k)]
+        if not changed:
+            return []
+        groups = self.optimizer.param_groups
+        for g in groups:
+            g["betas"], g["eps"] = (o.beta1, o.beta2), o.eps
+        groups[0]["weight_decay"] = o.weight_decay  # the decayed group (optim.param_groups); the other stays 0
+        if old.get("lr") and "lr" in changed:  # rescale, keeping any ratio between groups
+            self.scheduler.base_lrs = [b * o.lr / old["lr"] for b in self.scheduler.base_lrs]
+        # warmup_steps / min_lr_ratio: the schedule's function reads this run's config already
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for g, base in zip(groups, self.scheduler.base_lrs):
+            g["initial_lr"], g["lr"] = base, base * factor
+        self.scheduler._last_lr = [g["lr"] for g in groups]
+        return [f"optim.{k} changed since the checkpoint ({old[k]!r} -> {getattr(o, k)!r}); the new value "
+                "applies from here on" for k in changed]
 
     # ------------------------------------------------------------------ one step
     def _micro_steps(self):
@@ -286,6 +319,8 @@ class Trainer:
                            name="finetune" if hasattr(self.cfg, "task") else "pretrain")
         if resumed:
             logger.message(f"resumed from {resumed} at step {self.step}")
+            for note in self.resume_notes:
+                logger.message(f"train.resume: {note}")
         if archived:
             logger.message(f"a fresh run: the earlier run in {self.out_dir} was moved to {archived} "
                            "(use --train.resume=auto to continue a run instead)")
