@@ -406,3 +406,15 @@ def test_two_ranks_train_with_one_objective_off(objective, tmp_path_factory, tmp
     off = {"contrastive_only": {"mpm.weight": 0}, "mpm_only": {"text.weight": 0}}[objective]
     run_distributed(_ranked_run, 2, tiny_store(tmp_path_factory), str(tmp_path),
                     {"train.steps": 3, "train.ckpt_every": 0, "train.export": "", **off})
+
+
+@pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
+                                        ("NVIDIA H100 NVL", 835e12), ("NVIDIA H200", 989e12),
+                                        ("NVIDIA A100-SXM4-80GB", 312e12), ("Some Future GPU", None)])
+def test_mfu_peak_by_device_name(name, peak, monkeypatch):
+    """The PCIe / NVL boards matched the SXM peak by substring: their MFU read ~20% low."""
+    from slpfast.train import trainer
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert trainer._peak_flops(torch.device("cuda", 0)) == peak
+    assert trainer._peak_flops(torch.device("cpu")) is None

@@ -35,8 +35,10 @@ from slpfast.train.logging import IntervalMeter, RunLogger, peak_memory_gib
 from slpfast.train.optim import build_optimizer, build_scheduler
 from slpfast.train.pending import PendingStep
 
-#: dense bf16 peak FLOP/s per GPU used for MFU (vendor spec; H100/H200 SXM)
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
+#: dense bf16 peak FLOP/s per GPU used for MFU (vendor specs), matched against the device name
+#: in this order: the PCIe / NVL boards of a chip clock lower than its SXM board, so they come first
+PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H200 NVL", 835e12), ("H100", 989e12),
+              ("H200", 989e12), ("GH200", 989e12), ("B200", 2250e12), ("A100", 312e12), ("L40S", 362e12))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -47,7 +49,7 @@ def _peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    return next((v for k, v in PEAK_FLOPS if k in name), None)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
