@@ -418,3 +418,39 @@ def test_mfu_peak_by_device_name(name, peak, monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert trainer._peak_flops(torch.device("cuda", 0)) == peak
     assert trainer._peak_flops(torch.device("cpu")) is None
+
+
+def test_preempted_run_logs_its_partial_interval_and_keeps_its_nonfinite_streak(tmp_path_factory, tmp_path):
+    """A run stopped between log intervals lost the steps since the last record; a run resumed in
+    a streak of non-finite steps started counting toward train.max_nonfinite from 0 again."""
+    store = tiny_store(tmp_path_factory)
+    over = {"train.steps": 20, "train.log_every": 4, "train.ckpt_every": 0, "train.max_nonfinite": 3,
+            "train.export": ""}
+    tr = _trainer(store, tmp_path, **over)
+    real_forward = tr.model.forward
+
+    def forward(**kw):  # steps 5 and 6 (0-based 4, 5) are non-finite; SIGTERM during step 6
+        out = real_forward(**kw)
+        if tr.step in (4, 5):
+            out["loss"] = out["loss"] * float("nan")
+        if tr.step == 5:
+            tr._stop_signal = True
+        return out
+
+    tr.model.forward = forward
+    try:
+        summary = tr.run()
+    finally:
+        tr.close()
+    assert summary["status"] == "preempted" and summary["step"] == 6
+    assert sorted(read_losses(str(tmp_path))) == [4, 6]  # step 6: the partial interval 5..6
+    assert torch.load(tmp_path / "checkpoints" / "step_00000006.pt", weights_only=False)["extra"]["nonfinite_streak"] == 2
+    tr = _trainer(store, tmp_path, **over, **{"train.resume": "auto"})
+    real_forward = tr.model.forward
+    tr.model.forward = lambda **kw: {**(o := real_forward(**kw)), "loss": o["loss"] * float("nan")}
+    try:
+        with pytest.raises(NonFiniteLossError, match="3 consecutive"):
+            tr.run()  # the third in a row is the resumed run's first step
+    finally:
+        tr.close()
+    assert tr.step == 7

@@ -122,6 +122,7 @@ class Trainer:
         self.pipeline_depth = 1 if self.device.type == "cuda" else 0
         self.step = 0
         self.nonfinite_total = 0
+        self.nonfinite_streak = 0  # non-finite steps in a row, up to the last step accounted
         self.resume_notes: list[str] = []
         self._stop_signal = False
         self.history: list[dict] = []  # interval records (every rank keeps them; rank 0 writes)
@@ -137,7 +138,8 @@ class Trainer:
             ranks = [mine]
         return {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "ranks": ranks, "config": self.cfg.to_dict(),
-                "world_size": self.dist.world_size, "extra": {"nonfinite_total": self.nonfinite_total}}
+                "world_size": self.dist.world_size,
+                "extra": {"nonfinite_total": self.nonfinite_total, "nonfinite_streak": self.nonfinite_streak}}
 
     def save(self) -> str | None:
         state = self._state()
@@ -184,6 +186,8 @@ class Trainer:
         ckpt.restore_rng(mine["rng"])
         self.step = int(state["step"])
         self.nonfinite_total = int(state.get("extra", {}).get("nonfinite_total", 0))
+        # a run preempted in a streak of non-finite steps goes on counting it toward max_nonfinite
+        self.nonfinite_streak = int(state.get("extra", {}).get("nonfinite_streak", 0))
         self.resume_notes = self._apply_new_optim_settings(state.get("config") or {})
         if self.dist.is_main:
             moved = ckpt.set_aside_later_checkpoints(self.out_dir, self.step)
@@ -328,7 +332,6 @@ class Trainer:
                            "(use --train.resume=auto to continue a run instead)")
         meter = IntervalMeter()
         keys = self.data.loss_keys()
-        consecutive = 0
         status = "completed"
         peak = _peak_flops(self.device)
         try:
@@ -339,14 +342,16 @@ class Trainer:
                 ckpt_due = tr.ckpt_every and self.step % tr.ckpt_every == 0 and self.step < tr.steps
                 while queue and (ckpt_due or len(queue) > self.pipeline_depth):
                     losses, st = queue.popleft().result()
-                    consecutive = self._account(losses, st, consecutive, meter, keys, logger, peak)
+                    self._account(losses, st, meter, keys, logger, peak)
                     if st["stop"] and st["step"] < tr.steps:  # SIGTERM on some rank: every rank stops
                         status = "preempted"
                 if ckpt_due and status == "completed":
                     self.save()
             while queue:  # what is still in flight (a preempted run saves after it)
                 losses, st = queue.popleft().result()
-                consecutive = self._account(losses, st, consecutive, meter, keys, logger, peak)
+                self._account(losses, st, meter, keys, logger, peak)
+            if meter.steps or meter.skipped:  # a preempted run's last, partial interval
+                self._log_interval(meter, keys, logger, peak, self.step, self.scheduler.get_last_lr()[0])
             path = self.save()
             if status == "completed":
                 export = self.export()
@@ -359,30 +364,28 @@ class Trainer:
             logger.close()
         return {"status": status, "step": self.step, "history": self.history, "nonfinite_total": self.nonfinite_total}
 
-    def _account(self, losses, st: dict, consecutive: int, meter: IntervalMeter, keys: list[str], logger: RunLogger,
-                 peak: float | None) -> int:
-        """Book one finished step: meters, progress, logs, the non-finite count (raises
-        :class:`NonFiniteLossError` after ``train.max_nonfinite`` in a row). Returns the new
-        count of consecutive non-finite steps."""
+    def _account(self, losses, st: dict, meter: IntervalMeter, keys: list[str], logger: RunLogger,
+                 peak: float | None) -> None:
+        """Book one finished step: meters, progress, logs, the non-finite counts (raises
+        :class:`NonFiniteLossError` after ``train.max_nonfinite`` in a row)."""
         tr = self.cfg.train
         step = st["step"]
         if losses is None:
-            consecutive += 1
+            self.nonfinite_streak += 1
             self.nonfinite_total += 1
             meter.skipped += 1
             logger.message(f"step {step}: non-finite loss or gradient, step skipped "
-                           f"({consecutive} in a row, {self.nonfinite_total} total)")
-            if consecutive >= tr.max_nonfinite:
-                raise NonFiniteLossError(f"{consecutive} consecutive non-finite steps "
+                           f"({self.nonfinite_streak} in a row, {self.nonfinite_total} total)")
+            if self.nonfinite_streak >= tr.max_nonfinite:
+                raise NonFiniteLossError(f"{self.nonfinite_streak} consecutive non-finite steps "
                                          f"(train.max_nonfinite={tr.max_nonfinite}); aborting")
         else:
-            consecutive = 0
+            self.nonfinite_streak = 0
             meter.add(losses, st["clips"], st["frames"], st["data_s"], st["grad_norm"], st["flops"])
         logger.advance(1, {"loss": f"{losses['loss']:.4f}"} if losses else None)
         if step % tr.log_every == 0 or step == tr.steps:
             self._log_interval(meter, keys, logger, peak, step, st["lr"])
             meter.reset()
-        return consecutive
 
     def _log_interval(self, meter: IntervalMeter, keys: list[str], logger: RunLogger, peak: float | None,
                       step: int, lr: float) -> None:
