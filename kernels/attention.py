@@ -25,6 +25,7 @@ import os
 import torch
 import triton
 
+from ..ops._first_order import first_order_only
 from ._host import cdiv, next_pow2
 from .attention_bwd import attn_bwd_kernel
 from .attention_fwd import attn_fwd_kernel
@@ -244,11 +245,13 @@ class _MaskedAttention(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, d_out):
         q, k, v, out, lse, lens = ctx.saved_tensors
-        dq, dk, dv = _bwd(d_out, q, k, v, out, lse, lens, *ctx.args, wrap=False)
-        return dq, dk, dv, None, None, None, None, None
+        with torch.no_grad():
+            dq, dk, dv = _bwd(d_out, q, k, v, out, lse, lens, *ctx.args, wrap=False)
+        # first order only: under create_graph=True a double backward raises, never a silent None
+        grads = first_order_only("masked_attention", "triton", (dq, dk, dv), (d_out, q, k, v))
+        return (*grads, None, None, None, None, None)
 
 
 def masked_attention(q, k, v, *, seq_lens=None, cu_seqlens=None, max_seqlen: int, causal: bool, scale: float):

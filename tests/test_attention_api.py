@@ -218,6 +218,24 @@ def test_empty_inputs(backend, shape, lens):
     assert out.shape == q.shape and not out.any()
 
 
+@pytest.mark.parametrize("backend", ["auto", "eager", "sdpa", "triton"])
+@pytest.mark.parametrize("shape, lens", [((0, 5, 2, 16), []), ((2, 0, 2, 16), [0, 0]), ((2, 3, 0, 16), [3, 1]),
+                                         ((0, 2, 16), None)])
+def test_empty_inputs_keep_the_graph_of_q_k_and_v(backend, shape, lens):
+    """Empty input stays differentiable in all three inputs, as the reference: each gets a
+    zero-size gradient (sdpa once returned a graph through q only, or none for packed rows)."""
+    q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
+    if lens is None:
+        kw = dict(cu_seqlens=torch.zeros(3, dtype=torch.int32))
+    else:
+        kw = dict(seq_lens=torch.tensor(lens, dtype=torch.int64))
+    out = masked_attention(q, k, v, backend=backend, **kw)
+    assert out.requires_grad
+    out.sum().backward()
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        assert t.grad is not None and t.grad.shape == t.shape, name
+
+
 # -------------------------------------------------------------------------------- dispatch
 def test_dispatch_rules():
     q, k, v = (torch.randn(2, 6, 2, 16) for _ in range(3))
@@ -322,3 +340,31 @@ def test_unchecked_lengths_are_clamped_to_T(monkeypatch):
     backend = "triton" if os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available() else "sdpa"
     got = masked_attention(q, k, v, seq_lens=torch.tensor([T + 7, 4]), backend=backend)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_triton_double_backward_raises():
+    """The Triton backward is first order only: differentiating its gradients raises a
+    RuntimeError naming the backend, never a silent None; a create_graph backward alone works."""
+    q, k, v = (torch.randn(2, 8, 2, 16, requires_grad=True) for _ in range(3))
+    lens = torch.tensor([8, 5])
+    for grad_out in (None, torch.ones(2, 8, 2, 16, requires_grad=True)):
+        out = masked_attention(q, k, v, seq_lens=lens, backend="triton")
+        (dq,) = torch.autograd.grad(out, q, grad_outputs=grad_out if grad_out is not None else torch.ones_like(out),
+                                    create_graph=True)
+        want = torch.autograd.grad(masked_attention(q, k, v, seq_lens=lens, backend="eager").sum(), q)[0]
+        torch.testing.assert_close(dq.detach(), want, rtol=1e-4, atol=1e-5)
+        with pytest.raises(RuntimeError, match="double backward .* not supported by backend 'triton'"):
+            torch.autograd.grad(dq.pow(2).sum(), (q, k), allow_unused=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_eager_half_inputs_with_large_scores_stay_finite(dtype):
+    """The reference computes half inputs in float32: |q . k| = 1.6e9 overflows float16 scores
+    (once NaN out of eager) but not the result, which agrees with sdpa and the float64 reference."""
+    x = torch.full((1, 4, 1, 16), 1e4, dtype=dtype)
+    x[0, 1:, 0, ::2] = -1e4  # rows that differ: the softmax is not uniform
+    out = masked_attention(x, x, x, backend="eager")
+    assert out.dtype == dtype and torch.isfinite(out.float()).all()
+    want = masked_attention(x.double(), x.double(), x.double(), backend="eager")
+    torch.testing.assert_close(out.double(), want, rtol=1e-2, atol=0)
+    torch.testing.assert_close(out, masked_attention(x, x, x, backend="sdpa"), rtol=1e-2, atol=0)

@@ -88,6 +88,8 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, seq_l
     Raises:
         ValueError: bad input (naming the argument), or a named backend that cannot run it.
         NotImplementedError: ``auto`` and no backend can run it (lists each backend's reasons).
+        RuntimeError: a double backward (differentiating the gradients) through ``triton``,
+            whose backward is first order only (``eager`` and ``sdpa`` support it).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(OP, name, t, ndim=(3, 4), dtypes=DTYPES)

@@ -31,6 +31,16 @@ def _row_valid(seq_lens: torch.Tensor, T: int) -> torch.Tensor:
     return torch.arange(T, device=seq_lens.device)[None, :] < seq_lens[:, None]
 
 
+def _empty_out(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The output for empty q, k, v (B, T or H = 0; packed total = 0): shaped like q, no rows.
+
+    Built from all three inputs, not ``zeros_like(q)`` / ``q * 0``: backward must give q, k and
+    v each a (zero-size) gradient, as the eager reference does; a graph through q alone would
+    leave k.grad and v.grad None and make ``out.sum().backward()`` fail when only k or v needs it.
+    """
+    return (q + k + v) * 0  # empty: nothing is computed, no 0 * inf
+
+
 # ----------------------------------------------------------------------------------- eager
 def _eager_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
     return ref.masked_attention(q, k, v, seq_lens=seq_lens, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen,
@@ -41,7 +51,7 @@ def _eager_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_)
 def _sdpa_padded(q, k, v, seq_lens, causal, scale):
     F = torch.nn.functional
     if q.numel() == 0:  # SDPA's CPU kernel dies of SIGFPE on empty inputs in torch 2.11 (not 2.13)
-        return q * 0  # empty: keeps the autograd graph, nothing to compute
+        return _empty_out(q, k, v)
     B, T = q.shape[:2]
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
     dense = seq_lens is None or (seq_lens.device.type == "cpu" and not torch.compiler.is_compiling()
@@ -67,7 +77,7 @@ def _sdpa_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
     B, total = cu_seqlens.shape[0] - 1, q.shape[0]
     if B * max_seqlen == total:  # every sequence has the longest length: a plain reshape, no mask
         if B == 0 or total == 0:
-            return torch.zeros_like(q)
+            return _empty_out(q, k, v)
         qp, kp, vp = (t.view(B, max_seqlen, *t.shape[1:]) for t in (q, k, v))
         return _sdpa_padded(qp, kp, vp, None, causal, scale).reshape(q.shape)
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.int64)
@@ -114,7 +124,7 @@ def _flex_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
     from torch.nn.attention.flex_attention import create_block_mask
 
     if q.numel() == 0:  # T = 0 or H = 0: create_block_mask cannot describe it; nothing to attend
-        return torch.zeros_like(q)
+        return _empty_out(q, k, v)
     compile_mask = q.device.type == "cuda"
     if q.device.type == "cpu":  # flex refuses CPU inputs that require grad, even under no_grad
         q, k, v = q.detach(), k.detach(), v.detach()
@@ -143,7 +153,7 @@ def _flex_call(q, k, v, seq_lens, cu_seqlens, causal, scale, compile_mask):
         return torch.where(keep, out, 0.0)
     total = q.shape[0]
     if total == 0:
-        return torch.zeros_like(q)
+        return _empty_out(q, k, v)
     doc = torch.searchsorted(cu_seqlens[1:].to(torch.int64), torch.arange(total, device=q.device), right=True)
 
     def doc_mask(b, h, qi, kj):
@@ -205,8 +215,8 @@ def _xformers_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, *
         out = _xformers_run(*packed, seq_lens=None, cu_seqlens=cu, max_seqlen=T, causal=causal, scale=scale)
         return unpack_rows(out, cu, T)
     lengths = [n for n in (cu_seqlens[1:] - cu_seqlens[:-1]).tolist() if n > 0]  # empty sequences own no rows
-    if not lengths:
-        return torch.zeros_like(q)
+    if not lengths:  # no rows at all (total = 0)
+        return _empty_out(q, k, v)
     mask_cls = fmha.attn_bias.BlockDiagonalCausalMask if causal else fmha.attn_bias.BlockDiagonalMask
     bias = mask_cls.from_seqlens(lengths, device=q.device)
     out = fmha.memory_efficient_attention(q[None], k[None], v[None], attn_bias=bias, scale=scale)

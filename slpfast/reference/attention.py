@@ -5,7 +5,9 @@ The executable specification of :func:`slpfast.ops.masked_attention`:
 - query row ``i`` of sequence ``b`` attends to keys ``j < L_b`` (and ``j <= i`` when causal);
 - ``softmax(scale * q k^T) v`` with ``scale = 1/sqrt(D)`` by default;
 - rows ``i >= L_b`` (padding) and sequences with ``L_b = 0`` give output 0 and zero
-  gradients, never NaN, whatever the padding rows hold (even inf or NaN).
+  gradients, never NaN, whatever the padding rows hold (even inf or NaN);
+- float16/bfloat16 inputs are computed in float32 (float64 stays float64) and rounded once at
+  the end, so large but finite half inputs give finite outputs, as the fused kernels do.
 
 The score matrix is materialised (``(B, H, T, T)``): this is the slow, obviously-right version.
 """
@@ -47,8 +49,17 @@ def padded_to_packed(x: torch.Tensor, cu_seqlens: torch.Tensor, total: int) -> t
 
 def attention_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq_lens: torch.Tensor, *,
                      causal: bool = False, scale: float | None = None) -> torch.Tensor:
-    """q, k, v (B, T, H, D); seq_lens (B,) -> out (B, T, H, D), computed in the dtype of q."""
+    """q, k, v (B, T, H, D); seq_lens (B,) -> out (B, T, H, D) in the dtype of q.
+
+    Scores, softmax and the weighted sum run in float32 for float16/bfloat16 input (float64 for
+    float64), as the fused kernels accumulate: half-precision scores overflow to inf (and the
+    softmax to NaN) for large but finite inputs, |q . k| > 65504. The result is rounded to q's
+    dtype once, at the end; gradients come back in the inputs' dtypes through the casts.
+    """
     B, T, H, D = q.shape
+    out_dtype = q.dtype
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    q, k, v = (t.to(acc) for t in (q, k, v))
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     pos = torch.arange(T, device=q.device)
     row_valid = pos[None, :] < seq_lens.to(q.device)[:, None]  # (B, T)
@@ -66,7 +77,7 @@ def attention_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq_lens
     scores = scores.masked_fill(~allowed[:, None], float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     out = torch.einsum("bhij,bjhd->bihd", probs, v)
-    return torch.where(keep, out, 0.0)
+    return torch.where(keep, out, 0.0).to(out_dtype)
 
 
 def attention_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
