@@ -173,6 +173,59 @@ def test_float_scale_and_shape_one_scale():
     assert s1.grad.shape == (1,) and torch.isfinite(s1.grad).all()
 
 
+@pytest.mark.parametrize("backend", ["chunked", "eager"])
+@pytest.mark.parametrize("shape", [(1,), (1, 1, 1), ()])
+@pytest.mark.parametrize("scale_dtype", [torch.float64, torch.float32, torch.float16])
+def test_any_one_element_scale_on_every_backend(backend, shape, scale_dtype):
+    """Every one-element floating scale the validation accepts runs on every backend (eager
+    once crashed on shape (1,) / (1, 1, 1) and on float64 with float32 inputs), with the loss of
+    a 0-dim float32 scale and a gradient of the scale's own shape and dtype."""
+    x, y, s = make_inputs(6, 16)
+    scale = s.to(scale_dtype).reshape(shape).requires_grad_()
+    loss = contrastive_loss(x, y, scale, backend=backend)
+    want = contrastive_loss(x, y, s.to(scale_dtype).float(), backend=backend)
+    torch.testing.assert_close(loss, want)
+    loss.backward()
+    assert scale.grad.shape == shape and scale.grad.dtype == scale_dtype and torch.isfinite(scale.grad).all()
+
+
+@pytest.mark.parametrize("backend", ["chunked", "eager"])
+def test_python_float_scale_keeps_float64_precision(backend):
+    """A Python float scale is not rounded to float32 for float64 inputs (an error of ~1e-7)."""
+    x, y, _ = make_inputs(4, 8, torch.float64)
+    want = contrastive_loss_global(x, y, 14.3)
+    got = contrastive_loss(x, y, 14.3, backend=backend)
+    assert got.dtype == torch.float64 and abs(got.item() - want.item()) < 1e-12
+
+
+@pytest.mark.parametrize("backend", ["chunked", "triton"])
+def test_double_backward_raises_on_first_order_backends(backend):
+    """triton / chunked backwards are first order only: differentiating their gradients raises
+    a RuntimeError naming the backend (it once returned None silently), while a create_graph
+    backward alone still works and eager supports the double backward."""
+    x, y, _ = make_inputs(3, 16)
+    a = x.clone().requires_grad_()
+    for grad_out in (None, torch.ones((), requires_grad=True)):
+        loss = contrastive_loss(a, y, 2.0, backend=backend)
+        (ga,) = torch.autograd.grad(loss, a, grad_outputs=grad_out, create_graph=True)
+        torch.testing.assert_close(ga.detach(), torch.autograd.grad(contrastive_loss(a, y, 2.0, backend="eager"), a)[0])
+        with pytest.raises(RuntimeError, match=f"double backward .* not supported by backend '{backend}'"):
+            torch.autograd.grad(ga.pow(2).sum(), a, allow_unused=True)
+    loss = contrastive_loss(a, y, 2.0, backend="eager")
+    (ga,) = torch.autograd.grad(loss, a, create_graph=True)
+    assert torch.autograd.grad(ga.pow(2).sum(), a)[0] is not None
+
+
+def test_non_finite_embeddings_give_a_nan_loss():
+    """As documented: a NaN or inf embedding makes the loss NaN (not checked: no host sync)."""
+    x, y, s = make_inputs(4, 8)
+    for bad in (math.nan, math.inf):
+        x2 = x.clone()
+        x2[1, 3] = bad
+        for backend in ("chunked", "eager"):
+            assert contrastive_loss(x2, y, s, backend=backend).isnan()
+
+
 def test_auto_picks_chunked_on_cpu_with_honest_reasons():
     x, y, s = make_inputs(4, 8)
     assert _DISPATCH.select("auto", sign=x, auto=True).name == "chunked"

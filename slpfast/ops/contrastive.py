@@ -33,11 +33,11 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from . import contrastive_chunked as chunked
 from . import distributed as ddp
 from ._dispatch import Backend, Dispatcher
+from ._first_order import first_order_only
 from ._validate import check_same_device, check_tensor, describe, fail
 
 __all__ = ["contrastive_loss"]
@@ -50,8 +50,9 @@ class ContrastiveFunction(torch.autograd.Function):
     """Loss from per-row log-sum-exps; the backward recomputes tiles (never N x N in memory).
 
     ``engine`` is a module with ``fwd_pair, fwd_row, bwd_pair, bwd_row`` (see
-    :mod:`slpfast.ops.contrastive_chunked` for their contract). ``sign_all``/``text_all`` None
-    means single process (both directions share one similarity matrix); otherwise they are the
+    :mod:`slpfast.ops.contrastive_chunked` for their contract); ``backend`` its name, for the
+    error of a double backward (first order only: :mod:`slpfast.ops._first_order`).
+    ``sign_all``/``text_all`` None means single process (both directions share one similarity matrix); otherwise they are the
     gathered (N_global, D) batch and autograd carries their gradients back through the gather.
     The positive of local row i is column ``offset + i`` of the gathered batch (``offset =
     rank * N_local``; 0 in one process): the forward takes it from the local rows, the backward
@@ -59,7 +60,7 @@ class ContrastiveFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, engine, sign, text, sign_all, text_all, scale, s: float, offset: int):
+    def forward(ctx, engine, backend: str, sign, text, sign_all, text_all, scale, s: float, offset: int):
         acc = torch.float64 if sign.dtype == torch.float64 else torch.float32
         n = sign.shape[0]
         diag = (sign.to(acc) * text.to(acc)).sum(1)  # unscaled positive similarities (N,)
@@ -69,15 +70,21 @@ class ContrastiveFunction(torch.autograd.Function):
             lse_a = engine.fwd_row(sign, text_all, s)
             lse_b = engine.fwd_row(text, sign_all, s)
         loss = (lse_a.sum() + lse_b.sum() - 2.0 * s * diag.sum()) / (2 * n)
-        ctx.save_for_backward(sign, text, sign_all, text_all, lse_a, lse_b)
-        ctx.engine, ctx.s, ctx.single, ctx.offset = engine, s, sign_all is None, offset
+        ctx.save_for_backward(sign, text, sign_all, text_all, lse_a, lse_b, scale)
+        ctx.engine, ctx.backend, ctx.s, ctx.single, ctx.offset = engine, backend, s, sign_all is None, offset
         ctx.scale_meta = (scale.dtype, scale.shape)
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
-        sign, text, sign_all, text_all, lse_a, lse_b = ctx.saved_tensors
+        sign, text, sign_all, text_all, lse_a, lse_b, scale = ctx.saved_tensors
+        with torch.no_grad():
+            grads = ContrastiveFunction._grads(ctx, grad, sign, text, sign_all, text_all, lse_a, lse_b)
+        # under create_graph=True: a later double backward raises instead of silently giving None
+        return first_order_only(OP, ctx.backend, grads, (grad, sign, text, sign_all, text_all, scale))
+
+    @staticmethod
+    def _grads(ctx, grad, sign, text, sign_all, text_all, lse_a, lse_b):
         eng, s = ctx.engine, ctx.s
         c = grad / (2 * sign.shape[0])
         cs = c * s
@@ -86,25 +93,26 @@ class ContrastiveFunction(torch.autograd.Function):
         # positive pairs' -2 * sum_i S_ii. (G @ Y)-type products always run: they also give
         # sum(G * S) for the scale's gradient; the transposed products are skipped for inputs
         # that need no gradient (frozen features).
-        needs = ctx.needs_input_grad
+        # forward's inputs: (engine, backend, sign, text, sign_all, text_all, scale, s, offset)
+        need_sign, need_text, need_sign_all, need_text_all = ctx.needs_input_grad[2:6]
         d_sign = d_text = d_sign_all = d_text_all = None
         if ctx.single:
-            gy, gtx, ps = eng.bwd_pair(sign, text, s, lse_a, lse_b, need_gtx=needs[2])
+            gy, gtx, ps = eng.bwd_pair(sign, text, s, lse_a, lse_b, need_gtx=need_text)
         else:
-            gy, d_text_all, ps_a = eng.bwd_row(sign, text_all, s, lse_a, ctx.offset, need_pta=needs[4])
-            gtx, d_sign_all, ps_b = eng.bwd_row(text, sign_all, s, lse_b, ctx.offset, need_pta=needs[3])
+            gy, d_text_all, ps_a = eng.bwd_row(sign, text_all, s, lse_a, ctx.offset, need_pta=need_text_all)
+            gtx, d_sign_all, ps_b = eng.bwd_row(text, sign_all, s, lse_b, ctx.offset, need_pta=need_sign_all)
             ps = ps_a + ps_b
             if d_sign_all is not None:
                 d_sign_all = d_sign_all.mul_(cs).to(sign_all.dtype)
             if d_text_all is not None:
                 d_text_all = d_text_all.mul_(cs).to(text_all.dtype)
-        if needs[1]:
+        if need_sign:
             d_sign = gy.mul_(cs).to(sign.dtype)  # in place on the fp32 (M, D) result
-        if needs[2]:
+        if need_text:
             d_text = gtx.mul_(cs).to(text.dtype)
         dtype, shape = ctx.scale_meta
         d_scale = (c * ps).to(dtype).reshape(shape)
-        return None, d_sign, d_text, d_sign_all, d_text_all, d_scale, None, None
+        return None, None, d_sign, d_text, d_sign_all, d_text_all, d_scale, None, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,14 +155,14 @@ def _triton_supports(sign, auto: bool, **_) -> list[str]:
     return why + why_cpu
 
 
-def _run_engine(engine):
+def _run_engine(engine, backend: str):
     def run(sign, text, sign_all, text_all, scale, s, offset, **_):
-        return ContrastiveFunction.apply(engine, sign, text, sign_all, text_all, scale, s, offset)
+        return ContrastiveFunction.apply(engine, backend, sign, text, sign_all, text_all, scale, s, offset)
     return run
 
 
 def _run_triton(*args, **kw):
-    return _run_engine(_triton_engine())(*args, **kw)
+    return _run_engine(_triton_engine(), "triton")(*args, **kw)
 
 
 def _run_eager(sign, text, sign_all, text_all, scale, s, offset, **_):
@@ -166,6 +174,10 @@ def _run_eager(sign, text, sign_all, text_all, scale, s, offset, **_):
     In one process the second direction is the transpose of the first (one matmul, as open_clip).
     """
     acc = torch.float64 if sign.dtype == torch.float64 else torch.float32
+    # any one-element shape, e.g. (1,) or (1, 1, 1), and any float dtype: a 0-dim scale in the
+    # logits' dtype (a (1,)-shaped one would broadcast the logits to 3-D, a float64 one would not
+    # multiply float32 operands); the gradient flows back to the caller's shape and dtype
+    scale = scale.reshape(()).to(acc)
     labels = torch.arange(sign.shape[0], device=sign.device) + offset
     if sign.device.type == "cuda" and sign.dtype in (torch.float16, torch.bfloat16):
         logits = lambda a, b: scale * (a @ b.T).to(acc)  # noqa: E731
@@ -182,7 +194,7 @@ def _run_eager(sign, text, sign_all, text_all, scale, s, offset, **_):
 
 _DISPATCH = Dispatcher(OP, [
     Backend("triton", _run_triton, _triton_available, _triton_supports),
-    Backend("chunked", _run_engine(chunked)),
+    Backend("chunked", _run_engine(chunked, "chunked")),
     Backend("eager", _run_eager),
 ])
 
@@ -190,10 +202,14 @@ _DISPATCH = Dispatcher(OP, [
 # ---------------------------------------------------------------------------------------------
 # public op
 
-def _check_scale(logit_scale, device: torch.device) -> tuple[torch.Tensor, float]:
-    """-> (scale tensor with its autograd history, its value as a float). Reads one scalar to host."""
+def _check_scale(logit_scale, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, float]:
+    """-> (scale tensor with its autograd history, its value as a float). Reads one scalar to host.
+
+    A Python number becomes a 0-dim tensor in the loss's accumulation dtype (float64 for
+    float64 inputs, else float32): rounding 14.3 to float32 would cost float64 inputs ~1e-7."""
     if isinstance(logit_scale, (int, float)) and not isinstance(logit_scale, bool):
-        scale = torch.tensor(float(logit_scale), dtype=torch.float32, device=device)
+        acc = torch.float64 if dtype == torch.float64 else torch.float32
+        scale = torch.tensor(float(logit_scale), dtype=acc, device=device)
     elif isinstance(logit_scale, torch.Tensor):
         if logit_scale.numel() != 1 or not logit_scale.is_floating_point():
             fail(OP, f"logit_scale must be a float or a floating tensor with one element, got "
@@ -233,6 +249,14 @@ def contrastive_loss(sign: torch.Tensor, text: torch.Tensor, logit_scale, *, gat
             done in torch before the loss, not inside the kernels).
     Returns:
         0-dim float32 loss (float64 for float64 inputs): mean over this rank's rows.
+
+    Non-finite embeddings: a NaN or inf anywhere in ``sign`` or ``text`` (or in another rank's
+    rows, when gathering) makes the loss NaN (and its gradients NaN), on every backend. It is
+    not checked here: that would cost a device->host sync per call; ``slpfast.train`` skips
+    steps whose loss is not finite.
+
+    Double backward (differentiating the gradients, e.g. a gradient penalty) is supported by
+    ``eager`` only; ``triton`` and ``chunked`` raise a ``RuntimeError`` when it is attempted.
     """
     check_tensor(OP, "sign", sign, ndim=2, dtypes=FLOATS)
     check_tensor(OP, "text", text, ndim=2, dtypes=FLOATS)
@@ -243,7 +267,7 @@ def contrastive_loss(sign: torch.Tensor, text: torch.Tensor, logit_scale, *, gat
     check_same_device(OP, sign=sign, text=text)
     if sign.shape[0] == 0 or sign.shape[1] == 0:
         fail(OP, f"sign must have N_local >= 1 rows and D >= 1 columns, got {describe(sign)}")
-    scale, s = _check_scale(logit_scale, sign.device)
+    scale, s = _check_scale(logit_scale, sign.device, sign.dtype)
     for name, flag in (("gather", gather), ("normalize", normalize)):
         if not isinstance(flag, bool):  # "no", 0.0 ... would silently mean something
             fail(OP, f"{name} must be a bool, got {type(flag).__name__} {flag!r}")
