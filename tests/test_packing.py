@@ -111,6 +111,23 @@ def test_eager_backend_always_available():
     assert packed.shape == (5, 3, 2) and cu.tolist() == [0, 2, 5]
 
 
+def test_elements_the_extension_cannot_move_fall_back_to_eager():
+    """complex128 (16-byte elements): auto takes the eager backend (the extension once failed
+    with "unsupported element size 16"); naming the extension says why it cannot."""
+    from slpfast.ops import packing
+
+    x = torch.randn(2, 3, 2, dtype=torch.complex128)
+    lens = torch.tensor([1, 3])
+    packed, cu = pack_padded(x, lens)
+    assert torch.equal(packed, pack_padded(x, lens, backend="eager")[0]) and packed.shape == (4, 2)
+    back = unpack_packed(packed, cu)
+    assert torch.equal(back, unpack_packed(packed, cu, backend="eager"))
+    assert torch.equal(packing.unpack_rows(packing.pack_rows(x, cu, 4), cu, 3), back)
+    if _extension.load().loaded:
+        with pytest.raises(ValueError, match="16 bytes"):
+            pack_padded(x, lens, backend="extension")
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda: pack_padded(torch.randn(2, 3), torch.tensor([1.0, 2.0])), "lengths must be int32/int64"),
     (lambda: pack_padded(torch.randn(2, 3), torch.tensor([1, 4])), r"lengths must lie in \[0, T=3\]"),

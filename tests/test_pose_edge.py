@@ -63,6 +63,33 @@ def test_nan_and_inf_are_zeroed_and_flagged(dtype):
     torch.testing.assert_close(got[0].float(), want[0].float(), rtol=2e-3, atol=2e-3)
 
 
+def test_infinite_confidence_is_invalid_like_nan():
+    """conf = +inf: the joint is zeroed and flagged (conf 0), as for NaN, on both backends; it
+    once passed through normalize_pose as inf and became NaN in augment_pose's interpolation."""
+    pose, conf, lengths = random_batch([4, 3], T=4, C=2, missing=0.0, seed=3)
+    conf[0, 1, 7] = float("inf")
+    conf[1, 2, 70] = float("inf")
+    cfg = P.AugmentConfig(speed_min=0.7, speed_max=0.7)  # resampled: frames are interpolated
+    for backend in ("extension", "reference"):
+        out, oc = P.normalize_pose(pose, conf, lengths, backend=backend)
+        assert torch.isfinite(oc).all()
+        assert oc[0, 1, 7] == 0 and oc[1, 2, 70] == 0 and (out[0, 1, 7] == 0).all()
+        for normalize in (False, True):
+            out, oc, _ = P.augment_pose(pose, conf, lengths, seed=0, config=cfg, normalize=normalize, backend=backend)
+            assert torch.isfinite(oc).all() and torch.isfinite(out).all()
+    for normalize in (False, True):
+        got, want = _both_backends(lambda b: P.augment_pose(pose, conf, lengths, seed=0, config=cfg,
+                                                            normalize=normalize, backend=b))
+        torch.testing.assert_close(got[1], want[1], rtol=1e-6, atol=1e-6)
+
+
+def _params(col: int, value: float) -> torch.Tensor:
+    """Valid sampled parameters of 2 clips with one column set to ``value``."""
+    params = P.sample_augment_params(torch.arange(2), 5)
+    params[:, col] = value
+    return params
+
+
 def test_no_shoulders_falls_back_to_bounding_box():
     pose, conf, lengths = random_batch([8], C=2, missing=0.0, seed=5)
     conf[0, :, layouts.RIGHT_SHOULDER] = 0
@@ -116,6 +143,31 @@ def test_empty_batch_and_empty_clips():
     (lambda x, c, n: P.augment_pose(x, c, n, seed=1, config=P.AugmentConfig(speed_min=0.0)), "speed_min"),
     (lambda x, c, n: P.augment_pose(x, c, n, params=torch.zeros(2, 9)), "speed"),
     (lambda x, c, n: P.augment_pose(x, c, n, params=torch.ones(3, 9)), r"params must have shape \(B, 9\)"),
+    # speeds below 1/64 would make round(L / speed) overflow int64 or allocate terabytes
+    (lambda x, c, n: P.augment_pose(x, c, n, params=_params(7, 1e-9)), r"params\[:, 7\] \(speed\) must be >= "),
+    (lambda x, c, n: P.augment_pose(x, c, n, params=_params(7, 1e-300), out_len=4), r"params\[:, 7\]"),
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, config=P.AugmentConfig(speed_min=1e-300, speed_max=1.0)),
+     "config.speed_min must be >= MIN_SPEED"),
+    (lambda x, c, n: P.augment_pose(x, c, n, params=_params(7, float("nan"))), "params must be finite"),
+    # the part-drop bit mask: an integer in [0, 2**num_parts) (5 canonical parts)
+    (lambda x, c, n: P.augment_pose(x, c, n, params=_params(8, 2.5)), r"params\[:, 8\] \(part-drop bit mask\)"),
+    (lambda x, c, n: P.augment_pose(x, c, n, params=_params(8, -1.0)), r"params\[:, 8\]"),
+    (lambda x, c, n: P.augment_pose(x, c, n, params=_params(8, 32.0)), r"\[0, 32\), got 32.0"),
+    (lambda x, c, n: P.augment_pose(x, c, n, params=_params(8, 1e30)), r"params\[:, 8\]"),
+    # flags and scalars of the wrong type would silently mean something
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, normalize="no"), "normalize must be a bool, got str"),
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, hand_scale=1), "hand_scale must be a bool, got int"),
+    (lambda x, c, n: P.normalize_pose(x, c, n, hand_scale="no"), "hand_scale must be a bool"),
+    (lambda x, c, n: P.normalize_pose(x, c, n, return_info=None), "return_info must be a bool"),
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, out_len=True), "out_len must be an int, got bool"),
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, out_len=4.0), "out_len must be an int, got float"),
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, out_len=-1), "out_len must be an int >= 0"),
+    (lambda x, c, n: P.normalize_pose(x, c, n, conf_threshold=True), "conf_threshold must be a finite number"),
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, conf_threshold="0.5"), "conf_threshold"),
+    (lambda x, c, n: P.sample_augment_params(n, 1, num_parts=2.7), "num_parts must be an int, got float"),
+    (lambda x, c, n: P.sample_augment_params(n, 1, num_parts=True), "num_parts must be an int, got bool"),
+    (lambda x, c, n: P.sample_augment_params(n, 1, num_parts="x"), "num_parts must be an int"),
+    (lambda x, c, n: P.sample_augment_params(n, 1, num_parts=17), r"num_parts must be an int in \[1, 16\]"),
     (lambda x, c, n: P.augment_pose(x, c, n, seed=1, clip_ids=torch.arange(5)), "clip_ids must have shape"),
     (lambda x, c, n: P.augment_pose(x, c, n, seed="a"), "seed must be an int"),
     (lambda x, c, n: P.augment_pose(x, c, n, seed=1, backend="nope"), "backend must be"),

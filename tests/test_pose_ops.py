@@ -211,6 +211,7 @@ def test_fused_affine_cpu_path_agrees_bitwise(dtype, C, packed, monkeypatch):
     pose[5] = 6e4 if dtype == torch.float16 else 1e38
     conf[4, :, layouts.LEFT_SHOULDER] = 0.0  # bounding-box fallback
     conf[0, 7, 2] = float("nan")
+    conf[3, 5, 2] = conf[0, 1, 100] = float("inf")  # invalid like NaN (csrc conf_valid)
     pose = pose.to(dtype)
     ids = torch.tensor([1, 2, 3, 4, 5, 6])
     if packed:
@@ -231,7 +232,7 @@ def test_fused_affine_cpu_path_agrees_bitwise(dtype, C, packed, monkeypatch):
                 if x.is_floating_point():
                     x, y = (t.view(torch.int16 if t.dtype == torch.float16 else torch.int32) for t in (x, y))
                 assert torch.equal(x, y)
-            assert torch.isfinite(fast[0].float()).all()
+            assert torch.isfinite(fast[0].float()).all() and torch.isfinite(fast[1]).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -156,3 +156,29 @@ def test_real_clips_in_canonical_layout(path):
     want = P.augment_pose(x.half(), c, n, backend="reference", **kw)
     torch.testing.assert_close(got[0].float(), want[0].float(), rtol=1e-3, atol=1e-3)
     assert torch.equal(got[1] > 0, want[1] > 0) and torch.isfinite(got[0].float()).all()
+
+
+def test_reference_rules_for_speed_part_mask_and_infinite_confidence():
+    """The spec's own rules, which the op's checks and the C++ core follow: speed >= MIN_SPEED
+    (1/64), the part-drop mask an integer in [0, 2**num_parts), and a non-finite confidence
+    (NaN or +inf) makes its joint invalid."""
+    assert R.MIN_SPEED == 1 / 64 and R.resampled_length(10, R.MIN_SPEED) == 640
+    with pytest.raises(ValueError, match="speed must be finite and >= MIN_SPEED"):
+        R.resampled_length(10, 1e-9)
+    spec = R.canonical_spec()
+    rng = np.random.default_rng(0)
+    pose, conf = rng.normal(size=(4, spec.num_joints, 2)).astype(np.float32), np.ones((4, spec.num_joints), np.float32)
+    params = R.sample_params(1, 0, R.AugmentConfig(), spec.num_parts)
+    for col, value, match in ((7, 1e-300, r"params\[7\] \(speed\)"), (8, 2.5, r"params\[8\]"),
+                              (8, float(2 ** spec.num_parts), r"params\[8\]"), (8, -1.0, r"params\[8\]")):
+        bad = params.copy()
+        bad[col] = value
+        with pytest.raises(ValueError, match=match):
+            R.augment_clip64(pose, conf, bad, spec)
+    conf[1, 3], conf[2, 4] = np.inf, np.nan
+    valid = R._valid(pose, conf, 0.0)
+    assert not valid[1, 3] and not valid[2, 4] and valid.sum() == valid.size - 2
+    slow = params.copy()
+    slow[7] = 0.7  # interpolated frames: an inf confidence once became NaN here
+    _, _, cf = R.augment_clip64(pose, conf, slow, spec)
+    assert np.isfinite(cf).all()

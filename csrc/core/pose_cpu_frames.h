@@ -125,7 +125,7 @@ struct ClipTables {
   }
 };
 
-// Raw frame `row`: validity = conf > thr and finite coordinates; invalid joints keep their raw
+// Raw frame `row`: validity = conf_valid (> thr, finite) and finite coordinates; invalid joints keep their raw
 // values (masked later). The pseudo-joint gets `centre`.
 template <typename T, int C, bool kF16C>
 SLP_CPU_INLINE void load_frame(int J, const T* pose, const float* conf, int64_t row, double thr, const double* centre,
@@ -140,7 +140,7 @@ SLP_CPU_INLINE void load_frame(int J, const T* pose, const float* conf, int64_t 
     f->z[j] = C == 3 ? v[j * C + 2] : 0.0;
   }
   for (int j = 0; j < J; ++j) {
-    unsigned good = static_cast<double>(c[j]) > thr;
+    unsigned good = conf_valid(c[j], thr);
     good &= finite(f->x[j]) & finite(f->y[j]) & finite(f->z[j]);
     f->ok[j] = static_cast<uint8_t>(good);
     f->cf[j] = static_cast<double>(c[j]);
@@ -353,11 +353,11 @@ SLP_AVX2 inline void augment_row_fast(int J, const DirectTables& dt, const ClipP
   int64_t* ok = sc->ok.data();
   convert_in<true>(in, v, J * C);
   for (int k = 0; k < C; ++k) v[J * C + k] = P.norm.centre[k];
-  // Validity = conf > thr here; finiteness of the coordinates is checked on the normalized
+  // Validity = conf_valid (> thr, finite) here; finiteness of the coordinates is checked on the normalized
   // values below: (x_s - x_a) * inv is finite exactly when x_s and x_a are (inv is finite and
   // > 0, and a difference of two finite float / half values cannot overflow a double). The
   // check after rounding at the end would zero such joints as well; this keeps the mask explicit.
-  for (int j = 0; j < J; ++j) ok[j] = -static_cast<int64_t>(static_cast<double>(conf[j]) > thr);
+  for (int j = 0; j < J; ++j) ok[j] = -static_cast<int64_t>(conf_valid(conf[j], thr));
   ok[J] = -1;
   const __m256d m00 = _mm256_set1_pd(P.m00), m01 = _mm256_set1_pd(P.m01), m10 = _mm256_set1_pd(P.m10),
                 m11 = _mm256_set1_pd(P.m11), tx = _mm256_set1_pd(P.tx), ty = _mm256_set1_pd(P.ty);

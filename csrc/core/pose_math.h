@@ -191,12 +191,18 @@ struct Seqs {
 };
 
 // ---------------------------------------------------------------- validity and statistics
-// Joint (row, j) is valid when its confidence is above `thr` and every coordinate is finite.
+// A confidence marks its joint valid when it is above `thr` and finite: NaN fails the
+// comparison, and +inf is rejected as well, since interpolating it (augment_pose's resampling,
+// c0 + w * (c1 - c0)) gives NaN, and passing it through would hand the model an inf. Every
+// validity test (CPU scalar, CPU AVX2 and CUDA paths) goes through this one function.
+SLP_HD bool conf_valid(float c, double thr) { return static_cast<double>(c) > thr && finite(c); }
+
+// Joint (row, j) is valid when its confidence is valid (above `thr`, finite) and every
+// coordinate is finite.
 template <typename T>
 SLP_HD bool load_joint(const T* pose, const float* conf, int64_t row, int j, int J, int C, double thr,
                        double out[kMaxC]) {
-  const float c = conf[row * J + j];
-  if (!(static_cast<double>(c) > thr)) return false;  // also rejects NaN confidence
+  if (!conf_valid(conf[row * J + j], thr)) return false;
   const int64_t base = (row * J + j) * C;
   for (int k = 0; k < C; ++k) {
     out[k] = load(pose, base + k);

@@ -57,8 +57,17 @@ def _ext_available() -> list[str]:
     return _extension.unavailable_reasons("cpu")
 
 
+#: element sizes (bytes) the extension moves as opaque words (csrc/core/pack.h); complex128
+#: (16 bytes), say, goes to the eager backend under ``auto``
+EXT_ELEMENT_SIZES = (1, 2, 4, 8)
+
+
 def _ext_supports(x: torch.Tensor, **_) -> list[str]:
-    return _extension.unavailable_reasons(x.device.type)
+    why = _extension.unavailable_reasons(x.device.type)
+    if x.element_size() not in EXT_ELEMENT_SIZES:
+        why = why + [f"elements of {x.element_size()} bytes ({str(x.dtype).replace('torch.', '')}) are not "
+                     f"supported (the extension moves {'/'.join(map(str, EXT_ELEMENT_SIZES))}-byte words)"]
+    return why
 
 
 _PACK = Dispatcher("pack_padded", [
@@ -76,10 +85,10 @@ def pack_rows(padded: torch.Tensor, cu_seqlens: torch.Tensor, total: int) -> tor
 
     padded (B, T, *rest), cu_seqlens (B+1,) int32/int64, total = cu_seqlens[-1] -> (total, *rest).
     Differentiable. With the extension its backward is a gather (no scatter-add); without it
-    (or on a device it was not built for) a row-index gather in torch, which traces under
+    (or on a device it was not built for, or for elements it does not move, e.g. complex128) a row-index gather in torch, which traces under
     torch.compile too (the eager pack backend loops over clips on the host).
     """
-    if _extension.unavailable_reasons(padded.device.type):
+    if _extension.unavailable_reasons(padded.device.type) or padded.element_size() not in EXT_ELEMENT_SIZES:
         from ..reference.attention import padded_to_packed
 
         return padded_to_packed(padded, cu_seqlens, total)
@@ -93,7 +102,7 @@ def unpack_rows(packed: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int) ->
     (B, max_len, *rest), zeros past each length. Differentiable; without the extension, as
     :func:`pack_rows`.
     """
-    if _extension.unavailable_reasons(packed.device.type):
+    if _extension.unavailable_reasons(packed.device.type) or packed.element_size() not in EXT_ELEMENT_SIZES:
         from ..reference.attention import packed_to_padded
 
         return packed_to_padded(packed, cu_seqlens, max_len)

@@ -33,8 +33,8 @@ from ..reference.pose import AugmentConfig, PoseLayoutSpec
 from ._dispatch import Backend, Dispatcher
 from ._validate import check_tensor, describe, fail
 from .._transfer import to_device
-from .pose_checks import (check_batch, check_config, check_layout_matches, check_metadata_device, check_params,
-                          check_seed, check_threshold)
+from .pose_checks import (check_batch, check_config, check_flag, check_int, check_layout_matches,
+                          check_metadata_device, check_params, check_seed, check_threshold)
 
 __all__ = ["normalize_pose", "augment_pose", "sample_augment_params", "AugmentConfig", "PoseLayoutSpec",
            "layout_table"]
@@ -153,8 +153,8 @@ def normalize_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor
     Args:
         pose: (B, T, J, C) with ``lengths`` (B,), or packed (N, J, C) with ``cu_seqlens`` (B+1,);
             float32/float16, C = 2 or 3.
-        conf: pose's shape without C. Joints with conf <= ``conf_threshold`` (or a non-finite
-            coordinate) come out as zeros with confidence 0.
+        conf: pose's shape without C. Joints with conf <= ``conf_threshold``, a non-finite conf
+            (NaN or inf) or a non-finite coordinate come out as zeros with confidence 0.
         layout: joint layout (default: canonical); ``hand_scale`` scales the canonical hands
             by their own size (mean wrist-middle_mcp length) instead of the shoulder width.
     Returns:
@@ -164,6 +164,8 @@ def normalize_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor
     """
     op = "normalize_pose"
     conf32, seqs, seqs_dev, packed = check_batch(op, pose, conf, lengths, cu_seqlens)
+    hand_scale = check_flag(op, "hand_scale", hand_scale)
+    return_info = check_flag(op, "return_info", return_info)
     spec, table = _resolve_layout(layout, hand_scale)
     check_layout_matches(op, spec, pose)
     thr = check_threshold(op, conf_threshold)
@@ -197,11 +199,10 @@ def sample_augment_params(clip_ids: torch.Tensor, seed: int, config: AugmentConf
     op = "sample_augment_params"
     check_tensor(op, "clip_ids", clip_ids, ndim=1, dtypes=(torch.int32, torch.int64))
     seed = check_seed(op, seed)
-    if not 1 <= int(num_parts) <= 16:
-        fail(op, f"num_parts must be in [1, 16], got {num_parts!r}")
+    num_parts = check_int(op, "num_parts", num_parts, 1, 16)
     cfg = check_config(op, config)
     ids = clip_ids.to(torch.int64)
-    return _SAMPLE.select(backend, clip_ids=ids).run(ids, seed, cfg, int(num_parts))
+    return _SAMPLE.select(backend, clip_ids=ids).run(ids, seed, cfg, num_parts)
 
 
 # ----------------------------------------------------------------------------- augment_pose
@@ -262,10 +263,13 @@ def augment_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor |
             random draw, so a clip's result does not depend on its batch or device. Needed
             unless ``params`` is given (and then still for jitter and dropout).
         params: explicit per-clip parameters (B, 9) (see :func:`sample_augment_params`)
-            instead of sampling them.
+            instead of sampling them: finite, speed ``params[:, 7] >= 1/64`` (``MIN_SPEED``:
+            a clip is resampled to at most 64x its length) and the part-drop mask
+            ``params[:, 8]`` an integer in ``[0, 2**num_parts)``.
         normalize: apply :func:`normalize_pose` first, fused into the same pass.
-        out_len: padded output length; default round(T / config.speed_min) when sampling,
-            the longest output clip with explicit ``params``. Longer clips are cut to it.
+        out_len: padded output length (int >= 0); default round(T / config.speed_min) when
+            sampling (``config.speed_min >= 1/64``), the longest output clip with explicit
+            ``params``. Longer clips are cut to it.
     Returns:
         ``(pose, conf, out_lengths)`` for padded input, pose (B, out_len, J, C);
         ``(pose, conf, out_cu_seqlens)`` for packed input; the lengths / cu_seqlens on the device
@@ -274,6 +278,10 @@ def augment_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor |
     """
     op = "augment_pose"
     conf32, seqs, seqs_dev, packed = check_batch(op, pose, conf, lengths, cu_seqlens)
+    normalize = check_flag(op, "normalize", normalize)
+    hand_scale = check_flag(op, "hand_scale", hand_scale)
+    if out_len is not None:
+        out_len = check_int(op, "out_len", out_len, 0)
     spec, table = _resolve_layout(layout, hand_scale)
     check_layout_matches(op, spec, pose)
     thr = check_threshold(op, conf_threshold)
@@ -295,7 +303,7 @@ def augment_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor |
         params = sample_augment_params(clip_ids, seed, cfg, num_parts=spec.num_parts, backend=backend)
         default_len = ref.resampled_length(pose.shape[1], cfg.speed_min) if not packed else None
     else:
-        params = check_params(op, params, batch, NUM_PARAMS, pose)
+        params = check_params(op, params, batch, NUM_PARAMS, pose, spec.num_parts)
         default_len = None
     # output lengths where the input lengths are: on the host when they were given there
     out_lengths = _resampled_lengths(in_lengths, params[:, 7].to(in_lengths.device))
@@ -307,8 +315,6 @@ def augment_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor |
     else:
         if out_len is None:
             out_len = default_len if default_len is not None else int(out_lengths.max()) if batch else 0
-        elif not isinstance(out_len, int) or out_len < 0:
-            fail(op, f"out_len must be an int >= 0, got {out_len!r}")
         out_seqs = out_lengths.clamp_max(out_len)
         out_lengths_dtype = lengths.dtype
     dev = pose.device

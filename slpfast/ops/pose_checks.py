@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .._transfer import to_device
-from ..reference.pose import AugmentConfig, PoseLayoutSpec
+from ..reference.pose import MIN_SPEED, AugmentConfig, PoseLayoutSpec
 from ._validate import check_cu_seqlens, check_lengths, check_same_device, check_tensor, describe, fail
 
 POSE_DTYPES = (torch.float32, torch.float16)
@@ -63,9 +63,29 @@ def check_layout_matches(op: str, spec: PoseLayoutSpec, pose: torch.Tensor) -> N
 
 
 def check_threshold(op: str, conf_threshold) -> float:
-    if not isinstance(conf_threshold, (int, float)) or not np.isfinite(conf_threshold):
-        fail(op, f"conf_threshold must be a finite number, got {conf_threshold!r}")
+    # a bool is an int to Python, but True as a threshold (= 1.0, every joint invalid) is a slip
+    if (isinstance(conf_threshold, (bool, np.bool_)) or not isinstance(conf_threshold, (int, float, np.number))
+            or not np.isfinite(conf_threshold)):
+        fail(op, f"conf_threshold must be a finite number, got {type(conf_threshold).__name__} {conf_threshold!r}")
     return float(conf_threshold)
+
+
+def check_flag(op: str, name: str, value) -> bool:
+    """A bool flag: ``"no"``, 0.0 or None would silently mean something (truthiness)."""
+    if not isinstance(value, (bool, np.bool_)):
+        fail(op, f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_int(op: str, name: str, value, lo: int, hi: int | None = None) -> int:
+    """A host int in [lo, hi] (hi None: unbounded); bools and floats (2.7 would be truncated) are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        fail(op, f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        fail(op, f"{name} must be an int {bound}, got {value}")
+    return value
 
 
 def check_config(op: str, cfg) -> AugmentConfig:
@@ -82,6 +102,9 @@ def check_config(op: str, cfg) -> AugmentConfig:
     if not (0 < cfg.speed_min <= cfg.speed_max < float("inf")):
         fail(op, f"config needs 0 < speed_min <= speed_max, got speed_min={cfg.speed_min!r}, "
                  f"speed_max={cfg.speed_max!r}")
+    if cfg.speed_min < MIN_SPEED:  # the default out_len is round(T / speed_min): bounded at 64 T
+        fail(op, f"config.speed_min must be >= MIN_SPEED = 1/64 (a clip is resampled to at most 64x its "
+                 f"length), got {cfg.speed_min!r}")
     return cfg
 
 
@@ -93,14 +116,28 @@ def check_seed(op: str, seed) -> int:
     return seed - 2**64 if seed >= 2**63 else seed
 
 
-def check_params(op: str, params, batch: int, num_params: int, pose: torch.Tensor) -> torch.Tensor:
-    """Explicit per-clip parameters (B, num_params): float64, finite, speed > 0, where they were
-    given (on pose's device or on the host)."""
+def check_params(op: str, params, batch: int, num_params: int, pose: torch.Tensor, num_parts: int) -> torch.Tensor:
+    """Explicit per-clip parameters (B, num_params) -> float64, where they were given (on pose's
+    device or on the host). Finite; speed ``params[:, 7] >= MIN_SPEED`` (1/64: output clips at
+    most 64x their input); part-drop mask ``params[:, 8]`` an integer in ``[0, 2**num_parts)``.
+    On a GPU the checks read their flags back in one sync (host params cost nothing)."""
     check_tensor(op, "params", params, ndim=2, dtypes=(torch.float32, torch.float64))
     if tuple(params.shape) != (batch, num_params):
         fail(op, f"params must have shape (B, {num_params})=({batch}, {num_params}), got {describe(params)}")
     check_metadata_device(op, "params", params, pose)
     params = params.detach().to(torch.float64)
-    if batch and not bool(((params[:, 7] > 0) & torch.isfinite(params).all(1)).all()):
-        fail(op, "params must be finite with speed (column 7) > 0")
+    if not batch:
+        return params
+    speed, bits = params[:, 7], params[:, 8]
+    bits_bad = (bits < 0) | (bits >= 2.0 ** num_parts) | (bits != bits.floor())
+    finite, speed_ok, bits_ok = torch.stack(
+        [torch.isfinite(params).all(), (speed >= MIN_SPEED).all(), ~bits_bad.any()]).tolist()
+    if not finite:
+        fail(op, "params must be finite")
+    if not speed_ok:  # the output length is round(L / speed): bounded at 64 L
+        fail(op, f"params[:, 7] (speed) must be >= MIN_SPEED = 1/64 (a clip is resampled to at most 64x its "
+                 f"length), got min {float(speed.min())!r}")
+    if not bits_ok:
+        fail(op, f"params[:, 8] (part-drop bit mask) must be an integer in [0, 2**num_parts) = "
+                 f"[0, {2 ** num_parts}), got {float(bits[bits_bad][0])!r}")
     return params

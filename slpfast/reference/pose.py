@@ -6,8 +6,14 @@ over clips, which is what research code does per sample in DataLoader workers.
 
 Conventions (identical in C++):
 
-- A joint is *valid* when its confidence is ``> conf_threshold`` and all its coordinates are
-  finite; invalid joints come out as zeros with confidence 0 ("zeroed and flagged").
+- A joint is *valid* when its confidence is finite and ``> conf_threshold`` and all its
+  coordinates are finite; invalid joints come out as zeros with confidence 0 ("zeroed and
+  flagged"). An infinite confidence is invalid like a NaN one: resampling would interpolate it
+  into NaN (``c0 + w * (c1 - c0)``).
+- Speeds (``params[:, 7]``, ``AugmentConfig.speed_min``) are at least ``MIN_SPEED`` = 1/64:
+  a clip is resampled to at most 64 times its length (``resampled_length``), so a tiny speed
+  cannot overflow the output length or allocate without bound.
+- The part-drop bit mask (``params[:, 8]``) is an integer in ``[0, 2**num_parts)``.
 - Normalization (pose-format's ``normalize`` for the body): centre = mean shoulder midpoint and
   scale = mean shoulder distance (all C coordinates), over the frames where both shoulders are
   valid. Joints with ``anchor[j] >= 0`` are taken relative to that joint in the same frame
@@ -26,6 +32,10 @@ import numpy as np
 from .. import layouts
 
 MIN_SCALE = 1e-6
+#: Smallest speed (params[:, 7], AugmentConfig.speed_min): output clips are at most 64x their
+#: input length. Far below any useful augmentation (0.5 already doubles a clip), and it keeps
+#: round(L / speed) a small int64 for every valid length instead of an overflow or a TiB buffer.
+MIN_SPEED = 1.0 / 64
 NUM_PARAMS = 9  # flip, angle, shear, scale_x, scale_y, tx, ty, speed, part_drop_bits
 STREAM_PARAMS, STREAM_JITTER, STREAM_JOINT_DROP, STREAM_FRAME_DROP = 0, 1, 2, 3
 _M32 = np.uint64(0xFFFFFFFF)
@@ -124,8 +134,10 @@ def box_muller_jitter(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 # ----------------------------------------------------------------------------- normalization
 def _valid(pose: np.ndarray, conf: np.ndarray, thr: float) -> np.ndarray:
+    """(T, J) bool: confidence finite and > thr, coordinates finite (csrc: conf_valid, load_joint)."""
+    c = conf.astype(np.float64)
     with np.errstate(invalid="ignore"):
-        return (conf.astype(np.float64) > thr) & np.isfinite(pose).all(-1)
+        return (c > thr) & np.isfinite(c) & np.isfinite(pose).all(-1)
 
 
 def clip_norm(pose: np.ndarray, conf: np.ndarray, spec: PoseLayoutSpec, thr: float = 0.0) -> dict:
@@ -197,7 +209,8 @@ class AugmentConfig:
     rotation (rad), shear and scale are N(0, std) as in pose-format's ``augment2d``
     (scale_y = 1 + N(0, scale_std); scale_x = 1 like pose-format, or = scale_y when
     ``isotropic_scale``); translation N(0, translate_std) per axis; horizontal flip with
-    probability ``flip_p``; speed ~ U(speed_min, speed_max) (output length round(T / speed));
+    probability ``flip_p``; speed ~ U(speed_min, speed_max) (output length round(T / speed);
+    ``speed_min >= MIN_SPEED`` = 1/64);
     each part dropped for the whole clip with probability ``part_drop_p``; every frame with
     ``frame_drop_p``; every joint of every frame with ``joint_drop_p``; jitter N(0, jitter_std)
     on every coordinate.
@@ -252,8 +265,23 @@ def sample_params(seed: int, clip_id: int, cfg: AugmentConfig, num_parts: int) -
     ])
 
 
+def check_speed(speed: float, name: str = "speed") -> None:
+    """``speed`` must be finite and >= MIN_SPEED (1/64); ValueError naming ``name`` otherwise."""
+    if not (np.isfinite(speed) and speed >= MIN_SPEED):
+        raise ValueError(f"{name} must be finite and >= MIN_SPEED = 1/64 (a clip is resampled to at most "
+                         f"64x its length), got {speed!r}")
+
+
+def check_part_bits(bits: float, num_parts: int, name: str = "part-drop bit mask") -> int:
+    """The part-drop bit mask as an int: an integer value in [0, 2**num_parts); ValueError otherwise."""
+    if not (np.isfinite(bits) and bits == np.floor(bits) and 0 <= bits < 2.0 ** num_parts):
+        raise ValueError(f"{name} must be an integer in [0, 2**num_parts) = [0, {2 ** num_parts}), got {bits!r}")
+    return int(bits)
+
+
 def resampled_length(length: int, speed: float) -> int:
-    """round(length / speed), at least 1 for a non-empty clip."""
+    """round(length / speed), at least 1 for a non-empty clip; speed >= MIN_SPEED (ValueError)."""
+    check_speed(speed)
     if length <= 0:
         return 0
     return max(1, int(np.floor(length / speed + 0.5)))
@@ -273,6 +301,8 @@ def augment_clip64(pose, conf, params, spec: PoseLayoutSpec, *, seed: int = 0, c
     ``params`` is a (NUM_PARAMS,) row; ``out_len`` defaults to round(L / speed).
     """
     L, J, C = pose.shape
+    check_speed(params[7], "params[7] (speed)")
+    bits = check_part_bits(params[8], spec.num_parts, "params[8] (part-drop bit mask)")
     if out_len is None:
         out_len = resampled_length(L, params[7])
     if normalize:
@@ -314,7 +344,6 @@ def augment_clip64(pose, conf, params, spec: PoseLayoutSpec, *, seed: int = 0, c
         z2, z3 = box_muller_jitter(r[:, 2], r[:, 3])
         z = np.stack([z0, z1, z2, z3], -1).reshape(out_len, J, 4)
         values = values + cfg.jitter_std * z[..., :C]
-    bits = int(params[8])
     ok &= ((bits >> spec.part_id) & 1 == 0)[None, :]
     if cfg.frame_drop_p > 0:
         ok &= ~(u01(draw(seed, clip_id, STREAM_FRAME_DROP, i)[:, 0]) < cfg.frame_drop_p)[:, None]
