@@ -454,3 +454,11 @@ def test_preempted_run_logs_its_partial_interval_and_keeps_its_nonfinite_streak(
     finally:
         tr.close()
     assert tr.step == 7
+
+
+def test_a_run_shorter_than_its_warmup_says_so(tmp_path_factory, tmp_path, capsys):
+    store = tiny_store(tmp_path_factory)
+    _run(store, tmp_path / "short", **{"train.steps": 2, "optim.warmup_steps": 5, "train.export": ""})
+    assert "optim.warmup_steps=5 >= train.steps=2" in capsys.readouterr().out
+    _run(store, tmp_path / "long", **{"train.steps": 2, "optim.warmup_steps": 1, "train.export": ""})
+    assert "warmup_steps" not in capsys.readouterr().out

@@ -330,6 +330,9 @@ class Trainer:
         if archived:
             logger.message(f"a fresh run: the earlier run in {self.out_dir} was moved to {archived} "
                            "(use --train.resume=auto to continue a run instead)")
+        if self.cfg.optim.warmup_steps >= tr.steps:
+            logger.message(f"note: optim.warmup_steps={self.cfg.optim.warmup_steps} >= train.steps={tr.steps}: the "
+                           f"learning rate stays in its warmup and never reaches optim.lr={self.cfg.optim.lr:g}")
         meter = IntervalMeter()
         keys = self.data.loss_keys()
         status = "completed"
