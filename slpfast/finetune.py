@@ -35,7 +35,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from slpfast.models.encoder import PoseEncoderConfig
-from slpfast.train.config import DataConfig, OptimConfig, PretrainConfig, TextConfig, TrainConfig, _coerce, field_docs
+from slpfast.train.config import DataConfig, OptimConfig, PretrainConfig, TextConfig, TrainConfig, _coerce, field_docs, output_path_problem
 
 
 @dataclass
@@ -120,6 +120,8 @@ class FinetuneConfig:
             (t.slt_num_beams >= 1, "task.slt_num_beams", "must be >= 1"),
             (t.eval_batch_size >= 1, "task.eval_batch_size", "must be >= 1"),
             (not t.slt_model or os.path.isdir(t.slt_model), "task.slt_model", "must be a local directory"),
+            (not t.results or output_path_problem(t.results, folder=False) is None, "task.results",
+             f"(--results) {output_path_problem(t.results, folder=False) if t.results else ''}"),
         ]
         for ok, key, what in checks:
             if not ok:

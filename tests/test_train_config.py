@@ -186,3 +186,28 @@ def test_partial_checkpoints_of_killed_writers_are_removed(tmp_path):
     state = {"model": {}, "optimizer": {}, "scheduler": {}, "ranks": [{}]}
     ckpt.save_checkpoint(out, 10, state, keep_last=2)
     assert sorted(os.listdir(d)) == sorted(["step_00000010.pt", os.path.basename(alive)])
+
+
+def test_output_paths_are_checked_before_the_run(tmp_path):
+    """An export or results path under a file failed with a traceback after the whole run."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [
+        (["--train.out_dir", str(afile / "run")], f"train.out_dir cannot be created: {afile} is a file"),
+        (["--train.export", str(afile / "enc.safetensors")], f"train.export cannot be created: {afile} is a file"),
+        (["--train.export", str(tmp_path)], "train.export is a folder, not a file"),
+    ]
+    for argv, match in cases:
+        with pytest.raises(ValueError, match=match):
+            parse_args([f"--train.out_dir={tmp_path / 'run'}", *argv] if "--train.out_dir" not in argv else argv)
+    # relative export names land in out_dir: a folder of that name there is refused
+    (tmp_path / "run" / "encoder.safetensors").mkdir(parents=True)
+    with pytest.raises(ValueError, match="train.export is a folder"):
+        parse_args([f"--train.out_dir={tmp_path / 'run'}"])
+    from slpfast import finetune
+
+    with pytest.raises(ValueError, match=r"task.results \(--results\) cannot be created"):
+        finetune.parse_args(["--task", "islr", "--results", str(afile / "r.json")])
+    with pytest.raises(ValueError, match=r"task.results \(--results\) is a folder"):
+        finetune.parse_args(["--task", "islr", "--results", str(tmp_path)])
+    parse_args([f"--train.out_dir={tmp_path / 'new' / 'deeper'}"])  # creatable: fine

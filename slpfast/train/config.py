@@ -222,6 +222,12 @@ class PretrainConfig:
         from slpfast.ops._dispatch import REGISTRY
 
         attn_backends = ["auto", *REGISTRY[attention.OP].names()]
+        # output paths are checked now, not when the run writes them (an export path under a
+        # file failed with a traceback after the whole run)
+        out_dir_problem = output_path_problem(tr.out_dir, folder=True) if tr.out_dir else None
+        export_problem = None
+        if tr.export and tr.out_dir:
+            export_problem = output_path_problem(os.path.join(os.path.expanduser(tr.out_dir), tr.export), folder=False)
         text_backends = ["auto", *REGISTRY[contrastive.OP].names()]
         checks = [
             (self.model.attn_backend in attn_backends, "model.attn_backend", f"must be one of {attn_backends}",
@@ -271,8 +277,8 @@ class PretrainConfig:
             (tr.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda", tr.device),
             (tr.precision in ("auto", "bf16", "fp32"), "train.precision", "must be auto, bf16 or fp32", tr.precision),
             (bool(tr.out_dir), "train.out_dir", "must not be empty", tr.out_dir),
-            (not os.path.isfile(os.path.expanduser(tr.out_dir)), "train.out_dir", "is a file, not a folder",
-             tr.out_dir),
+            (out_dir_problem is None, "train.out_dir", out_dir_problem, tr.out_dir),
+            (export_problem is None, "train.export", export_problem, tr.export),
             (tr.ckpt_every >= 0, "train.ckpt_every", "must be >= 0", tr.ckpt_every),
             (tr.keep_last >= 1, "train.keep_last", "must be >= 1", tr.keep_last),
             (tr.log_every >= 1, "train.log_every", "must be >= 1", tr.log_every),
@@ -283,6 +289,29 @@ class PretrainConfig:
             if not ok:
                 raise ValueError(f"config: {key} {what}, got {got!r}")
         return self
+
+
+def output_path_problem(path: str, folder: bool) -> str | None:
+    """Why ``path`` (a folder to create or fill, or a file to write) cannot be written, or None.
+
+    Looks only at what exists: the path itself (a folder where a file is wanted, or the
+    reverse) and its nearest existing ancestor, which must be a writable folder.
+    """
+    full = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(full):
+        if folder and not os.path.isdir(full):
+            return "is a file, not a folder"
+        if not folder and os.path.isdir(full):
+            return "is a folder, not a file"
+        return None if os.access(full if folder else os.path.dirname(full), os.W_OK) else "is not writable"
+    parent = os.path.dirname(full)
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"cannot be created: {parent} is a file"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: no permission to write in {parent}"
+    return None
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(PretrainConfig)}
