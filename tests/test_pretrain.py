@@ -462,3 +462,42 @@ def test_a_run_shorter_than_its_warmup_says_so(tmp_path_factory, tmp_path, capsy
     assert "optim.warmup_steps=5 >= train.steps=2" in capsys.readouterr().out
     _run(store, tmp_path / "long", **{"train.steps": 2, "optim.warmup_steps": 1, "train.export": ""})
     assert "warmup_steps" not in capsys.readouterr().out
+
+
+def test_a_fresh_run_that_fails_at_start_leaves_the_earlier_run_in_place(tmp_path_factory, tmp_path):
+    """The earlier run used to be moved aside before the new one had run a step: a start-up error
+    (here a backend that cannot run on this machine) then hid it from resume=auto."""
+    store = tiny_store(tmp_path_factory)
+    _run(store, tmp_path, **{"train.steps": 2})
+    before = sorted(os.listdir(tmp_path))
+    tr = _trainer(store, tmp_path, **{"train.steps": 2, "model.attn_backend": "xformers"})
+    try:
+        with pytest.raises(ValueError, match="xformers"):
+            tr.run()
+    finally:
+        tr.close()
+    assert sorted(os.listdir(tmp_path)) == before and not (tmp_path / "previous").exists()
+    assert sorted(read_losses(str(tmp_path))) == [1, 2]
+
+
+def test_resume_with_other_steps_follows_the_new_schedule_and_says_so(tmp_path_factory, tmp_path):
+    store = tiny_store(tmp_path_factory)
+    _run(store, tmp_path, **{"train.steps": 4, "train.ckpt_every": 2})
+    tr = _trainer(store, tmp_path, **{"train.steps": 8, "train.resume": "auto"})
+    try:
+        summary = tr.run()
+    finally:
+        tr.close()
+    assert any("train.steps changed since the checkpoint (4 -> 8)" in n for n in tr.resume_notes), tr.resume_notes
+    from slpfast.train.optim import warmup_cosine
+
+    cfg = tr.cfg.optim
+    for rec in summary["history"]:  # every resumed step on the 8-step schedule, the first one included
+        want = cfg.lr * warmup_cosine(rec["step"], warmup=cfg.warmup_steps, total=8, min_ratio=cfg.min_lr_ratio)
+        assert rec["lr"] == pytest.approx(want, rel=1e-12), rec
+    tr = _trainer(store, tmp_path, **{"train.steps": 8, "train.resume": "auto"})
+    try:
+        assert tr.run()["step"] == 8
+    finally:
+        tr.close()
+    assert any("already at train.steps=8: nothing to train" in n for n in tr.resume_notes), tr.resume_notes

@@ -84,20 +84,9 @@ class RunLogger:
         self.bar = None
         self.jsonl = None
         self.tb = None
+        self._files = (out_dir, start_step, tensorboard, name)
         if not enabled:
             return
-        os.makedirs(out_dir, exist_ok=True)
-        path = os.path.join(out_dir, "metrics.jsonl")
-        if start_step > 0 and os.path.isfile(path):
-            _drop_records_after(path, start_step)
-        self.jsonl = open(path, "a")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
-            except ImportError:  # tensorboard is optional; say so once
-                print(f"slpfast.{name}: tensorboard not installed, TensorBoard logs disabled", file=sys.stderr)
         if progress:
             from tqdm import tqdm
 
@@ -110,10 +99,29 @@ class RunLogger:
             if postfix:
                 self.bar.set_postfix(postfix, refresh=False)
 
+    def _open_files(self) -> None:
+        """Open the JSONL and TensorBoard logs, at the first record: a run that fails before its
+        first step leaves the folder (an earlier run's logs included) as it was."""
+        out_dir, start_step, tensorboard, name = self._files
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, "metrics.jsonl")
+        if start_step > 0 and os.path.isfile(path):
+            _drop_records_after(path, start_step)
+        self.jsonl = open(path, "a")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+            except ImportError:  # tensorboard is optional; say so once
+                print(f"slpfast.{name}: tensorboard not installed, TensorBoard logs disabled", file=sys.stderr)
+
     def write(self, record: dict) -> None:
         """Print the interval line and append ``record`` to the JSONL and TensorBoard logs."""
         if not self.enabled:
             return
+        if self.jsonl is None:
+            self._open_files()
         line = format_line(record)
         if self.bar is not None:
             self.bar.write(line, file=sys.stdout)

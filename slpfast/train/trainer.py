@@ -124,6 +124,7 @@ class Trainer:
         self.nonfinite_total = 0
         self.nonfinite_streak = 0  # non-finite steps in a row, up to the last step accounted
         self.resume_notes: list[str] = []
+        self._archive_pending = False
         self._stop_signal = False
         self.history: list[dict] = []  # interval records (every rank keeps them; rank 0 writes)
 
@@ -197,26 +198,35 @@ class Trainer:
         return path
 
     def _apply_new_optim_settings(self, their_cfg: dict) -> list[str]:
-        """After a resume: the optimizer settings of *this* run's config apply from here on
-        (the loaded optimizer and scheduler states carry the checkpoint's). Returns one note per
-        changed setting, for the log."""
+        """After a resume: the optimizer settings and ``train.steps`` of *this* run's config apply
+        from here on (the loaded optimizer and scheduler states carry the checkpoint's). Returns
+        one note per changed setting, for the log."""
         o, old = self.cfg.optim, their_cfg.get("optim") or {}
+        steps, old_steps = self.cfg.train.steps, (their_cfg.get("train") or {}).get("steps", self.cfg.train.steps)
         changed = [k for k in _OPTIM_SETTINGS if k in old and old[k] != getattr(o, k)]
-        if not changed:
-            return []
         groups = self.optimizer.param_groups
-        for g in groups:
-            g["betas"], g["eps"] = (o.beta1, o.beta2), o.eps
-        groups[0]["weight_decay"] = o.weight_decay  # the decayed group (optim.param_groups); the other stays 0
+        if changed:
+            for g in groups:
+                g["betas"], g["eps"] = (o.beta1, o.beta2), o.eps
+            groups[0]["weight_decay"] = o.weight_decay  # the decayed group (optim.param_groups); the other stays 0
         if old.get("lr") and "lr" in changed:  # rescale, keeping any ratio between groups
             self.scheduler.base_lrs = [b * o.lr / old["lr"] for b in self.scheduler.base_lrs]
-        # warmup_steps / min_lr_ratio: the schedule's function reads this run's config already
+        # The rate of the next step, from this run's schedule (its function reads this run's
+        # warmup_steps, min_lr_ratio and train.steps): LambdaLR's own formula, so an unchanged
+        # config restores exactly the saved rates.
         factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         for g, base in zip(groups, self.scheduler.base_lrs):
             g["initial_lr"], g["lr"] = base, base * factor
         self.scheduler._last_lr = [g["lr"] for g in groups]
-        return [f"optim.{k} changed since the checkpoint ({old[k]!r} -> {getattr(o, k)!r}); the new value "
-                "applies from here on" for k in changed]
+        notes = [f"optim.{k} changed since the checkpoint ({old[k]!r} -> {getattr(o, k)!r}); the new value "
+                 "applies from here on" for k in changed]
+        if old_steps != steps:
+            notes.append(f"train.steps changed since the checkpoint ({old_steps} -> {steps}): the cosine schedule "
+                         f"now ends at step {steps} (learning rate {groups[0]['lr']:.3g} at step {self.step})")
+        if self.step >= steps:
+            notes.append(f"the checkpoint is at step {self.step}, already at train.steps={steps}: nothing to train "
+                         "(raise train.steps to train on)")
+        return notes
 
     # ------------------------------------------------------------------ one step
     def _micro_steps(self):
@@ -314,10 +324,9 @@ class Trainer:
         """Train to ``train.steps`` (or SIGTERM / Ctrl-C); returns a summary dict."""
         tr = self.cfg.train
         resumed = self.maybe_resume()
-        archived = None
-        if not resumed and self.step == 0 and self.dist.is_main:  # step > 0: resumed before run()
-            export = tr.export if tr.export and not os.path.isabs(tr.export) else ""
-            archived = ckpt.archive_previous_run(self.out_dir, (export,))
+        # a fresh run moves an earlier run in out_dir aside, once its own first step has run (a
+        # run that fails at start-up, e.g. on a backend that cannot take the batch, moves nothing)
+        self._archive_pending = not resumed and self.step == 0 and self.dist.is_main  # step > 0: resumed before run()
         prev = signal.signal(signal.SIGTERM, self._on_sigterm)
         prev_int = signal.signal(signal.SIGINT, self._on_sigint)
         logger = RunLogger(self.out_dir, enabled=self.dist.is_main, total_steps=tr.steps, start_step=self.step,
@@ -327,9 +336,6 @@ class Trainer:
             logger.message(f"resumed from {resumed} at step {self.step}")
             for note in self.resume_notes:
                 logger.message(f"train.resume: {note}")
-        if archived:
-            logger.message(f"a fresh run: the earlier run in {self.out_dir} was moved to {archived} "
-                           "(use --train.resume=auto to continue a run instead)")
         if self.cfg.optim.warmup_steps >= tr.steps:
             logger.message(f"note: optim.warmup_steps={self.cfg.optim.warmup_steps} >= train.steps={tr.steps}: the "
                            f"learning rate stays in its warmup and never reaches optim.lr={self.cfg.optim.lr:g}")
@@ -373,6 +379,8 @@ class Trainer:
         :class:`NonFiniteLossError` after ``train.max_nonfinite`` in a row)."""
         tr = self.cfg.train
         step = st["step"]
+        if self._archive_pending:
+            self._archive_previous_run(logger)
         if losses is None:
             self.nonfinite_streak += 1
             self.nonfinite_total += 1
@@ -389,6 +397,17 @@ class Trainer:
         if step % tr.log_every == 0 or step == tr.steps:
             self._log_interval(meter, keys, logger, peak, step, st["lr"])
             meter.reset()
+
+    def _archive_previous_run(self, logger: RunLogger) -> None:
+        """Move an earlier run's checkpoints and logs in out_dir aside (rank 0, a fresh run, before
+        it writes its first record)."""
+        self._archive_pending = False
+        tr = self.cfg.train
+        export = tr.export if tr.export and not os.path.isabs(tr.export) else ""
+        archived = ckpt.archive_previous_run(self.out_dir, (export,))
+        if archived:
+            logger.message(f"a fresh run: the earlier run in {self.out_dir} was moved to {archived} "
+                           "(use --train.resume=auto to continue a run instead)")
 
     def _log_interval(self, meter: IntervalMeter, keys: list[str], logger: RunLogger, peak: float | None,
                       step: int, lr: float) -> None:
