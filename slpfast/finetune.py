@@ -155,6 +155,8 @@ def parse_args(argv: list[str]) -> FinetuneConfig:
         if not arg.startswith("--"):
             raise ValueError(f"unexpected argument {arg!r}; use --task/--init/--data or --section.key=value")
         name, eq, value = arg[2:].partition("=")
+        if name != "eval-only" and _SHORT.get(name, name) != "config" and _SHORT.get(name, name).count(".") != 1:
+            raise ValueError(f"unknown option --{name}; see --help")  # before asking for its value
         if name == "eval-only" and not eq:
             value = "true"
         elif not eq:
@@ -165,10 +167,8 @@ def parse_args(argv: list[str]) -> FinetuneConfig:
         name = _SHORT.get(name, name)
         if name == "config":
             config_path = value
-        elif name.count(".") == 1:
-            pairs.append((name, value))
         else:
-            raise ValueError(f"unknown option --{name}; see --help")
+            pairs.append((name, value))
     if config_path:
         try:
             with open(config_path, "rb") as f:

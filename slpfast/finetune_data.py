@@ -85,7 +85,11 @@ class FinetuneData(LoaderCycle):
         else:
             idx = np.array([i for i, s in zip(idx, self.store.texts(idx)) if s.strip()], np.int64)
         if len(idx) == 0:
-            raise ValueError(f"task {task}: no usable clips in split {split!r} of {self.store.path}")
+            need = {"islr": "a class label (the manifest's label column)",
+                    "cslr": "a gloss sequence (the manifest's gloss column)"}.get(task, "a text (the manifest's text column)")
+            raise ValueError(f"task {task}: none of the {len(self.store.indices(split))} clips of split {split!r} in "
+                             f"{self.store.path} has {need}; convert the store with that column "
+                             "(python -m slpfast.data.convert --help)")
         return idx
 
     def _resolve(self) -> None:

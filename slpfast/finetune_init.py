@@ -48,6 +48,8 @@ def read_init(path: str, model_cfg: PoseEncoderConfig) -> InitSource:
     """Read ``--init`` (no model is built yet)."""
     if path in ("", "none", "None"):
         return InitSource("none", "", model_cfg)
+    if os.path.isdir(path):
+        path = _init_in_folder(path)
     if not os.path.isfile(path):
         raise ValueError(f"--init: {path!r} does not exist; {_HINT}")
     if path.endswith(".safetensors"):
@@ -78,6 +80,22 @@ def read_init(path: str, model_cfg: PoseEncoderConfig) -> InitSource:
         kind = "finetune" if "task" in config else "pretrain"
         return InitSource(kind, path, _encoder_config(config["model"], path), dict(ckpt["model"]), config)
     raise ValueError(f"--init: {path!r} has an unknown extension; {_HINT}")
+
+
+def _init_in_folder(folder: str) -> str:
+    """A run folder given as ``--init``: its exported encoder, else its latest checkpoint."""
+    from slpfast.train.checkpoint import latest_checkpoint
+
+    encoder = os.path.join(folder, "encoder.safetensors")
+    if os.path.isfile(encoder):
+        return encoder
+    run_dir = os.path.dirname(os.path.normpath(folder)) if os.path.basename(os.path.normpath(folder)) == \
+        "checkpoints" else folder
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        raise ValueError(f"--init: folder {folder!r} holds neither an encoder.safetensors nor checkpoints/step_*.pt; "
+                         f"{_HINT}")
+    return found
 
 
 #: [model] fields that do not change the weights' shapes: the command line may set them over --init's

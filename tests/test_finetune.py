@@ -239,3 +239,35 @@ def test_store_without_evaluation_splits_is_an_error(tmp_path):
     res = _run(str(tmp_path / "st"), str(tmp_path / "run2"), "--task", "retrieval", "--train.steps=1",
                "--task.eval_splits=train", "--data.batch_size=4")
     assert "s2t_R@1" in res["metrics"]["train"]
+
+
+def test_init_from_a_run_folder_and_clear_messages(corpus, tmp_path, pretrain_ckpt, monkeypatch):
+    """--init <run folder> said "does not exist"; --foo said "needs a value"; a store without the
+    task's target said only "no usable clips"."""
+    from slpfast.finetune_init import read_init
+    from slpfast.models import PoseEncoderConfig
+
+    ckpt, export = pretrain_ckpt
+    run_dir = os.path.dirname(os.path.dirname(ckpt))
+    assert read_init(run_dir, PoseEncoderConfig()).path == export  # the exported encoder first
+    only_ckpt = tmp_path / "interrupted"
+    (only_ckpt / "checkpoints").mkdir(parents=True)
+    os.link(ckpt, only_ckpt / "checkpoints" / "step_00000002.pt")
+    src = read_init(str(only_ckpt), PoseEncoderConfig())
+    assert src.kind == "pretrain" and src.path.endswith("step_00000002.pt")
+    assert read_init(str(only_ckpt / "checkpoints"), PoseEncoderConfig()).path == src.path
+    with pytest.raises(ValueError, match="holds neither an encoder.safetensors nor checkpoints"):
+        read_init(str(tmp_path), PoseEncoderConfig())
+    with pytest.raises(ValueError, match="unknown option --foo"):
+        finetune.parse_args(["--task", "islr", "--foo"])
+    from slpfast.data import Store
+
+    init = Store.__init__
+
+    def without_labels(self, *a, **kw):  # a store converted without a label column
+        init(self, *a, **kw)
+        self.labels = np.full_like(self.labels, -1)
+
+    monkeypatch.setattr(Store, "__init__", without_labels)
+    with pytest.raises(ValueError, match="has a class label .*label column"):
+        _run(corpus, str(tmp_path / "ft"), "--task", "islr")

@@ -501,3 +501,24 @@ def test_resume_with_other_steps_follows_the_new_schedule_and_says_so(tmp_path_f
     finally:
         tr.close()
     assert any("already at train.steps=8: nothing to train" in n for n in tr.resume_notes), tr.resume_notes
+
+
+def test_resume_from_files_that_are_not_pretraining_checkpoints_says_what_they_are(tmp_path_factory, tmp_path,
+                                                                                    capsys):
+    from slpfast import pretrain
+
+    store = tiny_store(tmp_path_factory)
+    out = tmp_path / "run"
+    assert pretrain.main(tiny_args(store, str(out), **{"train.steps": 1})) == 0
+    state = torch.load(out / "checkpoints" / "step_00000001.pt", weights_only=False)
+    state["config"]["task"] = {"task": "islr"}
+    torch.save(state, tmp_path / "finetune.pt")
+    (tmp_path / "junk.pt").write_text("garbage\n")
+    cases = [(out / "encoder.safetensors", "is an exported encoder (safetensors), not a training checkpoint"),
+             (tmp_path / "finetune.pt", "is a fine-tuning checkpoint and this is a pre-training run"),
+             (tmp_path / "junk.pt", "cannot be read: not a complete file written by torch.save")]
+    capsys.readouterr()
+    for path, match in cases:
+        rc = pretrain.main(tiny_args(store, str(tmp_path / "other"), **{"train.steps": 2, "train.resume": str(path)}))
+        err = capsys.readouterr().err
+        assert rc == 2 and match in err and "delete it" not in err and len(err.strip().splitlines()) == 1, err

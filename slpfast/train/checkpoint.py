@@ -174,10 +174,14 @@ def save_checkpoint(out_dir: str, step: int, state: dict, keep_last: int) -> str
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
     """Read a checkpoint; a damaged file gives a ValueError naming it."""
+    if path.endswith(".safetensors"):
+        raise ValueError(f"{path} is an exported encoder (safetensors), not a training checkpoint: resuming takes "
+                         "a checkpoints/step_*.pt (to start a fine-tuning from the encoder: slpfast.finetune --init)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+        raise ValueError(f"checkpoint {path} cannot be read: not a complete file written by torch.save "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     for key in ("step", "model", "optimizer", "scheduler", "ranks"):
         if key not in state:
             raise ValueError(f"checkpoint {path} lacks {key!r}; not a slpfast pre-training checkpoint")

@@ -390,6 +390,9 @@ def parse_args(argv: list[str]) -> PretrainConfig:
         if not arg.startswith("--"):
             raise ValueError(f"config: unexpected argument {arg!r}; use --section.key=value")
         name, eq, value = arg[2:].partition("=")
+        if name != "config" and name.count(".") != 1:  # before asking for its value: say what is wrong
+            raise ValueError(f"config: unknown option --{name}; use --config FILE or --section.key=value "
+                             "(--help lists them)")
         if not eq:
             if i + 1 >= len(argv):
                 raise ValueError(f"config: {arg} needs a value (--{name}=VALUE)")
@@ -398,10 +401,8 @@ def parse_args(argv: list[str]) -> PretrainConfig:
         i += 1
         if name == "config":
             config_path = value
-        elif name.count(".") == 1:
-            overrides.append((name, value))
         else:
-            raise ValueError(f"config: bad option --{name}; use --config FILE or --section.key=value")
+            overrides.append((name, value))
     if config_path:
         load_toml(cfg, config_path)
     for name, value in overrides:

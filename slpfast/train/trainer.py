@@ -57,6 +57,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # DDP
 
 
+def _run_kind(config: dict) -> str:
+    """'fine-tuning' or 'pre-training', from a run's config dict (fine-tuning has a [task])."""
+    return "fine-tuning" if "task" in config else "pre-training"
+
+
 class ResumeError(ValueError):
     """The checkpoint to resume from is unreadable or does not fit this run (a configuration error)."""
 
@@ -167,7 +172,13 @@ class Trainer:
         try:
             state = ckpt.load_checkpoint(path, map_location="cpu")
         except ValueError as e:
-            raise ResumeError(f"train.resume: {e}; delete it or give another train.resume") from None
+            # a damaged latest checkpoint found by auto (a crash mid-copy): the earlier ones remain
+            hint = "; delete it to resume from the one before" if self.cfg.train.resume == "auto" else ""
+            raise ResumeError(f"train.resume: {e}{hint}") from None
+        theirs, mine = _run_kind(state.get("config") or {}), _run_kind(self.cfg.to_dict())
+        if theirs != mine:
+            raise ResumeError(f"train.resume: {path} is a {theirs} checkpoint and this is a {mine} run"
+                              + ("; to start fine-tuning from it, give it as --init" if mine == "fine-tuning" else ""))
         if state["world_size"] != self.dist.world_size:
             raise ResumeError(f"train.resume: {path} was written by {state['world_size']} ranks, this run has "
                               f"{self.dist.world_size}; per-rank loader and RNG states cannot be remapped")
