@@ -1,6 +1,8 @@
 """Pose encoder, part embeddings, save/load, PretrainModel (CPU, tiny sizes)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -78,7 +80,14 @@ def test_masked_joints_hide_their_coordinates():
 def test_save_and_from_pretrained_round_trip(tmp_path):
     enc = PoseEncoder(CFG)
     path = str(tmp_path / "enc.safetensors")
-    enc.save_pretrained(path)
+    old_umask = os.umask(0o022)
+    try:
+        enc.save_pretrained(path)
+    finally:
+        os.umask(old_umask)
+    # the most shared artefact of a run: readable as the umask says (safetensors' save_file: 0600)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["enc.safetensors"]  # no temp file left
     back = PoseEncoder.from_pretrained(path)
     assert back.config == enc.config.resolved()
     pose, conf, lens = _batch()

@@ -223,16 +223,16 @@ class PoseEncoder(nn.Module):
 
     # ---------------------------------------------------------- save / load
     def save_pretrained(self, path: str) -> None:
-        """Write the weights as safetensors with the config JSON in the metadata (atomic)."""
-        import os
+        """Write the weights as safetensors with the config JSON in the metadata (atomic: temp
+        file, fsync, rename; the file gets the usual permissions of the umask, where
+        safetensors' ``save_file`` would create it private, 0600)."""
+        from safetensors.torch import save
 
-        from safetensors.torch import save_file
+        from slpfast.data.shard_format import atomic_write_bytes
 
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         meta = {"format": "pt", "slpfast_encoder_config": json.dumps(dataclasses.asdict(self.config))}
-        tmp = f"{path}.tmp{os.getpid()}"
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, [save(state, metadata=meta)])
 
     @classmethod
     def from_pretrained(cls, path: str, map_location: str | torch.device = "cpu") -> "PoseEncoder":
