@@ -69,7 +69,11 @@ def load() -> ExtensionStatus:
     if src is not None and info.get("csrc_hash") not in (None, src):
         stale = True
         warnings.warn(f"slpfast._C is older than the sources in csrc/; rebuild: {REBUILD}", stacklevel=2)
-    _STATUS = ExtensionStatus(True, with_cuda=bool(info.get("with_cuda")), build_info=info, stale=stale)
+    if "with_cuda" in info:
+        with_cuda = bool(info["with_cuda"])
+    else:  # no build record (a .so built or copied by other means): ask the dispatcher
+        with_cuda = torch._C._dispatch_has_kernel_for_dispatch_key("slpfast::augment_pose", "CUDA")
+    _STATUS = ExtensionStatus(True, with_cuda=with_cuda, build_info=info, stale=stale)
     return _STATUS
 
 

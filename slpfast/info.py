@@ -71,8 +71,13 @@ def render(info: dict) -> str:
     lines += ["", "extension slpfast._C:"]
     if ext["built"]:
         built = ext["built_against"]
-        lines.append(f"  built: yes, with CUDA: {'yes' if ext['with_cuda'] else 'no'}"
-                     f" (torch {built.get('torch')}, CUDA {built.get('torch_cuda')}, arch {built.get('cuda_arch_list')})")
+        if built:
+            lines.append(f"  built: yes, with CUDA: {'yes' if ext['with_cuda'] else 'no'} (torch {built.get('torch')}, "
+                         f"CUDA {built.get('torch_cuda')}, arch {built.get('cuda_arch_list')})")
+        else:
+            lines.append(f"  built: yes, with CUDA: {'yes' if ext['with_cuda'] else 'no'}; its build record "
+                         "(slpfast/_build_info.json) is missing, so whether it matches this torch and the sources "
+                         "in csrc/ is not known; rebuild with: pip install --no-build-isolation --no-deps -e .")
         if ext["stale"]:
             lines.append("  STALE: csrc/ changed since the build; rebuild with: pip install --no-build-isolation --no-deps -e .")
     else:

@@ -53,3 +53,21 @@ def test_info_prints_versions_extension_and_backends():
     assert info["backends"]["pack_padded"]["extension"] == []
     text = subprocess.run([sys.executable, "-m", "slpfast.info"], capture_output=True, text=True, check=True).stdout
     assert "backends per op" in text and "pack_padded" in text
+
+
+def test_missing_build_record_is_said_and_cuda_is_asked_of_the_dispatcher(monkeypatch):
+    """A .so without slpfast/_build_info.json (copied, or built by other means) was reported as
+    'with CUDA: no (torch None, ...)' and a CUDA build would have refused CUDA tensors."""
+    from slpfast import info
+
+    monkeypatch.setattr(_extension, "_read_build_info", lambda: {})
+    monkeypatch.setattr(_extension, "_STATUS", None)
+    try:
+        status = _extension.load()
+        assert status.loaded and status.build_info == {}
+        has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key("slpfast::augment_pose", "CUDA")
+        assert status.with_cuda == has_cuda
+        text = info.render(info.collect())
+        assert "build record (slpfast/_build_info.json) is missing" in text and "torch None" not in text
+    finally:
+        monkeypatch.setattr(_extension, "_STATUS", None)
