@@ -19,11 +19,74 @@ import torch
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes. Give each further option a checking ``type=``
+    (:func:`int_at_least`, :func:`int_list`, :func:`name_list`): a bad value must end in an
+    argparse error (exit 2, one line naming the option and what it accepts), never a traceback."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats (CI, GPU check)")
     p.add_argument("--json", metavar="PATH", help="append results as JSON lines to PATH")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per point")
+    p.add_argument("--repeats", type=int_at_least(1), default=None, metavar="N", help="timed repeats per point")
     return p
+
+
+def _int(text: str, lo: int, hi: int | None, what: str = "") -> int:
+    bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+    try:
+        v = int(text.strip())
+    except ValueError:
+        v = None
+    if v is None or v < lo or (hi is not None and v > hi):
+        raise argparse.ArgumentTypeError(f"{what}must be an integer {bounds}, got {text!r}")
+    return v
+
+
+def int_at_least(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """argparse ``type=``: one integer in ``[lo, hi]`` (no upper bound when ``hi`` is None)."""
+    def parse(text: str) -> int:
+        return _int(text, lo, hi)
+    parse.__name__ = f"int >= {lo}"
+    return parse
+
+
+def _items(text: str, allow_empty: bool, allowed: str) -> list[str]:
+    """The items of a comma-separated list; errors end with ``allowed``, what the list takes."""
+    if not text.strip():
+        if allow_empty:
+            return []
+        raise argparse.ArgumentTypeError(f"needs at least one value, got '' ({allowed})")
+    items = [v.strip() for v in text.split(",")]
+    if "" in items:
+        raise argparse.ArgumentTypeError(f"has an empty item in {text!r} ({allowed})")
+    dup = next((v for i, v in enumerate(items) if v in items[:i]), None)
+    if dup is not None:
+        raise argparse.ArgumentTypeError(f"names {dup!r} twice in {text!r} ({allowed})")
+    return items
+
+
+def int_list(lo: int = 1, allow_empty: bool = False) -> Callable[[str], list[int]]:
+    """argparse ``type=``: comma-separated distinct integers ``>= lo`` -> list of int (``""``
+    gives ``[]`` when ``allow_empty``)."""
+    allowed = f"comma-separated integers >= {lo}" + (", or '' for none" if allow_empty else "")
+
+    def parse(text: str) -> list[int]:
+        return [_int(v, lo, None, "each item ") for v in _items(text, allow_empty, allowed)]
+    parse.__name__ = allowed
+    return parse
+
+
+def name_list(allowed) -> Callable[[str], list[str]]:
+    """argparse ``type=``: comma-separated distinct names from ``allowed`` -> list of str."""
+    allowed = list(allowed)
+    what = f"comma-separated, choose from {','.join(allowed)}"
+
+    def parse(text: str) -> list[str]:
+        items = _items(text, False, what)
+        bad = [v for v in items if v not in allowed]
+        if bad:
+            raise argparse.ArgumentTypeError(f"invalid choice {bad[0]!r} ({what})")
+        return items
+    parse.__name__ = "comma-separated names"
+    return parse
 
 
 def device_name() -> str:

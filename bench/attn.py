@@ -28,9 +28,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Results, base_parser, measure, op_times  # noqa: E402
+from _common import Results, base_parser, measure, name_list, op_times  # noqa: E402
 
 PROVIDERS = ("triton", "flex", "sdpa", "xformers", "eager")
+MODES = ("fwd", "fwd+bwd")
+LAYOUTS = ("packed", "padded")
 # name -> (B, T_min, T_max, H, D); T_min == T_max means dense (no lengths)
 SHAPES = {
     "ragged": (64, 32, 256, 8, 64),
@@ -45,17 +47,22 @@ QUICK_SHAPES = {
 INTERPRET_SHAPES = {"ragged": (2, 4, 20, 1, 16), "dense": (1, 16, 16, 1, 16)}
 
 
-def parse_args():
+def build_parser():
     p = base_parser(__doc__.split("\n")[0])
-    p.add_argument("--shapes", default=None, help="comma-separated subset of " + ",".join(SHAPES))
-    p.add_argument("--providers", default=",".join(PROVIDERS))
-    p.add_argument("--modes", default=None, help="default fwd,fwd+bwd (GPU --quick: fwd+bwd)")
-    p.add_argument("--layouts", default="packed,padded")
+    p.add_argument("--shapes", type=name_list(SHAPES), default=None, metavar="NAMES",
+                   help="comma-separated subset of " + ",".join(SHAPES) + " (default: all; --quick and CPU: "
+                        + ",".join(QUICK_SHAPES) + ", the others are skipped)")
+    p.add_argument("--providers", type=name_list(PROVIDERS), default=",".join(PROVIDERS), metavar="NAMES",
+                   help="comma-separated subset of %(default)s (default: all)")
+    p.add_argument("--modes", type=name_list(MODES), default=None, metavar="NAMES",
+                   help="comma-separated subset of " + ",".join(MODES) + " (default: both; GPU --quick: fwd+bwd)")
+    p.add_argument("--layouts", type=name_list(LAYOUTS), default=",".join(LAYOUTS), metavar="NAMES",
+                   help="comma-separated subset of %(default)s (default: both; dense shapes are always padded)")
     p.add_argument("--causal", action="store_true")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--interpret", action="store_true",
                    help="CPU: run triton in the Triton interpreter (tiny sizes only; sets TRITON_INTERPRET=1)")
-    return p.parse_args()
+    return p
 
 
 def make_batch(shape, layout, dtype, device, seed=0):
@@ -142,8 +149,9 @@ def why_not(provider, q, k, v, kw, mode, causal, device, interpret):
     return DISPATCHER.backends[provider].reasons(**inputs)
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.interpret:
         os.environ["TRITON_INTERPRET"] = "1"  # before anything imports triton
     import torch
@@ -152,25 +160,24 @@ def main():
     quick_gpu = args.quick and device == "cuda"
     if quick_gpu:  # the GPU check's time box: first fitting config, no tuning runs
         os.environ.setdefault("SLPFAST_ATTN_AUTOTUNE", "0")
-    modes = (args.modes or ("fwd+bwd" if quick_gpu else "fwd,fwd+bwd")).split(",")
+    modes = args.modes or (["fwd+bwd"] if quick_gpu else list(MODES))
     if args.interpret and device == "cuda":
-        raise SystemExit("bench/attn.py: --interpret is for CPU machines")
+        parser.error("argument --interpret: is for CPU machines (this one has a CUDA GPU)")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
         args.dtype or ("bf16" if device == "cuda" else "fp32")]
     shapes = QUICK_SHAPES if (args.quick or device == "cpu") else SHAPES
-    names = args.shapes.split(",") if args.shapes else list(shapes)
+    names = args.shapes or list(shapes)
     repeats = args.repeats or (100 if device == "cuda" else (3 if args.quick else 5))
     res = Results("attn", args.json)
     skipped = {}
     for name in names:
-        if name not in SHAPES:
-            raise SystemExit(f"bench/attn.py: unknown shape {name!r}; choose from {', '.join(SHAPES)}")
         if name not in shapes:
+            print(f"# shape {name}: not run (--quick and CPU runs take {','.join(shapes)} only)")
             continue
         dense = SHAPES[name][1] == SHAPES[name][2]
-        for layout in (["padded"] if dense else args.layouts.split(",")):
+        for layout in (["padded"] if dense else args.layouts):
             for mode in modes:
-                for provider in args.providers.split(","):
+                for provider in args.providers:
                     shape = INTERPRET_SHAPES.get(name, shapes[name]) if provider == "triton" and device == "cpu" \
                         else shapes[name]
                     q, k, v, kw, lengths = make_batch(shape, layout, dtype, device)

@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Results, base_parser, measure, op_times  # noqa: E402
+from _common import Results, base_parser, int_at_least, int_list, measure, name_list, op_times  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+PROVIDERS = ("triton", "chunked", "eager")  # the backends of slpfast.ops.contrastive_loss
 
 
 def _inputs(n, d, dtype, device):
@@ -125,10 +126,13 @@ def run_gpu_point(provider, n, d, dtype, repeats) -> dict:
 
 def main(argv=None):
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--sizes", help="comma-separated N (default: by device)")
-    p.add_argument("--dim", type=int, default=None, help="D (default 512; --quick on CPU: 128)")
+    p.add_argument("--sizes", type=int_list(1), metavar="N,...",
+                   help="comma-separated N >= 1 (default: by device)")
+    p.add_argument("--dim", type=int_at_least(1), default=None, metavar="D",
+                   help="D >= 1 (default 512; --quick on CPU: 128)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default bf16 on GPU, fp32 on CPU")
-    p.add_argument("--providers", default="triton,chunked,eager")
+    p.add_argument("--providers", type=name_list(PROVIDERS), default=",".join(PROVIDERS), metavar="NAMES",
+                   help="comma-separated subset of %(default)s (default: all)")
     p.add_argument("--child", nargs=5, metavar=("PROVIDER", "N", "D", "DTYPE", "REPEATS"), help=argparse_hide())
     args = p.parse_args(argv)
     if args.child:
@@ -138,14 +142,14 @@ def main(argv=None):
 
     gpu = torch.cuda.is_available()
     if args.sizes:
-        sizes = [int(v) for v in args.sizes.split(",")]
+        sizes = args.sizes
     elif gpu:
         sizes = [4096, 16384, 65536] + ([] if args.quick else [262144])
     else:
         sizes = [512, 2048] if args.quick else [4096, 8192, 16384, 32768]
     d = args.dim or (128 if args.quick and not gpu else 512)
     dtype = args.dtype or ("bf16" if gpu else "fp32")
-    providers = args.providers.split(",")
+    providers = args.providers
     res = Results("contrastive", args.json)
     for n in sizes:
         rows = {}

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Results, base_parser  # noqa: E402
+from _common import Results, base_parser, int_at_least  # noqa: E402
 
 from slpfast.data import Store, StoreWriter, TorchLoader  # noqa: E402
 from slpfast.layouts import NUM_JOINTS  # noqa: E402
@@ -42,6 +42,28 @@ POSE_SAMPLE = "/work/shared/data/pose/holistic586_18f.pose"
 
 
 # ------------------------------------------------------------------------------ fixtures
+def default_root() -> str:
+    """Where the generated data is kept between runs: a per-user cache, like bench/train_step.py."""
+    return os.path.join(os.path.expanduser(os.environ.get("SLPFAST_CACHE", "~/.cache/slpfast")), "bench-data")
+
+
+def _build(final: str, fill) -> None:
+    """Build a data set aside (``fill(path)``) and move it into place in one rename, so that a run
+    never sees another's half-written data: when concurrent runs build the same set, the first
+    to finish wins and the others use its copy."""
+    root, name = os.path.split(final)
+    work = tempfile.mkdtemp(dir=root, prefix=f".{name}.building-")
+    try:
+        fill(os.path.join(work, name))
+        try:
+            os.rename(os.path.join(work, name), final)
+        except OSError:  # another run published it first (a rename onto a non-empty dir fails)
+            if not os.path.isdir(final):
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def make_data(root: str, n_store: int, n_npy: int, n_pose: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     lengths = rng.integers(96, 161, n_store)
@@ -51,22 +73,35 @@ def make_data(root: str, n_store: int, n_npy: int, n_pose: int, seed: int = 0) -
         ok = True
     except Exception:  # missing, or written by another format version: rebuild
         ok = False
-        shutil.rmtree(store_dir, ignore_errors=True)
-    if not ok:
-        with StoreWriter(store_dir, shard_clips=2048) as w:
+        if os.path.exists(store_dir):  # move it aside first: a concurrent run may be replacing it too
+            trash = tempfile.mkdtemp(dir=root, prefix=f".store-{n_store}.stale-")
+            try:
+                os.rename(store_dir, os.path.join(trash, "old"))
+            except OSError:
+                pass
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def write_store(path):
+        with StoreWriter(path, shard_clips=2048) as w:
             for i, T in enumerate(lengths):
                 p = rng.uniform(0, 1, (T, NUM_JOINTS, 3)).astype(np.float32)
                 c = rng.uniform(0, 1, (T, NUM_JOINTS)).astype(np.float32)
                 w.add(p, c, text=f"clip number {i}", glosses=[i % 7, i % 11], fps=25.0)
+
+    if not ok:
+        _build(store_dir, write_store)
     st = Store(store_dir)
     npy_dir = os.path.join(root, f"npy-{n_npy}")
-    if not os.path.isdir(npy_dir):
-        os.makedirs(npy_dir + ".tmp", exist_ok=True)
+
+    def write_npy(path):
+        os.makedirs(path)
         for i in range(n_npy):
             c = st.clip(i)
-            np.save(os.path.join(npy_dir + ".tmp", f"{i:06d}.npy"),
+            np.save(os.path.join(path, f"{i:06d}.npy"),
                     np.concatenate([c["pose"], c["conf"][..., None]], -1).astype(np.float32))
-        os.replace(npy_dir + ".tmp", npy_dir)
+
+    if not os.path.isdir(npy_dir):
+        _build(npy_dir, write_npy)
     pose_dir = os.path.join(root, f"pose-{n_pose}")
     try:
         import pose_format  # noqa: F401
@@ -79,15 +114,18 @@ def make_data(root: str, n_store: int, n_npy: int, n_pose: int, seed: int = 0) -
 
         header = Pose.read(open(POSE_SAMPLE, "rb").read()).header
         P = sum(len(c.points) for c in header.components)
-        os.makedirs(pose_dir + ".tmp", exist_ok=True)
-        for i in range(n_pose):
-            T = int(lengths[i])
-            data = np.ma.masked_array(rng.uniform(0, 500, (T, 1, P, 3)).astype(np.float32))
-            conf = rng.uniform(0, 1, (T, 1, P)).astype(np.float32)
-            body = NumPyPoseBody(fps=25, data=data, confidence=conf)
-            with open(os.path.join(pose_dir + ".tmp", f"{i:06d}.pose"), "wb") as f:
-                Pose(header, body).write(f)
-        os.replace(pose_dir + ".tmp", pose_dir)
+
+        def write_pose(path):
+            os.makedirs(path)
+            for i in range(n_pose):
+                T = int(lengths[i])
+                data = np.ma.masked_array(rng.uniform(0, 500, (T, 1, P, 3)).astype(np.float32))
+                conf = rng.uniform(0, 1, (T, 1, P)).astype(np.float32)
+                body = NumPyPoseBody(fps=25, data=data, confidence=conf)
+                with open(os.path.join(path, f"{i:06d}.pose"), "wb") as f:
+                    Pose(header, body).write(f)
+
+        _build(pose_dir, write_pose)
     return {"store": st, "npy": npy_dir, "pose": pose_dir if (n_pose and os.path.isdir(pose_dir)) else None}
 
 
@@ -163,18 +201,29 @@ def time_loader(make_iter, repeats: int = 3):
     return best[0], best[1], best_cpu
 
 
-def main():
+def main(argv=None):
     p = base_parser(__doc__.split("\n")[0])
-    p.add_argument("--dir", default=None, help="where to build the data (default: a temp dir, kept in --keep)")
-    p.add_argument("--clips", type=int, default=None)
+    p.add_argument("--dir", default=None, metavar="DIR",
+                   help="where to build and keep the generated data, reused by later runs with the same sizes "
+                        "(default: $SLPFAST_CACHE/bench-data, SLPFAST_CACHE defaulting to ~/.cache/slpfast). "
+                        "Runs may share it, also concurrently: each data set is built aside and moved into "
+                        "place whole")
+    p.add_argument("--clips", type=int_at_least(1), default=None, metavar="N",
+                   help="store clips, >= 1 (default 8192; --quick 2048); the per-file baselines use at most "
+                        "2048 (--quick 512) .npy and 256 (--quick 48) .pose of them")
     p.add_argument("--skip-dali", action="store_true")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     quick = a.quick
     n_store = a.clips or (2048 if quick else 8192)
-    n_npy = 512 if quick else 2048
-    n_pose = 48 if quick else 256
-    root = a.dir or os.path.join(tempfile.gettempdir(), "slpfast-bench-data")
-    os.makedirs(root, exist_ok=True)
+    n_npy = min(n_store, 512 if quick else 2048)
+    n_pose = min(n_store, 48 if quick else 256)
+    root = os.path.abspath(os.path.expanduser(a.dir or default_root()))
+    if os.path.exists(root) and not os.path.isdir(root):
+        p.error(f"argument --dir: {root} exists and is not a directory")
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as e:
+        p.error(f"argument --dir: cannot create {root}: {e.strerror}")
     t0 = time.perf_counter()
     data = make_data(root, n_store, n_npy, n_pose)
     print(f"# data ready in {time.perf_counter() - t0:.1f}s under {root}", file=sys.stderr)
@@ -198,7 +247,8 @@ def main():
         best_npy = max(best_npy, cps)
         if data["pose"]:
             ds = PoseDataset(data["pose"])
-            mk = lambda: torch.utils.data.DataLoader(ds, batch_size=min(B, len(ds) // 2), shuffle=True,  # noqa: E731
+            pb = max(1, min(B, len(ds) // 2))
+            mk = lambda: torch.utils.data.DataLoader(ds, batch_size=pb, shuffle=True,  # noqa: E731
                                                      num_workers=w, collate_fn=_pad_collate)
             cps, fps, cpu = time_loader(mk, reps)
             add(f"pose-per-clip w{w}", cps, fps, cpu if w == 0 else None, clips=len(ds))

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Results, base_parser, measure, op_times  # noqa: E402
+from _common import Results, base_parser, int_list, measure, name_list, op_times  # noqa: E402
 from _pose_chain import ChainLayout, normalize_augment_chain  # noqa: E402
 
 from slpfast import layouts  # noqa: E402
@@ -60,6 +60,9 @@ WORKLOADS = {
     "full": P.AugmentConfig(flip_p=0.5, speed_min=0.7, speed_max=1.4, translate_std=0.05, jitter_std=0.01,
                             joint_drop_p=0.05, frame_drop_p=0.05, part_drop_p=0.05),
 }
+
+
+DEVICES = ("cpu", "cuda")
 
 
 def make_batch(B, t_lo, t_hi, C, dtype, seed=0):
@@ -152,16 +155,19 @@ def raw_augment(x, c, n, ids, seed, cfg, spec, normalize: bool = True):
     return fn, out_len
 
 
-def main():
+def main(argv=None):
     p = base_parser(__doc__.split("\n")[0])
     p.add_argument("--dtype", default="fp16", choices=["fp16", "fp32"])
     p.add_argument("--C", type=int, default=3, choices=[2, 3])
-    p.add_argument("--workloads", default="affine,full")
-    p.add_argument("--devices", default="cpu,cuda",
-                   help="where to run: cpu (ext-cpu, torch-chain, the per-clip loops) and/or cuda (if present)")
-    p.add_argument("--gpu-batches", default=None,
-                   help="GPU only: extra batch sizes for ext-cuda-op (default 1024,4096; --quick: none)")
-    args = p.parse_args()
+    p.add_argument("--workloads", type=name_list(WORKLOADS), default=",".join(WORKLOADS), metavar="NAMES",
+                   help="comma-separated subset of %(default)s (default: all)")
+    p.add_argument("--devices", type=name_list(DEVICES), default=",".join(DEVICES), metavar="NAMES",
+                   help="where to run, comma-separated: cpu (ext-cpu, torch-chain, the per-clip loops) and/or "
+                        "cuda (if present; default: both)")
+    p.add_argument("--gpu-batches", type=int_list(1, allow_empty=True), default=None, metavar="B,...",
+                   help="GPU only: extra batch sizes >= 1 for ext-cuda-op, comma-separated, '' for none "
+                        "(default 1024,4096; --quick: none)")
+    args = p.parse_args(argv)
     B, lo, hi = (32, 16, 64) if args.quick else (256, 32, 256)
     reps = args.repeats or (3 if args.quick else 5)
     dtype = torch.float16 if args.dtype == "fp16" else torch.float32
@@ -174,13 +180,13 @@ def main():
     print(f"# {shape}, torch threads={torch.get_num_threads()}")
     if not HAVE_POSE_FORMAT:
         print("# pose-format is not installed: that provider is skipped")
-    wanted = args.devices.split(",")
+    wanted = args.devices
     cuda_ok = torch.cuda.is_available() and not P._extension.unavailable_reasons("cuda")
     devices = [d for d in ("cpu", "cuda") if d in wanted and (d == "cpu" or cuda_ok)]
     if not devices:
-        raise SystemExit(f"bench/pose.py: nothing to run on --devices={args.devices} (CUDA usable: {cuda_ok})")
+        p.error(f"argument --devices: nothing to run on {','.join(args.devices)} (CUDA usable: {cuda_ok})")
     copy_gbs = copy_bandwidth("cuda") if "cuda" in devices else None
-    for wl in args.workloads.split(","):
+    for wl in args.workloads:
         cfg = WORKLOADS[wl]
         out_len = R.resampled_length(pose.shape[1], cfg.speed_min)
         nbytes = bytes_moved(lengths, (B, out_len), args.C, pose.element_size())
@@ -240,14 +246,14 @@ def main():
 
 def gpu_scaling(args, res, copy_gbs, spec, seed) -> None:
     """ext-cuda-op at larger batches: the same op once launch latency no longer dominates."""
-    batches = args.gpu_batches if args.gpu_batches is not None else ("" if args.quick else "1024,4096")
+    batches = args.gpu_batches if args.gpu_batches is not None else ([] if args.quick else [1024, 4096])
     dtype = torch.float16 if args.dtype == "fp16" else torch.float32
-    for B in [int(b) for b in batches.split(",") if b]:
+    for B in batches:
         pose, conf, lengths = make_batch(B, 32, 256, args.C, dtype, seed=1)
         x, c, n, i = pose.cuda(), conf.cuda(), lengths.cuda(), (torch.arange(B) + 1000).cuda()
         shape = f"B={B} T~U(32,256) J={layouts.NUM_JOINTS} C={args.C} {args.dtype}"
         # the op without the fused normalization too: what the normalize stage costs (an ablation)
-        for wl, normalize in [(w, True) for w in args.workloads.split(",")] + [("affine", False)]:
+        for wl, normalize in [(w, True) for w in args.workloads] + [("affine", False)]:
             fn, out_len = raw_augment(x, c, n, i, seed, WORKLOADS[wl], spec, normalize=normalize)
             t = gpu_time(fn)
             gbs = bytes_moved(lengths, (B, out_len), args.C, pose.element_size()) / (t["median_ms"] * 1e-3) / 1e9

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from _common import Results, base_parser  # noqa: E402
+from _common import Results, base_parser, int_at_least, name_list  # noqa: E402
 from _train_baseline import BaselineDataset, baseline_collate, to_baseline  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def _baseline(trainer, args) -> None:
     trainer.scheduler = build_scheduler(trainer.optimizer, cfg.optim, cfg.train.steps)
     indices = data.store.indices(data.splits) if data.splits else range(len(data.store))
     ds = BaselineDataset(data.store, list(indices), cfg.data.max_frames, data.feature_name, seed=cfg.train.seed)
-    workers = max(1, args.workers)
+    workers = args.workers
     data.loader = torch.utils.data.DataLoader(ds, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                                               num_workers=workers, collate_fn=baseline_collate,
                                               persistent_workers=True, pin_memory=trainer.device.type == "cuda")
@@ -188,24 +188,32 @@ def run(args) -> Results:
 
 
 def main(argv=None) -> None:
+    from slpfast.models.encoder import SIZES, PoseEncoderConfig
+
+    longest = PoseEncoderConfig().max_frames  # data.max_frames must fit the model's position table
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--sizes", default=None, help="comma-separated model sizes (default tiny,base; --quick: tiny)")
-    p.add_argument("--batch", type=int, default=None, help="clips per step (default 16 CPU / 256 GPU; --quick 8 / 64)")
-    p.add_argument("--max-frames", type=int, default=None, help="longest clip (default 128; --quick 64)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="baseline DataLoader workers (default 2 CPU / 8 GPU); slpfast uses its config's loader "
-                        "threads (data.num_workers=-1: 2 on a GPU, none on the CPU)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps")
-    p.add_argument("--rounds", type=int, default=None, help="alternating baseline/slpfast blocks (default 2; --quick 1)")
+    p.add_argument("--sizes", type=name_list(SIZES), default=None, metavar="NAMES",
+                   help=f"comma-separated model sizes from {','.join(SIZES)} (default tiny,base; --quick: tiny)")
+    p.add_argument("--batch", type=int_at_least(1), default=None, metavar="N",
+                   help="clips per step (default 16 CPU / 256 GPU; --quick 8 / 64)")
+    p.add_argument("--max-frames", type=int_at_least(2, longest), default=None, metavar="T",
+                   help=f"longest clip, in [2, {longest}] (default 128; --quick 64)")
+    p.add_argument("--workers", type=int_at_least(1), default=None, metavar="N",
+                   help="baseline DataLoader workers, >= 1 (default 2 CPU / 8 GPU); slpfast uses its config's "
+                        "loader threads (data.num_workers=-1: 2 on a GPU, none on the CPU)")
+    p.add_argument("--warmup", type=int_at_least(0), default=None, metavar="N",
+                   help="untimed steps (default 3; --quick 2)")
+    p.add_argument("--rounds", type=int_at_least(1), default=None, metavar="N",
+                   help="alternating baseline/slpfast blocks (default 2; --quick 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (both providers)")
     p.add_argument("--layout", default="packed", choices=["packed", "padded"],
                    help="how slpfast feeds clips (the baseline always pads, as research code does)")
     p.add_argument("--small-text", action="store_true", help="small trainable text encoder instead of cached MiniLM")
-    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+    p.add_argument("--profile", type=int_at_least(0), default=0, metavar="STEPS",
                    help="after timing, profile STEPS more steps of each provider and print the top ops")
     args = p.parse_args(argv)
     gpu = torch.cuda.is_available()
-    args.sizes = (args.sizes or ("tiny" if args.quick else "tiny,base")).split(",")
+    args.sizes = args.sizes or (["tiny"] if args.quick else ["tiny", "base"])
     args.batch = args.batch or ((8 if args.quick else 16) if not gpu else (64 if args.quick else 256))
     args.max_frames = args.max_frames or (64 if args.quick else 128)
     args.workers = args.workers if args.workers is not None else (8 if gpu else 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
@@ -52,3 +53,149 @@ def test_ncu_target_runs_its_calls(capsys):
         _ncu_target.main(["--ops", "pose,bogus", "--device", "cpu"])
     with pytest.raises(SystemExit, match="pose only"):
         _ncu_target.main(["--ops", "attn", "--device", "cpu"])
+
+
+# ---------------------------------------------------------------------------------------------
+# command-line checking: a bad value is an argparse error (exit 2, one line naming the option),
+# never a traceback
+
+BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench")
+
+# (script, arguments, the option the error must name, text the error line must contain)
+BAD_ARGS = [
+    ("attn.py", ["--quick", "--providers=nope"], "--providers", "triton,flex,sdpa,xformers,eager"),
+    ("attn.py", ["--quick", "--shapes=ragged,huge"], "--shapes", "ragged,ragged_long,dense"),
+    ("attn.py", ["--quick", "--modes=bwd"], "--modes", "fwd,fwd+bwd"),
+    ("attn.py", ["--quick", "--layouts=packed,"], "--layouts",
+     "empty item in 'packed,' (comma-separated, choose from packed,padded)"),
+    ("contrastive.py", ["--quick", "--sizes=abc"], "--sizes", ">= 1"),
+    ("contrastive.py", ["--quick", "--sizes=512,0"], "--sizes", ">= 1"),
+    ("contrastive.py", ["--quick", "--dim=0"], "--dim", ">= 1"),
+    ("contrastive.py", ["--quick", "--providers=eager,eager"], "--providers",
+     "twice in 'eager,eager' (comma-separated, choose from triton,chunked,eager)"),
+    ("pose.py", ["--quick", "--workloads=nope"], "--workloads", "affine,full"),
+    ("pose.py", ["--quick", "--devices=gpu"], "--devices", "cpu,cuda"),
+    ("pose.py", ["--quick", "--gpu-batches=64,big"], "--gpu-batches", ">= 1"),
+    ("data.py", ["--quick", "--clips=0"], "--clips", ">= 1"),
+    ("data.py", ["--quick", "--repeats=-1"], "--repeats", ">= 1"),
+    ("train_step.py", ["--quick", "--sizes=huge"], "--sizes", "tiny,small,base"),
+    ("train_step.py", ["--quick", "--batch=0"], "--batch", ">= 1"),
+    ("train_step.py", ["--quick", "--max-frames=1"], "--max-frames", "[2, 1024]"),
+    ("train_step.py", ["--quick", "--rounds=x"], "--rounds", ">= 1"),
+]
+
+
+# the defects of the user trial, end to end: a real command line, its exit status and stderr
+REPORTED = [case for case in BAD_ARGS if case[1][1] in ("--providers=nope", "--sizes=abc", "--workloads=nope",
+                                                         "--sizes=huge", "--clips=0")]
+
+
+def _load_bench(script):
+    """A bench script as a module (a unique name: ``data``, ``pose`` ... are common names)."""
+    import importlib.util
+
+    name = "bench_under_test_" + script[:-3]
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, script))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules[name] = mod
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def reported_runs():
+    """The REPORTED command lines, run side by side (each exits after its imports)."""
+    import subprocess
+
+    procs = {(script, tuple(args)): subprocess.Popen([sys.executable, os.path.join(BENCH, script), *args],
+                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for script, args, _, _ in REPORTED}
+    runs = {}
+    for key, p in procs.items():
+        out, err = p.communicate(timeout=180)
+        runs[key] = (p.returncode, out, err)
+    return runs
+
+
+def _check_error(script, option, allowed, rc, out, err):
+    assert "Traceback" not in err + out, err
+    assert rc == 2, (rc, err)
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith(f"{script}: error: argument {option}: "), err
+    assert allowed in lines[-1], err
+    assert not out.strip(), out  # no work started
+
+
+@pytest.mark.parametrize("script,args,option,allowed", REPORTED, ids=[f"{s[:-3]}{a[-1]}" for s, a, _, _ in REPORTED])
+def test_reported_bad_arguments_exit_2_without_traceback(reported_runs, script, args, option, allowed):
+    _check_error(script, option, allowed, *reported_runs[(script, tuple(args))])
+
+
+@pytest.mark.parametrize("script,args,option,allowed", BAD_ARGS, ids=[f"{s[:-3]}{a[-1]}" for s, a, _, _ in BAD_ARGS])
+def test_bad_arguments_are_argparse_errors(capsys, monkeypatch, script, args, option, allowed):
+    """Every case in this process (fast): ``main(argv)`` ends in argparse's SystemExit(2)."""
+    mod = _load_bench(script)
+    monkeypatch.setattr(sys, "argv", [script])  # argparse names the program after argv[0]
+    with pytest.raises(SystemExit) as exc:
+        mod.main(args)
+    out, err = capsys.readouterr()
+    _check_error(script, option, allowed, exc.value.code, out, err)
+
+
+def test_list_and_count_types():
+    import argparse
+
+    from _common import int_at_least, int_list, name_list
+
+    assert int_list(1)("512, 2048") == [512, 2048]
+    assert int_list(1, allow_empty=True)("") == []
+    assert name_list(["a", "b"])("b,a") == ["b", "a"]
+    assert int_at_least(2, 8)("8") == 8
+    for parse, text in [(int_list(1), ""), (int_list(1), "1,,2"), (int_list(1), "1.5"), (int_list(1), "3,3"),
+                        (int_list(0), "-1"), (name_list(["a"]), "A"), (name_list(["a"]), "a,"),
+                        (int_at_least(1), "0"), (int_at_least(2, 8), "9"), (int_at_least(0), "x")]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)
+
+
+def test_data_help_tells_where_the_data_goes(capsys):
+    with pytest.raises(SystemExit) as exc:
+        _load_bench("data.py").main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    assert "--keep" not in out and "bench-data" in out and "SLPFAST_CACHE" in out, out
+
+
+def test_data_sets_are_published_whole(tmp_path):
+    """bench/data.py builds each data set aside and renames it into place: a concurrent run
+    never sees a half-built set, and the one that finishes second keeps the first one's."""
+    build = _load_bench("data.py")._build
+    final = str(tmp_path / "npy-2")
+    seen = []
+
+    def fill(path):
+        seen.append(os.path.exists(final))
+        os.makedirs(path)
+        with open(os.path.join(path, "x"), "w") as f:
+            f.write("first")
+
+    build(final, fill)
+    assert open(os.path.join(final, "x")).read() == "first" and seen == [False]
+
+    def fill_while_another_run_publishes(path):
+        os.makedirs(path)
+        with open(os.path.join(path, "x"), "w") as f:
+            f.write("second")
+
+    build(final, fill_while_another_run_publishes)  # the set exists: the rename fails, theirs is kept
+    assert open(os.path.join(final, "x")).read() == "first"
+    assert sorted(os.listdir(tmp_path)) == ["npy-2"]  # no building leftovers
+
+    def failing(path):
+        os.makedirs(path)
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        build(str(tmp_path / "npy-3"), failing)
+    assert sorted(os.listdir(tmp_path)) == ["npy-2"]
