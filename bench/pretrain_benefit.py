@@ -23,7 +23,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _common import Results, base_parser  # noqa: E402
+from _common import Results, base_parser, int_at_least  # noqa: E402
 
 
 def pretrain(store: str, out: str, steps: int, batch: int, max_frames: int, seed: int, progress: bool) -> str:
@@ -52,16 +52,16 @@ def finetune(store: str, out: str, task: str, init: str, extra: list[str]) -> di
 def main(argv=None) -> int:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--workdir", default="runs/pretrain_benefit", help="corpus and runs go here")
-    p.add_argument("--clips", type=int, default=2000, help="clips of the synthetic corpus")
-    p.add_argument("--glosses", type=int, default=50, help="gloss vocabulary (ISLR classes)")
+    p.add_argument("--clips", type=int_at_least(1), default=2000, help="clips of the synthetic corpus")
+    p.add_argument("--glosses", type=int_at_least(2), default=50, help="gloss vocabulary (ISLR classes)")
     p.add_argument("--pretrained", default="", help="use this pre-training checkpoint instead of pre-training")
-    p.add_argument("--pretrain-steps", type=int, default=300)
-    p.add_argument("--finetune-steps", type=int, default=150)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-frames", type=int, default=96)
+    p.add_argument("--pretrain-steps", type=int_at_least(1), default=300)
+    p.add_argument("--finetune-steps", type=int_at_least(1), default=150)
+    p.add_argument("--batch-size", type=int_at_least(1), default=32)
+    p.add_argument("--max-frames", type=int_at_least(2, 1024), default=96)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--label-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--progress", action="store_true", help="tqdm bars")
     args = p.parse_args(argv)
     if args.quick:
