@@ -136,3 +136,30 @@ def test_retrieval_ties_count_against_the_query():
     sim[0, 2] = 1.0
     m = retrieval_metrics(sim, ks=(1,))
     assert m["s2t_R@1"] == pytest.approx(200 / 3) and m["s2t_MeanR"] == pytest.approx(4 / 3)
+
+
+def test_median_rank_of_an_even_count_is_the_usual_median():
+    """torch.median took the lower middle rank: ranks 1,1,2,3 gave MedR 1, papers (numpy,
+    CLIP4Clip) report 1.5."""
+    sim = torch.tensor([[1.0, 0.0, 0.0, 0.0],    # rank 1
+                        [0.0, 1.0, 0.0, 0.0],    # rank 1
+                        [0.0, 0.0, 0.5, 0.9],    # rank 2
+                        [0.9, 0.8, 0.0, 0.1]])   # rank 3
+    r = retrieval_metrics(sim)
+    assert r["s2t_MedR"] == 1.5
+
+
+def test_ctc_decoders_take_minus_inf_log_probs():
+    lp = torch.tensor([[[float("-inf"), 0.0, float("-inf")], [0.0, float("-inf"), float("-inf")]]])
+    assert ctc_greedy_decode(lp) == [[1]]
+    assert ctc_beam_decode(lp, beam_size=4) == [[1]]
+    bad = lp.clone()
+    bad[0, 1] = float("-inf")
+    with pytest.raises(ValueError, match="frame 1 of sample 0 is -inf for every symbol"):
+        ctc_greedy_decode(bad)
+    assert ctc_greedy_decode(bad, lengths=torch.tensor([1])) == [[1]]  # past the length: not read
+    for v in (float("nan"), float("inf")):
+        bad = lp.clone()
+        bad[0, 0, 0] = v
+        with pytest.raises(ValueError, match="NaN or \\+inf"):
+            ctc_greedy_decode(bad)

@@ -124,3 +124,45 @@ def test_topk_nan_logits_are_an_error_not_a_hit():
         acc.update(logits, torch.tensor([0, 2]))
     # -inf (a masked class) stays valid
     assert topk_accuracy(torch.tensor([[float("-inf"), 1.0, 2.0]]), torch.tensor([2]), ks=(1,))["top1"] == 100.0
+
+
+def test_edit_ops_split_follows_the_tie_rule_over_the_whole_sentence():
+    """Cell-by-cell preference of the diagonal gave 1 D + 2 I here, where 2 S + 1 I costs the same."""
+    assert edit_ops("c b a b", "c c d b a") == (2, 0, 1)
+    import random
+
+    def best_split(r, h):  # every minimum-cost alignment, exhaustively; the rule's preferred split
+        from functools import lru_cache
+
+        @lru_cache(None)
+        def go(i, j):
+            if i == len(r):
+                return {(0, 0, len(h) - j)}
+            if j == len(h):
+                return {(0, len(r) - i, 0)}
+            outs = set()
+            for s, d, n in go(i + 1, j + 1):
+                outs.add((s + (r[i] != h[j]), d, n))
+            for s, d, n in go(i + 1, j):
+                outs.add((s, d + 1, n))
+            for s, d, n in go(i, j + 1):
+                outs.add((s, d, n + 1))
+            cost = min(sum(o) for o in outs)
+            return {o for o in outs if sum(o) == cost}
+        return max(go(0, 0), key=lambda o: (o[0], o[1]))
+
+    rng = random.Random(0)
+    for _ in range(300):
+        r = [rng.choice("abcd") for _ in range(rng.randint(0, 6))]
+        h = [rng.choice("abcd") for _ in range(rng.randint(0, 6))]
+        assert edit_ops(r, h) == best_split(r, h), (r, h)
+
+
+def test_topk_ties_count_against_the_label():
+    """torch.topk broke ties in no set order: constant logits scored 100% top-1 on one label."""
+    logits = torch.zeros(5, 5)
+    r = topk_accuracy(logits, torch.arange(5), ks=(1, 4, 5))
+    assert r["top1"] == 0.0 and r["top4"] == 0.0 and r["top5"] == 100.0
+    logits = torch.tensor([[1.0, 2.0, 2.0, 0.0]])  # label 1 ties with class 2 for first place
+    r = topk_accuracy(logits, torch.tensor([1]), ks=(1, 2))
+    assert r["top1"] == 0.0 and r["top2"] == 100.0

@@ -39,10 +39,17 @@ def _prepare(op: str, log_probs, lengths, blank: int) -> tuple[np.ndarray, list[
     check_lengths(op, "lengths", lengths, b, t)
     if not 0 <= blank < v:
         fail(op, f"blank must be in [0, V-1={v - 1}], got {blank}")
-    lp = torch.log_softmax(log_probs.detach().to("cpu", torch.float64), dim=-1).numpy()
-    if not np.isfinite(lp).all():
-        fail(op, "log_probs contain NaN or +-inf values after log_softmax")
-    return lp, [int(x) for x in lengths.cpu()]
+    x = log_probs.detach().to("cpu", torch.float64)
+    # -inf is a valid log-probability (log 0: a masked symbol, or .log() of a peaked softmax);
+    # NaN and +inf are not, nor a frame where every symbol is impossible
+    if bool(torch.isnan(x).any()) or bool(torch.isposinf(x).any()):
+        fail(op, "log_probs contain NaN or +inf values")
+    lens = [int(n) for n in lengths.cpu()]
+    impossible = torch.isneginf(x).all(-1)                                  # (B, T)
+    for i, n in enumerate(lens):
+        if bool(impossible[i, :n].any()):
+            fail(op, f"log_probs: frame {int(impossible[i, :n].nonzero()[0])} of sample {i} is -inf for every symbol")
+    return torch.log_softmax(x, dim=-1).numpy(), lens
 
 
 def ctc_greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor | None = None,

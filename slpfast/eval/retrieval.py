@@ -48,8 +48,9 @@ def ranks(sim: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
 
 def _summary(r: torch.Tensor, prefix: str, ks: Sequence[int]) -> dict[str, float]:
     out = {f"{prefix}_R@{k}": 100.0 * float((r <= k).double().mean()) for k in ks}
-    # median of an even count: the lower middle value, as torch.median (and CLIP4Clip) do
-    out[f"{prefix}_MedR"] = float(r.median())
+    # the usual median (mean of the two middle ranks for an even count), as numpy and CLIP4Clip's
+    # compute_metrics give it; torch.median would take the lower middle value
+    out[f"{prefix}_MedR"] = float(r.double().quantile(0.5))
     out[f"{prefix}_MeanR"] = float(r.double().mean())
     return out
 

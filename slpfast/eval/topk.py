@@ -11,7 +11,9 @@ batched evaluation (:class:`TopKAccumulator`) and distributed evaluation (sum th
 over ranks) give exactly the numbers of one call on the whole test set.
 
 When ``k`` is larger than the number of classes C, top-k is top-C (every clip is a hit).
-Ties between logits are broken by ``torch.topk`` (lowest index first on CPU).
+Ties count against the label, as the retrieval ranks do: the label is in the top k when fewer
+than k other classes score at least as high as it. (``torch.topk`` breaks ties in no documented
+order, so a collapsed model with constant logits was credited with whichever class it picked.)
 """
 from __future__ import annotations
 
@@ -66,11 +68,9 @@ def topk_counts(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = 
     ks = _check(logits, labels, ks)
     n, c = logits.shape
     labels = labels.long()
-    kmax = min(max(ks), c)
-    top = logits.detach().topk(kmax, dim=1).indices                    # (N, kmax)
-    match = top == labels[:, None]                                      # (N, kmax), <=1 True/row
-    # rank of the label among the top kmax, or kmax when it is not there
-    rank = torch.where(match.any(1), match.float().argmax(1), torch.full_like(labels, kmax))
+    lg = logits.detach()
+    own = lg.gather(1, labels[:, None])                                 # (N, 1) the label's logit
+    rank = (lg >= own).sum(1) - 1                                       # (N,) others at least as high
     hits = torch.zeros(len(ks), c, dtype=torch.int64, device=logits.device)
     for i, k in enumerate(ks):
         hits[i].index_add_(0, labels, (rank < min(k, c)).long())

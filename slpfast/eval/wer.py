@@ -38,23 +38,23 @@ def edit_ops(ref: Sentence, hyp: Sentence) -> tuple[int, int, int]:
     """
     r = _tokens(ref, "edit_ops", "ref")
     h = _tokens(hyp, "edit_ops", "hyp")
-    # DP cell = (cost, S, D, I) of the best alignment of r[:i] with h[:j]; two rows live at once
+    # DP cell = (cost, S, D, I) of the best alignment of r[:i] with h[:j]; two rows live at once.
+    # "Best" is the least cost, then the most substitutions, then the most deletions: all three
+    # add up along an alignment, so this lexicographic order obeys the DP's optimality and the
+    # whole-sentence split follows the tie rule (preferring the diagonal move cell by cell
+    # does not: ref "c b a b", hyp "c c d b a" gave 1 D + 2 I instead of 2 S + 1 I).
+    rank = lambda cell: (cell[0], -cell[1], -cell[2])  # noqa: E731
     prev = [(j, 0, 0, j) for j in range(len(h) + 1)]
     for i in range(1, len(r) + 1):
         cur = [(i, 0, i, 0)]
         for j in range(1, len(h) + 1):
             c, s, d, n = prev[j - 1]
-            if r[i - 1] == h[j - 1]:
-                best = (c, s, d, n)
-            else:
-                best = (c + 1, s + 1, d, n)
+            diag = (c, s, d, n) if r[i - 1] == h[j - 1] else (c + 1, s + 1, d, n)
             c, s, d, n = prev[j]            # reference word i deleted
-            if c + 1 < best[0]:
-                best = (c + 1, s, d + 1, n)
+            dele = (c + 1, s, d + 1, n)
             c, s, d, n = cur[j - 1]         # hypothesis word j inserted
-            if c + 1 < best[0]:
-                best = (c + 1, s, d, n + 1)
-            cur.append(best)
+            ins = (c + 1, s, d, n + 1)
+            cur.append(min(diag, dele, ins, key=rank))
         prev = cur
     _, s, d, n = prev[-1]
     return s, d, n
