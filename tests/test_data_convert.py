@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -260,7 +261,7 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
     assert rep["resumed_chunks"] == n_chunks - 1
     Store(str(tmp_path / "st"), verify="full")
     # other inputs: refuses without --overwrite
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="--out: .* holds a conversion of other inputs/options.*--overwrite"):
         conv.convert([str(tmp_path / "in")], str(tmp_path / "st"), manifest=man, progress=False, chunk=3)
 
 
@@ -339,23 +340,24 @@ def test_bad_manifest_is_a_clear_error(tmp_path):
                      progress=False)
 
 
-def test_resume_refuses_an_edited_manifest_or_input(tmp_path):
+def test_resume_after_an_edited_manifest_or_input(tmp_path):
     """A rerun after the manifest's texts (same byte size) or an input file changed must not
-    silently keep the shards made from the old ones."""
+    silently keep the shards made from the old ones: an edited manifest is another conversion
+    (refused), a changed input file redoes its chunk."""
     shutil.copy(os.path.join(POSE_DIR, POSE_FILES[-1]), tmp_path / "a.pose")
     man = tmp_path / "m.tsv"
     man.write_text("id\ttext\na\thello\n")
     st = str(tmp_path / "st")
     conv.convert([str(tmp_path / "a.pose")], st, manifest=str(man), progress=False)
     man.write_text("id\ttext\na\tjello\n")  # same size, other text
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="--out: .*other inputs/options"):
         conv.convert([str(tmp_path / "a.pose")], st, manifest=str(man), progress=False)
     conv.convert([str(tmp_path / "a.pose")], st, manifest=str(man), progress=False, overwrite=True)
     assert Store(st)[0]["text"] == "jello"
     with open(tmp_path / "a.pose", "ab") as f:  # the input file changed
         f.write(b"\0")
-    with pytest.raises(SystemExit):
-        conv.convert([str(tmp_path / "a.pose")], st, manifest=str(man), progress=False)
+    rep = conv.convert([str(tmp_path / "a.pose")], st, manifest=str(man), progress=False)
+    assert rep["resumed_chunks"] == 0 and rep["changed_chunks"] == 1
 
 
 def test_out_inside_a_source_folder_resumes(tmp_path):
@@ -415,3 +417,118 @@ def test_cli_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert rc == 130 and "run the same command again to resume" in err and "Traceback" not in err
     assert not (tmp_path / "st" / "store.json").exists()
+
+
+# ------------------------------------------------------------------------------ resume safety
+def _npy_inputs(d, n=3, seed=0):
+    """``n`` small COCO-WholeBody clips as .npy files (c0.npy, ...) in folder ``d``."""
+    os.makedirs(d)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        np.save(os.path.join(d, f"c{i}.npy"), rng.random((6, 133, 2)).astype(np.float32))
+
+
+def _poses(store_dir):
+    st = Store(store_dir)
+    return {st.key(i): st.clip(i)["pose"] for i in range(len(st))}
+
+
+@pytest.mark.parametrize("same_mtime", [False, True])
+def test_resume_reconverts_a_replaced_same_size_input(tmp_path, monkeypatch, same_mtime):
+    """An input rewritten with other coordinates but the same byte size (pose estimation re-run)
+    was resumed as finished: the store kept the old coordinates. Its chunk must be redone.
+    same_mtime=False: an old file replaced now (caught by its mtime). same_mtime=True: the file
+    rewritten within its timestamp tick, same size and mtime (caught by the content hash that is
+    recorded for files read right after they were written)."""
+    src = tmp_path / "in"
+    _npy_inputs(src)
+    target = src / "c1.npy"
+    if not same_mtime:
+        past = time.time_ns() - 3600 * 10**9
+        for f in os.listdir(src):
+            os.utime(src / f, ns=(past, past))
+    kw = dict(allow_missing_text=True, progress=False, chunk=1, max_gap=0)
+    st = str(tmp_path / "st")
+    conv.convert([str(src)], st, **kw)
+    old = _poses(st)
+    before = os.stat(target)
+    np.save(target, np.load(target) * 2)  # same shape, so the same byte size
+    if same_mtime:
+        os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.path.getsize(target) == before.st_size
+    # a crash while the changed chunk is redone leaves no store.json listing a mix of shards
+    real = conv.convert_one
+    reports = sorted(os.listdir(os.path.join(st, "chunks")))
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(conv, "convert_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        conv.convert([str(src)], st, **kw)
+    assert not os.path.exists(os.path.join(st, "store.json"))
+    assert sorted(os.listdir(os.path.join(st, "chunks"))) == [r for r in reports if r != "chunk-00001.json"]
+    monkeypatch.setattr(conv, "convert_one", real)
+    rep = conv.convert([str(src)], st, **kw)
+    # (the interrupted run already dropped the changed chunk's report: now it is merely unfinished)
+    assert rep["resumed_chunks"] == 2 and rep["changed_chunks"] == 0, rep
+    conv.convert([str(src)], str(tmp_path / "ref"), **kw)
+    new, ref = _poses(st), _poses(str(tmp_path / "ref"))
+    assert sorted(new) == sorted(ref) == ["c0", "c1", "c2"]
+    for key in ref:
+        np.testing.assert_array_equal(new[key], ref[key])
+    np.testing.assert_allclose(new["c1"], old["c1"] * 2, rtol=1e-3)
+    np.testing.assert_array_equal(new["c0"], old["c0"])
+    # and once redone, a rerun resumes everything again
+    rep = conv.convert([str(src)], st, **kw)
+    assert rep["resumed_chunks"] == 3 and rep["changed_chunks"] == 0
+
+
+@pytest.mark.parametrize("state", ["deleted", "damaged"])
+def test_shards_without_a_state_file_are_not_trusted(tmp_path, capsys, state):
+    """With convert_state.json deleted, converting another folder into the store exited 0 with
+    the old store's chunk report and clips. Shards without a readable state file are refused
+    (exit 2, nothing removed); --overwrite starts over, leaving no shard of the old conversion."""
+    _npy_inputs(tmp_path / "a", n=3, seed=0)
+    _npy_inputs(tmp_path / "b", n=1, seed=1)
+    st = tmp_path / "st"
+    common = ["--allow-missing-text", "--no-progress", "--workers", "1", "--chunk", "1"]
+    assert conv.main([str(tmp_path / "a"), "--out", str(st), *common]) == 0
+    capsys.readouterr()
+    if state == "deleted":
+        os.unlink(st / "convert_state.json")
+    else:
+        (st / "convert_state.json").write_text('{"inputs_ha')
+    before = sorted(os.listdir(st))
+    rc = conv.main([str(tmp_path / "b"), "--out", str(st), *common])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("slpfast.data.convert: --out: ") and "convert_state.json" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(os.listdir(st)) == before and len(Store(str(st))) == 3  # nothing touched
+    with pytest.raises(ValueError, match="--out: .*no readable convert_state.json"):  # the same inputs: no proof either
+        conv.convert([str(tmp_path / "a")], str(st), allow_missing_text=True, progress=False, chunk=1)
+    assert conv.main([str(tmp_path / "b"), "--out", str(st), *common, "--overwrite"]) == 0
+    assert json.loads(capsys.readouterr().out)["converted"] == 1
+    assert conv.main([str(tmp_path / "b"), "--out", str(tmp_path / "ref"), *common]) == 0
+    got, ref = _poses(str(st)), _poses(str(tmp_path / "ref"))
+    assert list(got) == list(ref) == ["c0"]
+    np.testing.assert_array_equal(got["c0"], ref["c0"])
+    assert sorted(f for f in os.listdir(st) if f.startswith("shard-")) == ["shard-00000.slp"]
+    assert sorted(os.listdir(st / "chunks")) == ["chunk-00000.json"]
+
+
+def test_cli_other_inputs_exit_2_with_prefix(tmp_path, capsys):
+    """A store of other inputs was refused with a bare SystemExit: exit 1 and no
+    'slpfast.data.convert:' prefix, though bad options exit 2."""
+    _npy_inputs(tmp_path / "a", n=2, seed=0)
+    _npy_inputs(tmp_path / "b", n=1, seed=1)
+    common = ["--out", str(tmp_path / "st"), "--allow-missing-text", "--no-progress", "--workers", "1"]
+    assert conv.main([str(tmp_path / "a"), *common]) == 0
+    capsys.readouterr()
+    rc = conv.main([str(tmp_path / "b"), *common])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("slpfast.data.convert: --out: ") and "other inputs/options" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(_poses(str(tmp_path / "st"))) == ["c0", "c1"]  # the store is left as it was

@@ -20,12 +20,35 @@ the first few files per reason.
 
 Resume: inputs are cut into chunks of ``--chunk`` files in sorted order; each chunk becomes
 one shard, written atomically, followed by its chunk report. A rerun with the same inputs
-skips finished chunks (their shard and report exist and the shard validates) and redoes the
-rest, so an interrupted run (Ctrl-C, crash, kill) resumes where it stopped and never leaves
-a half-written shard. ``store.json`` is written last.
+skips finished chunks and redoes the rest, so an interrupted run (Ctrl-C, crash, kill) resumes
+where it stopped and never leaves a half-written shard. ``store.json`` is written last (and
+removed while chunks are being redone, so a crash never leaves it listing a mix of shards).
+
+What a resume trusts, and why:
+
+* ``convert_state.json`` holds the fingerprint of the conversion: the input paths and ids, the
+  options, ``--chunk`` and the manifest's *content* (it is small). A rerun whose fingerprint
+  differs (a file added or removed, another option, an edited manifest) stops with exit 2 and
+  asks for ``--overwrite``: its chunk boundaries or clip records would differ from the stored
+  ones. Without a readable state file, shards, chunk reports or a ``store.json`` already in
+  ``--out`` are never trusted either (they may come from any other conversion): refused too.
+* Each chunk report records that conversion fingerprint and, per input file, the
+  ``(size, mtime_ns)`` seen just before the file was read. A chunk is skipped only if its
+  shard validates and every one of its inputs still has that size and mtime; a chunk whose
+  inputs were replaced (e.g. pose estimation re-run, even with a same-size output) is
+  converted again (counted in the report's ``changed_chunks``). Hashing the content of every
+  input on every resume would read the whole corpus again (1.5M files), so, like make and
+  rsync, the converter trusts size + mtime, read with one ``stat`` per file. Timestamps are
+  coarse on some file systems (up to 2 s), so a file rewritten within the same tick could keep
+  its mtime: for a file whose mtime was within ``_RACY_NS`` of the moment it was read (as
+  ``git`` does for "racily clean" files) the content's SHA-256 is recorded too and compared
+  on resume. Not detected: a tool that replaces a file *and* sets its old size and mtime back
+  (``touch -r``), or a clock skewed by more than 2 s on a network file system; use
+  ``--overwrite`` after such changes.
 
 Exit codes: 0 converted, 1 no clip could be converted (every file skipped: the reasons are
-printed), 2 bad options or sources, 130 interrupted (rerun to resume).
+printed), 2 bad options or sources (or an ``--out`` holding another conversion), 130
+interrupted (rerun to resume).
 """
 from __future__ import annotations
 
@@ -35,6 +58,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -51,6 +75,14 @@ from .store_writer import sanitize_pose, write_clip_shard
 
 REASONS = ("corrupt", "shape", "nan", "empty", "missing_text")
 _SIGNER_WEIGHT_PARTS = ("body", "left_hand", "right_hand")
+# An input whose mtime is this close to the moment it was read may be rewritten within the same
+# timestamp tick (2 s on FAT, 1 s on HFS+, a jiffy on ext4) without its mtime changing: its content
+# hash is recorded too (see the module docstring).
+_RACY_NS = 2_000_000_000
+# Files a conversion writes into --out (besides chunks/): what --overwrite removes, and what must
+# not be trusted without a state file.
+_SHARD_RE = re.compile(r"shard-\d{5,}\.slp$")
+_STORE_FILES = ("store.json", "convert_report.json")
 
 
 def find_inputs(sources: list[str], exclude: str | None = None) -> list[tuple[str, str]]:
@@ -148,11 +180,23 @@ def _record(rec):
 
 
 def run_chunk(args) -> dict:
-    """Convert one chunk of files into ``shard-<k>.slp`` (+ its report). Runs in a worker."""
-    k, items, out_dir, manifest, opts = args
+    """Convert one chunk of files into ``shard-<k>.slp`` (+ its report). Runs in a worker.
+
+    The report records ``conversion`` (the fingerprint of the whole conversion) and ``inputs``
+    (each file's stat, taken *before* it is read), which :func:`_chunk_done` checks on resume."""
+    k, items, out_dir, manifest, opts, conversion = args
     from . import _kernels
 
     _kernels.serial_only()
+    report_path = os.path.join(out_dir, "chunks", f"chunk-{k:05d}.json")
+    shard_path = os.path.join(out_dir, f"shard-{k:05d}.slp")
+    # An old report must never vouch for the shard that replaces its own: drop it first, so a crash
+    # between the shard and the new report leaves the chunk unfinished (redone), not trusted.
+    if os.path.lexists(report_path):
+        os.unlink(report_path)
+    # Stat before reading: a file changed after this stat gets a newer mtime than the recorded one,
+    # so the next run redoes the chunk instead of keeping what was read now.
+    fingerprints = [_input_fingerprint(path) for path, _ in items]
     poses, cols = [], {c: [] for c in ("fps", "label", "dims", "text", "key", "gloss", "split", "source", "language",
                                         "signer")}
     reasons: Counter = Counter()
@@ -181,43 +225,127 @@ def run_chunk(args) -> dict:
         layouts[rec["layout"]] += 1
     shard = None
     if poses:
-        name = f"shard-{k:05d}.slp"
-        info = write_clip_shard(os.path.join(out_dir, name), poses, cols)
-        shard = {"file": name, **info}
+        info = write_clip_shard(shard_path, poses, cols)
+        shard = {"file": os.path.basename(shard_path), **info}
+    elif os.path.lexists(shard_path):  # redone chunk whose clips are now all skipped: no stale shard stays
+        os.unlink(shard_path)
     report = {"chunk": k, "files": len(items), "converted": len(poses), "skipped": dict(reasons),
-              "examples": {r: v[:5] for r, v in examples.items()}, "layouts": dict(layouts), "shard": shard}
-    atomic_write_json(os.path.join(out_dir, "chunks", f"chunk-{k:05d}.json"), report)
+              "examples": {r: v[:5] for r, v in examples.items()}, "layouts": dict(layouts), "shard": shard,
+              "conversion": conversion, "inputs": fingerprints}
+    atomic_write_json(report_path, report)
     return report
 
 
-def _chunk_done(out_dir: str, k: int) -> dict | None:
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _input_fingerprint(path: str) -> list | None:
+    """``[size, mtime_ns]`` of an input file, plus its content's SHA-256 when its mtime is too
+    recent to tell a later same-tick rewrite apart (see ``_RACY_NS``); None if it cannot be
+    stat'ed (it is then skipped as unreadable, and a resume redoes the chunk once it exists)."""
+    now = time.time_ns()
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    fp = [st.st_size, st.st_mtime_ns]
+    if st.st_mtime_ns > now - _RACY_NS:
+        try:
+            fp.append(_file_sha256(path))
+        except OSError:
+            return None
+    return fp
+
+
+def _input_unchanged(path: str, recorded) -> bool:
+    """Whether ``path`` is still the file that ``recorded`` (an :func:`_input_fingerprint`) saw."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return recorded is None  # still unreadable (e.g. a dangling link): it was skipped, and still would be
+    if not (isinstance(recorded, list) and len(recorded) in (2, 3)):
+        return False
+    try:
+        if [st.st_size, st.st_mtime_ns] != recorded[:2]:
+            return False
+        return len(recorded) == 2 or _file_sha256(path) == recorded[2]
+    except OSError:
+        return False
+
+
+def _chunk_done(out_dir: str, k: int, conversion: str, items) -> tuple[dict | None, bool]:
+    """The report of chunk ``k`` if it can be kept as it is, else None; and whether it was
+    dropped because one of its input files changed since (for the report's ``changed_chunks``).
+
+    Kept only if the report belongs to this conversion, its shard validates and matches the
+    listing, and every input still has the size and mtime (and content, for racy ones) that
+    the report recorded before reading it."""
     rp = os.path.join(out_dir, "chunks", f"chunk-{k:05d}.json")
     if not os.path.isfile(rp):
-        return None
+        return None, False
     try:
         with open(rp) as f:
             rep = json.load(f)
+        if not isinstance(rep, dict) or rep.get("conversion") != conversion:
+            return None, False
+        inputs = rep.get("inputs")
+        if not isinstance(inputs, list) or len(inputs) != len(items):
+            return None, False
+        if not all(_input_unchanged(path, fp) for (path, _), fp in zip(items, inputs)):
+            return None, True
         if rep.get("shard"):
             sh = ShardFile(os.path.join(out_dir, rep["shard"]["file"]), verify="fast", expect_kind="clips")
-            if sh.meta.get("num_clips") != rep["shard"]["num_clips"]:
-                return None
-        return rep
-    except (OSError, ValueError, ShardError):
-        return None
+            if (sh.meta.get("num_clips") != rep["shard"]["num_clips"]
+                    or sh.file_size != rep["shard"].get("file_size")):
+                return None, False
+        return rep, False
+    except (OSError, ValueError, TypeError, KeyError, ShardError):
+        return None, False
 
 
 def _inputs_hash(items, opts, chunk, manifest) -> str:
-    """Fingerprint of a conversion: the input files (path, id, size), the options and the
-    manifest's *content*, so that a resume never mixes shards made from other inputs (an
-    edited manifest of the same size, a replaced input file)."""
+    """Fingerprint of a conversion: the input paths and ids, the options, ``--chunk`` and the
+    manifest's *content* (an edited manifest of the same size is another conversion). What each
+    input file holds is not part of it: each chunk report records its own inputs' stats, so a
+    replaced input redoes its chunk instead of refusing the whole store (see the module docstring).
+    ``resume`` versions the scheme, so states written by an older converter do not match."""
     h = hashlib.sha256()
-    sizes = [os.path.getsize(p) for p, _ in items]
-    h.update(json.dumps([items, sizes, opts, chunk]).encode())
+    h.update(json.dumps({"resume": 2, "items": items, "opts": opts, "chunk": chunk}, sort_keys=True).encode())
     if manifest:
         with open(manifest, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+def _conversion_files(out_dir: str) -> list[str]:
+    """The files of a conversion in ``out_dir`` (chunk reports, shards, ``store.json``, the
+    report): what ``--overwrite`` removes. Other files are left alone."""
+    found = []
+    chunks = os.path.join(out_dir, "chunks")
+    if os.path.isdir(chunks):
+        found += [os.path.join(chunks, f) for f in sorted(os.listdir(chunks))]
+    if os.path.isdir(out_dir):
+        found += [os.path.join(out_dir, f) for f in sorted(os.listdir(out_dir))
+                  if _SHARD_RE.match(f) or f in _STORE_FILES]
+    return found
+
+
+def _read_state(state_path: str) -> str | None:
+    """The conversion fingerprint in ``convert_state.json``, or None if it is missing or unreadable
+    (it is written atomically, so unreadable means damaged by something else: not trusted)."""
+    try:
+        with open(state_path) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    h = state.get("inputs_hash") if isinstance(state, dict) else None
+    return h if isinstance(h, str) else None
 
 
 def _check_options(*, fps, default_fps, max_gap, layout, workers, chunk) -> None:
@@ -274,30 +402,42 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
                          "skipped as missing_text (use --allow-missing-text to convert without texts)")
     opts = {"fps": fps, "default_fps": default_fps, "max_gap": max_gap, "layout": layout, "channels": channels,
             "split": split, "source": source, "language": language, "allow_missing_text": allow_missing_text}
-    os.makedirs(os.path.join(out_dir, "chunks"), exist_ok=True)
     h = _inputs_hash(items, opts, chunk, manifest)
     state_path = os.path.join(out_dir, "convert_state.json")
-    if os.path.isfile(state_path):
-        with open(state_path) as f:
-            old = json.load(f)
-        if old.get("inputs_hash") != h:
-            if not overwrite:
-                raise SystemExit(f"{out_dir} holds a conversion of other inputs/options; use --overwrite to start over")
-            for f in os.listdir(os.path.join(out_dir, "chunks")):
-                os.unlink(os.path.join(out_dir, "chunks", f))
-    elif overwrite:
-        for f in os.listdir(os.path.join(out_dir, "chunks")):
-            os.unlink(os.path.join(out_dir, "chunks", f))
+    old = _read_state(state_path)
+    if old != h:
+        leftovers = _conversion_files(out_dir)
+        if overwrite:
+            for f in leftovers:
+                os.unlink(f)
+        elif old is not None:
+            raise ValueError(f"--out: {out_dir} holds a conversion of other inputs/options (files added or "
+                             "removed, other options or --chunk, an edited manifest, or an older slpfast); use "
+                             "--overwrite to start over, or another --out")
+        elif leftovers:
+            # Without the state file nothing says which inputs these shards were made from.
+            raise ValueError(f"--out: {out_dir} holds shards or chunk reports but no readable convert_state.json, "
+                             f"so they cannot be resumed (e.g. {leftovers[0]}); use --overwrite to start over, or "
+                             "another --out")
+    os.makedirs(os.path.join(out_dir, "chunks"), exist_ok=True)
     atomic_write_json(state_path, {"inputs_hash": h, "num_files": len(items)})
     chunks = [items[s:s + chunk] for s in range(0, len(items), chunk)]
     reports: dict[int, dict] = {}
     todo = []
+    changed = 0
     for k, c in enumerate(chunks):
-        rep = _chunk_done(out_dir, k)
+        rep, was_changed = _chunk_done(out_dir, k, h, c)
+        changed += was_changed
         if rep is not None:
             reports[k] = rep
         else:
-            todo.append((k, c, out_dir, man, opts))
+            todo.append((k, c, out_dir, man, opts, h))
+    if todo:
+        # The old listing (and report) would describe a mix of old and new shards until the end of
+        # this run: drop them now so a crash leaves no store.json, as after an interrupted first run.
+        for f in _STORE_FILES:
+            if os.path.lexists(os.path.join(out_dir, f)):
+                os.unlink(os.path.join(out_dir, f))
     bar = None
     if progress:
         try:
@@ -343,7 +483,8 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     report = {"files": len(items), "converted": sum(r["converted"] for r in reports.values()),
               "skipped": {r: skipped.get(r, 0) for r in REASONS}, "layouts": dict(layouts),
               "examples": {r: v[:10] for r, v in examples.items()}, "shards": len(shards),
-              "resumed_chunks": len(chunks) - len(todo), "seconds": round(time.time() - t0, 3)}
+              "resumed_chunks": len(chunks) - len(todo), "changed_chunks": changed,
+              "seconds": round(time.time() - t0, 3)}
     atomic_write_json(os.path.join(out_dir, "convert_report.json"), report)
     return report
 
@@ -365,7 +506,9 @@ def main(argv=None) -> int:
     p.add_argument("--allow-missing-text", action="store_true", help="keep clips without text (text '')")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--chunk", type=int, default=256, help="files per shard (the unit of resume)")
-    p.add_argument("--overwrite", action="store_true", help="start over if DIR holds another conversion")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over (removing the old shards and chunk reports) if DIR holds another conversion, "
+                        "or shards without their convert_state.json")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     try:
