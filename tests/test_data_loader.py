@@ -100,6 +100,24 @@ def test_token_budget(store, packed):
     assert n == len(L)
 
 
+def test_packed_budget_batches_are_whole_bins():
+    """pack_ffd's bin ids are not in runs (first fit revisits earlier bins), and the sampler cut
+    only where neighbouring ids differed: each bin became several small batches (fill ~0.3)."""
+    assert TokenBudgetSampler(np.array([60, 50, 40, 30]), max_tokens=100, packed=True, shuffle=False).plan(0) \
+        .lengths.tolist() == [60, 40, 50, 30]
+    lengths = np.random.default_rng(0).integers(1, 300, 600)
+    for packed in (True, False):
+        s = TokenBudgetSampler(lengths, max_tokens=1024, packed=packed, seed=1)
+        p = s.plan(0)
+        assert sorted(p.indices.tolist()) == list(range(len(lengths)))  # every clip once
+        costs = [int(ln.sum()) if packed else len(ln) * int(ln.max()) for _, _, ln in map(p.batch, range(len(p)))]
+        assert max(costs) <= 1024
+        if packed:
+            assert len(p) <= 1.3 * np.ceil(lengths.sum() / 1024)
+        else:  # padded: one batch per bin of the greedy packing of the sorted lengths
+            assert len(p) == pack_sorted_padded(np.sort(lengths)[::-1].copy(), 1024, 1 << 30).max() + 1
+
+
 def test_crop_long_clips(store):
     L = TorchLoader(store, batch_size=16, max_frames=40, seed=0)
     b = next(iter(L))
@@ -189,6 +207,35 @@ def test_mixture_loader(store, tmp_path):
         assert torch.equal(b["pose"][i, :n], torch.from_numpy(src.clip(k)["pose"])) and b["text"][i] == src.text(k)
 
 
+def test_mixture_order_follows_seeds_and_resume_checks_the_mixture():
+    """The loader's seed and shuffle were ignored with a mixture, and a loader state saved under
+    another mixture seed or other per-source subsets was accepted (the fingerprint only held
+    sizes and counts): a resume at a position in another order."""
+    from slpfast.data.mixing import MixtureIndices
+    from slpfast.data.samplers import check_loader_state
+
+    lengths = np.arange(1, 31)
+    mix = lambda seed=0, subsets=None, w=(1, 1): MixtureIndices([20, 10], w, num_samples=24, seed=seed,  # noqa: E731
+                                                                subsets=subsets)
+    s = lambda m, seed=0: FixedBatchSampler(lengths, mixture=m, batch_size=4, seed=seed)  # noqa: E731
+    order = s(mix()).plan(0).indices
+    assert np.array_equal(order, s(mix()).plan(0).indices)  # deterministic
+    assert not np.array_equal(order, s(mix(), seed=1).plan(0).indices)  # the loader's seed counts
+    assert not np.array_equal(order, s(mix(seed=1)).plan(0).indices)  # and the mixture's
+    assert not np.array_equal(order, s(mix()).plan(1).indices)
+    with pytest.raises(ValueError, match="^shuffle=False cannot be honoured with a mixture"):
+        FixedBatchSampler(lengths, mixture=mix(), batch_size=4, shuffle=False)
+    state = s(mix()).loader_state(0, 2)
+    check_loader_state(state, s(mix()))
+    even, odd = [np.arange(0, 20, 2), np.arange(10)], [np.arange(1, 20, 2), np.arange(10)]
+    check_loader_state(s(mix(subsets=even)).loader_state(0, 2), s(mix(subsets=even)))
+    for other in (mix(seed=1), mix(w=(2, 1)), mix(subsets=even)):
+        with pytest.raises(ValueError, match="loader state was saved over other data"):
+            check_loader_state(state, s(other))
+    with pytest.raises(ValueError, match="loader state was saved over other data"):
+        check_loader_state(s(mix(subsets=even)).loader_state(0, 2), s(mix(subsets=odd)))
+
+
 @pytest.mark.parametrize("cls, kw, name", [
     (TokenBudgetSampler, dict(max_tokens=0), "max_tokens"),  # was: batches of 0-frame crops
     (TokenBudgetSampler, dict(max_tokens=-5), "max_tokens"),  # was: crops of -5 frames
@@ -234,3 +281,26 @@ def test_pinned_batches_are_collated_in_place(store, workers, packed):
         _same(a, b)
         # what the trainer does with a batch: an asynchronous copy to the GPU
         assert torch.equal(a["pose"].to("cuda", non_blocking=True).cpu(), b["pose"])
+
+
+def test_empty_epoch_counts_once(store):
+    """An epoch with no batches (drop_last, too few clips) advanced the loader two epochs per pass."""
+    L = TorchLoader(store, batch_size=len(store) + 1, drop_last=True, seed=0)
+    assert len(L) == 0
+    for e in range(1, 3):
+        assert list(L) == [] and L.epoch == e and L.step == 0
+    L = TorchLoader(store, batch_size=100, seed=0)  # a state saved after the last batch: next epoch
+    L.load_state_dict({**L.state_dict(), "step": len(L)})
+    assert len(list(L)) == len(L) and L.epoch == 2
+
+
+def test_thread_iterator_after_close_is_a_clear_error(store):
+    """next() on a thread-worker iterator after close() raised AttributeError ('NoneType' ... 'submit')."""
+    L = TorchLoader(store, batch_size=4, seed=0, num_workers=2, prefetch_factor=1)
+    it = iter(L)
+    next(it)
+    L.close()
+    with pytest.raises(RuntimeError, match="loader was closed"):
+        next(it)
+    assert len(list(L)) == len(L) - 1  # a new iteration works (and goes on from the step reached)
+    L.close()

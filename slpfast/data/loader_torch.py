@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
+from concurrent.futures import CancelledError
 
 import numpy as np
 import torch
@@ -153,7 +154,8 @@ class TorchLoader:
 
     Args:
         source: a :class:`~slpfast.data.Store` or ``ConcatStore``.
-        split / indices / mixture: which clips (default all).
+        split / indices / mixture: which clips (default all). A mixture's draws depend on its
+            own seed and on ``seed``; ``shuffle=False`` is refused with one (no fixed order).
         batch_size or max_tokens: fixed batches or a token budget (frames per batch;
             padded cost unless ``packed``).
         packed: packed pose form (``cu_seqlens``) instead of padded.
@@ -250,16 +252,28 @@ class TorchLoader:
 
             self._executor = ThreadPoolExecutor(self.num_workers, thread_name_prefix="slpfast-data",
                                                 initializer=_kernels.thread_serial)
+        ex = self._executor  # close() drops it (and a later iteration makes another): this iterator is done then
         window = max(1, self.num_workers * self.prefetch_factor)
         pending: deque = deque()
         k = start
+
+        def closed():
+            return RuntimeError("TorchLoader: iterator used after the loader was closed (close() stopped its "
+                                "worker threads); start a new iteration with iter(loader)")
+
         try:
             while k < len(plan) or pending:
+                if self._executor is not ex:
+                    raise closed()
                 while k < len(plan) and len(pending) < window:
-                    pending.append(self._executor.submit(make_batch, self.collator, *plan.batch(k), pool=self._pool,
-                                                         pin=self.pin_memory))
+                    pending.append(ex.submit(make_batch, self.collator, *plan.batch(k), pool=self._pool,
+                                             pin=self.pin_memory))
                     k += 1
-                yield pending.popleft().result()
+                try:
+                    b = pending.popleft().result()
+                except CancelledError:  # close() cancelled the batches not yet started
+                    raise closed() from None
+                yield b
         finally:
             for f in pending:
                 f.cancel()
@@ -280,7 +294,9 @@ class TorchLoader:
     def __iter__(self):
         plan = self.plan()
         start = self.step
-        if start >= len(plan):  # a finished epoch: move on
+        # A finished epoch (state saved after its last batch): move on. Not an empty epoch at its
+        # step 0: it is run (no batches) and counted once, at the end, like any other epoch.
+        if start >= len(plan) and start > 0:
             self.epoch, self.step = self.epoch + 1, 0
             plan, start = self.plan(), 0
         if self.num_workers == 0 or self.workers == "thread":

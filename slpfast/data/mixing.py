@@ -6,6 +6,11 @@ pass both to a loader (``TorchLoader(concat, mixture=mixture, ...)``). Each epoc
 source k: a fresh permutation of that source per epoch, repeated as often as needed when the
 source is up-sampled and cut when it is down-sampled, then all are shuffled together. Clip
 ids are global ids of the concatenation (store k's clip i is ``offsets[k] + i``).
+
+The draws of an epoch are a pure function of (the mixture's ``seed``, ``epoch``, and the
+``seed`` passed to :meth:`MixtureIndices.epoch_indices`): the samplers pass the loader's seed,
+so a loader's ``seed`` changes the order of a mixture as it does that of one store. A mixture
+has no unshuffled order: the samplers refuse ``shuffle=False`` with one.
 """
 from __future__ import annotations
 
@@ -34,15 +39,20 @@ class MixtureIndices:
         self.num_samples = int(num_samples if num_samples is not None else total)
         if self.num_samples < 1:
             raise ValueError(f"mix num_samples must be >= 1 (clips drawn per epoch), got {num_samples!r}")
-        self.seed = seed
+        self.seed = int(seed)
         counts = np.floor(self.weights * self.num_samples).astype(np.int64)
         rem = self.num_samples - counts.sum()  # largest remainders get the rest
         frac = self.weights * self.num_samples - counts
         counts[np.argsort(-frac, kind="stable")[:rem]] += 1
         self.counts = counts
 
-    def epoch_indices(self, epoch: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, epoch, 0x313])
+    def epoch_indices(self, epoch: int, seed: int | None = None) -> np.ndarray:
+        """Global clip ids drawn for ``epoch`` (``num_samples`` of them, shuffled together).
+
+        ``seed``: a second seed (the loader's) mixed with the mixture's own; None: the mixture's
+        seed alone."""
+        rng = np.random.default_rng([self.seed, epoch, 0x313] if seed is None
+                                    else [self.seed, int(seed), epoch, 0x314])
         parts = []
         for k, (sub, n) in enumerate(zip(self.subsets, self.counts)):
             if n == 0:
@@ -54,6 +64,19 @@ class MixtureIndices:
             parts.append(draw + self.offsets[k])
         out = np.concatenate(parts)
         return out[rng.permutation(len(out))]
+
+    def fingerprint(self, crc: int = 0) -> int:
+        """CRC-32 (continuing ``crc``) of everything that decides the draws besides the epoch
+        and the loader's seed: seed, weights, sizes, counts and each source's subset."""
+        import zlib
+
+        h = zlib.crc32(np.asarray([self.seed, self.num_samples, len(self.sizes), *self.counts, *self.sizes],
+                                  np.int64).tobytes(), crc)
+        h = zlib.crc32(np.ascontiguousarray(self.weights, np.float64).tobytes(), h)
+        for sub in self.subsets:
+            h = zlib.crc32(np.asarray([len(sub)], np.int64).tobytes(), h)
+            h = zlib.crc32(np.ascontiguousarray(sub, np.int64).tobytes(), h)
+        return h
 
 
 def mix_stores(stores, weights, *, splits=None, num_samples=None, seed=0):

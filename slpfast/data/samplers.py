@@ -132,6 +132,10 @@ class _Sampler:
                              f"in [{self.indices.min()}, {self.indices.max()}]")
         if max_frames is not None and (not _is_int(max_frames) or max_frames < 1):
             raise ValueError(f"max_frames must be None or an int >= 1 (longest crop in frames), got {max_frames!r}")
+        if mixture is not None and not shuffle:
+            raise ValueError("shuffle=False cannot be honoured with a mixture: its epochs are random draws from "
+                             "the sources (seeded by the mixture's seed and this seed); give indices for a fixed "
+                             "order")
         self.mixture = mixture
         self.shuffle = shuffle
         self.seed = int(seed)
@@ -143,8 +147,8 @@ class _Sampler:
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Global (all ranks) clip order of an epoch."""
-        if self.mixture is not None:
-            return self.mixture.epoch_indices(epoch)
+        if self.mixture is not None:  # the draws depend on this seed too, as a single store's order does
+            return self.mixture.epoch_indices(epoch, seed=self.seed)
         if not self.shuffle:
             return self.indices.copy()
         rng = np.random.default_rng([self.seed, epoch, 0x5A11])
@@ -191,8 +195,9 @@ class _Sampler:
                 "world_size": self.world_size, "data": self.data_fingerprint(), "batching": self.batching()}
 
     def data_fingerprint(self) -> str:
-        """CRC-32 of the clip lengths and the selected clips (or mixture): a loader state saved over
-        other data (a re-converted or grown store, another split) cannot resume mid-epoch."""
+        """CRC-32 of the clip lengths and the selected clips (or the mixture: its seed, weights,
+        sample count and each source's subset): a loader state saved over other data (a
+        re-converted or grown store, another split, another mixture) cannot resume mid-epoch."""
         if getattr(self, "_fingerprint", None) is None:
             import zlib
 
@@ -200,8 +205,7 @@ class _Sampler:
             if self.indices is not None:
                 h = zlib.crc32(np.ascontiguousarray(self.indices, np.int64).tobytes(), h)
             else:
-                m = self.mixture
-                h = zlib.crc32(np.asarray([m.num_samples, *m.counts, *m.sizes], np.int64).tobytes(), h)
+                h = self.mixture.fingerprint(h)
             self._fingerprint = f"{len(self.all_lengths)}:{h & 0xFFFFFFFF:08x}"
         return self._fingerprint
 
@@ -289,7 +293,11 @@ class TokenBudgetSampler(_Sampler):
             srt = np.argsort(-L, kind="stable")
             fn = pack_ffd if self.packed else pack_sorted_padded
             bid = fn(L[srt], self.max_tokens, self.max_batch_size)
-            items = o[srt]
+            # First-fit revisits earlier bins, so pack_ffd's ids are not in runs (e.g. [0 1 0 1]):
+            # group the items of each bin (stable: longest first within a bin) before cutting,
+            # else one bin is cut into several small batches.
+            grp = np.argsort(bid, kind="stable")
+            items, bid = o[srt][grp], bid[grp]
             cuts = np.flatnonzero(np.diff(bid)) + 1
             bins.extend(np.split(items, cuts))
         if self.shuffle:
