@@ -1,6 +1,6 @@
 """Text manifests: CSV, TSV or JSONL with the fields id, text, language, split, source and
-optionally gloss (space-separated gloss tokens), signer, fps and label (an ISLR class: an
-integer, or a gloss token).
+optionally gloss (space-separated gloss tokens; in JSONL also a list of tokens), signer, fps
+and label (an ISLR class: an integer, or a gloss token). Ids are unique and non-empty.
 
 A clip file matches a row when the row's id equals the file's path relative to its source
 root without extension (``a/b/clip1``), or its stem (``clip1``).
@@ -8,6 +8,7 @@ root without extension (``a/b/clip1``), or its stem (``clip1``).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -42,10 +43,40 @@ class Manifest:
             return self.gloss_vocab.index(lab) if lab in self.gloss_vocab else -1
 
 
+def _value(path: str, line: int, key: str, v) -> str:
+    """A row's value as the string the converter uses. JSON lists are accepted for ``gloss`` only
+    (joined with spaces: one token per element); any other list / object is an error rather than
+    its Python repr (``"['A', 'B']"`` became two junk gloss tokens)."""
+    if v is None:
+        return ""
+    if isinstance(v, list) and key == "gloss":
+        toks = ["" if t is None else str(t) for t in v]
+        bad = [t for t in toks if not t or t.split() != [t]]
+        if bad or any(isinstance(t, (list, dict)) for t in v):
+            raise ValueError(f"{path}:{line}: gloss list items must be single non-empty tokens, got {v!r}")
+        return " ".join(toks)
+    if isinstance(v, (list, dict)):
+        raise ValueError(f"{path}:{line}: field {key!r} must be a string or number, got a JSON "
+                         f"{type(v).__name__} {v!r}" + (" (only 'gloss' may be a list of tokens)"
+                                                         if isinstance(v, list) else ""))
+    return str(v)
+
+
 def read_manifest(path: str) -> Manifest:
-    """Read a CSV / TSV / JSONL manifest (by extension; ``.txt`` is sniffed)."""
+    """Read a CSV / TSV / JSONL manifest (by extension; ``.txt`` is TSV when its header line has
+    a tab, else CSV). A UTF-8 BOM is ignored.
+
+    CSV / TSV follow the csv module's dialect: quoted fields may hold the delimiter, quotes and
+    line breaks, which are kept as they are; only ``\r``/``\n`` end a record, so other Unicode
+    line separators (U+2028, NEL, form feed, ...) are text. In JSONL, ``gloss`` may be a list of
+    tokens (joined with spaces); other fields must be strings, numbers or null (null is empty).
+
+    Raises ``ValueError`` (message starting with ``path``) for a row that is not an object, a
+    missing ``id`` field, an empty id, or an id given twice (naming both lines): a second row of
+    one id silently replaced the first.
+    """
     ext = os.path.splitext(path)[1].lower()
-    rows: list[dict] = []
+    rows: list[tuple[int, dict]] = []  # (line number, row)
     if ext in (".jsonl", ".ndjson"):
         with open(path, encoding="utf-8-sig") as f:
             for n, line in enumerate(f, 1):
@@ -53,23 +84,37 @@ def read_manifest(path: str) -> Manifest:
                 if not line:
                     continue
                 try:
-                    rows.append(json.loads(line))
+                    rows.append((n, json.loads(line)))
                 except ValueError as e:
                     raise ValueError(f"{path}:{n}: bad JSON line: {e}") from None
     else:
         with open(path, encoding="utf-8-sig", newline="") as f:
             text = f.read()
-        delim = "\t" if ext == ".tsv" or (ext != ".csv" and "\t" in text.split("\n", 1)[0]) else ","
-        rows = list(csv.DictReader(text.splitlines(), delimiter=delim))
+        # Sniff on the first *physical* line (the header): csv's record terminators are \r / \n.
+        header = text.split("\n", 1)[0].split("\r", 1)[0]
+        delim = "\t" if ext == ".tsv" or (ext != ".csv" and "\t" in header) else ","
+        # A newline="" stream, not text.splitlines(): splitlines() also breaks at U+2028, NEL, \f,
+        # ... (splitting one row in two) and drops the line breaks inside quoted fields.
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delim)
+        rows = [(reader.line_num, r) for r in reader]  # line_num: the record's last physical line
     out: dict[str, dict] = {}
+    where: dict[str, int] = {}
     vocab: dict[str, None] = {}
-    for n, r in enumerate(rows, 1):
+    for i, (n, r) in enumerate(rows, 1):
         if not isinstance(r, dict):
-            raise ValueError(f"{path}: row {n} is a JSON {type(r).__name__}, not an object with id, text, ...")
-        r = {k.strip().lower(): ("" if v is None else str(v)) for k, v in r.items() if k}
+            raise ValueError(f"{path}: row {i} is a JSON {type(r).__name__} (line {n}), not an object with id, "
+                             "text, ...")
+        r = {k.strip().lower(): _value(path, n, k.strip().lower(), v) for k, v in r.items() if k}
         if "id" not in r:
             raise ValueError(f"{path}: manifest rows need an 'id' field (got {sorted(r)})")
-        out[r["id"]] = r
+        cid = r["id"]
+        if not cid.strip():
+            raise ValueError(f"{path}:{n}: empty id (every row needs the id of its clip)")
+        if cid in where:
+            raise ValueError(f"{path}: id {cid!r} is given twice (lines {where[cid]} and {n}); one clip "
+                             "cannot have two rows")
+        where[cid] = n
+        out[cid] = r
         for g in r.get("gloss", "").split():
             vocab.setdefault(g)
     return Manifest(out, list(vocab))

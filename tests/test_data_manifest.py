@@ -1,0 +1,55 @@
+"""Text manifests (CSV / TSV / JSONL): texts kept exactly, structure errors named."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slpfast.data.manifest import read_manifest
+
+
+def _write(tmp_path, name, body):
+    p = tmp_path / name
+    p.write_bytes(body.encode("utf-8"))
+    return str(p)
+
+
+@pytest.mark.parametrize("name, body, texts", [
+    # quoted line breaks were dropped ("line oneline two")
+    ("nl.csv", 'id,text\nc1,"line one\nline two"\nc2,y\n', {"c1": "line one\nline two", "c2": "y"}),
+    ("crlf.csv", 'id,text\r\nc1,"a\r\nb"\r\nc2,y\r\n', {"c1": "a\r\nb", "c2": "y"}),
+    # Unicode line separators split the row in two (text "first", and a row with id "second")
+    ("ls.csv", "id,text\nc1,first\u2028second\nc2,y\n", {"c1": "first\u2028second", "c2": "y"}),
+    ("nel.tsv", "id\ttext\nc1\tabc\x85def\nc2\ty\n", {"c1": "abc\x85def", "c2": "y"}),
+    ("ff.csv", 'id,text\nc1,"quoted \x0c form\x1efeed"\nc2,y\n', {"c1": "quoted \x0c form\x1efeed", "c2": "y"}),
+    # .txt: the delimiter is sniffed on the header line only, not on a text's tab
+    ("m.txt", 'id,text\nc1,"a\tb"\n', {"c1": "a\tb"}),
+    ("t.txt", "\ufeffid\ttext\nc1\thello, world\n", {"c1": "hello, world"}),
+])
+def test_csv_texts_are_kept_exactly(tmp_path, name, body, texts):
+    m = read_manifest(_write(tmp_path, name, body))
+    assert {k: r["text"] for k, r in m.rows.items()} == texts
+
+
+def test_jsonl_gloss_list(tmp_path):
+    """A JSON list of glosses became the tokens "['A'," and "'B']"."""
+    p = _write(tmp_path, "g.jsonl", json.dumps({"id": "c1", "text": "t", "gloss": ["A", "B"], "label": "B"}) + "\n")
+    m = read_manifest(p)
+    assert m.gloss_vocab == ["A", "B"] and m.gloss_ids(m.rows["c1"]) == [0, 1] and m.label(m.rows["c1"]) == 1
+    for bad in ({"id": "c1", "text": ["a", "b"]}, {"id": "c1", "text": "t", "gloss": ["A B"]},
+                {"id": "c1", "text": "t", "signer": {"x": 1}}):
+        with pytest.raises(ValueError, match=r"g2.jsonl:1: .*(field 'text'|gloss list|field 'signer')"):
+            read_manifest(_write(tmp_path, "g2.jsonl", json.dumps(bad) + "\n"))
+
+
+@pytest.mark.parametrize("name, body, msg", [
+    ("dup.csv", "id,text\nc1,first\nc2,x\nc1,second\n", r"dup.csv: id 'c1' is given twice \(lines 2 and 4\)"),
+    ("dup.jsonl", '{"id": "c1", "text": "a"}\n\n{"id": "c1", "text": "b"}\n',
+     r"dup.jsonl: id 'c1' is given twice \(lines 1 and 3\)"),
+    ("empty.csv", "id,text\nc2,x\n,orphan\n", r"empty.csv:3: empty id"),
+    ("empty.jsonl", '{"id": null, "text": "a"}\n', r"empty.jsonl:1: empty id"),
+])
+def test_duplicate_or_empty_ids_are_refused(tmp_path, name, body, msg):
+    """The last row of a duplicated id silently won; an empty id was accepted."""
+    with pytest.raises(ValueError, match=msg):
+        read_manifest(_write(tmp_path, name, body))
