@@ -267,3 +267,46 @@ def test_temp_files_of_killed_writers_are_removed(tmp_path):
         f.write_bytes(b"half a shard")
     shard_format.write_shard(str(path), {"a": np.zeros(3)}, kind="clips")
     assert sorted(os.listdir(tmp_path)) == sorted([path.name, alive.name, other.name])
+
+
+def test_interrupted_overwrite_is_an_incomplete_store(tmp_path):
+    """StoreWriter(overwrite=True) rewrote shards under the old store.json: a crash midway left a
+    store that opened as complete with new clips, old clips and the old text features."""
+    st = _write(tmp_path / "st", _clips(8), shard_clips=4)
+    st.write_text_features(np.ones((8, 4), np.float32), name="enc")
+    feats = sorted(f for f in os.listdir(tmp_path / "st") if f.startswith("textfeat-"))
+    assert len(feats) == 2
+    with pytest.raises(RuntimeError, match="crash"):
+        with StoreWriter(str(tmp_path / "st"), shard_clips=4) as w:
+            for p, c in _clips(5, seed=9):
+                w.add(p, c, text="new")
+            raise RuntimeError("crash")
+    with pytest.raises(ShardError, match="no store.json"):
+        Store(str(tmp_path / "st"))
+    assert not any(f.startswith("textfeat-") for f in os.listdir(tmp_path / "st"))
+    new = _write(tmp_path / "st", _clips(3, seed=9))  # a finished overwrite: only the new clips
+    assert len(new) == 3 and new.text_feature_names == []
+    with pytest.raises(FileExistsError):
+        StoreWriter(str(tmp_path / "st"), overwrite=False)
+
+
+def test_out_of_range_clip_ids_are_index_errors(tmp_path):
+    """Store.gather([-1]) silently read the last clip; ConcatStore.clip(-1) went to the wrong
+    store and ConcatStore.text(N + 2) was a bare 'list index out of range'."""
+    from slpfast.data.store_concat import ConcatStore
+
+    a = _write(tmp_path / "a", _clips(4), shard_clips=3)
+    b = _write(tmp_path / "b", _clips(3, seed=1))
+    cat = ConcatStore([a, b])
+    for src in (a, cat):
+        n = len(src)
+        for bad in ([-1], [0, n]):
+            for read in (src.gather, src.texts, src.gloss_lists, src.padded_glosses):
+                with pytest.raises(IndexError, match=rf"clip index {bad[-1]} out of range: .* \[0, {n}\)"):
+                    read(bad)
+    assert cat.clip(-1)["key"] == b.clip(2)["key"] and cat.clip(-1)["clip_id"] == 6 and cat.text(-7) == a.text(0)
+    np.testing.assert_array_equal(cat.raw(-1)[0], b.raw(2)[0])
+    for bad in (7, -8):
+        for read in (cat.clip, cat.text, cat.glosses, cat.raw):
+            with pytest.raises(IndexError, match=f"clip index {bad} out of range for a source of 7 clips"):
+                read(bad)

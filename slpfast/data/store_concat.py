@@ -45,6 +45,15 @@ class ConcatStore(_ClipSource):
         self.__init__(state["stores"])
 
     def _local(self, i):
+        """(store, its clip index) of global clip ``i``; negative ``i`` counts from the end, as
+        in :meth:`Store.clip` (searchsorted mapped -1 to a wrong store and an id past the end
+        to a bare list IndexError)."""
+        n = len(self)
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"clip index must be an int, got {type(i).__name__} {i!r}")
+        if not -n <= i < n:
+            raise IndexError(f"clip index {i} out of range for a source of {n} clips")
+        i = int(i) % n
         k = int(np.searchsorted(self.store_offsets, i, side="right") - 1)
         return self.stores[k], int(i - self.store_offsets[k])
 
@@ -69,7 +78,7 @@ class ConcatStore(_ClipSource):
         D = self.text_feature_dim(name)
         pooled = np.empty((idx.shape[0], D), np.float32)
         toks = []
-        for b, i in enumerate(idx):
+        for b, i in enumerate(self._check_ids(idx)):
             s, k = self._local(i)
             p, t = s.text_features(name, [k])
             pooled[b] = p[0]
@@ -79,5 +88,5 @@ class ConcatStore(_ClipSource):
     def clip(self, i):
         s, k = self._local(i)
         d = s.clip(k)
-        d["clip_id"] = int(i)
+        d["clip_id"] = int(i) % len(self)
         return d

@@ -37,7 +37,8 @@ def read_store_json(path: str) -> dict:
     """
     listing = os.path.join(path, "store.json")
     if not os.path.isfile(listing):
-        raise ShardError(f"{path}: not a slpfast store (no store.json)")
+        raise ShardError(f"{path}: not a slpfast store (no store.json; a store whose writing or "
+                         "overwriting did not finish has none either)")
     try:
         with open(listing) as f:
             info = json.load(f)

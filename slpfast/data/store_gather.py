@@ -43,6 +43,17 @@ class _ClipSource:
                     self._typed = (_typed_list(self.pose_arrays), _typed_list(self.conf_arrays))
         return self._typed
 
+    def _check_ids(self, idx: np.ndarray) -> np.ndarray:
+        """``idx`` unchanged if every id is a clip of this source, else IndexError naming the
+        first bad one. Batched reads do not wrap negative ids: numpy indexing would silently
+        read clip N-1 for -1. One min/max pass (hot path)."""
+        n = len(self.lengths)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            bad = int(idx[(idx < 0) | (idx >= n)][0])
+            raise IndexError(f"clip index {bad} out of range: batched reads take clip ids in [0, {n}) "
+                             "(negative ids are not wrapped)")
+        return idx
+
     # ----------------------------------------------------------------------------- gathers
     def gather(self, indices, *, starts=None, lengths=None, max_len: int | None = None,
                channels: int = CHANNELS, packed: bool = False, out: dict | None = None) -> dict:
@@ -60,7 +71,7 @@ class _ClipSource:
         """
         from . import _kernels
 
-        idx = np.asarray(indices, np.int64)
+        idx = self._check_ids(np.asarray(indices, np.int64))
         B = idx.shape[0]
         full = self.lengths[idx]
         st = np.zeros(B, np.int64) if starts is None else np.asarray(starts, np.int64)
@@ -101,13 +112,13 @@ class _ClipSource:
     # ----------------------------------------------------------------------- texts, glosses
     def texts(self, indices) -> list[str]:
         """Texts of ``indices`` (vectorised index lookup, one decode per clip)."""
-        idx = np.asarray(indices, np.int64).reshape(-1)
+        idx = self._check_ids(np.asarray(indices, np.int64).reshape(-1))
         sid, a, b = self.shard_of[idx], self.text_start[idx], self.text_end[idx]
         blobs = self.text_blobs
         return [bytes(blobs[k][x:y]).decode("utf-8") for k, x, y in zip(sid.tolist(), a.tolist(), b.tolist())]
 
     def gloss_lists(self, indices) -> list[np.ndarray]:
-        idx = np.asarray(indices, np.int64).reshape(-1)
+        idx = self._check_ids(np.asarray(indices, np.int64).reshape(-1))
         sid, a, b = self.shard_of[idx], self.gloss_start[idx], self.gloss_end[idx]
         blobs = self.gloss_blobs
         return [blobs[k][x:y].astype(np.int64) for k, x, y in zip(sid.tolist(), a.tolist(), b.tolist())]
@@ -116,7 +127,7 @@ class _ClipSource:
         """(B, G) int64 gloss ids padded with ``fill`` and (B,) lengths (numba gather)."""
         from . import _kernels
 
-        idx = np.asarray(indices, np.int64).reshape(-1)
+        idx = self._check_ids(np.asarray(indices, np.int64).reshape(-1))
         a, b = self.gloss_start[idx], self.gloss_end[idx]
         lens = (b - a).astype(np.int64)
         G = int(lens.max()) if len(idx) else 0
@@ -130,8 +141,12 @@ class _ClipSource:
     _typed_gloss = None
 
     def raw(self, i: int, start: int = 0, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """float16 pose (T, J, 3) and confidence (T, J) views of clip ``i`` (no copy)."""
-        i = int(i)
+        """float16 pose (T, J, 3) and confidence (T, J) views of clip ``i`` (no copy; negative
+        ``i`` counts from the end, as in ``clip``)."""
+        n = len(self.lengths)
+        if not -n <= int(i) < n:
+            raise IndexError(f"clip index {i} out of range for a source of {n} clips")
+        i = int(i) % n
         L = int(self.lengths[i]) if length is None else int(length)
         s = int(self.frame_start[i]) + int(start)
         sh = int(self.shard_of[i])

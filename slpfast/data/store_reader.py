@@ -188,7 +188,7 @@ class Store(_ClipSource):
     def text_features(self, name: str, indices) -> tuple[np.ndarray, list[np.ndarray]]:
         """Pooled float32 (B, D) and a list of token-level float32 (L_i, D) for ``indices``."""
         files = self._text_features[name]
-        idx = np.asarray(indices, np.int64)
+        idx = self._check_ids(np.asarray(indices, np.int64))
         D = self.text_feature_dim(name)
         pooled = np.empty((idx.shape[0], D), np.float32)
         toks = []

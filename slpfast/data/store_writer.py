@@ -7,6 +7,7 @@ values clamped to the float16 range), :func:`write_clip_shard` lays out one clip
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Sequence
 
@@ -45,6 +46,12 @@ class StoreWriter:
     ``shard_bytes`` bytes of pose. ``close()`` (or leaving the ``with`` block normally) lists
     the shards in ``store.json`` (atomically); an exception inside the block leaves no
     ``store.json`` update, so a half-written store is never opened as complete.
+
+    ``overwrite=True`` over an existing store first removes its ``store.json`` (one atomic
+    unlink) and then its cached text-feature files, before any shard is written: until
+    ``close()`` the directory is an incomplete store that :class:`Store` refuses, never the
+    old listing over a mix of old and new shards (with the old texts' features attached).
+    ``overwrite=False`` raises ``FileExistsError`` if ``path`` holds a store.
     """
 
     def __init__(self, path: str, *, meta: dict | None = None, shard_clips: int = 4096,
@@ -52,8 +59,10 @@ class StoreWriter:
                  overwrite: bool = True):
         self.path = path
         os.makedirs(path, exist_ok=True)
-        if not overwrite and os.path.exists(os.path.join(path, "store.json")):
-            raise FileExistsError(f"{path} already holds a store")
+        if os.path.exists(os.path.join(path, "store.json")):
+            if not overwrite:
+                raise FileExistsError(f"{path} already holds a store")
+            _unlist_store(path)
         self.meta = dict(meta or {})
         self.shard_clips = shard_clips
         self.shard_bytes = shard_bytes
@@ -120,6 +129,39 @@ class StoreWriter:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self.close()
+
+
+def _unlist_store(path: str) -> None:
+    """Make the store at ``path`` incomplete before it is rewritten in place: the new shards
+    replace the old ones file by file, so the old ``store.json`` would list (and a crash would
+    leave) a mix of old and new clips. Its text-feature files are removed too: they belong to
+    the old clips and would only be orphans (the new listing does not name them)."""
+    listing = os.path.join(path, "store.json")
+    try:
+        with open(listing) as f:
+            old = json.load(f)
+        feats = [fn for tf in (old.get("text_features") or {}).values() for fn in tf.get("files", [])]
+    except (OSError, ValueError, AttributeError, TypeError):  # an unreadable listing: nothing to clean
+        feats = []
+    os.unlink(listing)  # first: from here on no reader opens the store as complete
+    _fsync_dir(path)
+    for fn in feats:
+        if os.path.basename(fn) == fn and fn.startswith("textfeat-"):  # only files of this store
+            try:
+                os.unlink(os.path.join(path, fn))
+            except FileNotFoundError:
+                pass
+
+
+def _fsync_dir(path: str) -> None:
+    try:  # make the unlink durable before new shards land
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 def write_clip_shard(path: str, poses: list[tuple[np.ndarray, np.ndarray]], cols: dict) -> dict:
