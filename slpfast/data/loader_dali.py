@@ -335,7 +335,9 @@ class DaliLoader:
 
     def __iter__(self):
         plan = self.plan()
-        if self.step >= len(plan):
+        # a finished epoch (state saved after its last batch): move on; not an empty epoch at its
+        # step 0, which is run (no batches) and counted once, at the end (as the torch loader)
+        if self.step >= len(plan) and self.step > 0:
             self.epoch, self.step = self.epoch + 1, 0
             plan = self.plan()
         if self._pipe is None or self._pipe_pos != (self.epoch, self.step):
