@@ -202,3 +202,40 @@ def test_from_pretrained_bad_files(tmp_path):
     save_file(state, str(tmp_path / "mismatch.safetensors"), metadata=meta)
     with pytest.raises(ValueError, match="do not fit a PoseEncoder"):
         PoseEncoder.from_pretrained(str(tmp_path / "mismatch.safetensors"))
+
+
+def test_nan_or_inf_past_the_lengths_never_reach_the_output():
+    """'Padded frames come out exactly 0 and never influence valid frames': NaN / inf padding
+    (MediaPipe writes NaN where it found nothing) used to make the padding rows and the pooled
+    embedding NaN (0 * NaN)."""
+    enc = PoseEncoder(CFG)
+    B, T = 2, 6
+    pose, conf = torch.randn(B, T, NUM_JOINTS, 2), torch.rand(B, T, NUM_JOINTS)
+    lens = torch.tensor([6, 3])
+    ref = enc(pose, conf, lens)
+    for what in ("pose", "conf"):
+        for bad in (float("nan"), float("inf")):
+            p, c = pose.clone(), conf.clone()
+            (p if what == "pose" else c)[1, 3:] = bad
+            p.requires_grad_(True)
+            out = enc(p, c, lens)
+            assert torch.equal(out.frames[1, 3:], torch.zeros_like(out.frames[1, 3:])), (what, bad)
+            torch.testing.assert_close(out.pooled, ref.pooled)
+            out.pooled.sum().backward()
+            assert torch.isfinite(p.grad).all()
+            assert all(torch.isfinite(q.grad).all() for q in enc.parameters() if q.grad is not None)
+            enc.zero_grad()
+    # inside the lengths a non-finite confidence is a missing joint, as in the pose ops
+    c = conf.clone()
+    c[0, 2, 5] = float("nan")
+    c0 = conf.clone()
+    c0[0, 2, 5] = 0.0
+    torch.testing.assert_close(enc(pose, c, lens).frames, enc(pose, c0, lens).frames)
+
+
+def test_packed_clips_longer_than_max_frames_are_refused():
+    enc = PoseEncoder(PoseEncoderConfig(size="tiny", dim=32, heads=2, max_frames=8, attn_backend="eager"))
+    pose, conf = torch.randn(12, NUM_JOINTS, 2), torch.rand(12, NUM_JOINTS)
+    with pytest.raises(ValueError, match="a packed clip of 12 frames exceeds model.max_frames=8"):
+        enc(pose, conf, cu_seqlens=torch.tensor([0, 12]))
+    enc(pose, conf, cu_seqlens=torch.tensor([0, 8, 12]))  # 8 + 4: fine

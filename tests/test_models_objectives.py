@@ -34,7 +34,18 @@ def test_frame_mask_hides_exact_count_of_whole_frames():
     m = sample_joint_mask(lens, 40, strategy="frames", ratio=0.5, generator=_gen())
     per_frame = m.any(-1)
     assert torch.equal(per_frame, m.all(-1))  # whole frames
-    assert per_frame.sum(1).tolist() == [20, round(17 * 0.5), round(3 * 0.5)]
+    assert per_frame.sum(1).tolist() == [20, 9, 2]  # ratio * length rounded half up
+
+
+@pytest.mark.parametrize("strategy", ["frames", "spans"])
+def test_frame_masks_hide_the_ratio_and_never_a_whole_clip(strategy):
+    """spans hid whole clips of up to 8 frames (one span of min(L, 8)) and ~65% of 17 frames."""
+    lens = torch.tensor([1, 2, 3, 5, 8, 9, 12, 17, 24, 40, 100])
+    for seed in range(20):
+        m = sample_joint_mask(lens, 100, strategy=strategy, ratio=0.5, span=8, generator=_gen(seed))
+        hidden = m[..., 0].sum(1)
+        want = torch.minimum(torch.floor(lens * 0.5 + 0.5).long(), lens - 1)
+        assert torch.equal(hidden, want), (strategy, seed, hidden.tolist())
 
 
 def test_part_mask_hides_whole_parts():
@@ -186,3 +197,29 @@ def test_minilm_loads_offline_frozen_and_is_meaningful(tmp_path, monkeypatch):
     torch.testing.assert_close(hf(texts).pooled, f.pooled)
     with pytest.raises(ValueError, match="text.path"):
         build_text_encoder("hf", str(tmp_path / "missing"))
+
+
+def test_mpm_loss_treats_a_nan_confidence_as_missing():
+    pred, target = torch.zeros(1, 3, 2), torch.ones(1, 3, 2)
+    conf = torch.tensor([[1.0, float("nan"), float("inf")]])
+    loss = mpm_loss(pred, target, conf, torch.ones(1, 3, dtype=torch.bool), kind="l1")
+    assert loss.item() == pytest.approx(2.0)  # joint 0 alone: |0 - 1| * 2 coordinates
+
+
+def test_self_anchored_joints_are_not_mpm_targets():
+    """Each hand's wrist and the face's nose tip are 0 after normalization (plus jitter): they
+    diluted the loss as targets."""
+    from slpfast.layouts import FACE_NOSE_TIP, LEFT_WRIST, RIGHT_WRIST
+    from slpfast.models import PoseEncoderConfig, PretrainModel
+
+    model = PretrainModel(PoseEncoderConfig(size="tiny", dim=32, heads=2, attn_backend="eager"), text_dim=8,
+                          proj_dim=8, mpm_weight=1.0, nce_weight=0.0, fg_weight=0.0, text_encoder=None)
+    targets = model._mpm_targets
+    assert targets.sum() == NUM_JOINTS - 3
+    assert not targets[[LEFT_WRIST, RIGHT_WRIST, FACE_NOSE_TIP]].any()
+    B, T = 2, 6
+    pose, conf = torch.randn(B, T, NUM_JOINTS, 2), torch.rand(B, T, NUM_JOINTS) + 0.1
+    only_anchors = torch.zeros(B, T, NUM_JOINTS, dtype=torch.bool)
+    only_anchors[..., [LEFT_WRIST, RIGHT_WRIST, FACE_NOSE_TIP]] = True
+    out = model(pose, conf, torch.tensor([6, 4]), joint_mask=only_anchors)
+    assert out["mpm"].item() == 0.0

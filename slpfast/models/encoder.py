@@ -170,6 +170,12 @@ class PoseEncoder(nn.Module):
             # on a GPU nothing is then read back to the host
             trusted = torch.compiler.is_compiling() or (max_seqlen is not None and cu_seqlens.device.type != "cpu")
             pos_ids, seg = self._packed_positions(cu_seqlens, pose.shape[0], check=not trusted)
+            unchecked = max_seqlen is None and not trusted and pos_ids.numel()
+            if unchecked and int(pos_ids.max()) >= self.config.max_frames:
+                # as the padded path: frames past max_frames would all share the last position
+                # embedding (with max_seqlen the check below covers it, without a read)
+                raise ValueError(f"PoseEncoder: a packed clip of {int(pos_ids.max()) + 1} frames exceeds "
+                                 f"model.max_frames={self.config.max_frames}")
             keep = None  # every packed frame is valid
             attn_kw = dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
         else:
@@ -187,9 +193,12 @@ class PoseEncoder(nn.Module):
         if packed and max_seqlen is not None and max_seqlen > self.config.max_frames:
             raise ValueError(f"PoseEncoder: max_seqlen={max_seqlen} exceeds model.max_frames={self.config.max_frames}")
 
+        if keep is not None:  # padding frames are missing joints: whatever they hold (NaN, inf) stays out
+            conf = torch.where(keep, conf, torch.zeros((), dtype=conf.dtype, device=conf.device))
         tokens = self.parts(pose, conf, joint_mask)  # (..., 5, D)
         pos = self.pos(pos_ids.clamp(max=self.config.max_frames - 1)).to(tokens.dtype)
-        zero_padding = (lambda x: x) if keep is None else (lambda x: x * keep.to(x.dtype))  # noqa: E731
+        zero = torch.zeros((), dtype=tokens.dtype, device=tokens.device)
+        zero_padding = (lambda x: x) if keep is None else (lambda x: torch.where(keep, x, zero))  # noqa: E731
         m = zero_padding(self.manual_in(tokens[..., self._manual_idx, :].flatten(-2)) + pos)
         n = zero_padding(self.non_manual_in(tokens[..., self._non_manual_idx, :].flatten(-2)) + pos)
         for blk in self.manual:

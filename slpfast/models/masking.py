@@ -5,12 +5,15 @@ encoder and must be reconstructed. Only frames inside each clip's length are eve
 
 Strategies (``ratio`` is the fraction of valid frames / joints / part-frames to hide):
 
-- ``frames``: exactly ``round(ratio * length)`` whole frames per clip (all joints of a frame).
+- ``frames``: exactly ``hidden_frames(length)`` whole frames per clip (all joints of a frame):
+  ``floor(ratio * length + 1/2)``, but at most ``length - 1``, so a clip keeps a frame to
+  reconstruct from.
 - ``joints``: each (frame, joint) independently with probability ``ratio``.
 - ``parts``: each (frame, part) independently with probability ``ratio``: whole hands, the face,
   the mouth or the body disappear, which forces the model to infer one part from the others.
-- ``spans``: contiguous runs of ``span`` frames with random starts, ``ceil(ratio*length/span)``
-  of them per clip; overlapping spans make the covered fraction somewhat below ``ratio``.
+- ``spans``: non-overlapping contiguous runs at random places, ``hidden_frames(length)`` frames
+  in all: runs of ``span`` frames, the last one shorter (one shorter run on a clip where that
+  count is below ``span``).
 - ``mixed``: one of the four above, drawn per clip.
 
 All randomness comes from the ``generator`` passed in, so a caller that seeds it from
@@ -32,12 +35,20 @@ def _valid(lengths: torch.Tensor, T: int) -> torch.Tensor:
     return torch.arange(T, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B,T)
 
 
+def _hidden_frames(lengths: torch.Tensor, ratio: float) -> torch.Tensor:
+    """(B,) frames to hide per clip: ratio * length rounded half up, at most length - 1 (a clip
+    hidden whole leaves MPM nothing to reconstruct from, and its contrastive embedding only mask
+    tokens)."""
+    want = torch.floor(lengths.to(torch.float64) * ratio + 0.5).to(torch.int64)
+    return torch.minimum(want, (lengths - 1).clamp(min=0))
+
+
 def _frames(lengths, T, ratio, g):
     B = lengths.numel()
     valid = _valid(lengths, T)
     score = torch.rand(B, T, generator=g, device=lengths.device).masked_fill(~valid, 2.0)
     rank = score.argsort(1).argsort(1)  # rank of each frame among its clip's frames
-    count = torch.round(lengths.to(torch.float64) * ratio).to(torch.int64)
+    count = _hidden_frames(lengths, ratio)
     return (rank < count.unsqueeze(1)).unsqueeze(-1).expand(B, T, NUM_JOINTS)
 
 
@@ -68,15 +79,20 @@ def _parts(lengths, T, ratio, g):
 def _spans(lengths, T, ratio, g, span):
     B = lengths.numel()
     dev = lengths.device
-    n = torch.ceil(lengths.to(torch.float64) * ratio / span).to(torch.int64)  # spans per clip
-    k = max(math.ceil(T * ratio / span), 1)  # a bound on n from T >= lengths: no read of n
-    span_len = torch.minimum(lengths, torch.full_like(lengths, span))
-    # start uniform in [0, length - span_len]
-    hi = (lengths - span_len + 1).clamp(min=1).to(torch.float64)
-    starts = (torch.rand(B, k, generator=g, device=dev, dtype=torch.float64) * hi.unsqueeze(1)).to(torch.int64)
-    use = torch.arange(k, device=dev).unsqueeze(0) < n.unsqueeze(1)  # (B,k)
+    target = _hidden_frames(lengths, ratio)                                  # (B,) frames to hide
+    span_len = torch.minimum(target, torch.full_like(target, span)).clamp(min=1)
+    k = max(math.ceil((T * ratio + 0.5) / span), 1)  # a bound on the runs per clip from T >= lengths: no read
+    # run j of a clip: span_len frames, the last one what is left of the target (0: unused)
+    run = (target.unsqueeze(1) - torch.arange(k, device=dev).unsqueeze(0) * span_len.unsqueeze(1))
+    run = torch.minimum(run, span_len.unsqueeze(1)).clamp(min=0)             # (B,k)
+    # Non-overlapping runs in order: the clip's free frames (length - target) are cut at k sorted
+    # uniform points, and run j starts at its cut plus the frames of the runs before it.
+    free = (lengths - target).unsqueeze(1).to(torch.float64)                 # (B,1)
+    cuts = (torch.rand(B, k, generator=g, device=dev, dtype=torch.float64) * (free + 1)).floor()
+    cuts = torch.minimum(cuts, free).to(torch.int64).sort(1).values
+    starts = cuts + run.cumsum(1) - run
     t = torch.arange(T, device=dev).view(1, 1, T)
-    inside = (t >= starts.unsqueeze(-1)) & (t < (starts + span_len.unsqueeze(1)).unsqueeze(-1)) & use.unsqueeze(-1)
+    inside = (t >= starts.unsqueeze(-1)) & (t < (starts + run).unsqueeze(-1))
     frames = inside.any(1) & _valid(lengths, T)
     return frames.unsqueeze(-1).expand(B, T, NUM_JOINTS)
 

@@ -66,7 +66,9 @@ def mpm_loss(pred: torch.Tensor, target: torch.Tensor, conf: torch.Tensor, mask:
     if conf.shape != pred.shape[:-1] or mask.shape != conf.shape:
         raise ValueError(f"mpm_loss: conf {tuple(conf.shape)} and mask {tuple(mask.shape)} must be "
                          f"{tuple(pred.shape[:-1])}")
-    w = conf.float().clamp(min=0) * mask.float()
+    conf = conf.float()
+    # a NaN / inf confidence is a missing joint (as everywhere else), never a NaN weight
+    w = torch.where(mask & torch.isfinite(conf), conf.clamp(min=0), torch.zeros((), device=conf.device))
     pred = pred.float()
     # A NaN/inf target at a zero-weight joint must not poison the loss or its gradient
     # (0 * NaN = NaN, also in the backward), so such targets are replaced before any arithmetic.

@@ -85,11 +85,14 @@ class PartEmbedding(nn.Module):
             raise ValueError(f"PartEmbedding: pose and conf must be floating point, got {pose.dtype} and {conf.dtype}")
         pose = pose.to(self.part_type.dtype)  # e.g. float16 straight from the store into a float32 model
         visible = conf.to(pose.dtype)
+        # a non-finite confidence marks a missing joint (as in the pose ops): where, not a product,
+        # so that a NaN / inf never reaches the features
+        shown = torch.isfinite(visible) & (visible > 0)
         if joint_mask is not None:
             if joint_mask.shape != conf.shape:
                 raise ValueError(f"PartEmbedding: joint_mask must be {tuple(conf.shape)}, got {tuple(joint_mask.shape)}")
-            keep = (~joint_mask).to(pose.dtype)
-            visible = visible * keep
+            shown = shown & ~joint_mask
+        visible = torch.where(shown, visible, torch.zeros((), dtype=visible.dtype, device=visible.device))
         # Invisible joints carry no coordinates: their (possibly garbage) values must not leak.
         # torch.where, not a product: 0 * NaN is NaN (MediaPipe writes NaN at joints it did not find)
         coords = torch.where((visible > 0).unsqueeze(-1), pose, torch.zeros((), dtype=pose.dtype, device=pose.device))

@@ -49,6 +49,13 @@ class PretrainModel(nn.Module):
         self.weights = {"mpm": float(mpm_weight), "nce": float(nce_weight), "fg": float(fg_weight)}
         self.mpm_loss_kind, self.mpm_beta, self.fg_tau = mpm_loss_kind, mpm_beta, fg_tau
         self.decoder = MPMDecoder(d, self.coord_dims) if mpm_weight > 0 else None
+        # Joints that normalization takes relative to themselves (each hand's wrist, the face's
+        # nose tip) are always 0 (plus augmentation jitter) in the model's input: they are not
+        # reconstruction targets (they only diluted the loss with constants and noise).
+        from slpfast.reference.pose import canonical_spec
+
+        anchor = torch.as_tensor(canonical_spec().anchor)
+        self.register_buffer("_mpm_targets", anchor != torch.arange(anchor.numel()), persistent=False)
         if self.decoder is None:
             # Without MPM no joint is ever hidden, so the mask tokens get no gradient; frozen,
             # DDP does not wait for them (it fails its second step on parameters that never
@@ -95,7 +102,8 @@ class PretrainModel(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if self.decoder is not None:
             pred = self.decoder(out.frames)
-            terms["mpm"] = mpm_loss(pred, pose, conf, joint_mask, kind=self.mpm_loss_kind, beta=self.mpm_beta)
+            terms["mpm"] = mpm_loss(pred, pose, conf, joint_mask & self._mpm_targets, kind=self.mpm_loss_kind,
+                                    beta=self.mpm_beta)
         if self.weights["nce"] > 0 or self.weights["fg"] > 0:
             if text is None:
                 if self.text_encoder is None or texts is None:
