@@ -190,14 +190,17 @@ def run(args) -> Results:
 def main(argv=None) -> None:
     from slpfast.models.encoder import SIZES, PoseEncoderConfig
 
-    longest = PoseEncoderConfig().max_frames  # data.max_frames must fit the model's position table
+    from slpfast.train.data import longest_augmentable
+
+    # data.max_frames, slowed down by the augmentation, must fit the model's position table
+    longest = longest_augmentable(PoseEncoderConfig().max_frames)
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", type=name_list(SIZES), default=None, metavar="NAMES",
                    help=f"comma-separated model sizes from {','.join(SIZES)} (default tiny,base; --quick: tiny)")
     p.add_argument("--batch", type=int_at_least(1), default=None, metavar="N",
                    help="clips per step (default 16 CPU / 256 GPU; --quick 8 / 64)")
     p.add_argument("--max-frames", type=int_at_least(2, longest), default=None, metavar="T",
-                   help=f"longest clip, in [2, {longest}] (default 128; --quick 64)")
+                   help=f"longest clip, in [2, {longest}] (slowed down by the augmentation it must fit the model; default 128; --quick 64)")
     p.add_argument("--workers", type=int_at_least(1), default=None, metavar="N",
                    help="baseline DataLoader workers, >= 1 (default 2 CPU / 8 GPU); slpfast uses its config's "
                         "loader threads (data.num_workers=-1: 2 on a GPU, none on the CPU)")

@@ -210,6 +210,7 @@ def help_text() -> str:
 def run(cfg: FinetuneConfig) -> dict:
     """Train (unless eval_only) then evaluate; returns the results dict (the same on every rank)."""
     from slpfast.finetune_data import FinetuneData
+    from slpfast.finetune_init import pretrain_text_setup
     from slpfast.train.trainer import Trainer
 
     t = cfg.task
@@ -221,6 +222,11 @@ def run(cfg: FinetuneConfig) -> dict:
                 raise ValueError(f"--eval-only: {t.task} needs a fine-tuning checkpoint of that task as --init "
                                  f"(got {data.src.kind!r}); only retrieval can be evaluated zero-shot from a "
                                  "pre-training checkpoint")
+            if data.src.kind == "pretrain" and not pretrain_text_setup(data.src)["has_head"]:
+                # its sign / text projections would be random: the recalls would be noise
+                raise ValueError(f"--eval-only: {data.src.path} was pre-trained without the sign-text contrastive "
+                                 "term (no sign_proj / text_proj), so it cannot retrieve zero-shot; fine-tune "
+                                 "retrieval from it instead (drop --eval-only)")
         else:
             summary = trainer.run()
         model = trainer.raw_model

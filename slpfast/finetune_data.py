@@ -8,7 +8,11 @@ DDP, logging and the progress bar are the pre-training ones. On top it has
 gathered to every rank, metrics from :func:`slpfast.finetune_tasks.compute_metrics`.
 
 Pose preprocessing is the pre-training one: ``normalize_pose``, then (training only, with
-``data.augment``) ``augment_pose`` seeded by (seed, step, micro-batch) and keyed by clip id.
+``data.augment``) ``augment_pose`` with the pre-training's ``AUGMENT`` settings, seeded by
+(seed, step, micro-batch) and keyed by clip id. ISLR and retrieval train on random windows of
+``data.max_frames``; CSLR and SLT on whole clips (those longer than ``model.max_frames`` are
+left out of training: a window would not show all of its target). Evaluation reads whole clips
+up to ``model.max_frames`` (the centre of a longer one).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from slpfast.finetune_init import (build_encoder, check_task, load_contrastive_h
 from slpfast.finetune_tasks import (SPLIT_PREFIX, CSLRModel, ISLRModel, RetrievalModel, SLTModel,
                                     compute_metrics)
 from slpfast.train import distributed as D
-from slpfast.train.data import LoaderCycle, _mix, open_store
+from slpfast.train.data import AUGMENT, LoaderCycle, _mix, longest_augmentable, open_store
 
 
 def label_subset(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -39,6 +43,10 @@ def label_subset(labels: np.ndarray, indices: np.ndarray, fraction: float, seed:
         k = max(1, int(round(fraction * len(members))))
         keep.append(rng.choice(members, size=k, replace=False))
     return np.sort(np.concatenate(keep)) if keep else indices[:0]
+
+
+#: tasks whose targets describe the whole clip (a gloss sequence, a sentence)
+SENTENCE_TASKS = ("cslr", "slt")
 
 
 class FinetuneData(LoaderCycle):
@@ -66,6 +74,8 @@ class FinetuneData(LoaderCycle):
             if s not in splits:
                 raise ValueError(f"task: split {s!r} is not in the store {self.store.path} (splits: {splits})")
         self.train_indices = self._usable(self.train_split)
+        if t.task in SENTENCE_TASKS:
+            self.train_indices = self._whole_clips(self.train_indices)
         if t.task == "islr":
             self.train_indices = label_subset(self.store.labels, self.train_indices, t.label_fraction, t.label_seed)
         self._resolve()
@@ -159,20 +169,44 @@ class FinetuneData(LoaderCycle):
             load_task_model(model, self.src, t.task)
         if t.freeze_encoder:
             model.encoder.requires_grad_(False)
+            model.frozen_encoder = True
         return model
 
     def loss_keys(self) -> list[str]:
         return ["loss", {"islr": "ce", "cslr": "ctc", "retrieval": "nce", "slt": "ce"}[self.cfg.task.task]]
 
     # ------------------------------------------------------------------ loader
+    def _whole_clips(self, indices: np.ndarray) -> np.ndarray:
+        """The training clips of a sentence task that fit model.max_frames whole (a cropped clip
+        would not show every gloss / word of its target); rank 0 says how many were left out."""
+        longest = self.cfg.model.max_frames
+        if self.cfg.data.augment:  # slowed down by the augmentation, it must still fit
+            longest = longest_augmentable(longest)
+        fits = self.store.lengths[indices] <= longest
+        if fits.all():
+            return indices
+        if not fits.any():
+            raise ValueError(f"task {self.cfg.task.task}: every training clip is longer than {longest} frames "
+                             f"(model.max_frames={self.cfg.model.max_frames}, less the augmentation's slow-down); "
+                             "raise model.max_frames (not over --init's) or set data.augment=false")
+        if self.dist.is_main:
+            print(f"slpfast.finetune: {int((~fits).sum())} of {len(indices)} training clips are longer than "
+                  f"{longest} frames (model.max_frames={self.cfg.model.max_frames}, less the augmentation's slow-down) "
+                  "and are left out: a cropped clip does not match its whole sentence target", flush=True)
+        return indices[fits]
+
     def _loader(self, indices, *, train: bool, rank: int, world: int, batch_size: int):
         from slpfast.data.loader_torch import make_loader
 
         d = self.cfg.data
+        # ISLR / retrieval train on random windows of data.max_frames (as pre-training). The sentence
+        # tasks train on whole clips: a window would hide glosses / words the target still asks
+        # for. Evaluation reads whole clips up to model.max_frames (a longer one: its centre).
+        window = train and self.cfg.task.task not in SENTENCE_TASKS
         return make_loader(self.store, backend=d.loader if train else "torch", indices=indices,
                            batch_size=batch_size, shuffle=train, seed=self.cfg.train.seed, drop_last=train,
-                           rank=rank, world_size=world, max_frames=d.max_frames if train else self.cfg.model.max_frames,
-                           crop="random" if train else "center", channels=3,
+                           rank=rank, world_size=world, max_frames=d.max_frames if window else self.cfg.model.max_frames,
+                           crop="random" if window else "center", channels=3,
                            num_workers=d.loader_workers(self.device) if train else 0,
                            text_features=self.feature_name, pin_memory=self.device.type == "cuda")
 
@@ -195,7 +229,8 @@ class FinetuneData(LoaderCycle):
         lengths = batch["lengths"].cpu()  # host lengths and clip ids: the pose ops read nothing back
         pose, conf = normalize_pose(pose, conf, lengths)
         if seed is not None:
-            pose, conf, lengths = augment_pose(pose, conf, lengths, clip_ids=batch["clip_id"].cpu(), seed=seed)
+            pose, conf, lengths = augment_pose(pose, conf, lengths, clip_ids=batch["clip_id"].cpu(), seed=seed,
+                                               config=AUGMENT)
         return pose.float(), conf, lengths
 
     def prepare(self, batch: dict, step: int, micro: int, device: torch.device) -> dict:

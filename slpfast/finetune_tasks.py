@@ -50,6 +50,17 @@ class TaskModel(nn.Module):
         if isinstance(mask_token, nn.Parameter):
             mask_token.requires_grad_(False)
 
+    #: set by --task.freeze_encoder (linear probe): the encoder then stays in eval mode
+    frozen_encoder = False
+
+    def train(self, mode: bool = True):
+        """A frozen encoder stays in eval mode (no dropout): the probe trains on the features it
+        is evaluated on."""
+        super().train(mode)
+        if self.frozen_encoder:
+            self.encoder.eval()
+        return self
+
     def encode(self, pose, conf, lengths):
         return self.encoder(pose[..., : self.encoder.config.coord_dims], conf, lengths)
 
@@ -179,9 +190,14 @@ class SLTModel(TaskModel):
         out = self.encode(pose, conf, lengths)
         if self.vocab is None:
             hyps = self.head.translate(out.frames, lengths, self.num_beams)
+            refs = list(batch["text"])
         else:
             hyps = [self.vocab.decode(row) for row in self.head.generate(out.frames, lengths, self.max_len).cpu()]
-        return [(int(c), hyps[i], batch["text"][i]) for i, c in enumerate(batch["clip_id"])]
+            # the word vocabulary writes lower-case text: the references are scored in that form
+            # too (case-insensitive BLEU / ROUGE-L), or a perfect decoder would lose every
+            # capitalised word
+            refs = [self.vocab.normalize(t) for t in batch["text"]]
+        return [(int(c), hyps[i], refs[i]) for i, c in enumerate(batch["clip_id"])]
 
 
 def dedupe(records: list) -> list:

@@ -271,3 +271,93 @@ def test_init_from_a_run_folder_and_clear_messages(corpus, tmp_path, pretrain_ck
     monkeypatch.setattr(Store, "__init__", without_labels)
     with pytest.raises(ValueError, match="has a class label .*label column"):
         _run(corpus, str(tmp_path / "ft"), "--task", "islr")
+
+
+def test_sentence_tasks_train_on_whole_clips(corpus, tmp_path, monkeypatch):
+    """CSLR / SLT trained on random 64-frame windows of 85-195-frame sentences while the loss
+    asked for every gloss / word of the sentence."""
+    from slpfast.finetune_data import FinetuneData
+    from slpfast.train.trainer import Trainer
+
+    seen = []
+    real = FinetuneData.next_batch
+
+    def spy(self, step):
+        batch = real(self, step)
+        seen.append((batch["lengths"].clone(), self.store.lengths[batch["clip_id"].numpy()]))
+        return batch
+
+    monkeypatch.setattr(FinetuneData, "next_batch", spy)
+    for task, crops in (("cslr", False), ("islr", True)):
+        seen.clear()
+        cfg = finetune.parse_args(["--task", task, "--data", corpus, f"--train.out_dir={tmp_path / task}", *COMMON,
+                                   "--train.steps=2", "--task.eval_splits=" + ("sentence_val" if task == "cslr"
+                                                                               else "islr_val")])
+        tr = Trainer(cfg, data_factory=FinetuneData)
+        try:
+            tr.run()
+        finally:
+            tr.close()
+        fed, stored = seen[0]
+        assert (fed.numpy() == stored).all() != crops, (task, fed.tolist(), stored.tolist())
+        if crops:
+            assert int(fed.max()) <= 48
+
+
+def test_sentence_clips_too_long_for_the_model_are_left_out_of_training(corpus, tmp_path, capsys):
+    from slpfast.finetune_data import FinetuneData
+    from slpfast.train.data import longest_augmentable
+    from slpfast.train.distributed import DistInfo
+
+    cfg = finetune.parse_args(["--task", "cslr", "--data", corpus, f"--train.out_dir={tmp_path}", *COMMON,
+                               "--model.max_frames=120"])
+    data = FinetuneData(cfg, DistInfo(0, 1, 0, 1, torch.device("cpu")))
+    lengths = data.store.lengths[data.train_indices]
+    assert lengths.max() <= longest_augmentable(120) and len(lengths) > 0
+    assert "training clips are longer than 108 frames" in capsys.readouterr().out
+
+
+def test_zero_shot_retrieval_needs_a_contrastive_head(corpus, tmp_path):
+    from slpfast.train.config import parse_args
+    from slpfast.train.trainer import Trainer
+
+    out = str(tmp_path / "mpm_only")
+    tr = Trainer(parse_args([f"--data.store={corpus}", "--train.steps=1", "--data.batch_size=8",
+                             "--data.max_frames=48", "--text.weight=0", f"--train.out_dir={out}",
+                             "--train.progress=false", "--train.tensorboard=false"]))
+    try:
+        tr.run()
+    finally:
+        tr.close()
+    with pytest.raises(ValueError, match="pre-trained without the sign-text contrastive term"):
+        _run(corpus, str(tmp_path / "ft"), "--task", "retrieval", "--init",
+             os.path.join(out, "checkpoints", "step_00000001.pt"), "--eval-only")
+
+
+def test_frozen_encoder_stays_in_eval_mode():
+    from slpfast.finetune_tasks import ISLRModel
+    from slpfast.models import PoseEncoder, PoseEncoderConfig
+
+    model = ISLRModel(PoseEncoder(PoseEncoderConfig(size="tiny", dim=32, heads=2, dropout=0.3)), num_classes=5)
+    model.frozen_encoder = True
+    model.train()
+    assert model.training and not model.encoder.training and model.head.training
+
+
+def test_slt_word_vocabulary_scores_references_in_its_own_form(monkeypatch):
+    """The word vocabulary lower-cases: a perfect decoder scored BLEU-4 27 against cased refs."""
+    from slpfast.data.collate import WordTokenizer
+    from slpfast.finetune_tasks import SLTModel, compute_metrics
+    from slpfast.models import PoseEncoder, PoseEncoderConfig
+    from slpfast.layouts import NUM_JOINTS
+
+    refs = ["The cat  sleeps .", "Tomorrow Anna visits Berlin ."]
+    vocab = WordTokenizer.from_texts(refs)
+    model = SLTModel(PoseEncoder(PoseEncoderConfig(size="tiny", dim=32, heads=2)), vocab=vocab, width=32, heads=2)
+    oracle = torch.tensor([vocab.encode(r)[1:] + [0] * (8 - len(vocab.encode(r)) + 1) for r in refs])
+    monkeypatch.setattr(model.head, "generate", lambda frames, lengths, max_len: oracle)  # a perfect decoder
+    batch = {"clip_id": torch.tensor([0, 1]), "text": refs}
+    records = model.predict(torch.zeros(2, 4, NUM_JOINTS, 2), torch.ones(2, 4, NUM_JOINTS), torch.tensor([4, 4]),
+                            batch)
+    m = compute_metrics("slt", records)
+    assert m["bleu4"] == pytest.approx(100.0) and m["rouge_l"] == pytest.approx(100.0)

@@ -78,8 +78,13 @@ class WordTokenizer:
     def vocab_size(self):
         return len(self.itos)
 
+    @staticmethod
+    def normalize(text: str) -> str:
+        """The form the vocabulary reads and writes text in: lower case, single spaces."""
+        return " ".join(text.lower().split())
+
     def encode(self, text: str) -> list[int]:
-        return [1] + [self.stoi.get(w, 3) for w in text.lower().split()] + [2]
+        return [1] + [self.stoi.get(w, 3) for w in self.normalize(text).split()] + [2]
 
     def __call__(self, texts):
         return [self.encode(t) for t in texts]

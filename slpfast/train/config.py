@@ -220,6 +220,7 @@ class PretrainConfig:
         m, t, d, o, tr = self.mpm, self.text, self.data, self.optim, self.train
         from slpfast.ops import attention, contrastive
         from slpfast.ops._dispatch import REGISTRY
+        from slpfast.train.data import longest_augmentable
 
         attn_backends = ["auto", *REGISTRY[attention.OP].names()]
         # output paths are checked now, not when the run writes them (an export path under a
@@ -262,6 +263,9 @@ class PretrainConfig:
             (d.batch_size >= 1, "data.batch_size", "must be >= 1", d.batch_size),
             (2 <= d.max_frames <= self.model.resolved().max_frames, "data.max_frames",
              f"must be in [2, model.max_frames={self.model.resolved().max_frames}]", d.max_frames),
+            (not d.augment or d.max_frames <= longest_augmentable(self.model.resolved().max_frames), "data.max_frames",
+             f"must be <= {longest_augmentable(self.model.resolved().max_frames)} with data.augment: slowed down "
+             f"(speed 0.9) a longer window outgrows model.max_frames={self.model.resolved().max_frames}", d.max_frames),
             (d.synthetic_clips >= 1, "data.synthetic_clips", "must be >= 1", d.synthetic_clips),
             (d.num_workers >= -1, "data.num_workers", "must be >= 0 (or -1: automatic)", d.num_workers),
             (o.lr > 0, "optim.lr", "must be > 0", o.lr),

@@ -32,6 +32,17 @@ from slpfast.train.device_copy import DeviceCopier
 #: normalized to a shoulder width of 1, so 0.01 is 1% of it).
 AUGMENT = AugmentConfig(speed_min=0.9, speed_max=1.1, jitter_std=0.01)
 
+
+def longest_augmentable(max_frames: int) -> int:
+    """The longest clip whose augmented length (slowed down to ``AUGMENT.speed_min``) still fits
+    ``max_frames`` frames (the encoder's position table)."""
+    from slpfast.reference.pose import resampled_length
+
+    n = int(max_frames * AUGMENT.speed_min) + 1
+    while n > 0 and resampled_length(n, AUGMENT.speed_min) > max_frames:
+        n -= 1
+    return n
+
 #: splits of the synthetic corpus used for pre-training (val/test stay unseen)
 SYNTHETIC_TRAIN_SPLITS = ("islr_train", "sentence_train")
 
