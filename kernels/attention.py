@@ -26,7 +26,7 @@ import torch
 import triton
 
 from ..ops._first_order import first_order_only
-from ._host import cdiv, next_pow2
+from ._host import cdiv, next_pow2, on_device
 from .attention_bwd import attn_bwd_kernel
 from .attention_fwd import attn_fwd_kernel
 
@@ -111,15 +111,16 @@ def _run(name: str, wrap: bool, device: torch.device, grid, args: tuple, meta: d
     (``wrap``, under torch.compile) hand the autotuner itself to ``wrap_triton``."""
     kernel, blocks = _kernel(name, device)
     if wrap or blocks or not isinstance(kernel, triton.runtime.Autotuner):
-        _launcher(kernel, wrap)[grid](*args, **meta, **blocks)
+        _launcher(kernel, wrap)[grid](*args, **meta, **blocks)  # traced (inductor places it) or CPU
         return
     key = (kernel, tuning_key)
     config = _BEST.get(key)
-    if config is None:
-        kernel[grid](*args, **meta)
-        _BEST[key] = kernel.best_config
-    else:
-        kernel.fn[grid](*args, **meta, **config.all_kwargs())
+    with on_device(device):  # Triton launches on the current device: make it the tensors' one
+        if config is None:
+            kernel[grid](*args, **meta)
+            _BEST[key] = kernel.best_config
+        else:
+            kernel.fn[grid](*args, **meta, **config.all_kwargs())
 
 
 def _geometry(q: torch.Tensor, lens, max_seqlen: int, varlen: bool):
@@ -177,9 +178,9 @@ def _fwd(q, k, v, lens, max_seqlen: int, causal: bool, scale: float, varlen: boo
         return out.zero_(), lse.zero_()
     if _fake_under_interpreter(q):
         return out, lse
-    grid = lambda META: (cdiv(grid_rows, META["BLOCK_M"]), B * H)  # noqa: E731
+    grid = lambda META: (B * H * cdiv(grid_rows, META["BLOCK_M"]),)  # noqa: E731  (one axis: see _program_block)
     args = (q, k, v, out, lse, lens if lens is not None else q, *_strides(q, varlen), *_strides(k, varlen),
-            *_strides(v, varlen), *_strides(out, varlen), lse.stride(0), T, H, scale, bucket)
+            *_strides(v, varlen), *_strides(out, varlen), lse.stride(0), T, H, scale, bucket, grid_rows)
     _run("fwd", wrap, q.device, grid, args, meta, _tuning_key(q, lens, bucket, meta))
     return out, lse
 
@@ -196,10 +197,10 @@ def _bwd(do, q, k, v, out, lse, lens, max_seqlen: int, causal: bool, scale: floa
     if _fake_under_interpreter(q):
         return dq, dk, dv
     # O, dO, dQ, dK and dV are contiguous with q's shape: the kernel takes one set of strides for them
-    grid = lambda META: (2 * cdiv(grid_rows, META["BLOCK_N"]), B * H)  # noqa: E731
+    grid = lambda META: (B * H * 2 * cdiv(grid_rows, META["BLOCK_N"]),)  # noqa: E731
     _run("bwd", wrap, q.device, grid, (q, k, v, out, do, dq, dk, dv, lse, lens if lens is not None else q,
                                        *_strides(q, varlen), *_strides(k, varlen), *_strides(v, varlen),
-                                       *_strides(dq, varlen), lse.stride(0), T, H, scale, bucket),
+                                       *_strides(dq, varlen), lse.stride(0), T, H, scale, bucket, grid_rows),
          meta, _tuning_key(q, lens, bucket, meta))
     return dq, dk, dv
 

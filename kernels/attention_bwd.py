@@ -21,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .attention_fwd import _load_tile, _program_sequence, _store_rows
+from .attention_fwd import _load_tile, _program_block, _program_sequence, _store_rows
 
 
 @triton.jit
@@ -162,17 +162,18 @@ def _dq_program(Q, K, V, O, DO, DQ, LSE, bi, start, h, L, m_start,
 def attn_bwd_kernel(
     Q, K, V, O, DO, DQ, DK, DV, LSE, LENS,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_gb, s_gt, s_gh, s_lh,
-    T, H, scale, MAX_SEQLEN_KEY,
+    T, H, scale, MAX_SEQLEN_KEY, GRID_ROWS,
     D: tl.constexpr, VARLEN: tl.constexpr, HAS_LENS: tl.constexpr, CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
 ):
-    """Grid (2 * cdiv(max rows, BLOCK_N), B*H). Program 2i: dK, dV of key rows [i*BLOCK_N, +BLOCK_N)
+    """Grid (B*H * 2 * cdiv(GRID_ROWS, BLOCK_N),), per (sequence, head) 2 * cdiv(GRID_ROWS, BLOCK_N)
+    programs (see ``_program_block``). Program 2i: dK, dV of key rows [i*BLOCK_N, +BLOCK_N)
     over query blocks of BLOCK_M; program 2i+1: dQ of query rows [i*BLOCK_N, +BLOCK_N) over key
     blocks of BLOCK_M (both roles keep BLOCK_N rows resident and stream BLOCK_M-row tiles).
     O, dO, dQ, dK and dV share the strides s_g*."""
-    pid = tl.program_id(0)
-    h, bi, start, L = _program_sequence(LENS, T, H, VARLEN, HAS_LENS)
+    pid, pid_bh = _program_block(2 * tl.cdiv(GRID_ROWS, BLOCK_N))
+    h, bi, start, L = _program_sequence(pid_bh, LENS, T, H, VARLEN, HAS_LENS)
     b_start = (pid // 2) * BLOCK_N
     is_dkdv = pid % 2 == 0
     if b_start >= L:  # past the end: padded rows get zero gradients; packed programs have nothing to do

@@ -20,10 +20,19 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _program_sequence(LENS, T, H, VARLEN: tl.constexpr, HAS_LENS: tl.constexpr):
-    """Axis 1 of the grid is (sequence b, head h) -> (h, batch index for the batch stride,
-    first token, length)."""
-    pid_bh = tl.program_id(1)
+def _program_block(PER_SEQUENCE):
+    """The 1-D grid is (sequence b, head h) x ``PER_SEQUENCE`` programs, the programs of one
+    (b, h) adjacent (as a 2-D grid with them on axis 0 would launch them, for the L2 reuse of
+    its K / V). One axis because axis 1 of a CUDA grid stops at 65,535: a packed batch of many
+    short clips has more (b, h) pairs than that. -> (program within its (b, h), b * H + h)."""
+    pid = tl.program_id(0)
+    return pid % PER_SEQUENCE, pid // PER_SEQUENCE
+
+
+@triton.jit
+def _program_sequence(pid_bh, LENS, T, H, VARLEN: tl.constexpr, HAS_LENS: tl.constexpr):
+    """(sequence b, head h) = ``pid_bh`` -> (h, batch index for the batch stride, first token,
+    length)."""
     b = pid_bh // H
     h = pid_bh % H
     if VARLEN:
@@ -99,14 +108,15 @@ def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, s_kt, s_vt, lo, hi, L, offs_m, 
 def attn_fwd_kernel(
     Q, K, V, O, LSE, LENS,
     s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_ob, s_ot, s_oh, s_lh,
-    T, H, scale, MAX_SEQLEN_KEY,
+    T, H, scale, MAX_SEQLEN_KEY, GRID_ROWS,
     D: tl.constexpr, VARLEN: tl.constexpr, HAS_LENS: tl.constexpr, CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
 ):
-    """Grid (cdiv(max rows, BLOCK_M), B*H). Writes O (rows past L: 0) and LSE (natural log)."""
-    pid_m = tl.program_id(0)
-    h, bi, start, L = _program_sequence(LENS, T, H, VARLEN, HAS_LENS)
+    """Grid (B*H * cdiv(GRID_ROWS, BLOCK_M),): per (sequence, head) one program per BLOCK_M query
+    rows of the longest (GRID_ROWS) rows. Writes O (rows past L: 0) and LSE (natural log)."""
+    pid_m, pid_bh = _program_block(tl.cdiv(GRID_ROWS, BLOCK_M))
+    h, bi, start, L = _program_sequence(pid_bh, LENS, T, H, VARLEN, HAS_LENS)
     m_start = pid_m * BLOCK_M
     offs_m = m_start + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)

@@ -44,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._host import cdiv, next_pow2
+from ._host import cdiv, next_pow2, on_device
 
 #: the kernels were decorated under the interpreter (TRITON_INTERPRET=1 read at import)
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -433,19 +433,23 @@ def kernel_arg_type(name: str, dtype: str, scale_type: str = "fp32") -> str:
 def fwd_pair(X, Y, s: float):
     """X, Y (N, D) -> (lse_a, lse_b): row and column LSE of ``s * X @ Y.T``, from one pass over
     the S tiles (:func:`tile_lse`)."""
-    return tile_lse(X, Y, s)
+    with on_device(X.device):
+        return tile_lse(X, Y, s)
 
 
 def fwd_row(A, B, s: float):
     """A (M, D), B (K, D) -> lse (M,) fp32: row log-sum-exp of ``s * A @ B.T``."""
-    return tile_lse(A, B, s, cols=False)[0]
+    with on_device(A.device):
+        return tile_lse(A, B, s, cols=False)[0]
 
 
 def bwd_pair(X, Y, s: float, lse_a, lse_b, need_gtx: bool = True):
     """-> (G @ Y, G.T @ X or None, sum(G * S)), G_ij = exp(s S_ij - lse_a_i) + exp(s S_ij - lse_b_j) - 2 [i == j]."""
-    return grad_products(X, Y, s, lse_row=lse_a, lse_col=lse_b, labels=2.0, need_gtb=need_gtx)
+    with on_device(X.device):
+        return grad_products(X, Y, s, lse_row=lse_a, lse_col=lse_b, labels=2.0, need_gtb=need_gtx)
 
 
 def bwd_row(A, B, s: float, lse, offset: int = 0, need_pta: bool = True):
     """-> (P @ B, P.T @ A or None, sum(P * S)), P_ij = exp(s S_ij - lse_i) - [j == offset + i], S = A @ B.T."""
-    return grad_products(A, B, s, lse_row=lse, offset=offset, need_gtb=need_pta)
+    with on_device(A.device):
+        return grad_products(A, B, s, lse_row=lse, offset=offset, need_gtb=need_pta)

@@ -357,3 +357,51 @@ def test_host_integer_helpers_match_triton():
         for b in (1, 3, 16, 64, 128):
             assert cdiv(n, b) == triton.cdiv(n, b), (n, b)
     assert next_pow2(0) == 1 and cdiv(0, 64) == 0
+
+
+def test_launch_grids_are_one_axis_so_many_sequences_fit(monkeypatch):
+    """Axis 1 of a CUDA grid stops at 65,535: (sequence, head) pairs on it failed to launch for a
+    packed batch of 8,192 short clips at H=8. The grids are 1-D (B*H x programs per sequence)."""
+    from slpfast.kernels import attention as kern
+
+    grids = {}
+    monkeypatch.setattr(kern, "_run", lambda name, wrap, device, grid, args, meta, key: grids.__setitem__(name, grid))
+    B, L, H, D = 8192, 4, 8, 16
+    cu = torch.arange(0, (B + 1) * L, L, dtype=torch.int32)
+    q = torch.zeros(B * L, H, D)
+    kern._fwd(q, q, q, cu, L, False, 0.25, True, wrap=False)
+    kern._bwd(q, q, q, q, q, torch.zeros(H, B * L), cu, L, False, 0.25, True, wrap=False)
+    assert grids["fwd"]({"BLOCK_M": 64}) == (B * H,)
+    assert grids["bwd"]({"BLOCK_N": 64}) == (2 * B * H,)
+    T = 300  # several programs per (sequence, head): B*H times as many
+    q = torch.zeros(3, T, 2, 16)
+    kern._fwd(q, q, q, None, T, False, 0.25, False, wrap=False)
+    assert grids["fwd"]({"BLOCK_M": 64}) == (3 * 2 * 5,)
+
+
+def test_launches_go_to_the_tensors_device(monkeypatch):
+    """Triton launches on the current CUDA device: inputs on cuda:1 while cuda:0 is current ran
+    with cuda:1 pointers on cuda:0. on_device makes the tensors' device current."""
+    from slpfast.kernels import _host
+
+    entered = []
+
+    class Recorder:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append(self.device)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(_host.torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(_host.torch.cuda, "device", Recorder)
+    with _host.on_device(torch.device("cuda", 1)):
+        pass
+    with _host.on_device(torch.device("cuda", 0)):
+        pass
+    with _host.on_device(torch.device("cpu")):
+        pass
+    assert entered == [torch.device("cuda", 1)]
