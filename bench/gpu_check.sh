@@ -52,6 +52,10 @@ BUDGET=${BUDGET:-520}
 STAGES=",${STAGES:-build,pytest,contrastive,pose,attn,train_step,pretrain},"
 status=0
 exec > >(tee -a "$OUT/log.txt") 2>&1
+TEE_PID=$!
+# the tee of log.txt runs beside this shell: at any exit, close its input and wait for it, so
+# that log.txt is whole when $OUT is collected
+trap 'exec >&- 2>&-; wait "$TEE_PID" 2>/dev/null' EXIT
 
 want() { [[ $STAGES == *",$1,"* ]]; }
 left() { echo $((START + BUDGET - $(date +%s))); }
