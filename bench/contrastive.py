@@ -114,8 +114,7 @@ def run_gpu_point(provider, n, d, dtype, repeats) -> dict:
             fwd = _step_fn(provider, x, y, s, backward=False)
             extra.update({"fwd_ms": measure(fwd, device="cuda", warmup=1, repeats=repeats)["median_ms"],
                      "products": kc.product_mode(x.dtype, x.device),
-                     "configs": {f"{k[0]} {k[4]}": kc._configs(k[0], n, n, d, x.dtype, x.device)[i]
-                                 for k, i in kc._chosen.items() if k[1] == d and k[2] == x.dtype}})
+                     "configs": kc.chosen_configs(d, x.dtype, x.device, n)})
     except torch.cuda.OutOfMemoryError:
         return {"status": "OOM"}
     finally:

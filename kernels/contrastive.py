@@ -169,12 +169,19 @@ def _configs(kind: str, m: int, k: int, d: int, dtype: torch.dtype, device: torc
             dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=32, num_warps=4, num_stages=1)]
 
 
-#: (kernel, D, dtype, device, size bucket) -> index of the config in use
+#: (kernel variant, D, dtype, fp32 precision mode, device, size bucket) -> index of the config in use
 _chosen: dict[tuple, int] = {}
 #: problems with at least this many logits (M * K) are autotuned on a GPU; smaller ones take the
 #: first candidate that fits (keeps compile time of small calls and of the GPU tests low)
 AUTOTUNE_MIN_LOGITS = 1 << 24
 AUTOTUNE_ENV = "SLPFAST_AUTOTUNE"  # "0": never time candidates
+
+
+def chosen_configs(d: int, dtype: torch.dtype, device: torch.device, n: int) -> dict[str, dict]:
+    """The tile configs in use for width ``d`` and ``dtype``, by "<kernel variant> <size bucket>"
+    (what the benchmark records; ``n`` sizes the candidate lists as the calls did)."""
+    return {f"{kind} {bucket}": _configs(kind.split(":")[0], n, n, d, dtype, device)[i]
+            for (kind, kd, kdtype, _prec, _dev, bucket), i in _chosen.items() if kd == d and kdtype == dtype}
 
 
 def _time_config(run, cfg: dict, reps: int = 2) -> float:
@@ -190,17 +197,19 @@ def _time_config(run, cfg: dict, reps: int = 2) -> float:
 
 
 def _launch(kind: str, m: int, k: int, d: int, dtype: torch.dtype, device: torch.device, run):
-    """``run(**config)`` with the config chosen for this (kernel, D, dtype, size bucket).
+    """``run(**config)`` with the config chosen for this (kernel variant, D, dtype, precision,
+    size bucket). ``kind`` names the kernel and its constexpr variant (e.g. ``"lse:cols"``): a
+    choice timed for one variant is not reused for another (they differ in registers and work).
 
     Large GPU problems: the first time, every candidate is timed and the fastest kept (an
     ``OutOfResources`` candidate is skipped). Otherwise: the first candidate that launches. The
     kernels are idempotent, so timing runs only repeat work. Different configs change the
     summation order, so results may differ in the last bits between processes.
     """
-    configs = _configs(kind, m, k, d, dtype, device)
+    configs = _configs(kind.split(":")[0], m, k, d, dtype, device)
     tune = (device.type == "cuda" and m * k >= AUTOTUNE_MIN_LOGITS and len(configs) > 1
             and os.environ.get(AUTOTUNE_ENV, "1") != "0")
-    key = (kind, d, dtype, device.type, (_pow2(m), _pow2(k)) if tune else "first-fit")
+    key = (kind, d, dtype, _precision(dtype), device.type, (_pow2(m), _pow2(k)) if tune else "first-fit")
     if key in _chosen:
         return run(**configs[_chosen[key]])
     if tune:
@@ -266,7 +275,7 @@ def tile_lse(A: torch.Tensor, B: torch.Tensor, s: float, cols: bool = True):
                                    num_warps=num_warps, num_stages=num_stages, **tiles)
             return row_part, col_part
 
-        row_part, col_part = _launch("lse", r, k, d, A.dtype, A.device, run)
+        row_part, col_part = _launch("lse:cols" if cols else "lse:rows", r, k, d, A.dtype, A.device, run)
         torch.logsumexp(row_part, 0, out=lse_row[r0:r0 + r])
         if cols:
             chunk_col = torch.logsumexp(col_part, 0)
@@ -300,7 +309,8 @@ def _grad_tiles(A, B, s: float, lse_row, lse_col, diag_col: int, diag_value: flo
             PREC=_precision(A.dtype), num_warps=num_warps, num_stages=num_stages, **tiles)
         return ps.sum()
 
-    return _launch("bwd", m, k, d, A.dtype, A.device, run)
+    variant = f"bwd:{'r' if lse_row is not None else ''}{'c' if lse_col is not None else ''}"
+    return _launch(variant, m, k, d, A.dtype, A.device, run)
 
 
 _FP32_PRODUCTS: dict[str, bool] = {}

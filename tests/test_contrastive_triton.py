@@ -260,3 +260,23 @@ def test_gpu_tile_candidates_compile_for_sm90():
     assert all(r["stack"] == 0 for r in half), [r for r in half if r["stack"]]
     assert all(r["wgmma"] for r in half if r["BLOCK_M"] >= 64), [r for r in half if not r["wgmma"]]
     assert all(r["stack"] <= 64 for r in rows if r["dtype"] == "fp32"), rows
+
+
+def test_tile_choices_are_kept_per_kernel_variant(monkeypatch):
+    """A config timed for the two-way forward (COLS) was reused for the row-only one, and one of
+    the paired backward for the row-only backward: each variant keeps its own choice."""
+    monkeypatch.setattr(kc, "_chosen", {})
+    monkeypatch.setattr(kc, "_configs", lambda *a: [dict(BLOCK_M=128), dict(BLOCK_M=64)])
+    calls = []
+
+    def fits_64_only(BLOCK_M):
+        calls.append(BLOCK_M)
+        if BLOCK_M == 128:
+            raise kc.triton.runtime.errors.OutOfResources(1, 0, "shared memory")
+        return BLOCK_M
+
+    assert kc._launch("lse:rows", 1, 1, 8, torch.float16, torch.device("cpu"), fits_64_only) == 64
+    assert kc._launch("lse:cols", 1, 1, 8, torch.float16, torch.device("cpu"), lambda BLOCK_M: BLOCK_M) == 128
+    assert sorted(k[0] for k in kc._chosen) == ["lse:cols", "lse:rows"]
+    assert kc.chosen_configs(8, torch.float16, torch.device("cpu"), 1) == {
+        "lse:cols first-fit": {"BLOCK_M": 128}, "lse:rows first-fit": {"BLOCK_M": 64}}
