@@ -16,5 +16,9 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if t.device == device:
         return t
     if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
+        # A pinned t would be read by the copy after this returns, racing with a caller that
+        # reuses its buffer: it is copied to a pinned block of the caching allocator first (as
+        # pin_memory() does for a pageable t). These are small metadata tensors.
+        staged = torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t) if t.is_pinned() else t.pin_memory()
+        return staged.to(device, non_blocking=True)
     return t.to(device)

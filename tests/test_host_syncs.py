@@ -286,3 +286,16 @@ def test_gpu_train_step_syncs_at_most_twice(tmp_path_factory, tmp_path, no_autot
     finally:
         tr.close()
     assert n <= sum(PER_MICRO_BATCH.values()) + sum(PER_STEP.values()), f"{n} synchronizing calls in one step"
+
+
+@pytest.mark.cuda
+def test_to_device_never_reads_a_pinned_source_after_returning():
+    """A pinned source was copied asynchronously from the caller's own buffer: overwriting it
+    right after the call could change what arrived on the GPU."""
+    from slpfast._transfer import to_device
+
+    src = torch.arange(1 << 20, dtype=torch.float32).pin_memory()
+    torch.cuda._sleep(50_000_000)  # keep the stream busy so the copy is still queued below
+    out = to_device(src, torch.device("cuda"))
+    src.fill_(-1.0)
+    assert torch.equal(out.cpu(), torch.arange(1 << 20, dtype=torch.float32))
