@@ -50,6 +50,24 @@ def test_layout_tables():
     assert c[:, PART_SLICES["face"].start + 30].max() == 0 and not p[:, PART_SLICES["face"].start + 30].any()
 
 
+def test_face_mesh_jaw_is_mirror_symmetric():
+    """iBUG jaw points 7 and 9 mapped to mesh 150 and 377, not mirror images on the face oval
+    (flip augmentation swapped two unrelated points). Checked against MediaPipe's official
+    FACEMESH_FACE_OVAL cycle: iBUG point i and its mirror sit at mirrored oval positions."""
+    from slpfast.layouts import _ibug68_mirror
+
+    oval = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176,
+            149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+    mirror_on_oval = {oval[k]: oval[(36 - k) % 36] for k in range(36)}
+    mirror = _ibug68_mirror()
+    jaw = MEDIAPIPE_MESH_TO_IBUG68[:17]
+    for i in range(17):
+        assert mirror_on_oval[jaw[i]] == jaw[mirror[i]], (i, jaw[i], jaw[mirror[i]])
+    # and the jaw runs along the oval from the subject's right ear to the left one, chin (152) at 8
+    pos = [oval.index(m) for m in jaw]
+    assert jaw[8] == 152 and all(a > b for a, b in zip(pos[:8], pos[1:9])) and all(a > b for a, b in zip(pos[8:], pos[9:]))
+
+
 def test_coco_wholebody_mapping():
     lay = get_layout("coco133")
     pts = np.arange(133 * 2, dtype=np.float32).reshape(1, 133, 2)
