@@ -21,8 +21,9 @@ layout name                        points  components
 Each canonical joint takes one source point, or the mean of a few (e.g. an eye centre from
 its corners); a joint the source lacks gets coordinates 0 and confidence 0. Face and mouth
 points of MediaPipe come from the face mesh through the usual mesh -> iBUG-68 table
-(:data:`MEDIAPIPE_MESH_TO_IBUG68`); where the mesh lacks a point (the reduced 128-point
-mesh has no nose points) the pose landmarks fill in what they can (nose, eyes, ears).
+(:data:`MEDIAPIPE_MESH_TO_IBUG68`). The reduced 128-point mesh has no nose points: its nose
+tip, the anchor of the face and mouth, is estimated from the eyes and the upper lip
+(:data:`NOSE_TIP_ESTIMATE`); the other nose points stay missing (confidence 0).
 Left and right are the signer's own, as in all three source families.
 
 ``SourceLayout.to_canonical(points, conf)`` maps ``(..., P, D)`` arrays (D = 2 or 3) to
@@ -65,6 +66,11 @@ MEDIAPIPE_MESH_TO_IBUG68 = (
     61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,
     78, 82, 13, 312, 308, 317, 14, 87,
 )
+#: Mesh points whose mean stands in for the nose tip (iBUG 30, mesh 4) where a mesh lacks it:
+#: the inner eye corners (133, 362) once each and the top of the upper lip (0) twice, i.e. half
+#: way from the eyes' midpoint to the lip. On the frontal sample clips the nose tip lies at
+#: 0.54 of that way (0.42 with the head turned), 0.01-0.07 inter-ocular distances off the line.
+NOSE_TIP_ESTIMATE = (133, 362, 0, 0)
 #: Point names of the reduced holistic layout (pose-format ``reduce_holistic``): pose 8 and
 #: the face-mesh indices kept.
 REDUCED_POSE_8 = ("LEFT_SHOULDER", "RIGHT_SHOULDER", "LEFT_ELBOW", "RIGHT_ELBOW", "LEFT_WRIST", "RIGHT_WRIST",
@@ -185,6 +191,11 @@ def _holistic(name: str, pose_names, mesh_indices, *, world: bool) -> SourceLayo
         key = f"mesh:{m}"
         if key in lookup:
             sources[j] = (lookup[key],)
+    nose_tip = PART_SLICES["face"].start + 30
+    if not sources[nose_tip] and all(f"mesh:{m}" in lookup for m in NOSE_TIP_ESTIMATE):
+        # The nose tip anchors the face and mouth in normalization: without it (pose-format's
+        # reduced mesh keeps no nose point) every face and mouth joint would come out invalid.
+        sources[nose_tip] = tuple(lookup[f"mesh:{m}"] for m in NOSE_TIP_ESTIMATE)
     return SourceLayout(name, tuple(comps), sources)
 
 

@@ -42,12 +42,37 @@ def test_layout_tables():
         "coco_wholebody_133", "openpose_137", "mediapipe_holistic_543", "mediapipe_holistic_553",
         "mediapipe_holistic_576", "mediapipe_holistic_586", "mediapipe_holistic_reduced_178"}
     assert len(MEDIAPIPE_MESH_TO_IBUG68) == 68 and len(set(MEDIAPIPE_MESH_TO_IBUG68)) == 68
-    # missing joints: reduced holistic has no nose points in its mesh
+    # missing joints: reduced holistic has no nose points in its mesh; its nose tip (the face's
+    # anchor) is estimated from the inner eye corners and the upper lip, the rest stay missing
     red = LAYOUTS["mediapipe_holistic_reduced_178"]
-    assert red.sources[PART_SLICES["face"].start + 30] == ()
+    face = PART_SLICES["face"].start
+    assert red.sources[face + 29] == () and len(red.sources[face + 30]) == 4
     pts = np.random.default_rng(0).random((4, 178, 3)).astype(np.float32)
     p, c = red.to_canonical(pts)
-    assert c[:, PART_SLICES["face"].start + 30].max() == 0 and not p[:, PART_SLICES["face"].start + 30].any()
+    assert c[:, face + 29].max() == 0 and not p[:, face + 29].any()
+    eye_l, eye_r, lip = (p[:, face + 39], p[:, face + 42], p[:, PART_SLICES["mouth"].start + 51 - 48])
+    np.testing.assert_allclose(p[:, face + 30], 0.25 * eye_l + 0.25 * eye_r + 0.5 * lip, rtol=1e-6)
+
+
+@needs_pose
+def test_reduced_holistic_keeps_its_face_after_normalization():
+    """Without a nose tip (the face's anchor) every face and mouth joint of a reduced-holistic
+    clip came out of normalize_pose invalid."""
+    import torch
+
+    from slpfast.data.readers import read_pose
+    from slpfast.ops import normalize_pose
+
+    path = [f for f in POSE_FILES if "reduced" in f]
+    if not path:
+        pytest.skip("no reduced-holistic sample")
+    clip = read_pose(os.path.join(POSE_DIR, path[0]))
+    lay = get_layout(clip.points.shape[-2])
+    p, c = lay.to_canonical(clip.points[:, 0], clip.conf[:, 0])
+    fm = slice(PART_SLICES["face"].start, PART_SLICES["mouth"].stop)
+    _, c_out = normalize_pose(torch.from_numpy(p)[None], torch.from_numpy(c)[None], torch.tensor([len(p)]))
+    before, after = (c[:, fm] > 0).mean(), (c_out[0, :, fm] > 0).float().mean().item()
+    assert before > 0.8 and after == pytest.approx(before)
 
 
 def test_face_mesh_jaw_is_mirror_symmetric():
