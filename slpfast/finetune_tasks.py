@@ -181,7 +181,11 @@ class SLTModel(TaskModel):
         if self.vocab is None:
             ce = self.head.loss(out.frames, lengths, list(texts))
         else:
-            ids = torch.from_numpy(pad_int(self.vocab(list(texts)), self.vocab.pad_token_id, self.max_len)[0])
+            # a sentence longer than max_len keeps its end token (cut before it, the decoder
+            # would never learn to stop on long sentences)
+            eos = self.vocab.eos_token_id
+            seqs = [s if len(s) <= self.max_len else s[:self.max_len - 1] + [eos] for s in self.vocab(list(texts))]
+            ids = torch.from_numpy(pad_int(seqs, self.vocab.pad_token_id, self.max_len)[0])
             ce = self.head.loss(out.frames, lengths, ids.to(out.frames.device), self.label_smoothing)
         return {"loss": ce, "ce": ce.detach()}
 

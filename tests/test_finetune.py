@@ -361,3 +361,24 @@ def test_slt_word_vocabulary_scores_references_in_its_own_form(monkeypatch):
                             batch)
     m = compute_metrics("slt", records)
     assert m["bleu4"] == pytest.approx(100.0) and m["rouge_l"] == pytest.approx(100.0)
+
+
+def test_slt_targets_longer_than_max_len_keep_their_end_token(monkeypatch):
+    """A sentence longer than slt_max_len was cut before its <eos>: the decoder never learned to
+    stop on long sentences."""
+    from slpfast.data.collate import WordTokenizer
+    from slpfast.finetune_tasks import SLTModel
+    from slpfast.layouts import NUM_JOINTS
+    from slpfast.models import PoseEncoder, PoseEncoderConfig
+
+    texts = ["a b c d e f g h", "a b"]
+    vocab = WordTokenizer.from_texts(texts)
+    model = SLTModel(PoseEncoder(PoseEncoderConfig(size="tiny", dim=32, heads=2)), vocab=vocab, width=32, heads=2,
+                     max_len=5)
+    seen = {}
+    monkeypatch.setattr(model.head, "loss", lambda frames, lengths, ids, ls: seen.setdefault("ids", ids).sum() * 0.0)
+    model(torch.zeros(2, 4, NUM_JOINTS, 2), torch.ones(2, 4, NUM_JOINTS), torch.tensor([4, 4]), texts)
+    ids = seen["ids"]
+    assert ids.shape == (2, 5)
+    assert ids[0].tolist() == [vocab.bos_token_id, *vocab.encode("a b c")[1:4], vocab.eos_token_id]
+    assert ids[1].tolist() == vocab.encode("a b") + [vocab.pad_token_id]
