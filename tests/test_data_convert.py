@@ -575,3 +575,23 @@ def test_cli_other_inputs_exit_2_with_prefix(tmp_path, capsys):
     assert err.startswith("slpfast.data.convert: --out: ") and "other inputs/options" in err and "--overwrite" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert sorted(_poses(str(tmp_path / "st"))) == ["c0", "c1"]  # the store is left as it was
+
+
+def test_bare_3_channel_arrays_of_2d_detectors_carry_scores(tmp_path):
+    """A (T, 133, 3) COCO-WholeBody array (x, y, score: what 2-D whole-body detectors save) was
+    read as x, y, z with confidence 1: undetected joints (score ~0, junk coordinates) came
+    through as fully confident."""
+    from slpfast.data.readers import read_numpy
+
+    rng = np.random.default_rng(0)
+    arr = rng.random((5, 133, 3)).astype(np.float32)
+    arr[:, :10, 2] = 0.0  # undetected
+    np.save(tmp_path / "wb.npy", arr)
+    clip = read_numpy(str(tmp_path / "wb.npy"))
+    assert clip.points.shape[-1] == 2
+    np.testing.assert_array_equal(clip.conf[:, 0], arr[..., 2])
+    xyz = read_numpy(str(tmp_path / "wb.npy"), channels="xyz")  # a 3-D model's output: said so
+    assert xyz.points.shape[-1] == 3 and (xyz.conf == 1).all()
+    mp = rng.random((5, 543, 3)).astype(np.float32)  # MediaPipe: the third channel is depth
+    np.save(tmp_path / "mp.npy", mp)
+    assert read_numpy(str(tmp_path / "mp.npy")).points.shape[-1] == 3

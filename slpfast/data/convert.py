@@ -499,7 +499,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-gap", type=int, default=5, help="interpolate missing runs up to this many frames")
     p.add_argument("--layout", default=None, help="source layout for header-less inputs (default: by #points)")
     p.add_argument("--channels", default="auto", choices=["auto", "xy", "xyz", "xyc", "xyzc"],
-                   help="channels of bare .npy arrays")
+                   help="channels of bare .npy arrays; auto: 2 = xy, 3 = xyz (x, y, score for 133 / 137 points: "
+                        "COCO-WholeBody, OpenPose), 4 = xyz + score")
     p.add_argument("--split", default="train", help="split of clips whose manifest row has none")
     p.add_argument("--source", default="", help="source name of clips whose manifest row has none")
     p.add_argument("--language", default="", help="language of clips whose manifest row has none")

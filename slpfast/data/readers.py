@@ -7,8 +7,9 @@
   of keypoints (133: COCO-WholeBody).
 - numpy ``.npy`` / ``.npz``: (T, P, D) or (T, people, P, D); ``.npz`` keys ``keypoints`` /
   ``pose`` / ``points`` and optional ``scores`` / ``conf`` / ``confidence`` and ``fps``. The
-  channels of a bare array are read by ``channels``: "auto" (2: xy, 3: xyz, 4: xyz+conf),
-  or "xy", "xyz", "xyc", "xyzc".
+  channels of a bare array are read by ``channels``: "auto" (2: xy; 3: xyz, but x, y, score
+  for the 133 / 137 points of the 2-D detectors COCO-WholeBody and OpenPose; 4: xyz+conf), or
+  "xy", "xyz", "xyc", "xyzc" (e.g. ``xyz`` for a 3-D COCO-WholeBody model's output).
 - Uni-Sign-style pickles (``.pkl``): a dict with ``keypoints`` (T, [1,] P, 2) and ``scores``
   (T, [1,] P). Loaded with a restricted unpickler that only builds numpy arrays and plain
   containers (a pickle cannot run code here).
@@ -137,10 +138,15 @@ def read_mmpose_json(path: str, layout=None) -> RawClip:
     return RawClip(pts, conf, float(fps) if fps else None, _layout_for(P, layout), D)
 
 
+#: point counts of 2-D keypoint detectors (COCO-WholeBody 133, OpenPose 137): a third channel
+#: of such an array is their score, not a depth
+_SCORED_2D = (133, 137)
+
+
 def _split_channels(a: np.ndarray, channels: str) -> tuple[np.ndarray, np.ndarray | None]:
     D = a.shape[-1]
     if channels == "auto":
-        channels = {2: "xy", 3: "xyz", 4: "xyzc"}.get(D, "?")
+        channels = {2: "xy", 3: "xyc" if a.shape[-2] in _SCORED_2D else "xyz", 4: "xyzc"}.get(D, "?")
     want = {"xy": 2, "xyz": 3, "xyc": 3, "xyzc": 4}.get(channels)
     if want is None or want != D:
         raise ReadError("shape", f"array with {D} channels cannot be read as {channels!r}")
