@@ -14,10 +14,16 @@ Tasks and metrics (all in percent):
 - ``retrieval``: sign<->text, R@1/5/10 and median rank in both directions (zero-shot with
   ``--eval-only`` and a pre-training checkpoint as ``--init``);
 - ``slt``: gloss-free translation (small transformer decoder, or ``--task.slt_model=<local HF
-  seq2seq dir>``), BLEU-1..4 and ROUGE-L.
+  seq2seq dir>``), BLEU-1..4 and ROUGE-L (with the word vocabulary: lower-cased, as it writes).
+
+Clips: ``islr`` and ``retrieval`` train on random windows of ``data.max_frames`` frames; ``cslr``
+and ``slt`` on whole clips, since their targets describe the whole clip (clips that do not fit
+``model.max_frames`` are left out of training, and the run says how many). Evaluation reads
+whole clips up to ``model.max_frames`` (the centre of a longer one).
 
 ``--init`` is ``none`` (from scratch), an exported encoder ``.safetensors``, a pre-training
-checkpoint or a fine-tuning checkpoint ``.pt`` (see :mod:`slpfast.finetune_init`). ``--data``
+checkpoint or a fine-tuning checkpoint ``.pt``, or a run folder (its exported encoder, else its
+latest checkpoint; see :mod:`slpfast.finetune_init`). ``--data``
 is a store directory (default: the synthetic corpus). Training is the pre-training loop
 (:class:`~slpfast.train.trainer.Trainer`: same log line, progress bar, checkpoints, resume,
 DDP); afterwards every evaluation split is scored and the results are written as JSON
@@ -45,7 +51,7 @@ class TaskConfig:
     task: str = "islr"
     """islr, cslr, retrieval or slt (also --task)."""
     init: str = "none"
-    """none, an encoder .safetensors, a pre-training or fine-tuning checkpoint .pt (also --init)."""
+    """none, an encoder .safetensors, a pre-training or fine-tuning checkpoint .pt, or a run folder (its encoder.safetensors, else its latest checkpoint) (also --init)."""
     eval_only: bool = False
     """Only evaluate --init (also --eval-only)."""
     results: str = ""
