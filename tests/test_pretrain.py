@@ -522,3 +522,24 @@ def test_resume_from_files_that_are_not_pretraining_checkpoints_says_what_they_a
         rc = pretrain.main(tiny_args(store, str(tmp_path / "other"), **{"train.steps": 2, "train.resume": str(path)}))
         err = capsys.readouterr().err
         assert rc == 2 and match in err and "delete it" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_resume_that_fails_at_start_or_has_nothing_to_do_changes_nothing(tmp_path_factory, tmp_path):
+    """A resume from an older checkpoint that failed at start-up had already moved the later
+    checkpoints aside; a resume at or past train.steps re-saved the checkpoint (and re-exported)
+    with that invocation's settings."""
+    store = tiny_store(tmp_path_factory)
+    _run(store, tmp_path, **{"train.steps": 4, "train.ckpt_every": 2})
+    ckpts = tmp_path / "checkpoints"
+    tr = _trainer(store, tmp_path, **{"train.steps": 4, "train.resume": str(ckpts / "step_00000002.pt"),
+                                      "model.attn_backend": "xformers"})
+    try:
+        with pytest.raises(ValueError, match="xformers"):
+            tr.run()
+    finally:
+        tr.close()
+    assert _steps(ckpts) == [2, 4] and not (tmp_path / "previous").exists()
+    before = {p: p.read_bytes() for p in (ckpts / "step_00000004.pt", tmp_path / "encoder.safetensors")}
+    summary = _run(store, tmp_path, **{"train.steps": 3, "train.resume": "auto", "optim.lr": 5e-4})
+    assert summary["step"] == 4 and _steps(ckpts) == [2, 4]
+    assert all(p.read_bytes() == b for p, b in before.items())

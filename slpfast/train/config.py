@@ -167,7 +167,7 @@ class TrainConfig:
     out_dir: str = "runs/pretrain"
     """Run directory: checkpoints, logs, the exported encoder."""
     resume: str = ""
-    """Empty = start fresh, auto = latest checkpoint in out_dir if any, a run folder (its latest) or a checkpoint path. The model and data batching must match the checkpoint's; optim.* settings given now replace its."""
+    """Empty = start fresh, auto = latest checkpoint in out_dir if any, a run folder (its latest) or a checkpoint path. The model and data batching must match the checkpoint's; this run's optim.* and train.steps (given or default) replace its, each change noted in the log."""
     ckpt_every: int = 200
     """Save a checkpoint every this many steps (0 = only at the end)."""
     keep_last: int = 3

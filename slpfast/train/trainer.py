@@ -130,6 +130,7 @@ class Trainer:
         self.nonfinite_streak = 0  # non-finite steps in a row, up to the last step accounted
         self.resume_notes: list[str] = []
         self._archive_pending = False
+        self._set_aside_after: int | None = None
         self._stop_signal = False
         self.history: list[dict] = []  # interval records (every rank keeps them; rank 0 writes)
 
@@ -201,11 +202,9 @@ class Trainer:
         # a run preempted in a streak of non-finite steps goes on counting it toward max_nonfinite
         self.nonfinite_streak = int(state.get("extra", {}).get("nonfinite_streak", 0))
         self.resume_notes = self._apply_new_optim_settings(state.get("config") or {})
-        if self.dist.is_main:
-            moved = ckpt.set_aside_later_checkpoints(self.out_dir, self.step)
-            if moved:
-                self.resume_notes.append(f"the checkpoints after step {self.step} of the abandoned run were "
-                                         f"moved to {moved}")
+        # the checkpoints past this step belong to an abandoned branch: moved aside once the
+        # resumed run has run a step (a resume that fails at start-up moves nothing)
+        self._set_aside_after = self.step if self.dist.is_main else None
         return path
 
     def _apply_new_optim_settings(self, their_cfg: dict) -> list[str]:
@@ -353,6 +352,9 @@ class Trainer:
         meter = IntervalMeter()
         keys = self.data.loss_keys()
         status = "completed"
+        # resumed at or past train.steps: nothing runs, and nothing is saved or exported again
+        # (the checkpoint would be rewritten with this invocation's settings)
+        nothing_to_do = bool(resumed) and self.step >= tr.steps
         peak = _peak_flops(self.device)
         try:
             queue: collections.deque[PendingStep] = collections.deque()
@@ -372,8 +374,8 @@ class Trainer:
                 self._account(losses, st, meter, keys, logger, peak)
             if meter.steps or meter.skipped:  # a preempted run's last, partial interval
                 self._log_interval(meter, keys, logger, peak, self.step, self.scheduler.get_last_lr()[0])
-            path = self.save()
-            if status == "completed":
+            path = None if nothing_to_do else self.save()
+            if status == "completed" and not nothing_to_do:
                 export = self.export()
                 if export:
                     logger.message(f"exported the pose encoder to {export}")
@@ -392,6 +394,12 @@ class Trainer:
         step = st["step"]
         if self._archive_pending:
             self._archive_previous_run(logger)
+        if self._set_aside_after is not None:
+            resumed_at, self._set_aside_after = self._set_aside_after, None
+            moved = ckpt.set_aside_later_checkpoints(self.out_dir, resumed_at)
+            if moved:
+                logger.message(f"train.resume: the checkpoints after step {resumed_at} of the abandoned run were "
+                               f"moved to {moved}")
         if losses is None:
             self.nonfinite_streak += 1
             self.nonfinite_total += 1
