@@ -224,7 +224,11 @@ def run(cfg: FinetuneConfig) -> dict:
     try:
         data, summary = trainer.data, None
         if t.eval_only:
-            if data.src.kind not in ("finetune",) and not (t.task == "retrieval" and data.src.kind == "pretrain"):
+            if t.task == "retrieval" and data.src.kind not in ("finetune", "pretrain"):
+                raise ValueError(f"--eval-only: retrieval needs a fine-tuning checkpoint of it, or a pre-training "
+                                 f"checkpoint (zero-shot: checkpoints/step_*.pt, which hold the sign-text "
+                                 f"projections), as --init; got {data.src.kind!r}")
+            if t.task != "retrieval" and data.src.kind != "finetune":
                 raise ValueError(f"--eval-only: {t.task} needs a fine-tuning checkpoint of that task as --init "
                                  f"(got {data.src.kind!r}); only retrieval can be evaluated zero-shot from a "
                                  "pre-training checkpoint")

@@ -55,7 +55,7 @@ class FinetuneData(LoaderCycle):
     def __init__(self, cfg, dist: D.DistInfo):
         self.cfg, self.dist, self.device = cfg, dist, dist.device
         t = cfg.task
-        self.src = read_init(t.init, cfg.model)
+        self.src = read_init(t.init, cfg.model, prefer_checkpoint=t.task == "retrieval")
         check_task(self.src, t.task)
         # the model section records the encoder actually used (so a fine-tuning checkpoint rebuilds it)
         cfg.model = self.src.encoder_config = model_config_for(cfg.model, self.src)

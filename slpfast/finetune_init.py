@@ -44,12 +44,14 @@ class InitSource:
     config: dict = field(default_factory=dict)
 
 
-def read_init(path: str, model_cfg: PoseEncoderConfig) -> InitSource:
-    """Read ``--init`` (no model is built yet)."""
+def read_init(path: str, model_cfg: PoseEncoderConfig, prefer_checkpoint: bool = False) -> InitSource:
+    """Read ``--init`` (no model is built yet). A run folder gives its exported encoder, or
+    with ``prefer_checkpoint`` (retrieval: the checkpoint also holds the sign-text projection
+    heads) its latest checkpoint first."""
     if path in ("", "none", "None"):
         return InitSource("none", "", model_cfg)
     if os.path.isdir(path):
-        path = _init_in_folder(path)
+        path = _init_in_folder(path, prefer_checkpoint)
     if not os.path.isfile(path):
         raise ValueError(f"--init: {path!r} does not exist; {_HINT}")
     if path.endswith(".safetensors"):
@@ -82,16 +84,19 @@ def read_init(path: str, model_cfg: PoseEncoderConfig) -> InitSource:
     raise ValueError(f"--init: {path!r} has an unknown extension; {_HINT}")
 
 
-def _init_in_folder(folder: str) -> str:
-    """A run folder given as ``--init``: its exported encoder, else its latest checkpoint."""
+def _init_in_folder(folder: str, prefer_checkpoint: bool = False) -> str:
+    """A run folder given as ``--init``: its exported encoder, else its latest checkpoint (the
+    other way round with ``prefer_checkpoint``)."""
     from slpfast.train.checkpoint import latest_checkpoint
 
     encoder = os.path.join(folder, "encoder.safetensors")
-    if os.path.isfile(encoder):
-        return encoder
     run_dir = os.path.dirname(os.path.normpath(folder)) if os.path.basename(os.path.normpath(folder)) == \
         "checkpoints" else folder
     found = latest_checkpoint(run_dir)
+    if prefer_checkpoint and found is not None:
+        return found
+    if os.path.isfile(encoder):
+        return encoder
     if found is None:
         raise ValueError(f"--init: folder {folder!r} holds neither an encoder.safetensors nor checkpoints/step_*.pt; "
                          f"{_HINT}")

@@ -382,3 +382,15 @@ def test_slt_targets_longer_than_max_len_keep_their_end_token(monkeypatch):
     assert ids.shape == (2, 5)
     assert ids[0].tolist() == [vocab.bos_token_id, *vocab.encode("a b c")[1:4], vocab.eos_token_id]
     assert ids[1].tolist() == vocab.encode("a b") + [vocab.pad_token_id]
+
+
+def test_zero_shot_retrieval_from_a_run_folder(corpus, tmp_path, pretrain_ckpt):
+    """A run folder resolved to its exported encoder, which has no sign-text projections:
+    zero-shot retrieval was refused (with a self-contradicting message)."""
+    ckpt, _ = pretrain_ckpt
+    run_dir = os.path.dirname(os.path.dirname(ckpt))
+    zs = _run(corpus, str(tmp_path / "zs"), "--task", "retrieval", "--init", run_dir, "--eval-only")
+    assert zs["init_kind"] == "pretrain"
+    with pytest.raises(ValueError, match=r"retrieval needs .* pre-training checkpoint \(zero-shot"):
+        _run(corpus, str(tmp_path / "enc"), "--task", "retrieval", "--init",
+             os.path.join(run_dir, "encoder.safetensors"), "--eval-only")
