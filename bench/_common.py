@@ -24,9 +24,20 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     argparse error (exit 2, one line naming the option and what it accepts), never a traceback."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats (CI, GPU check)")
-    p.add_argument("--json", metavar="PATH", help="append results as JSON lines to PATH")
+    p.add_argument("--json", type=writable_file, metavar="PATH", help="append results as JSON lines to PATH")
     p.add_argument("--repeats", type=int_at_least(1), default=None, metavar="N", help="timed repeats per point")
     return p
+
+
+def writable_file(text: str) -> str:
+    """argparse ``type=``: a file path that can be written (checked before anything is measured:
+    a folder, or a path under a file, failed at the first result, after its measurement)."""
+    from slpfast.train.config import output_path_problem
+
+    problem = output_path_problem(text, folder=False) if text else "is empty"
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return text
 
 
 def _int(text: str, lo: int, hi: int | None, what: str = "") -> int:

@@ -82,6 +82,8 @@ BAD_ARGS = [
     ("train_step.py", ["--quick", "--batch=0"], "--batch", ">= 1"),
     ("train_step.py", ["--quick", "--max-frames=1"], "--max-frames", "[2, 922]"),
     ("train_step.py", ["--quick", "--rounds=x"], "--rounds", ">= 1"),
+    ("attn.py", ["--quick", "--json=/"], "--json", "is a folder, not a file"),
+    ("train_step.py", ["--quick", "--json=/proc/version/x.jsonl"], "--json", "cannot be created: /proc/version is a file"),
 ]
 
 
