@@ -108,19 +108,25 @@ def test_chunks_are_whole_tiles_within_their_budgets(monkeypatch):
     assert rows % 256 == 0 and rows * 70_000 * 2 <= 256 << 20
 
 
+def _launch_fitting_up_to(max_block_m: int, tried: list | None = None):
+    """A fake kernel launch ``run(BLOCK_M)`` that runs out of shared memory above ``max_block_m``
+    (records every try in ``tried``) and returns the BLOCK_M it ran with."""
+    def run(BLOCK_M):
+        if tried is not None:
+            tried.append(BLOCK_M)
+        if BLOCK_M > max_block_m:
+            raise kc.triton.runtime.errors.OutOfResources(300000, 232448, "shared memory")
+        return BLOCK_M
+    return run
+
+
 def test_launch_falls_back_when_a_config_does_not_fit(monkeypatch):
     """Configs that exceed shared memory / registers raise OutOfResources at launch: the next one
     is used and remembered (GPU safety net, tested with a fake launch)."""
     monkeypatch.setattr(kc, "_chosen", {})
     monkeypatch.setattr(kc, "_configs", lambda *a: [dict(BLOCK_M=128), dict(BLOCK_M=64), dict(BLOCK_M=32)])
     tried = []
-
-    def run(BLOCK_M):
-        tried.append(BLOCK_M)
-        if BLOCK_M == 128:
-            raise kc.triton.runtime.errors.OutOfResources(300000, 232448, "shared memory")
-        return BLOCK_M
-
+    run = _launch_fitting_up_to(64, tried)
     assert kc._launch("lse", 1, 1, 8, torch.float16, torch.device("cpu"), run) == 64
     assert kc._launch("lse", 1, 1, 8, torch.float16, torch.device("cpu"), run) == 64
     assert tried == [128, 64, 64]
@@ -267,15 +273,7 @@ def test_tile_choices_are_kept_per_kernel_variant(monkeypatch):
     the paired backward for the row-only backward: each variant keeps its own choice."""
     monkeypatch.setattr(kc, "_chosen", {})
     monkeypatch.setattr(kc, "_configs", lambda *a: [dict(BLOCK_M=128), dict(BLOCK_M=64)])
-    calls = []
-
-    def fits_64_only(BLOCK_M):
-        calls.append(BLOCK_M)
-        if BLOCK_M == 128:
-            raise kc.triton.runtime.errors.OutOfResources(1, 0, "shared memory")
-        return BLOCK_M
-
-    assert kc._launch("lse:rows", 1, 1, 8, torch.float16, torch.device("cpu"), fits_64_only) == 64
+    assert kc._launch("lse:rows", 1, 1, 8, torch.float16, torch.device("cpu"), _launch_fitting_up_to(64)) == 64
     assert kc._launch("lse:cols", 1, 1, 8, torch.float16, torch.device("cpu"), lambda BLOCK_M: BLOCK_M) == 128
     assert sorted(k[0] for k in kc._chosen) == ["lse:cols", "lse:rows"]
     assert kc.chosen_configs(8, torch.float16, torch.device("cpu"), 1) == {

@@ -406,6 +406,7 @@ def test_two_ranks_train_with_one_objective_off(objective, tmp_path_factory, tmp
     off = {"contrastive_only": {"mpm.weight": 0}, "mpm_only": {"text.weight": 0}}[objective]
     run_distributed(_ranked_run, 2, tiny_store(tmp_path_factory), str(tmp_path),
                     {"train.steps": 3, "train.ckpt_every": 0, "train.export": "", **off})
+    assert sorted(read_losses(str(tmp_path))) == [1, 2, 3]  # both ranks stepped past the second step
 
 
 @pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),

@@ -104,8 +104,14 @@ def atomic_write_bytes(path: str, chunks) -> None:
         except OSError:
             pass
         raise
-    try:  # make the rename durable
-        fd = os.open(d, os.O_RDONLY)
+    fsync_dir(d)  # make the rename durable
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory, so that renames and unlinks in it survive a crash (best effort: some
+    file systems cannot open or sync a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

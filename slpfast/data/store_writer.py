@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from ..layouts import NUM_JOINTS
-from .shard_format import write_shard
+from .shard_format import fsync_dir, write_shard
 from .store_format import _F16_MAX, CATEGORICAL, write_store_json
 
 
@@ -144,24 +144,13 @@ def _unlist_store(path: str) -> None:
     except (OSError, ValueError, AttributeError, TypeError):  # an unreadable listing: nothing to clean
         feats = []
     os.unlink(listing)  # first: from here on no reader opens the store as complete
-    _fsync_dir(path)
+    fsync_dir(path)  # the unlink is durable before new shards land
     for fn in feats:
         if os.path.basename(fn) == fn and fn.startswith("textfeat-"):  # only files of this store
             try:
                 os.unlink(os.path.join(path, fn))
             except FileNotFoundError:
                 pass
-
-
-def _fsync_dir(path: str) -> None:
-    try:  # make the unlink durable before new shards land
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def write_clip_shard(path: str, poses: list[tuple[np.ndarray, np.ndarray]], cols: dict) -> dict:
