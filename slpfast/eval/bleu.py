@@ -84,6 +84,8 @@ def bleu_stats(hyps: Sequence[str], refs: Sequence[Sequence[str]], max_order: in
         ref_counts: Counter = Counter()
         lens = []
         for stream in refs:
+            if stream[i] is None:  # variable number of references: no r-th reference here
+                continue
             r = prep(stream[i])
             lens.append(len(r))
             for g, k in _ngrams(r, max_order).items():
@@ -124,16 +126,31 @@ def _normalize_refs(hyps, refs) -> list[list[str]]:
         fail(_OP, f"hyps must be a list of strings, got {type(hyps).__name__}")
     if isinstance(refs, str) or not isinstance(refs, (list, tuple)):
         fail(_OP, f"refs must be a list of strings (or of reference lists), got {type(refs).__name__}")
+    if not len(hyps):
+        fail(_OP, "hyps is empty: BLEU of an empty corpus is undefined")
+    bad = next((i for i, h in enumerate(hyps) if not isinstance(h, str)), None)
+    if bad is not None:
+        fail(_OP, f"hyps[{bad}] must be a string, got {type(hyps[bad]).__name__}")
     if len(refs) and all(isinstance(r, str) for r in refs):
         streams = [list(refs)]                                  # one reference per sentence
     elif len(refs) and all(isinstance(r, (list, tuple)) for r in refs):
         streams = [list(s) for s in refs]
     else:
         fail(_OP, "refs must be a list of N strings or a list of R reference streams of N strings")
-    for s in streams:
+    for k, s in enumerate(streams):
         if len(s) != len(hyps):
-            fail(_OP, f"every reference stream needs one reference per hypothesis: "
-                      f"{len(hyps)} hyps, got a stream of {len(s)}")
+            fail(_OP, f"refs: every reference stream needs one reference per hypothesis: "
+                      f"{len(hyps)} hyps, got a stream of {len(s)}"
+                      + (f" (refs[{k}])" if len(streams) > 1 else ""))
+        bad = next((i for i, x in enumerate(s) if x is not None and not isinstance(x, str)), None)
+        if bad is not None:
+            fail(_OP, f"refs: reference {bad} of stream {k} must be a string (or None for no "
+                      f"reference), got {type(s[bad]).__name__}")
+    # None marks a missing reference (a variable number of references per sentence, as
+    # sacrebleu allows); every sentence needs at least one
+    bad = next((i for i in range(len(hyps)) if all(s[i] is None for s in streams)), None)
+    if bad is not None:
+        fail(_OP, f"refs: sentence {bad} has no reference (None in every stream)")
     return streams
 
 
@@ -151,7 +168,9 @@ def corpus_bleu(hyps: Sequence[str], refs, max_order: int = 4, lowercase: bool =
 
     Args:
         hyps: N hypothesis strings.
-        refs: N reference strings, or R reference streams of N strings each.
+        refs: N reference strings, or R reference streams of N strings each (sacrebleu's
+            layout: ``refs[r][i]`` is the r-th reference of sentence i, not the per-sentence
+            lists ``refs[i][r]``); ``None`` in a stream marks a sentence with fewer references.
         max_order: highest n-gram order (BLEU-4 by default).
         lowercase: case-insensitive BLEU.
         backend: "auto" (sacrebleu if installed, else own), "sacrebleu" or "own".

@@ -60,6 +60,11 @@ def rouge_l(hyps: Sequence[str], refs: Sequence[str], beta: float = 1.2,
         fail("rouge_l", f"hyps and refs must have the same length, got {len(hyps)} and {len(refs)}")
     if len(hyps) == 0:
         fail("rouge_l", "hyps and refs are empty: ROUGE-L is undefined")
+    for name, seq in (("hyps", hyps), ("refs", refs)):
+        bad = next((i for i, x in enumerate(seq) if not isinstance(x, str)), None)
+        if bad is not None:
+            fail("rouge_l", f"{name}[{bad}] must be a string (one reference per hypothesis), "
+                            f"got {type(seq[bad]).__name__}")
     if not beta > 0:
         fail("rouge_l", f"beta must be > 0, got {beta}")
     scores = [rouge_l_sentence(h, r, beta, lowercase) for h, r in zip(hyps, refs)]
