@@ -212,14 +212,17 @@ def op_times(fn: Callable[[], object], device, calls: int = 5, top: int = 8) -> 
 class Results:
     """Collects rows, prints them as an aligned table and appends JSON lines."""
 
-    def __init__(self, bench: str, json_path: str | None):
+    def __init__(self, bench: str, json_path: str | None, quick: bool = False):
         self.bench = bench
         self.json_path = json_path
+        self.quick = quick
         self.rows: list[dict] = []
         self.env = environment()
 
     def add(self, **row) -> dict:
-        row = {"bench": self.bench, **row}
+        # every row says whether it came from --quick: the tiny sizes reuse the real shapes'
+        # names, and bench/_goals.py must never count them as a measurement of a goal
+        row = {"bench": self.bench, **row, "quick": self.quick}
         self.rows.append(row)
         if self.json_path:
             os.makedirs(os.path.dirname(os.path.abspath(self.json_path)), exist_ok=True)

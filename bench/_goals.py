@@ -6,13 +6,17 @@ benchmark itself: the underscore keeps it out of the loops that run every bench/
                                                                        # bench/results/<bench>_<card>.jsonl
 
 A goal is ``met``, ``missed`` or ``not measured`` (its rows are absent). Ratios between providers
-come from rows of one benchmark run (the ``run`` id every row carries; rows written before runs
-had ids count as one run per file). Only GPU rows count. The goals (issue: what):
+come from rows of one benchmark run on one device (the ``run`` id every row carries, and its
+``device``; rows written before runs had ids count as one run per file). Only GPU rows count: a
+row without a device, a CPU row, or a row marked ``"quick": true`` does not. The goals (issue: what):
 
-- 3 (attention, bf16, fwd+bwd, best layout per provider): ragged shapes triton >= 1.3x flex and
+- 3 (attention, bf16, fwd+bwd, best layout per provider, the issue's sizes: --quick rows reuse
+  the shape names at tiny sizes and do not count): ragged shapes triton >= 1.3x flex and
   >= 2x sdpa (sdpa's best is its padded, boolean-mask form); dense triton >= 0.9x sdpa (flash).
 - 4 (contrastive, bf16, D=512): N=16,384 triton >= 1.0x eager; N=65,536 triton's peak extra memory
-  < 2% of eager's; N=262,144 triton runs (peak extra < 80 GiB).
+  < 2% of eager's; N=262,144 triton runs (peak extra < 80 GB = 80e9 bytes, which leaves room on an
+  80 GB card for the inputs and the CUDA context). A triton row that ran out of memory or failed
+  at one of these N misses the goal.
 - 5 (pose): the op (``ext-cuda-op``) on the B=256 workloads at >= 60% of the copy bandwidth.
 - 7 (train step, base model): slpfast >= 3x the baseline and MFU >= 35%.
 
@@ -24,47 +28,81 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections import defaultdict
 
 MET, MISSED, ABSENT = "met", "missed", "not measured"
 
 
+# issue 3's named shapes, (B, H, D) (bench/attn.py SHAPES; its --quick shapes reuse the names)
+ATTN_SIZES = {"ragged": (64, 8, 64), "ragged_long": (32, 12, 64), "dense": (32, 8, 64)}
+# issue 4: "N=262,144 runs on one 80 GB GPU"
+GPU_80GB_MIB = 80e9 / 2**20
+
+
+def is_gpu_row(row: dict) -> bool:
+    """A row measured on a GPU at full size: it names its device, not a CPU, and is not --quick."""
+    device = str(row.get("device") or "")
+    return bool(device) and not device.startswith("cpu") and not row.get("quick")
+
+
 def load(paths: list[str]) -> list[dict]:
-    """GPU rows of every file (a row without a run id gets its file's name as one)."""
+    """GPU rows of every file (a row without a run id is one run with the other such rows of its
+    file: ``_file`` holds the file's path, never written back by :func:`file_rows`)."""
     rows = []
     for path in paths:
         with open(path) as f:
-            for line in f:
+            for i, line in enumerate(f, 1):
                 if line.strip():
-                    row = json.loads(line)
-                    row.setdefault("run", os.path.basename(path))
-                    if not str(row.get("device", "")).startswith("cpu"):
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"{path}:{i}: not a JSON row ({exc}); a torn last line of an "
+                                         "interrupted write can be deleted") from None
+                    if "run" not in row:
+                        row["_file"] = os.path.abspath(path)
+                    if is_gpu_row(row):
                         rows.append(row)
     return rows
 
 
-def _runs(rows: list[dict], bench: str) -> dict[str, list[dict]]:
+def _run_key(r: dict) -> tuple:
+    return (r.get("run", r.get("_file")), r.get("device"))
+
+
+def _runs(rows: list[dict], bench: str) -> dict[tuple, list[dict]]:
     by_run = defaultdict(list)
     for r in rows:
         if r.get("bench") == bench:
-            by_run[r["run"]].append(r)
+            by_run[_run_key(r)].append(r)
     return by_run
 
 
-def _best_ratio(rows, bench: str, match, ours: str, other: str):
-    """max over runs of (other's best ms / ours' best ms) among rows passing ``match``; None if
-    no run has both."""
-    best = None
-    for run_rows in _runs(rows, bench).values():
+def _latest(rows, bench: str, measure):
+    """``measure(run_rows)`` of the latest run of ``bench`` where it is not None (None if no run
+    measured it). The latest, not the best: a goal met once and missed since is missed. Run ids
+    start with their time (``20261126T101500-<pid>``); runs without one (older files) count as
+    older than every run with one."""
+    runs = _runs(rows, bench)
+    for key in sorted(runs, key=lambda k: (k[0] if runs[k][0].get("run") else "", str(k)), reverse=True):
+        v = measure(runs[key])
+        if v is not None:
+            return v
+    return None
+
+
+def _latest_ratio(rows, bench: str, match, ours: str, other: str):
+    """(other's best ms / ours' best ms) among rows passing ``match``, both from the latest run
+    that has both; None if no run has both."""
+    def ratio(run_rows):
         ms = defaultdict(list)
         for r in run_rows:
             if match(r) and r.get("median_ms") is not None and r.get("status", "ok") == "ok":
                 ms[r["provider"]].append(r["median_ms"])
-        if ms.get(ours) and ms.get(other):
-            ratio = min(ms[other]) / min(ms[ours])
-            best = ratio if best is None else max(best, ratio)
-    return best
+        return min(ms[other]) / min(ms[ours]) if ms.get(ours) and ms.get(other) else None
+
+    return _latest(rows, bench, ratio)
 
 
 def _status(value, ok) -> str:
@@ -75,8 +113,9 @@ def attention_goals(rows):
     out = []
     for shape, other, goal in (("ragged", "flex", 1.3), ("ragged", "sdpa", 2.0), ("ragged_long", "flex", 1.3),
                                ("ragged_long", "sdpa", 2.0), ("dense", "sdpa", 0.9)):
-        match = lambda r, s=shape: r["shape"] == s and r["mode"] == "fwd+bwd" and "bfloat16" in r["dtype"]  # noqa: E731
-        v = _best_ratio(rows, "attn", match, "triton", other)
+        match = lambda r, s=shape: (r["shape"] == s and r["mode"] == "fwd+bwd" and "bfloat16" in r["dtype"]  # noqa: E731
+                                    and (r.get("B"), r.get("H"), r.get("D")) == ATTN_SIZES[s])
+        v = _latest_ratio(rows, "attn", match, "triton", other)
         out.append((3, f"attn {shape}: triton vs {other} >= {goal}x", None if v is None else f"{v:.2f}x",
                     _status(v, lambda x, g=goal: x >= g)))
     return out
@@ -86,39 +125,63 @@ def contrastive_goals(rows):
     def bf16(n):
         return lambda r: r["N"] == n and r["D"] == 512 and r["dtype"] == "bf16"
 
-    out = []
-    v = _best_ratio(rows, "contrastive", bf16(16384), "triton", "eager")
-    out.append((4, "contrastive N=16k: triton vs eager >= 1.0x", None if v is None else f"{v:.2f}x",
-                _status(v, lambda x: x >= 1.0)))
-    mem = [r["mem_vs_eager"] for r in rows if r.get("bench") == "contrastive" and bf16(65536)(r)
-           and r["provider"] == "triton" and r.get("mem_vs_eager") is not None]
-    v = min(mem) if mem else None
-    out.append((4, "contrastive N=64k: triton peak extra < 2% of eager's", None if v is None else f"{100 * v:.2f}%",
-                _status(v, lambda x: x < 0.02)))
-    big = [r["peak_extra_mib"] for r in rows if r.get("bench") == "contrastive" and bf16(262144)(r)
-           and r["provider"] == "triton" and r.get("status") == "ok"]
-    v = min(big) if big else None
-    out.append((4, "contrastive N=256k: triton runs within 80 GB", None if v is None else f"{v / 1024:.1f} GiB extra",
-                _status(v, lambda x: x < 80 * 1024)))
-    return out
+    class Failed(str):
+        """A triton row of the run ran out of memory or failed at this N: measured, and missed."""
+
+    def measured(n, value):
+        """``value(run)``, else the run's failure at N=n as :class:`Failed`, else None."""
+        def measure(run):
+            v = value(run)
+            if v is not None:
+                return v
+            bad = next((r["status"] for r in run if bf16(n)(r) and r["provider"] == "triton"
+                        and str(r.get("status", "ok")).startswith(("OOM", "failed"))), None)
+            return None if bad is None else Failed(bad)
+        return _latest(rows, "contrastive", measure)
+
+    def goal(text, v, shown, ok):
+        if isinstance(v, Failed):
+            return (4, text, f"triton {v}"[:16], MISSED)
+        return (4, text, None if v is None else shown(v), _status(v, ok))
+
+    def ratio_16k(run):
+        return _latest_ratio(run, "contrastive", bf16(16384), "triton", "eager")
+
+    def mem_64k(run):
+        return min((r["mem_vs_eager"] for r in run if bf16(65536)(r) and r["provider"] == "triton"
+                    and r.get("mem_vs_eager") is not None), default=None)
+
+    def extra_256k(run):
+        return min((r["peak_extra_mib"] for r in run if bf16(262144)(r) and r["provider"] == "triton"
+                    and r.get("status") == "ok"), default=None)
+
+    return [goal("contrastive N=16k: triton vs eager >= 1.0x", measured(16384, ratio_16k), lambda x: f"{x:.2f}x",
+                 lambda x: x >= 1.0),
+            goal("contrastive N=64k: triton peak extra < 2% of eager's", measured(65536, mem_64k),
+                 lambda x: f"{100 * x:.2f}%", lambda x: x < 0.02),
+            goal("contrastive N=256k: triton runs within 80 GB", measured(262144, extra_256k),
+                 lambda x: f"{x / 1024:.1f} GiB extra", lambda x: x < GPU_80GB_MIB)]
 
 
 def pose_goals(rows):
     out = []
     for wl in ("affine", "full"):
-        pct = [r["pct_copy_bw"] for r in rows if r.get("bench") == "pose" and r.get("provider") == "ext-cuda-op"
-               and r.get("workload") == wl and str(r.get("shape", "")).startswith("B=256 ")
-               and r.get("pct_copy_bw") is not None]
-        v = max(pct) if pct else None
+        v = _latest(rows, "pose", lambda run, wl=wl: max(
+            (r["pct_copy_bw"] for r in run if r.get("provider") == "ext-cuda-op" and r.get("workload") == wl
+             and str(r.get("shape", "")).startswith("B=256 ") and r.get("pct_copy_bw") is not None), default=None))
         out.append((5, f"pose {wl} B=256: the op at >= 60% of copy bandwidth", None if v is None else f"{v:.1f}%",
                     _status(v, lambda x: x >= 60.0)))
     return out
 
 
 def train_goals(rows):
-    base = [r for r in rows if r.get("bench") == "train_step" and r.get("size") == "base" and r["provider"] == "slpfast"]
-    speed = max((r["speedup"] for r in base), default=None)
-    mfu = max((r["mfu"] for r in base if r.get("mfu") is not None), default=None)
+    def base(run):
+        return [r for r in run if r.get("size") == "base" and r["provider"] == "slpfast"]
+
+    speed = _latest(rows, "train_step", lambda run: max((r["speedup"] for r in base(run)
+                                                         if r.get("speedup") is not None), default=None))
+    mfu = _latest(rows, "train_step", lambda run: max((r["mfu"] for r in base(run) if r.get("mfu") is not None),
+                                                      default=None))
     return [(7, "train step base: slpfast vs baseline >= 3x", None if speed is None else f"{speed:.2f}x",
              _status(speed, lambda x: x >= 3.0)),
             (7, "train step base: MFU >= 35%", None if mfu is None else f"{100 * mfu:.1f}%",
@@ -126,7 +189,8 @@ def train_goals(rows):
 
 
 def evaluate(rows: list[dict]) -> list[tuple[int, str, str | None, str]]:
-    """(issue, goal, value, status) for every goal."""
+    """(issue, goal, value, status) for every goal (GPU rows only, see :func:`is_gpu_row`)."""
+    rows = [r for r in rows if is_gpu_row(r)]
     return attention_goals(rows) + contrastive_goals(rows) + pose_goals(rows) + train_goals(rows)
 
 
@@ -161,27 +225,65 @@ def breakdowns(rows: list[dict]) -> list[str]:
     return lines
 
 
+_BRANDS = {"nvidia", "geforce", "tesla", "quadro", "amd", "intel(r)", "intel"}
+_SERIES = {"rtx", "gtx", "titan", "radeon", "instinct", "arc"}
+
+
 def card(device: str) -> str:
-    """'NVIDIA H200' -> 'h200', 'NVIDIA H100 80GB HBM3' -> 'h100'."""
-    words = [w for w in device.replace("NVIDIA", "").split() if w]
-    return (words[0] if words else "gpu").lower()
+    """'NVIDIA H200' -> 'h200', 'NVIDIA H100 80GB HBM3' -> 'h100',
+    'NVIDIA GeForce RTX 4090' -> 'rtx4090' (a series word keeps the model number)."""
+    words = [w for w in device.split() if w.lower() not in _BRANDS]
+    if not words:
+        return "gpu"
+    name = words[0] + (words[1] if words[0].lower() in _SERIES and len(words) > 1 else "")
+    return re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.") or "gpu"
 
 
 def file_rows(rows: list[dict], directory: str) -> list[str]:
-    """Append each row to ``directory/<bench>_<card>.jsonl``; returns the files written."""
-    written = set()
+    """Add each row to ``directory/<bench>_<card>.jsonl``, after the rows already there; returns
+    the files that got new rows. A row already in its file is not added again (filing the same
+    results twice, or a file's own rows, changes nothing), and each file is replaced in one step
+    (a temporary file renamed over it), so an interrupted run leaves it whole, old or new."""
+    new: dict[str, list[str]] = defaultdict(list)
     for r in rows:
-        path = os.path.join(directory, f"{r['bench']}_{card(r['device'])}.jsonl")
-        with open(path, "a") as f:
-            f.write(json.dumps(r) + "\n")
-        written.add(path)
-    return sorted(written)
+        r = {k: v for k, v in r.items() if k != "_file"}
+        new[os.path.join(directory, f"{r['bench']}_{card(r['device'])}.jsonl")].append(json.dumps(r))
+    from slpfast.data.shard_format import atomic_write_bytes  # temp file + fsync + rename
+
+    written = []
+    for path, lines in sorted(new.items()):
+        old = ""
+        if os.path.exists(path):
+            with open(path) as f:
+                old = f.read()
+        seen = {_canonical(line) for line in old.splitlines() if line.strip()}
+        add = []
+        for line in lines:
+            key = _canonical(line)
+            if key not in seen:
+                seen.add(key)
+                add.append(line)
+        if not add:
+            continue
+        if old and not old.endswith("\n"):
+            old += "\n"
+        atomic_write_bytes(path, [(old + "".join(line + "\n" for line in add)).encode()])
+        written.append(path)
+    return written
+
+
+def _canonical(line: str) -> str:
+    try:
+        return json.dumps(json.loads(line), sort_keys=True)
+    except json.JSONDecodeError:
+        return line
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("jsonl", nargs="+", help="benchmark JSON lines (e.g. the GPU check's results.jsonl)")
-    p.add_argument("--file", metavar="DIR", help="also append the GPU rows to DIR/<bench>_<card>.jsonl")
+    p.add_argument("--file", metavar="DIR", help="also add the GPU rows to DIR/<bench>_<card>.jsonl "
+                                                 "(rows already there are not added twice)")
     args = p.parse_args(argv)
     rows = load(args.jsonl)
     devices = sorted({r["device"] for r in rows})
@@ -194,7 +296,7 @@ def main(argv=None) -> int:
         print("\n".join(lines))
     if args.file:
         for path in file_rows(rows, args.file):
-            print(f"# appended to {path}")
+            print(f"# rows added to {path}")
     return 0
 
 

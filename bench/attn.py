@@ -168,7 +168,7 @@ def main(argv=None):
     shapes = QUICK_SHAPES if (args.quick or device == "cpu") else SHAPES
     names = args.shapes or list(shapes)
     repeats = args.repeats or (100 if device == "cuda" else (3 if args.quick else 5))
-    res = Results("attn", args.json)
+    res = Results("attn", args.json, quick=args.quick)
     skipped = {}
     for name in names:
         if name not in shapes:

@@ -149,7 +149,7 @@ def main(argv=None):
     d = args.dim or (128 if args.quick and not gpu else 512)
     dtype = args.dtype or ("bf16" if gpu else "fp32")
     providers = args.providers
-    res = Results("contrastive", args.json)
+    res = Results("contrastive", args.json, quick=args.quick)
     for n in sizes:
         rows = {}
         for prov in providers:

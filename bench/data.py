@@ -228,7 +228,7 @@ def main(argv=None):
     data = make_data(root, n_store, n_npy, n_pose)
     print(f"# data ready in {time.perf_counter() - t0:.1f}s under {root}", file=sys.stderr)
     st = data["store"]
-    res = Results("data", a.json)
+    res = Results("data", a.json, quick=a.quick)
     B = 256
     reps = a.repeats or 5
     rows = []

@@ -175,7 +175,7 @@ def main(argv=None):
     ids, seed = torch.arange(B) + 1000, 17
     spec = R.canonical_spec()
     pose_np, conf_np, len_list = pose.numpy(), conf.numpy(), lengths.tolist()
-    res = Results("pose", args.json)
+    res = Results("pose", args.json, quick=args.quick)
     shape = f"B={B} T~U({lo},{hi}) J={layouts.NUM_JOINTS} C={args.C} {args.dtype}"
     print(f"# {shape}, torch threads={torch.get_num_threads()}")
     if not HAVE_POSE_FORMAT:

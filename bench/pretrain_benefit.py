@@ -79,7 +79,7 @@ def main(argv=None) -> int:
               f"--data.max_frames={args.max_frames}", f"--optim.lr={args.lr}", f"--train.seed={args.seed}",
               f"--train.progress={args.progress}", f"--train.log_every={max(1, args.finetune_steps // 5)}",
               "--task.eval_splits=" + "{}_test"]
-    res = Results("pretrain_benefit", args.json)
+    res = Results("pretrain_benefit", args.json, quick=args.quick)
     islr = [f"--task.label_fraction={args.label_fraction}", common[-1].format("islr"), *common[:-1]]
     for name, init in (("pretrained", ckpt), ("scratch", "none")):
         r = finetune(store, os.path.join(work, f"islr_{name}"), "islr", init, islr)

@@ -136,7 +136,7 @@ def run(args) -> Results:
     from slpfast.data.synthetic import generate_corpus
     from slpfast.train.trainer import Trainer, _peak_flops
 
-    res = Results("train_step", args.json)
+    res = Results("train_step", args.json, quick=args.quick)
     # enough clips for several batches per epoch (both loaders drain their pipelines at epoch ends)
     clips = max(256 if args.quick else 2000, 16 * args.batch)
     store = os.path.expanduser(os.path.join(os.environ.get("SLPFAST_CACHE", "~/.cache/slpfast"), f"bench-train-{clips}"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
-from _common import op_times, short_kernel_name  # noqa: E402
+from _common import Results, op_times, short_kernel_name  # noqa: E402
 
 
 def test_short_kernel_names():
@@ -201,3 +201,14 @@ def test_data_sets_are_published_whole(tmp_path):
     with pytest.raises(RuntimeError):
         build(str(tmp_path / "npy-3"), failing)
     assert sorted(os.listdir(tmp_path)) == ["npy-2"]
+
+
+def test_rows_say_whether_they_are_quick(tmp_path):
+    """--quick rows reuse the real shapes' names at tiny sizes: every JSON row carries ``quick``
+    so that bench/_goals.py can leave them out."""
+    import json
+
+    path = tmp_path / "rows.jsonl"
+    for quick in (False, True):
+        Results("attn", str(path), quick=quick).add(shape="ragged", provider="triton", median_ms=1.0)
+    assert [json.loads(line)["quick"] for line in path.read_text().splitlines()] == [False, True]
