@@ -159,6 +159,47 @@ def test_finegrained_matches_naive_loops():
         finegrained_scores(frames, fl, tokens, tl, tau=0)
 
 
+@pytest.mark.parametrize("max_elements", [1, 3 * 7 * 5, 10 ** 9])  # one text per block, 3 (uneven), all
+def test_finegrained_in_text_blocks_gives_the_same_values_and_gradients(max_elements):
+    N, T, L, E = 7, 7, 5, 6
+    g = torch.Generator().manual_seed(max_elements % 1000)
+    frames0 = torch.nn.functional.normalize(torch.randn(N, T, E, dtype=torch.float64, generator=g), dim=-1)
+    tokens0 = torch.nn.functional.normalize(torch.randn(N, L, E, dtype=torch.float64, generator=g), dim=-1)
+    fl, tl = torch.tensor([7, 1, 0, 5, 2, 7, 3]), torch.tensor([5, 1, 4, 0, 5, 2, 3])
+    grads = []
+    for limit in (10 ** 9, max_elements):
+        frames, tokens = frames0.clone().requires_grad_(True), tokens0.clone().requires_grad_(True)
+        scale = torch.tensor(10.0, dtype=torch.float64, requires_grad=True)
+        loss = finegrained_loss(frames, fl, tokens, tl, scale, tau=0.2, max_elements=limit)
+        loss.backward()
+        grads.append((loss.detach(), frames.grad, tokens.grad, scale.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(finegrained_scores(frames0, fl, tokens0, tl, tau=0.2, max_elements=max_elements),
+                               _naive_fg(frames0, fl, tokens0, tl, 0.2))
+
+
+def test_finegrained_in_text_blocks_keeps_no_pairwise_similarities_for_the_backward():
+    """Without blocks autograd keeps the (N, N, T, L) similarities; in blocks it keeps none of
+    them (each block is recomputed in the backward)."""
+    N, T, L, E = 6, 8, 4, 5
+    frames = torch.nn.functional.normalize(torch.randn(N, T, E), dim=-1).requires_grad_(True)
+    tokens = torch.nn.functional.normalize(torch.randn(N, L, E), dim=-1).requires_grad_(True)
+    lens = torch.full((N,), T), torch.full((N,), L)
+
+    def largest_saved(limit):
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            loss = finegrained_loss(frames, lens[0], tokens, lens[1], torch.tensor(5.0), max_elements=limit)
+        loss.backward()
+        return max(sizes)
+
+    assert largest_saved(10 ** 9) >= N * N * T * L
+    assert largest_saved(N * T * L * 2) <= N * T * E  # the inputs, not a block of similarities
+    with pytest.raises(ValueError, match="max_elements"):
+        finegrained_scores(frames, lens[0], tokens, lens[1], max_elements=0)
+
+
 def test_small_text_encoder_trains():
     enc = SmallTextEncoder(dim=32, attn_backend="eager")
     f = enc(["hello world", "", "a much longer sentence with ünïcode"])

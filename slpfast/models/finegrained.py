@@ -12,13 +12,21 @@ score(i, j) is the mean of the two, and the loss is the symmetric cross-entropy 
 ``logit_scale * score`` with the matching pairs on the diagonal (as in the global InfoNCE).
 The term is computed over the local batch only: it needs the frames and tokens of every pair,
 which are too large to all-gather.
+
+Memory: the similarities of all pairs are an (N, N, T, L) tensor (N=256 clips of T=256 frames
+against L=32 tokens: 2 GiB in fp32, several times that with the masked copies autograd keeps).
+Above ``max_elements`` the texts are taken in column blocks, each under activation
+checkpointing, so that one block's similarities are alive at a time, in the forward and in the
+backward (which recomputes each block once: ~1.5x the term's compute for a bounded footprint).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 _NEG = -1e4  # "minus infinity" that stays finite in bf16/fp16 and after * 0
+MAX_ELEMENTS = 1 << 25  # similarities alive at once (128 MiB in fp32) before texts go in blocks
 
 
 def _weighted_max(sim: torch.Tensor, valid_a: torch.Tensor, valid_b: torch.Tensor, tau: float) -> torch.Tensor:
@@ -35,7 +43,7 @@ def _weighted_max(sim: torch.Tensor, valid_a: torch.Tensor, valid_b: torch.Tenso
 
 
 def finegrained_scores(frames: torch.Tensor, frame_lengths: torch.Tensor, tokens: torch.Tensor,
-                       token_lengths: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+                       token_lengths: torch.Tensor, tau: float = 0.1, max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
     """Pairwise fine-grained similarity.
 
     Args:
@@ -44,6 +52,8 @@ def finegrained_scores(frames: torch.Tensor, frame_lengths: torch.Tensor, tokens
         tokens: (N, L, E) L2-normalized text token embeddings (padded).
         token_lengths: (N,) valid tokens per text.
         tau: temperature of the softmax weighting.
+        max_elements: most similarities (N x M x T x L) computed at once; more go in column blocks
+            of M texts, each recomputed in the backward (same values and gradients).
 
     Returns:
         (N, N) scores, [i, j] = sign i against text j, in [-1, 1].
@@ -56,10 +66,29 @@ def finegrained_scores(frames: torch.Tensor, frame_lengths: torch.Tensor, tokens
                          f"{tuple(token_lengths.shape)} must be (N,)=({N},)")
     if tau <= 0:
         raise ValueError(f"finegrained_scores: tau must be > 0, got {tau}")
+    if max_elements < 1:
+        raise ValueError(f"finegrained_scores: max_elements must be >= 1, got {max_elements}")
     L = tokens.shape[1]
     fv = torch.arange(T, device=frames.device) < frame_lengths.to(frames.device).unsqueeze(1)  # (N,T)
     tv = torch.arange(L, device=frames.device) < token_lengths.to(frames.device).unsqueeze(1)  # (N,L)
-    sim = torch.einsum("ite,jle->ijtl", frames, tokens)  # (N,N,T,L)
+    cols = max(1, max_elements // max(1, N * T * L))  # texts per block
+    if cols >= N:
+        return _scores_block(frames, fv, tokens, tv, tau)
+    recompute = torch.is_grad_enabled() and (frames.requires_grad or tokens.requires_grad)
+    blocks = []
+    for j in range(0, N, cols):
+        args = (frames, fv, tokens[j:j + cols], tv[j:j + cols], tau)
+        blocks.append(checkpoint(_scores_block, *args, use_reentrant=False) if recompute else _scores_block(*args))
+    return torch.cat(blocks, dim=1)
+
+
+def _scores_block(frames: torch.Tensor, fv: torch.Tensor, tokens: torch.Tensor, tv: torch.Tensor,
+                  tau: float) -> torch.Tensor:
+    """Scores of every sign against a block of M texts.
+
+    frames (N, T, E), fv (N, T) valid frames; tokens (M, L, E), tv (M, L) valid tokens -> (N, M).
+    """
+    sim = torch.einsum("ite,jle->ijtl", frames, tokens)  # (N,M,T,L)
     # sign -> text: per frame t of sign i, best token of text j
     s2t = _weighted_max(sim, fv[:, None, :], tv[None, :, :], tau)
     # text -> sign: per token l of text j, best frame of sign i
@@ -68,8 +97,9 @@ def finegrained_scores(frames: torch.Tensor, frame_lengths: torch.Tensor, tokens
 
 
 def finegrained_loss(frames, frame_lengths, tokens, token_lengths, logit_scale: torch.Tensor,
-                     tau: float = 0.1) -> torch.Tensor:
+                     tau: float = 0.1, max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
     """Symmetric cross-entropy over :func:`finegrained_scores` scaled by ``logit_scale`` (scalar)."""
-    scores = finegrained_scores(frames, frame_lengths, tokens, token_lengths, tau).float() * logit_scale.float()
+    scores = finegrained_scores(frames, frame_lengths, tokens, token_lengths, tau, max_elements).float()
+    scores = scores * logit_scale.float()
     labels = torch.arange(scores.shape[0], device=scores.device)
     return 0.5 * (F.cross_entropy(scores, labels) + F.cross_entropy(scores.t(), labels))
