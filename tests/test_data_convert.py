@@ -186,6 +186,122 @@ def test_select_signer():
     assert (out[:, 0, 0] >= 100).all()
 
 
+def _ref_fill_gaps(p, c, max_gap):
+    """Straightforward reference: interpolate between consecutive valid frames <= max_gap + 1 apart."""
+    p, c = p.copy(), c.copy()
+    for j in range(c.shape[1]):
+        valid = np.flatnonzero(c[:, j] > 0)
+        for a, b in zip(valid[:-1], valid[1:]):
+            if 1 < b - a <= max_gap + 1:
+                w = ((np.arange(a + 1, b) - a) / (b - a))[:, None]
+                p[a + 1:b, j] = (1 - w) * p[a, j] + w * p[b, j]
+                c[a + 1:b, j] = (1 - w[:, 0]) * c[a, j] + w[:, 0] * c[b, j]
+    return p, c
+
+
+def test_fill_gaps_and_resample_match_a_reference():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        T = int(rng.integers(1, 30))
+        p = rng.standard_normal((T, 3, 2)).astype(np.float32)
+        c = (rng.random((T, 3)) * (rng.random((T, 3)) > 0.4)).astype(np.float32)
+        g = int(rng.integers(0, 5))
+        q, qc = fill_gaps(p, c, g)
+        r, rc = _ref_fill_gaps(p, c, g)
+        np.testing.assert_allclose(q, r, atol=1e-5)
+        np.testing.assert_allclose(qc, rc, atol=1e-5)
+        # all-valid joints: resampling is np.interp over time
+        cv = np.ones_like(c)
+        src, dst = float(rng.choice([12.5, 25, 30])), float(rng.choice([10, 24, 50]))
+        q, qc = resample(p, cv, src, dst)
+        t_out = np.arange(int(round((T - 1) * dst / src)) + 1) / dst
+        for j in range(3):
+            for k in range(2):
+                np.testing.assert_allclose(q[:, j, k], np.interp(t_out, np.arange(T) / src, p[:, j, k]), atol=1e-4)
+        assert (qc == 1).all()
+
+
+def test_preprocess_edge_cases():
+    one = np.ones((1, 2, 3), np.float32)
+    q, qc = resample(one, np.ones((1, 2), np.float32), 30, 15)  # single frame
+    assert q.shape == (1, 2, 3) and (qc == 1).all()
+    q, qc = resample(np.zeros((0, 2, 3), np.float32), np.zeros((0, 2), np.float32), 30, 15)  # empty clip
+    assert q.shape == (0, 2, 3)
+    q, qc = fill_gaps(np.zeros((0, 2, 3), np.float32), np.zeros((0, 2), np.float32), 3)
+    assert q.shape == (0, 2, 3)
+    # all-invalid confidence: nothing is invented
+    p = np.random.default_rng(0).standard_normal((6, 2, 3)).astype(np.float32)
+    q, qc = fill_gaps(p, np.zeros((6, 2), np.float32), 5)
+    assert (qc == 0).all()
+    q, qc = resample(p, np.zeros((6, 2), np.float32), 30, 20)
+    assert (qc == 0).all() and (q == 0).all()
+    out, oc, who = select_signer(p[:, None], np.zeros((6, 1, 2), np.float32))
+    assert (who == -1).all() and (oc == 0).all()
+    # NaN at missing joints is never read
+    pn = p.copy()
+    c = np.ones((6, 2), np.float32)
+    c[2, 0] = 0
+    pn[2, 0] = np.nan
+    q, qc = fill_gaps(pn, c, 3)
+    assert np.isfinite(q).all() and qc[2, 0] > 0
+
+
+def test_fill_gaps_with_a_nan_confidence_raises_instead_of_hanging():
+    # the gap scan compared conf <= 0, which a NaN never satisfies: the loop made no progress.
+    # Run in a child process so that the old behaviour fails the test instead of hanging it.
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from slpfast.data.preprocess import fill_gaps\n"
+            "c = np.ones((5, 1), np.float32); c[2] = np.nan\n"
+            "try:\n"
+            "    fill_gaps(np.zeros((5, 1, 2), np.float32), c, 3)\n"
+            "except ValueError as e:\n"
+            "    assert 'conf' in str(e), e\n"
+            "    print('ValueError')\n")
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("fill_gaps hangs on a NaN confidence")
+    assert r.returncode == 0 and "ValueError" in r.stdout, r.stderr[-2000:]
+
+
+def test_preprocess_rejects_bad_arguments():
+    p = np.zeros((8, 3, 2), np.float32)
+    c = np.ones((8, 3), np.float32)
+    # mismatched shapes: the numba kernels would read past the end of conf / weight
+    with pytest.raises(ValueError, match="conf"):
+        fill_gaps(p, c[:, :2], 3)
+    with pytest.raises(ValueError, match="conf"):
+        resample(p, c[:4], 30, 15)
+    with pytest.raises(ValueError, match="points"):
+        fill_gaps(p[0], c[0], 3)
+    pp = np.zeros((8, 2, 3, 2), np.float32)
+    with pytest.raises(ValueError, match="conf"):
+        select_signer(pp, np.ones((8, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="weight"):
+        select_signer(pp, np.ones((8, 2, 3), np.float32), weight=np.ones(2))
+    with pytest.raises(ValueError, match="switch_margin"):
+        select_signer(pp, np.ones((8, 2, 3), np.float32), switch_margin=float("nan"))
+    # frame rates: a negative one used to return a single frame, a NaN an unrelated error
+    for src, dst, arg in [(30, -15, "dst_fps"), (-30, 15, "src_fps"), (float("nan"), 15, "src_fps"),
+                          (30, float("inf"), "dst_fps"), (0, 15, "src_fps")]:
+        with pytest.raises(ValueError, match=arg):
+            resample(p, c, src, dst)
+    with pytest.raises(ValueError, match="max_gap"):
+        fill_gaps(p, c, -1)
+    # NaN / inf where a joint counts as present
+    bad = p.copy()
+    bad[3, 1, 0] = np.inf
+    with pytest.raises(ValueError, match="points"):
+        resample(bad, c, 30, 15)
+    cn = c.copy()
+    cn[1, 1] = np.nan
+    with pytest.raises(ValueError, match="conf"):
+        select_signer(pp, np.stack([cn, cn], 1))
+
+
 # ------------------------------------------------------------------------------ converter
 @needs_pose
 def test_round_trip_real_pose_files(tmp_path):

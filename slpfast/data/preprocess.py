@@ -1,11 +1,14 @@
 """Conversion-time preprocessing (numba): main-signer selection, gap filling, fps resampling.
 
 All functions take float32 ``points`` (T, [people,] J, C) and ``conf`` (T, [people,] J); a
-joint is missing where its confidence is 0.
+joint is missing where its confidence is 0 (or below). ``conf`` must be finite, and so must
+``points`` wherever ``conf > 0`` (values at missing joints are never read); anything else, or
+mismatched shapes, raises ``ValueError`` naming the argument.
 
 - :func:`select_signer`: (T, people, J, C) -> (T, J, C): per frame the person with the
-  highest score (sum of confidences of body + hands, times the size of its box, times how
-  central it is), with hysteresis: the previous frame's choice is kept unless another person
+  highest score (``weight``-weighted sum of its joints' confidences — the converter weighs
+  body + hands — times the square root of the area of its joints' bounding box), with
+  hysteresis: the previous frame's choice is kept unless another person
   scores ``switch_margin`` times higher (people are not tracked across frames by the pose
   estimators, so the choice is re-matched each frame by distance to the previous centroid).
 - :func:`fill_gaps`: per joint, runs of at most ``max_gap`` missing frames with valid frames
@@ -29,7 +32,7 @@ def _fill_gaps(points, conf, max_gap):
                 t += 1
                 continue
             s = t
-            while t < T and conf[t, j] <= 0:
+            while t < T and not conf[t, j] > 0:  # (a NaN confidence can never stall this loop)
                 t += 1
             e = t  # missing run [s, e)
             if s > 0 and e < T and e - s <= max_gap:
@@ -42,10 +45,37 @@ def _fill_gaps(points, conf, max_gap):
     return points, conf
 
 
+def _check_inputs(fn: str, points, conf, people: bool) -> tuple[np.ndarray, np.ndarray]:
+    """float32 contiguous ``points`` (T, [people,] J, C) and ``conf`` (T, [people,] J), checked:
+    matching shapes (the numba kernels do no bounds checks), finite confidences, finite points
+    wherever the confidence is > 0."""
+    points = np.ascontiguousarray(points, np.float32)
+    conf = np.ascontiguousarray(conf, np.float32)
+    nd = 4 if people else 3
+    want = "(T, people, J, C)" if people else "(T, J, C)"
+    if points.ndim != nd:
+        raise ValueError(f"{fn}: points must be {want}, got shape {points.shape}")
+    if conf.shape != points.shape[:-1]:
+        raise ValueError(f"{fn}: conf must be {want[:-4]}) = {points.shape[:-1]} to match points, got {conf.shape}")
+    if not np.isfinite(conf).all():
+        raise ValueError(f"{fn}: conf contains NaN or inf ({int((~np.isfinite(conf)).sum())} values); "
+                         f"use 0 for missing joints")
+    if not np.isfinite(points[conf > 0]).all():
+        raise ValueError(f"{fn}: points contain NaN or inf at joints with conf > 0")
+    return points, conf
+
+
 def fill_gaps(points: np.ndarray, conf: np.ndarray, max_gap: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolate missing runs of at most ``max_gap`` frames (copies; inputs untouched)."""
-    p = np.ascontiguousarray(points, np.float32).copy()
-    c = np.ascontiguousarray(conf, np.float32).copy()
+    """Interpolate missing runs of at most ``max_gap`` frames (copies; inputs untouched).
+
+    points (T, J, C), conf (T, J) -> the same shapes, float32. ``max_gap`` is an int >= 0
+    (0 disables filling).
+    """
+    if isinstance(max_gap, (bool, np.bool_)) or not isinstance(max_gap, (int, np.integer)) or max_gap < 0:
+        raise ValueError(f"fill_gaps: max_gap must be an integer >= 0 (0 disables gap filling), got {max_gap!r}")
+    points, conf = _check_inputs("fill_gaps", points, conf, people=False)
+    p = points.copy()
+    c = conf.copy()
     if max_gap <= 0 or p.shape[0] < 3:
         return p, c
     return _fill_gaps(p, c, int(max_gap))
@@ -118,14 +148,22 @@ def _select(points, conf, weight, switch_margin):
 
 def select_signer(points: np.ndarray, conf: np.ndarray, *, weight: np.ndarray | None = None,
                   switch_margin: float = 1.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(T, people, J, C) -> the main signer (T, J, C), (T, J) and the person index per frame."""
-    points = np.ascontiguousarray(points, np.float32)
-    conf = np.ascontiguousarray(conf, np.float32)
-    if points.ndim != 4:
-        raise ValueError(f"points must be (T, people, J, C), got {points.shape}")
+    """(T, people, J, C), (T, people, J) -> the main signer's points (T, J, C) and conf (T, J),
+    and the person index per frame (T,) int64 (-1 where nobody has a confident joint).
+
+    ``weight`` (J,) weighs each joint's confidence in the score (default: all 1);
+    ``switch_margin`` (finite, >= 1) is how many times higher another person must score to
+    replace the previous frame's signer.
+    """
+    points, conf = _check_inputs("select_signer", points, conf, people=True)
     J = points.shape[2]
     w = np.ones(J) if weight is None else np.asarray(weight, np.float64)
-    return _select(points, conf, w, float(switch_margin))
+    if w.shape != (J,) or not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"select_signer: weight must be {J} finite values >= 0 (one per joint), got shape {w.shape}")
+    sm = float(switch_margin)
+    if not (np.isfinite(sm) and sm >= 1.0):
+        raise ValueError(f"select_signer: switch_margin must be a finite number >= 1, got {switch_margin!r}")
+    return _select(points, conf, np.ascontiguousarray(w), sm)
 
 
 @njit(cache=True)
@@ -158,11 +196,19 @@ def _resample(points, conf, src_fps, dst_fps, T2):
 
 
 def resample(points: np.ndarray, conf: np.ndarray, src_fps: float, dst_fps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Resample (T, J, C) from ``src_fps`` to ``dst_fps`` by linear interpolation."""
-    points = np.ascontiguousarray(points, np.float32)
-    conf = np.ascontiguousarray(conf, np.float32)
+    """Resample points (T, J, C) and conf (T, J) from ``src_fps`` to ``dst_fps`` (both positive
+    and finite) by linear interpolation -> (T2, J, C), (T2, J) float32 with
+    ``T2 = round((T - 1) * dst_fps / src_fps) + 1`` (0 when T is 0)."""
+    for arg, v in (("src_fps", src_fps), ("dst_fps", dst_fps)):
+        try:
+            ok = float(v) > 0 and np.isfinite(float(v))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"resample: {arg} must be a positive finite frame rate, got {v!r}")
+    points, conf = _check_inputs("resample", points, conf, people=False)
     T = points.shape[0]
-    if T == 0 or not src_fps or not dst_fps or abs(src_fps - dst_fps) < 1e-6:
+    if T == 0 or abs(src_fps - dst_fps) < 1e-6:
         return points.copy(), conf.copy()
     T2 = max(1, int(round((T - 1) * dst_fps / src_fps)) + 1)
     return _resample(points, conf, float(src_fps), float(dst_fps), T2)
