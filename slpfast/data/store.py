@@ -6,7 +6,7 @@ A store is a directory::
                                bytes), store metadata (e.g. the synthetic vocabulary) and the
                                cached text-feature sets
     shard-00000.slp ...        clip shards (:mod:`.shard_format`, kind "clips")
-    textfeat-<name>-00000.slp  optional cached text features, one file per clip shard
+    textfeat-<name>-<write id>-00000.slp  optional cached text features, one file per clip shard
                                (kind "text_features")
 
 A clip shard holds, for its ``n`` clips:

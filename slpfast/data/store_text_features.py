@@ -1,18 +1,24 @@
 """Writing cached text-encoder features next to a store's clip shards.
 
-:class:`TextFeatureWriter` writes one ``textfeat-<name>-NNNNN.slp`` file (kind
+:class:`TextFeatureWriter` writes one ``textfeat-<name>-<write id>-NNNNN.slp`` file (kind
 "text_features") per clip shard and registers the set in ``store.json``; :class:`Store`
 reads them back (``Store.text_features``).
+
+Every write uses fresh file names (the write id), so re-writing a name never touches the
+files the current ``store.json`` lists: until the new listing is in place (one atomic
+rename) readers see the old set whole, and a write that fails or is interrupted leaves the
+old set valid. The old set's files are removed after the new listing is durable.
 """
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .shard_format import atomic_write_json, write_shard
+from .shard_format import atomic_write_json, fsync_dir, write_shard
 from .store_format import _F16_MAX
 
 if TYPE_CHECKING:
@@ -24,7 +30,12 @@ class TextFeatureWriter:
 
     ``add(pooled (b, D), tokens list of (L_i, D) or None)`` any number of times; ``close()``
     (or the end of a ``with`` block) checks that every clip got features and registers the set
-    in ``store.json`` (atomically). Re-writing a name replaces it.
+    in ``store.json`` (atomically). Re-writing a name replaces it; until ``close()`` has
+    registered the new set, the old one stays listed and intact. An exception inside the
+    ``with`` block (or a failing ``close()``) removes the files written so far.
+
+    ``pooled`` rows are float (D,) per clip; ``tokens[i]`` is (L_i, D). Both are stored as
+    float16 (values clipped to the float16 range).
     """
 
     def __init__(self, store: Store, name: str, dim: int | None, meta: dict | None = None):
@@ -39,7 +50,8 @@ class TextFeatureWriter:
         self._pooled: list[np.ndarray] = []
         self._tokens: list[np.ndarray] = []
         self._count = 0  # rows buffered for the current shard
-        self._done = 0
+        self._registered = False
+        self._write_id = uuid.uuid4().hex[:12]  # fresh file names: the listed set is never overwritten
 
     def add(self, pooled, tokens=None) -> None:
         pooled = np.asarray(pooled, np.float32)
@@ -68,7 +80,7 @@ class TextFeatureWriter:
                 self._flush()
 
     def _flush(self) -> None:
-        fname = f"textfeat-{self.name}-{self._shard:05d}.slp"
+        fname = f"textfeat-{self.name}-{self._write_id}-{self._shard:05d}.slp"
         offs = np.zeros(len(self._tokens) + 1, np.int64)
         offs[1:] = np.cumsum([t.shape[0] for t in self._tokens])
         sections = {
@@ -87,17 +99,47 @@ class TextFeatureWriter:
             self._flush()
 
     def close(self) -> None:
+        try:
+            self._close()
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Remove the files this writer has written (the listed set, if any, stays as it was).
+        Does nothing once ``close()`` has registered them."""
+        if self._registered:
+            return
+        for fname in self.files:
+            try:
+                os.unlink(os.path.join(self.store.path, fname))
+            except FileNotFoundError:
+                pass
+        self.files = []
+
+    def _close(self) -> None:
         while self._shard < len(self.store.shards) and self.store.shards[self._shard].meta["num_clips"] == 0:
             self._flush()
         if self._shard != len(self.store.shards) or self._count:
-            raise ValueError(f"text features for {sum(len(p) for p in [self._pooled])} + "
-                             f"{int(self.store.clip_offsets[self._shard]) if self._shard < len(self.store.shards) else len(self.store)}"
-                             f" clips given, the store has {len(self.store)}")
+            given = int(self.store.clip_offsets[min(self._shard, len(self.store.shards))]) + self._count
+            raise ValueError(f"text features for {given} clips given, the store has {len(self.store)}; "
+                             f"nothing was registered")
         listing = os.path.join(self.store.path, "store.json")
         with open(listing) as f:
             info = json.load(f)
+        old = (info.get("text_features") or {}).get(self.name) or {}
         info.setdefault("text_features", {})[self.name] = {"files": self.files, "dim": int(self.dim), "meta": self.meta}
-        atomic_write_json(listing, info)
+        atomic_write_json(listing, info)  # fsyncs the directory: the new set is durable before the old goes
+        self._registered = True
+        stale = [f for f in old.get("files", []) if f not in self.files
+                 and os.path.basename(f) == f and f.startswith("textfeat-")]
+        for f in stale:
+            try:
+                os.unlink(os.path.join(self.store.path, f))
+            except FileNotFoundError:
+                pass
+        if stale:
+            fsync_dir(self.store.path)
         self.store.info = info
         self.store._open_text_features()
 
@@ -107,3 +149,5 @@ class TextFeatureWriter:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self.close()
+        else:
+            self.abort()

