@@ -54,14 +54,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _worker(rank, world_size, store_path, fn, args, errors):
+def _worker(rank, world_size, store_path, fn, args, errors, group_timeout_s=None):
+    import datetime
+
     import torch.distributed as dist
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     # Rendezvous through a file, not a TCP port picked in advance: a free port found here can be
     # taken by another process before the store binds it (seen when test runs overlap).
-    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world_size)
+    timeout = {} if group_timeout_s is None else {"timeout": datetime.timedelta(seconds=group_timeout_s)}
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world_size, **timeout)
     try:
         fn(rank, world_size, *args)
     except BaseException:
@@ -75,8 +78,9 @@ def _worker(rank, world_size, store_path, fn, args, errors):
             dist.destroy_process_group()
 
 
-def run_distributed(fn, world_size: int = 2, *args, timeout: float = 240.0) -> None:
+def run_distributed(fn, world_size: int = 2, *args, timeout: float = 240.0, group_timeout_s: float | None = None) -> None:
     """Run ``fn(rank, world_size, *args)`` in ``world_size`` gloo processes; fail on any error.
+    ``group_timeout_s``: the default process group's timeout (torch's default when None).
 
     ``fn`` must be importable at module level (it is pickled into spawned processes).
     """
@@ -86,7 +90,7 @@ def run_distributed(fn, world_size: int = 2, *args, timeout: float = 240.0) -> N
     errors = ctx.SimpleQueue()
     store_dir = tempfile.mkdtemp(prefix="slpfast-dist-")
     store_path = os.path.join(store_dir, "rendezvous")
-    procs = [ctx.Process(target=_worker, args=(r, world_size, store_path, fn, args, errors))
+    procs = [ctx.Process(target=_worker, args=(r, world_size, store_path, fn, args, errors, group_timeout_s))
              for r in range(world_size)]
     try:
         for p in procs:

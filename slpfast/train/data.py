@@ -83,9 +83,11 @@ def open_store(cfg, dist: D.DistInfo):
     from slpfast.data.synthetic import generate_corpus
 
     path = os.path.expanduser(d.synthetic_dir)
-    if dist.is_main:
+
+    def generate() -> None:  # returns nothing: the other ranks open the store themselves
         generate_corpus(path, d.synthetic_clips, d.synthetic_seed, overwrite=False)
-    D.barrier(dist)
+
+    D.run_on_main(dist, generate, f"generating the synthetic corpus in {path!r}")
     if not os.path.isfile(os.path.join(path, "store.json")):  # rank 0 wrote it on another machine
         raise ValueError(f"data.synthetic_dir: rank {dist.rank} ({socket.gethostname()}) does not see the corpus "
                          f"rank 0 generated at {path!r}: every node needs that path on a shared filesystem")
@@ -172,12 +174,16 @@ class PretrainData(LoaderCycle):
             if enc.trainable:
                 self.trainable_text = enc
             elif t.cache:
-                name = None
-                if dist.is_main:  # each store keeps its own features (same name: same encoder)
+                def cache_all() -> str:  # each store keeps its own features (same name: same encoder)
+                    # on this rank's device (a GPU encodes a 1.5M-clip store in minutes, a CPU
+                    # in hours); the other ranks wait as long as it takes (run_on_main)
+                    encoder = enc.to(self.device)
+                    batch = 1024 if self.device.type == "cuda" else 128
                     for member in member_stores(self.store):
-                        name = cache_text_features(member, enc, progress=cfg.train.progress)
-                D.barrier(dist)
-                self.feature_name = D.broadcast_object(name, dist)
+                        name = cache_text_features(member, encoder, batch_size=batch, progress=cfg.train.progress)
+                    return name
+
+                self.feature_name = D.run_on_main(dist, cache_all, "caching the text features")
                 self.store = reopen(self.store)  # sees the cached features
                 self.text_dim = enc.dim
                 del enc

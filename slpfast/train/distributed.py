@@ -72,6 +72,44 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+#: How long the other ranks wait for rank 0's one-off work (:func:`run_on_main`).
+MAIN_WORK_TIMEOUT_S = 48 * 3600.0
+
+
+def run_on_main(info: DistInfo, fn, what: str, timeout_s: float = MAIN_WORK_TIMEOUT_S):
+    """``fn()`` on rank 0 while the other ranks wait; returns its (picklable) result on every rank.
+
+    For one-off work before training (generating the synthetic corpus, caching text features
+    of a large store) that can take far longer than the process group's timeout, which is
+    sized for training steps (600 s): the ranks wait on a gloo group of their own with a
+    ``timeout_s`` timeout instead of a barrier of the default group. If ``fn`` raises on
+    rank 0, the other ranks raise too, naming ``what`` and rank 0's error (a ValueError stays a
+    ValueError, so the CLIs report it as bad input), instead of waiting for the timeout.
+    """
+    if not info.enabled:
+        return fn()
+    # created by every rank before rank 0 starts: new_group is itself collective
+    group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    try:
+        box = [None]
+        if info.is_main:
+            try:
+                box = [("ok", fn())]
+            except BaseException as e:
+                kind = "ValueError" if isinstance(e, ValueError) else type(e).__name__
+                dist.broadcast_object_list([("error", (kind, str(e)))], src=0, group=group)
+                raise
+        dist.broadcast_object_list(box, src=0, group=group)
+        status, value = box[0]
+        if status == "error":
+            kind, msg = value
+            error = ValueError if kind == "ValueError" else RuntimeError
+            raise error(f"{what} failed on rank 0 ({kind}): {msg}")
+        return value
+    finally:
+        dist.destroy_process_group(group)
+
+
 def all_reduce(t: torch.Tensor, info: DistInfo, op: str = "sum") -> torch.Tensor:
     """In-place all-reduce (sum, max or mean) that is a no-op on one process."""
     if info.enabled:

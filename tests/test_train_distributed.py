@@ -1,0 +1,68 @@
+"""slpfast.train.distributed.run_on_main: rank 0's one-off work before training (the synthetic
+corpus, the text-feature cache of a large store) under 2 gloo processes."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from conftest import run_distributed
+
+GROUP_TIMEOUT_S = 3.0  # the default group's timeout in these tests: rank 0's work takes longer
+
+
+def _info(rank, world):
+    from slpfast.train.distributed import DistInfo
+
+    return DistInfo(rank, world, rank, world, torch.device("cpu"))
+
+
+def _slow_work_outlasts_the_group_timeout(rank, world):
+    from slpfast.train.distributed import run_on_main
+
+    calls = []
+
+    def work():
+        calls.append(rank)
+        time.sleep(2 * GROUP_TIMEOUT_S)  # a plain barrier of the default group times out here
+        return {"name": "features-1"}
+
+    got = run_on_main(_info(rank, world), work, "caching")
+    assert got == {"name": "features-1"}
+    assert calls == ([0] if rank == 0 else [])
+
+
+def _rank0_error_reaches_every_rank(rank, world):
+    from slpfast.train.distributed import run_on_main
+
+    def work():
+        raise ValueError("data.store: shard 3 is truncated")
+
+    with pytest.raises(ValueError, match="data.store: shard 3 is truncated") as e:
+        run_on_main(_info(rank, world), work, "caching the text features")
+    if rank == 1:
+        assert "caching the text features failed on rank 0" in str(e.value)
+
+    def crash():
+        raise OSError("disk full")
+
+    expected = OSError if rank == 0 else RuntimeError  # a non-ValueError is not bad input elsewhere
+    with pytest.raises(expected, match="disk full"):
+        run_on_main(_info(rank, world), crash, "generating the synthetic corpus")
+
+
+def test_rank0_work_may_outlast_the_process_group_timeout():
+    run_distributed(_slow_work_outlasts_the_group_timeout, 2, group_timeout_s=GROUP_TIMEOUT_S, timeout=120)
+
+
+def test_an_error_on_rank0_stops_every_rank_at_once():
+    t0 = time.monotonic()
+    run_distributed(_rank0_error_reaches_every_rank, 2, timeout=120)
+    assert time.monotonic() - t0 < 60  # the others do not wait out run_on_main's 48 h timeout
+
+
+def test_one_process_runs_the_work_in_place():
+    from slpfast.train.distributed import run_on_main
+
+    assert run_on_main(_info(0, 1), lambda: 7, "anything") == 7
