@@ -8,7 +8,7 @@ Each gloss of the vocabulary is a combination of phonological parameters, like a
   shoulder, other shoulder, stomach, neutral space low/high),
 - **movement** (hold, line, circle, double tap, arc, zigzag, finger wiggle, wrist twist) and
   its **direction** (up/down/left/right/forward/back),
-- **handshape** (14 finger configurations: A, S, B, 5, 1, V, Y, L, C, O, W, I, claw, X,
+- **handshape** (15 finger configurations: A, S, B, 5, 1, V, Y, L, C, O, W, I, claw, X,
   bent-B; each finger has MCP and PIP/DIP flexion plus finger spread), optionally changing
   to a second handshape during the sign,
 - **palm orientation** (6),
@@ -43,8 +43,10 @@ Splits
 ------
 ``islr_train`` / ``islr_val`` / ``islr_test`` (isolated glosses: ``label`` = gloss id,
 ``gloss_ids`` = [gloss]) and ``sentence_train`` / ``sentence_val`` / ``sentence_test``
-(CSLR gloss sequences, retrieval and translation: ``label`` = -1). About 80/10/10, every gloss
-in every ISLR split; the same signers appear in all splits.
+(CSLR gloss sequences, retrieval and translation: ``label`` = -1). About 80/10/10; the ISLR
+clips cycle over the glosses and each cycle goes to one split, so every gloss is in every ISLR
+split once there are at least 5 cycles (``num_clips * islr_fraction >= 5 * num_glosses``, as
+in the defaults); the same signers appear in all splits.
 
 ``generate_corpus(out_dir, num_clips=4000, seed=0)`` writes it as a store (deterministic
 given the arguments; each clip is a function of (seed, clip index) only) and returns the

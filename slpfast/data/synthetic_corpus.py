@@ -4,11 +4,40 @@ clip), :func:`generate_corpus` (optionally rendering in worker processes) and
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 
 from .synthetic_language import FPS, GENERATOR_VERSION, SyntheticLanguage
+from .synthetic_vocabulary import MIN_GLOSSES
+
+
+def _check_int(fn: str, name: str, value, minimum: int, hint: str = "") -> int:
+    """``value`` as a plain int >= ``minimum``, else ValueError naming ``fn`` and ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{fn}: {name} must be an int >= {minimum}{hint}, got {value!r}")
+    return int(value)
+
+
+def _check_fraction(fn: str, value) -> float | int:
+    """``islr_fraction`` checked to be a number in [0, 1] (plain Python number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{fn}: islr_fraction must be a number in [0, 1], got {value!r}")
+    return value if type(value) in (int, float) else float(value)
+
+
+def _is_synthetic_listing(out_dir) -> bool:
+    """Whether ``out_dir/store.json`` is the listing of a synthetic corpus (or unreadable:
+    then it is no store anyone could use, and generating over it loses nothing)."""
+    try:
+        with open(os.path.join(out_dir, "store.json")) as f:
+            info = json.load(f)
+        meta = info.get("meta")
+    except (OSError, ValueError, AttributeError):
+        return True
+    return isinstance(meta, dict) and "synthetic" in meta
 
 
 def _split_of(k: int, prefix: str) -> str:
@@ -23,7 +52,16 @@ def _clip_worker(args):
 
 
 def corpus_plan(num_clips: int, num_glosses: int, islr_fraction: float) -> list[tuple]:
-    """(index, kind, gloss, split) of every clip: ISLR clips cycle over the glosses."""
+    """(index, kind, gloss, split) of every clip: ISLR clips cycle over the glosses.
+
+    The first ``round(num_clips * islr_fraction)`` clips are ISLR clips; cycle k over the
+    glosses goes to one split as a whole (cycle 0 to train, 1 to val, 4 to test, then about
+    80/10/10), so every gloss is in every ISLR split once there are 5 cycles or more.
+    ``gloss`` is None for sentence clips.
+    """
+    num_clips = _check_int("corpus_plan", "num_clips", num_clips, 0)
+    num_glosses = _check_int("corpus_plan", "num_glosses", num_glosses, 1)
+    islr_fraction = _check_fraction("corpus_plan", islr_fraction)
     n_islr = int(round(num_clips * islr_fraction))
     plan = []
     for i in range(num_clips):
@@ -41,28 +79,38 @@ def generate_corpus(out_dir: str, num_clips: int = 4000, seed: int = 0, *, num_g
     """Generate the synthetic corpus into a store at ``out_dir``; returns the opened Store.
 
     Deterministic: the same arguments give byte-identical shards. ``workers`` > 1 renders in
-    that many processes (same output); "auto": all cores for 1500 clips or more. With ``overwrite=False`` an existing complete store
-    generated with the same arguments is reused as is.
+    that many processes (same output); "auto": all cores (at most 8) for 1500 clips or more.
+    With ``overwrite=False`` an existing complete store generated with the same arguments is
+    reused as is, a synthetic corpus generated with other arguments (or an interrupted one) is
+    generated again, and a store that is not a synthetic corpus raises ``FileExistsError``.
+    ``store.json`` is written last, so an interrupted generation leaves no store that opens.
+    Bad arguments raise ``ValueError`` naming the argument.
     """
     from .store_reader import Store
 
-    if not isinstance(num_clips, (int, np.integer)) or num_clips < 1:
-        raise ValueError(f"generate_corpus: num_clips must be an int >= 1, got {num_clips!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"generate_corpus: seed must be an int >= 0, got {seed!r}")
-    if not isinstance(num_signers, (int, np.integer)) or num_signers < 1:
-        raise ValueError(f"generate_corpus: num_signers must be an int >= 1, got {num_signers!r}")
-    if not 0.0 <= islr_fraction <= 1.0:
-        raise ValueError(f"generate_corpus: islr_fraction must be in [0, 1], got {islr_fraction!r}")
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"generate_corpus: out_dir must be a path, got {type(out_dir).__name__} {out_dir!r}")
+    num_clips = _check_int("generate_corpus", "num_clips", num_clips, 1)
+    seed = _check_int("generate_corpus", "seed", seed, 0)
+    num_glosses = _check_int("generate_corpus", "num_glosses", num_glosses, MIN_GLOSSES)
+    num_signers = _check_int("generate_corpus", "num_signers", num_signers, 1)
+    islr_fraction = _check_fraction("generate_corpus", islr_fraction)
+    shard_clips = _check_int("generate_corpus", "shard_clips", shard_clips, 1)
+    if workers != "auto":
+        workers = _check_int("generate_corpus", "workers", workers, 0, hint=' or "auto"')
+    # plain Python numbers: the settings go into store.json (JSON has no numpy integers)
     settings = {"num_clips": num_clips, "seed": seed, "num_glosses": num_glosses,
                 "num_signers": num_signers, "islr_fraction": islr_fraction}
     if not overwrite and os.path.isfile(os.path.join(out_dir, "store.json")):
+        if not _is_synthetic_listing(out_dir):
+            raise FileExistsError(f"generate_corpus: {os.fspath(out_dir)!r} holds a store that is not a synthetic "
+                                  f"corpus; with overwrite=False it is left as is (give another out_dir)")
         try:
             st = Store(out_dir)
             if st.meta.get("synthetic", {}).get("settings") == settings and \
                     st.meta["synthetic"].get("version") == GENERATOR_VERSION:
                 return st
-        except Exception:
+        except Exception:  # an unreadable or damaged synthetic corpus: generated again
             pass
     if os.path.isdir(out_dir):
         for f in os.listdir(out_dir):
@@ -74,15 +122,22 @@ def generate_corpus(out_dir: str, num_clips: int = 4000, seed: int = 0, *, num_g
     plan = corpus_plan(num_clips, num_glosses, islr_fraction)
     if workers == "auto":
         workers = min(os.cpu_count() or 1, 8) if num_clips >= 1500 else 0
-    if workers and workers > 1:
+    if workers > 1:
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
 
         chunk = 256
         jobs = [(seed, num_glosses, num_signers, [(i, k, g) for i, k, g, _ in plan[s: s + chunk]])
                 for s in range(0, len(plan), chunk)]
-        with mp.get_context("spawn").Pool(workers) as pool:
-            clips_iter = (c for batch in pool.imap(_clip_worker, jobs) for c in batch)
+        # an executor, not a Pool: a worker that dies (killed, or a script that starts the
+        # generation without an ``if __name__ == "__main__":`` guard) raises BrokenProcessPool
+        # here instead of leaving the generation waiting forever
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+        try:
+            clips_iter = (c for batch in pool.map(_clip_worker, jobs) for c in batch)
             _write(out_dir, plan, clips_iter, meta, shard_clips)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     else:
         _write(out_dir, plan, (lang.clip(i, k, g) for i, k, g, _ in plan), meta, shard_clips)
     return Store(out_dir)

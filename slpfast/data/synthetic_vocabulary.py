@@ -30,19 +30,33 @@ _WORDS = {
 _CLASS_SHARE = {"pronoun": 0.06, "time": 0.07, "question": 0.06, "neg": 0.01, "verb": 0.2, "adjective": 0.12}
 
 
+#: the smallest vocabulary: two pronouns, two verbs and one of each other class but NOT
+MIN_GLOSSES = 8
+
+
 def _vocabulary(num_glosses: int) -> tuple[list[str], list[str], list[str]]:
-    """(gloss names, words, classes) for ``num_glosses`` glosses."""
-    if num_glosses < 8:
-        raise ValueError("num_glosses must be >= 8")
+    """(gloss names, words, classes) for ``num_glosses`` glosses; words and gloss names are
+    unique (a word beyond its class's list gets a number: ``book2``, ``book3``, ...)."""
+    if isinstance(num_glosses, bool) or not isinstance(num_glosses, (int, np.integer)) or num_glosses < MIN_GLOSSES:
+        raise ValueError(f"num_glosses must be an int >= {MIN_GLOSSES}, got {num_glosses!r}")
+    num_glosses = int(num_glosses)
     counts = {c: max(1 if c != "neg" else 0, int(round(s * num_glosses))) for c, s in _CLASS_SHARE.items()}
     counts["pronoun"] = max(2, counts["pronoun"])
     counts["verb"] = max(2, counts["verb"])
     counts["noun"] = num_glosses - sum(counts.values())
     words, classes = [], []
+    taken = {w for pool in _WORDS.values() for w in pool}  # a numbered word must not be a listed one
     for c in ("pronoun", "time", "question", "neg", "verb", "adjective", "noun"):
         pool = _WORDS[c]
         for k in range(counts[c]):
-            w = pool[k] if k < len(pool) else f"{pool[k % len(pool)]}{k // len(pool) + 1}"
+            if k < len(pool):
+                w = pool[k]
+            else:
+                n = k // len(pool) + 1
+                while f"{pool[k % len(pool)]}{n}" in taken:  # e.g. the listed noun teacher2
+                    n += 1
+                w = f"{pool[k % len(pool)]}{n}"
+                taken.add(w)
             words.append(w)
             classes.append(c)
     glosses = ["IX-" + w.upper() if c == "pronoun" else w.upper() for w, c in zip(words, classes)]
