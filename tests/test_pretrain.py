@@ -300,6 +300,26 @@ def test_rank_without_the_synthetic_corpus_says_so(tmp_path, monkeypatch):
         train_data.open_store(cfg, rank1)
 
 
+def test_synthetic_dir_holding_a_real_store_is_left_alone(tmp_path_factory, tmp_path):
+    """data.synthetic_dir pointing at a real store: a one-line error, and the store is untouched."""
+    import json
+    import shutil
+
+    store = str(tmp_path / "real")
+    shutil.copytree(tiny_store(tmp_path_factory), store)
+    with open(os.path.join(store, "store.json")) as f:
+        info = json.load(f)
+    del info["meta"]["synthetic"]  # a converted store of real clips: no generator settings
+    with open(os.path.join(store, "store.json"), "w") as f:
+        json.dump(info, f)
+    before = {f: os.path.getsize(os.path.join(store, f)) for f in os.listdir(store)}
+    r = subprocess.run([sys.executable, "-m", "slpfast.pretrain", f"--data.synthetic_dir={store}",
+                        f"--train.out_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=env(), timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "data.synthetic_dir" in r.stderr and "not the synthetic corpus" in r.stderr and "Traceback" not in r.stderr
+    assert {f: os.path.getsize(os.path.join(store, f)) for f in os.listdir(store)} == before
+
+
 def _run(store, out, **over) -> dict:
     tr = _trainer(store, out, **over)
     try:

@@ -85,7 +85,12 @@ def open_store(cfg, dist: D.DistInfo):
     path = os.path.expanduser(d.synthetic_dir)
 
     def generate() -> None:  # returns nothing: the other ranks open the store themselves
-        generate_corpus(path, d.synthetic_clips, d.synthetic_seed, overwrite=False)
+        try:
+            generate_corpus(path, d.synthetic_clips, d.synthetic_seed, overwrite=False)
+        except FileExistsError:
+            raise ValueError(f"data.synthetic_dir: {path!r} holds a store that is not the synthetic corpus; it is "
+                             f"left as is (train on it with --data.store={path}, or give another "
+                             f"data.synthetic_dir)") from None
 
     D.run_on_main(dist, generate, f"generating the synthetic corpus in {path!r}")
     if not os.path.isfile(os.path.join(path, "store.json")):  # rank 0 wrote it on another machine
