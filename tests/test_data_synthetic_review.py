@@ -153,3 +153,18 @@ def test_dead_worker_raises_instead_of_hanging(tmp_path):
 def test_docstring_counts():
     """The module docstring said 14 handshapes; there are 15."""
     assert f"({len(HANDSHAPES)} finger configurations" in synthetic.__doc__
+
+
+def test_progress_bar_while_generating_and_same_bytes(tmp_path, capsys):
+    import hashlib
+
+    def digest(d):
+        return {f: hashlib.sha256((d / f).read_bytes()).hexdigest() for f in os.listdir(d) if f.endswith(".slp")}
+
+    generate_corpus(str(tmp_path / "quiet"), 24, 1, num_glosses=12, workers=0)
+    assert "generating the synthetic corpus" not in capsys.readouterr().err
+    generate_corpus(str(tmp_path / "bar"), 24, 1, num_glosses=12, workers=0, progress=True)
+    assert "generating the synthetic corpus" in capsys.readouterr().err
+    assert digest(tmp_path / "bar") == digest(tmp_path / "quiet")
+    generate_corpus(str(tmp_path / "bar"), 24, 1, num_glosses=12, workers=0, overwrite=False, progress=True)
+    assert "generating" not in capsys.readouterr().err  # reused: nothing to show

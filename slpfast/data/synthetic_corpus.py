@@ -75,7 +75,7 @@ def corpus_plan(num_clips: int, num_glosses: int, islr_fraction: float) -> list[
 
 def generate_corpus(out_dir: str, num_clips: int = 4000, seed: int = 0, *, num_glosses: int = 100,
                     num_signers: int = 10, islr_fraction: float = 0.5, workers: int | str = "auto",
-                    shard_clips: int = 2048, overwrite: bool = True):
+                    shard_clips: int = 2048, overwrite: bool = True, progress: bool = False):
     """Generate the synthetic corpus into a store at ``out_dir``; returns the opened Store.
 
     Deterministic: the same arguments give byte-identical shards. ``workers`` > 1 renders in
@@ -84,7 +84,8 @@ def generate_corpus(out_dir: str, num_clips: int = 4000, seed: int = 0, *, num_g
     reused as is, a synthetic corpus generated with other arguments (or an interrupted one) is
     generated again, and a store that is not a synthetic corpus raises ``FileExistsError``.
     ``store.json`` is written last, so an interrupted generation leaves no store that opens.
-    Bad arguments raise ``ValueError`` naming the argument.
+    Bad arguments raise ``ValueError`` naming the argument. ``progress``: a tqdm bar over the
+    clips while they are generated (nothing is shown when the store is reused).
     """
     from .store_reader import Store
 
@@ -135,17 +136,22 @@ def generate_corpus(out_dir: str, num_clips: int = 4000, seed: int = 0, *, num_g
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
         try:
             clips_iter = (c for batch in pool.map(_clip_worker, jobs) for c in batch)
-            _write(out_dir, plan, clips_iter, meta, shard_clips)
+            _write(out_dir, plan, clips_iter, meta, shard_clips, progress)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     else:
-        _write(out_dir, plan, (lang.clip(i, k, g) for i, k, g, _ in plan), meta, shard_clips)
+        _write(out_dir, plan, (lang.clip(i, k, g) for i, k, g, _ in plan), meta, shard_clips, progress)
     return Store(out_dir)
 
 
-def _write(out_dir, plan, clips, meta, shard_clips):
+def _write(out_dir, plan, clips, meta, shard_clips, progress=False):
     from .store_writer import StoreWriter
 
+    if progress:
+        from tqdm import tqdm
+
+        clips = tqdm(clips, total=len(plan), desc=f"generating the synthetic corpus in {out_dir}", unit="clip",
+                     leave=False)
     with StoreWriter(out_dir, meta={"synthetic": meta, "fps": FPS}, shard_clips=shard_clips) as w:
         for (i, kind, _, split), c in zip(plan, clips):
             w.add(c["pose"], c["conf"], text=c["text"], split=split, source="synthetic", language="synthetic-sl",

@@ -86,7 +86,7 @@ def open_store(cfg, dist: D.DistInfo):
 
     def generate() -> None:  # returns nothing: the other ranks open the store themselves
         try:
-            generate_corpus(path, d.synthetic_clips, d.synthetic_seed, overwrite=False)
+            generate_corpus(path, d.synthetic_clips, d.synthetic_seed, overwrite=False, progress=cfg.train.progress)
         except FileExistsError:
             raise ValueError(f"data.synthetic_dir: {path!r} holds a store that is not the synthetic corpus; it is "
                              f"left as is (train on it with --data.store={path}, or give another "
