@@ -133,6 +133,29 @@ def test_an_interrupted_rewrite_leaves_the_old_set_whole(tmp_path):
     assert sorted(feats) == sorted(json.load(open(tmp_path / "s" / "store.json"))["text_features"]["enc"]["files"])
 
 
+def test_an_interrupt_right_after_the_listing_keeps_the_new_set(tmp_path, monkeypatch):
+    """An interrupt in the directory fsync that follows the listing's rename: the listing already
+    names the new files, so they must stay (removing them left a store that does not open)."""
+    from slpfast.data import shard_format
+
+    st = _store(tmp_path / "s", [f"t{i}" for i in range(7)], shard_clips=3)
+    st.write_text_features(np.zeros((7, 4), np.float32), name="enc")
+    real_fsync = shard_format.fsync_dir
+    listing = tmp_path / "s" / "store.json"
+    first = json.loads(listing.read_text())["text_features"]["enc"]["files"]
+
+    def interrupted(path):
+        real_fsync(path)
+        if json.loads(listing.read_text())["text_features"]["enc"]["files"] != first:
+            raise KeyboardInterrupt  # the fsync after the listing's rename
+
+    monkeypatch.setattr(shard_format, "fsync_dir", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        st.write_text_features(np.ones((7, 4), np.float32), name="enc")
+    monkeypatch.setattr(shard_format, "fsync_dir", real_fsync)
+    assert (Store(str(tmp_path / "s")).text_features("enc", range(7))[0] == 1).all()
+
+
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
 def test_max_length_must_be_a_positive_int(bad):
     with pytest.raises(ValueError, match="max_length"):

@@ -107,10 +107,21 @@ class TextFeatureWriter:
 
     def abort(self) -> None:
         """Remove the files this writer has written (the listed set, if any, stays as it was).
-        Does nothing once ``close()`` has registered them."""
+        Does nothing once ``close()`` has registered them. A file that ``store.json`` lists is
+        never removed: an interrupt can land after the listing was replaced and before
+        ``close()`` learnt of it (in the directory fsync that follows the rename), and when the
+        listing cannot be read nothing is removed (stray files cost disk space, not data)."""
         if self._registered:
             return
+        try:
+            with open(os.path.join(self.store.path, "store.json")) as f:
+                sets = (json.load(f).get("text_features") or {}).values()
+            listed = {fname for tf in sets for fname in tf.get("files", [])}
+        except (OSError, ValueError, AttributeError, TypeError):
+            return
         for fname in self.files:
+            if fname in listed:
+                continue
             try:
                 os.unlink(os.path.join(self.store.path, fname))
             except FileNotFoundError:
