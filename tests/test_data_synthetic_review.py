@@ -103,6 +103,30 @@ def test_overwrite_false_keeps_a_foreign_store(tmp_path):
     assert len(generate_corpus(d, 10, num_glosses=8)) == 10  # overwrite=True replaces it
 
 
+def test_overwrite_false_never_deletes_what_it_cannot_tell_apart(tmp_path):
+    """A real store whose listing cannot be read (a damaged file, a passing I/O error), or
+    shards without a listing (a store being written), are left alone; a folder the generator
+    marked as its own is regenerated."""
+    from slpfast.data.store_writer import StoreWriter
+
+    d = tmp_path / "real"
+    with StoreWriter(str(d), meta={"name": "recorded"}, shard_clips=1) as w:
+        for _ in range(3):
+            w.add(np.zeros((5, 123, 3), np.float32), np.ones((5, 123), np.float32), text="hello")
+    shards = sorted(f for f in os.listdir(d) if f.endswith(".slp"))
+    (d / "store.json").write_text((d / "store.json").read_text()[:10])  # torn
+    with pytest.raises(FileExistsError, match="cannot be read"):
+        generate_corpus(str(d), 10, num_glosses=8, overwrite=False)
+    (d / "store.json").unlink()
+    with pytest.raises(FileExistsError, match="shards without a store.json"):
+        generate_corpus(str(d), 10, num_glosses=8, overwrite=False)
+    assert sorted(f for f in os.listdir(d) if f.endswith(".slp")) == shards
+    own = tmp_path / "own"
+    generate_corpus(str(own), 10, num_glosses=8)
+    (own / "store.json").write_text("{")  # damaged, but the folder is the generator's
+    assert len(generate_corpus(str(own), 10, num_glosses=8, overwrite=False)) == 10
+
+
 def test_interrupted_generation_is_not_reused(tmp_path, monkeypatch):
     """A generation that stops half-way (over an older corpus) leaves no store.json: the next
     overwrite=False call generates the corpus again instead of accepting a partial one."""

@@ -307,6 +307,7 @@ def test_synthetic_dir_holding_a_real_store_is_left_alone(tmp_path_factory, tmp_
 
     store = str(tmp_path / "real")
     shutil.copytree(tiny_store(tmp_path_factory), store)
+    os.unlink(os.path.join(store, ".slpfast-synthetic"))  # the generator's mark on its own folders
     with open(os.path.join(store, "store.json")) as f:
         info = json.load(f)
     del info["meta"]["synthetic"]  # a converted store of real clips: no generator settings
@@ -316,7 +317,7 @@ def test_synthetic_dir_holding_a_real_store_is_left_alone(tmp_path_factory, tmp_
     r = subprocess.run([sys.executable, "-m", "slpfast.pretrain", f"--data.synthetic_dir={store}",
                         f"--train.out_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=env(), timeout=300)
     assert r.returncode == 2, r.stderr
-    assert "data.synthetic_dir" in r.stderr and "not the synthetic corpus" in r.stderr and "Traceback" not in r.stderr
+    assert "data.synthetic_dir" in r.stderr and "not a synthetic corpus" in r.stderr and "Traceback" not in r.stderr
     assert {f: os.path.getsize(os.path.join(store, f)) for f in os.listdir(store)} == before
 
 

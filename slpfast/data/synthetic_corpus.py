@@ -28,16 +28,31 @@ def _check_fraction(fn: str, value) -> float | int:
     return value if type(value) in (int, float) else float(value)
 
 
-def _is_synthetic_listing(out_dir) -> bool:
-    """Whether ``out_dir/store.json`` is the listing of a synthetic corpus (or unreadable:
-    then it is no store anyone could use, and generating over it loses nothing)."""
-    try:
-        with open(os.path.join(out_dir, "store.json")) as f:
-            info = json.load(f)
-        meta = info.get("meta")
-    except (OSError, ValueError, AttributeError):
-        return True
-    return isinstance(meta, dict) and "synthetic" in meta
+#: Written into a corpus folder before anything else is: the folder is the generator's to
+#: rewrite even when its store.json is missing (an interrupted generation) or unreadable.
+MARKER = ".slpfast-synthetic"
+
+
+def _foreign_store_problem(out_dir) -> str | None:
+    """Why ``out_dir`` must not be generated over with overwrite=False (None: it may be).
+
+    A folder may be rewritten when it holds nothing of a store, a synthetic corpus's listing,
+    or the generator's marker. Anything else (another store's listing, a listing that cannot be
+    read, or shards without a listing: a store still being written) is left alone: reading it
+    as "not a store" could delete real data over a passing I/O error."""
+    if not os.path.isdir(out_dir) or os.path.isfile(os.path.join(out_dir, MARKER)):
+        return None
+    listing = os.path.join(out_dir, "store.json")
+    if os.path.isfile(listing):
+        try:
+            with open(listing) as f:
+                meta = json.load(f).get("meta")
+        except (OSError, ValueError, AttributeError) as e:
+            return f"holds a store.json that cannot be read ({type(e).__name__})"
+        return None if isinstance(meta, dict) and "synthetic" in meta else "holds a store that is not a synthetic corpus"
+    if any(f.endswith(".slp") for f in os.listdir(out_dir)):
+        return "holds shards without a store.json (a store being written?)"
+    return None
 
 
 def _split_of(k: int, prefix: str) -> str:
@@ -82,7 +97,8 @@ def generate_corpus(out_dir: str, num_clips: int = 4000, seed: int = 0, *, num_g
     that many processes (same output); "auto": all cores (at most 8) for 1500 clips or more.
     With ``overwrite=False`` an existing complete store generated with the same arguments is
     reused as is, a synthetic corpus generated with other arguments (or an interrupted one) is
-    generated again, and a store that is not a synthetic corpus raises ``FileExistsError``.
+    generated again, and a folder that may hold another store (its listing, an unreadable
+    listing, or shards without one) raises ``FileExistsError``.
     ``store.json`` is written last, so an interrupted generation leaves no store that opens.
     Bad arguments raise ``ValueError`` naming the argument. ``progress``: a tqdm bar over the
     clips while they are generated (nothing is shown when the store is reused).
@@ -102,10 +118,11 @@ def generate_corpus(out_dir: str, num_clips: int = 4000, seed: int = 0, *, num_g
     # plain Python numbers: the settings go into store.json (JSON has no numpy integers)
     settings = {"num_clips": num_clips, "seed": seed, "num_glosses": num_glosses,
                 "num_signers": num_signers, "islr_fraction": islr_fraction}
+    problem = None if overwrite else _foreign_store_problem(out_dir)
+    if problem:
+        raise FileExistsError(f"generate_corpus: {os.fspath(out_dir)!r} {problem}; with overwrite=False it is left "
+                              f"as is (give another out_dir)")
     if not overwrite and os.path.isfile(os.path.join(out_dir, "store.json")):
-        if not _is_synthetic_listing(out_dir):
-            raise FileExistsError(f"generate_corpus: {os.fspath(out_dir)!r} holds a store that is not a synthetic "
-                                  f"corpus; with overwrite=False it is left as is (give another out_dir)")
         try:
             st = Store(out_dir)
             if st.meta.get("synthetic", {}).get("settings") == settings and \
@@ -113,6 +130,9 @@ def generate_corpus(out_dir: str, num_clips: int = 4000, seed: int = 0, *, num_g
                 return st
         except Exception:  # an unreadable or damaged synthetic corpus: generated again
             pass
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, MARKER), "w") as f:  # before any file is removed or written
+        f.write("a synthetic corpus of slpfast.data.synthetic: generate_corpus may rewrite this folder\n")
     if os.path.isdir(out_dir):
         for f in os.listdir(out_dir):
             if f.endswith(".slp") or ".slp.tmp-" in f or f == "store.json":

@@ -87,10 +87,9 @@ def open_store(cfg, dist: D.DistInfo):
     def generate() -> None:  # returns nothing: the other ranks open the store themselves
         try:
             generate_corpus(path, d.synthetic_clips, d.synthetic_seed, overwrite=False, progress=cfg.train.progress)
-        except FileExistsError:
-            raise ValueError(f"data.synthetic_dir: {path!r} holds a store that is not the synthetic corpus; it is "
-                             f"left as is (train on it with --data.store={path}, or give another "
-                             f"data.synthetic_dir)") from None
+        except FileExistsError as e:  # a folder that may hold another store: never generated over
+            raise ValueError(f"data.synthetic_dir: {str(e).removeprefix('generate_corpus: ')} (a store to train on "
+                             f"goes in --data.store)") from None
 
     D.run_on_main(dist, generate, f"generating the synthetic corpus in {path!r}")
     if not os.path.isfile(os.path.join(path, "store.json")):  # rank 0 wrote it on another machine
