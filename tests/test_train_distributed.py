@@ -52,6 +52,48 @@ def _rank0_error_reaches_every_rank(rank, world):
         run_on_main(_info(rank, world), crash, "generating the synthetic corpus")
 
 
+def _peer_dies_before_the_call(rank, world):
+    import os
+
+    from slpfast.train.distributed import run_on_main
+
+    if rank == 1:
+        os._exit(0)  # e.g. its text encoder failed to load: it never reaches run_on_main
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError):
+        run_on_main(_info(rank, world), lambda: None, "caching", timeout_s=300)
+    # the default group's timeout, not run_on_main's long one
+    assert time.monotonic() - t0 < 4 * GROUP_TIMEOUT_S
+
+
+def test_a_rank_that_never_arrives_fails_the_others_within_the_group_timeout():
+    import tempfile
+
+    import torch.multiprocessing as mp
+    from conftest import _worker
+
+    ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
+    path = tempfile.mktemp(prefix="slpfast-dist-")
+    procs = [ctx.Process(target=_worker, args=(r, 2, path, _peer_dies_before_the_call, (), errors, GROUP_TIMEOUT_S))
+             for r in range(2)]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert not any(p.is_alive() for p in procs), "rank 0 still waits for the rank that died"
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    # rank 0's own assertions ran: only the teardown barrier with the dead peer may have failed
+    assert not any("AssertionError" in tb or "DID NOT RAISE" in tb for _, tb in failures), failures
+
+
 def test_rank0_work_may_outlast_the_process_group_timeout():
     run_distributed(_slow_work_outlasts_the_group_timeout, 2, group_timeout_s=GROUP_TIMEOUT_S, timeout=120)
 

@@ -185,6 +185,9 @@ class PretrainData(LoaderCycle):
                     batch = 1024 if self.device.type == "cuda" else 128
                     for member in member_stores(self.store):
                         name = cache_text_features(member, encoder, batch_size=batch, progress=cfg.train.progress)
+                    enc.cpu()
+                    if self.device.type == "cuda":  # the encoder's activations at batch 1024: not kept
+                        torch.cuda.empty_cache()  # reserved on rank 0 alone
                     return name
 
                 self.feature_name = D.run_on_main(dist, cache_all, "caching the text features")

@@ -88,7 +88,10 @@ def run_on_main(info: DistInfo, fn, what: str, timeout_s: float = MAIN_WORK_TIME
     """
     if not info.enabled:
         return fn()
-    # created by every rank before rank 0 starts: new_group is itself collective
+    # every rank is here (within the default group's timeout) before the long-timeout group is
+    # made: new_group is collective and waits for its peers with that group's timeout, so a rank
+    # that died before this point would otherwise keep the others waiting for timeout_s
+    dist.barrier()
     group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
     try:
         box = [None]
