@@ -141,6 +141,40 @@ def test_corrupt_shard(tmp_path, where, monkeypatch):
             Store(str(st))
 
 
+def _flip_section_byte(f, section):
+    data = bytearray(open(f, "rb").read())
+    n = int.from_bytes(data[12:16], "little")
+    hdr = json.loads(bytes(data[32: 32 + n]))
+    data[(32 + n + 63) // 64 * 64 + hdr["sections"][section]["offset"] + 5] ^= 0x01
+    open(f, "wb").write(bytes(data))
+
+
+@pytest.mark.parametrize("section", ["pose", "conf"])
+def test_fast_verify_reads_a_bounded_part_of_a_large_store(tmp_path, monkeypatch, section):
+    """A 1.5M-clip store converted in 256-clip shards holds ~150 GB of pose in 25 MB sections:
+    each was under FAST_VERIFY_BYTES, so every open (every rank, every loader worker) read the
+    whole store. The bulk sections of one open now share one budget of FAST_VERIFY_BYTES."""
+    from slpfast.data import shard_format
+
+    clips = _clips(12, T=(20, 21))
+    _write(tmp_path / "st", clips, shard_clips=1)
+    shards = sorted(f for f in os.listdir(tmp_path / "st") if f.endswith(".slp"))
+    per_shard = 20 * NUM_JOINTS * 8  # pose (x, y, z) + conf, float16
+    monkeypatch.setattr(shard_format, "FAST_VERIFY_BYTES", 3 * per_shard + 64)  # > any one section
+    checked = []
+    real_crc = shard_format._crc
+    monkeypatch.setattr(shard_format, "_crc", lambda buf: checked.append(memoryview(buf).nbytes) or real_crc(buf))
+    Store(str(tmp_path / "st"))
+    assert sum(n for n in checked if n >= 20 * NUM_JOINTS * 2) <= 3 * per_shard + 64  # not 12 shards' worth
+    _flip_section_byte(tmp_path / "st" / shards[-1], section)
+    Store(str(tmp_path / "st"))  # the last shard's bulk is past the budget: not read
+    with pytest.raises(ShardError, match=section):
+        Store(str(tmp_path / "st"), verify="full")
+    _flip_section_byte(tmp_path / "st" / shards[0], section)
+    with pytest.raises(ShardError, match=section):
+        Store(str(tmp_path / "st"))  # the first shards are still checked on every open
+
+
 def test_missing_and_mismatched(tmp_path):
     with pytest.raises(ShardError, match="no store.json"):
         Store(str(tmp_path))

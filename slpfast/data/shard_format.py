@@ -18,8 +18,12 @@ Opening validates, in order: that the file is at least a prelude long, the magic
 version, the prelude CRC, that the on-disk size equals ``file_size`` (a truncated or padded
 file fails here), the header CRC, that every section lies inside the file and matches its
 dtype/shape, and the CRC-32 of every section smaller than ``FAST_VERIFY_BYTES`` (all of them
-with ``verify="full"``). Each failure raises :class:`ShardError` naming the file and the
-check.
+with ``verify="full"``). The bulk sections (``PAYLOAD_SECTIONS``: pose, confidence, text
+features) of the shards of one store open share a :class:`CrcBudget` of ``FAST_VERIFY_BYTES``
+in total: a small store is checked whole on every open, a large one (a 1.5M-clip store of
+256-clip shards holds ~150 GB of pose in 25 MB sections) only in its first shards, instead of
+being read whole by every process that opens it. Each failure raises :class:`ShardError`
+naming the file and the check.
 
 Writes are atomic: the file is written to ``<path>.tmp-<pid>-<n>`` in the same directory,
 flushed, fsynced and renamed over ``path``; a crash leaves at most a stray ``.tmp-`` file
@@ -43,13 +47,32 @@ _PRELUDE = struct.Struct("<8sIIQI")  # 28 bytes, followed by a u32 CRC of these 
 PRELUDE_SIZE = 32
 ALIGN = 64
 #: Sections up to this size are CRC-checked on every open; larger ones only with verify="full".
+#: Also the total of bulk sections (``PAYLOAD_SECTIONS``) that one store open checks.
 FAST_VERIFY_BYTES = 64 << 20
+#: The bulk of a shard (per frame or per token, not per clip): with a :class:`CrcBudget`,
+#: verify="fast" checks them only while the budget lasts.
+PAYLOAD_SECTIONS = frozenset({"pose", "conf", "pooled", "tokens"})
 
 _tmp_counter = itertools.count()
 
 
 class ShardError(RuntimeError):
     """A shard (or store) file is missing, truncated, corrupt or of an unknown version."""
+
+
+class CrcBudget:
+    """Bytes of bulk sections that verify="fast" may still CRC-check, shared by the shards of
+    one store open (default ``FAST_VERIFY_BYTES``, read when it is made)."""
+
+    def __init__(self, nbytes: int | None = None):
+        self.left = int(FAST_VERIFY_BYTES if nbytes is None else nbytes)
+
+    def take(self, nbytes: int) -> bool:
+        """Whether a section of ``nbytes`` still fits (and if so, spend it)."""
+        if nbytes > self.left:
+            return False
+        self.left -= nbytes
+        return True
 
 
 def _crc(buf) -> int:
@@ -157,7 +180,10 @@ def write_shard(path: str, sections: Mapping[str, np.ndarray], *, kind: str, met
 class ShardFile:
     """A validated, memory-mapped shard. ``sections[name]`` are read-only numpy views."""
 
-    def __init__(self, path: str, *, verify: str = "fast", expect_kind: str | None = None):
+    def __init__(self, path: str, *, verify: str = "fast", expect_kind: str | None = None,
+                 budget: CrcBudget | None = None):
+        """``budget``: under verify="fast", the bulk sections (``PAYLOAD_SECTIONS``) are
+        CRC-checked only while it lasts (None: like any other section, by size alone)."""
         if verify not in ("none", "fast", "full"):
             raise ValueError(f"verify must be 'none', 'fast' or 'full', got {verify!r}")
         self.path = path
@@ -205,7 +231,8 @@ class ShardFile:
             if n * dt.itemsize != s["nbytes"] or s["offset"] < 0 or off + s["nbytes"] > size:
                 raise ShardError(f"{path}: section {name!r} has inconsistent size/offset")
             a = np.frombuffer(mm, dtype=dt, count=n, offset=off).reshape(shape) if n else np.empty(shape, dt)
-            if verify == "full" or (verify == "fast" and s["nbytes"] <= FAST_VERIFY_BYTES):
+            if verify == "full" or (verify == "fast" and s["nbytes"] <= FAST_VERIFY_BYTES and (
+                    budget is None or name not in PAYLOAD_SECTIONS or budget.take(s["nbytes"]))):
                 if s["nbytes"] and _crc(a) != s["crc32"]:
                     raise ShardError(f"{path}: section {name!r} is corrupt (CRC mismatch)")
             self.sections[name] = a

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..layouts import NUM_JOINTS
-from .shard_format import ShardError, ShardFile
+from .shard_format import CrcBudget, ShardError, ShardFile
 from .store_format import CATEGORICAL, read_store_json
 from .store_gather import _ClipSource
 from .store_text_features import TextFeatureWriter
@@ -23,8 +23,10 @@ class Store(_ClipSource):
 
     Args:
         path: the store directory.
-        verify: "fast" (default: sizes, header and index CRCs), "full" (also the pose
-            CRCs: reads everything) or "none" (sizes only).
+        verify: "fast" (default: sizes, header and index CRCs, and the pose / text-feature
+            CRCs of the first shards, up to ``shard_format.FAST_VERIFY_BYTES`` in all: a small
+            store is checked whole, a large one is not read whole on every open), "full"
+            (every CRC: reads everything) or "none" (sizes only).
 
     Attributes: ``meta`` (store metadata dict), ``lengths`` (N,) frames per clip, ``labels``,
     ``fps``, ``dims``, and for each of split/source/language/signer a code array
@@ -38,8 +40,10 @@ class Store(_ClipSource):
         self.info = info
         self.meta = info.get("meta", {})
         self.shards: list[ShardFile] = []
+        self._crc_budget = CrcBudget()  # shared by the clip and text-feature shards of this open
         for s in info["shards"]:
-            sh = ShardFile(os.path.join(self.path, s["file"]), verify=verify, expect_kind="clips")
+            sh = ShardFile(os.path.join(self.path, s["file"]), verify=verify, expect_kind="clips",
+                           budget=self._crc_budget)
             if sh.meta.get("num_clips") != s["num_clips"] or sh.file_size != s["file_size"]:
                 raise ShardError(f"{sh.path}: shard does not match store.json "
                                  f"({sh.meta.get('num_clips')} clips / {sh.file_size} bytes, listed "
@@ -169,8 +173,8 @@ class Store(_ClipSource):
     # ------------------------------------------------------------------------- text features
     def _open_text_features(self) -> None:
         for name, tf in self.info.get("text_features", {}).items():
-            files = [ShardFile(os.path.join(self.path, f), verify=self.verify, expect_kind="text_features")
-                     for f in tf["files"]]
+            files = [ShardFile(os.path.join(self.path, f), verify=self.verify, expect_kind="text_features",
+                               budget=getattr(self, "_crc_budget", None)) for f in tf["files"]]
             for f, sh in zip(files, self.shards):
                 if f["pooled"].shape[0] != sh.meta["num_clips"]:
                     raise ShardError(f"{f.path}: {f['pooled'].shape[0]} rows, its clip shard has {sh.meta['num_clips']}")
