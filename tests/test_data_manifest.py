@@ -53,3 +53,26 @@ def test_duplicate_or_empty_ids_are_refused(tmp_path, name, body, msg):
     """The last row of a duplicated id silently won; an empty id was accepted."""
     with pytest.raises(ValueError, match=msg):
         read_manifest(_write(tmp_path, name, body))
+
+
+def test_gloss_lookups_index_the_vocabulary_once(tmp_path, monkeypatch):
+    """gloss_ids built a dict of the whole gloss vocabulary, and label() searched the list, for
+    every clip: minutes over a 1.5M-clip corpus with thousands of glosses. The index is built
+    once per vocabulary (again if the vocabulary is replaced or grows) and never pickled."""
+    import pickle
+
+    body = "id,text,gloss,label\n" + "".join(f"c{i},t,G{i} G{i + 1},G{i + 2}\n" for i in range(50))
+    m = read_manifest(_write(tmp_path, "m.csv", body))
+    vocab = m.gloss_vocab
+    assert m.gloss_ids(m.rows["c3"]) == [vocab.index("G3"), vocab.index("G4")]
+    assert m.label(m.rows["c3"]) == vocab.index("G5") and m.label({"label": "nope"}) == -1
+    index = m._gloss_index()
+    for i in range(50):
+        m.gloss_ids(m.rows[f"c{i}"]), m.label(m.rows[f"c{i}"])
+    assert m._gloss_index()[0] is index[0]  # built once, not per clip
+    m.gloss_vocab.append("NEW")
+    assert m.label({"label": "NEW"}) == len(vocab) - 1
+    m.gloss_vocab = ["X", "Y"]
+    assert m.gloss_ids({"gloss": "Y X"}) == [1, 0] and m.label({"label": "Y"}) == 1
+    copy = pickle.loads(pickle.dumps(m))
+    assert "_index_cache" not in copy.__dict__ and copy == m and copy.gloss_ids({"gloss": "X"}) == [0]

@@ -174,6 +174,22 @@ def convert_one(path: str, clip_id: str, manifest: Manifest | None, opts: dict) 
             "dims": raw.dims, "layout": raw.layout.name}
 
 
+def _chunk_manifest(manifest: Manifest | None, items) -> Manifest | None:
+    """The rows of ``manifest`` that the files of one chunk can match (by relative id or stem,
+    as :meth:`Manifest.lookup`), with the whole gloss vocabulary: what a worker needs for that
+    chunk. Each chunk task is pickled to its worker, so sending the whole manifest (1.5M rows,
+    ~120 MB pickled) with every chunk of 256 files cost hours of pickling for a large corpus."""
+    if manifest is None:
+        return None
+    rows = manifest.rows
+    sub = {}
+    for _, clip_id in items:
+        for key in (clip_id, os.path.basename(clip_id)):
+            if key in rows:
+                sub[key] = rows[key]
+    return Manifest(sub, manifest.gloss_vocab)
+
+
 def _record(rec):
     pose, conf = sanitize_pose(rec["pose"], rec["conf"])
     return pose.astype(np.float16), conf.astype(np.float16)
@@ -431,7 +447,7 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
         if rep is not None:
             reports[k] = rep
         else:
-            todo.append((k, c, out_dir, man, opts, h))
+            todo.append((k, c, out_dir, _chunk_manifest(man, c), opts, h))
     if todo:
         # The old listing (and report) would describe a mix of old and new shards until the end of
         # this run: drop them now so a crash leaves no store.json, as after an interrupted first run.

@@ -29,8 +29,26 @@ class Manifest:
     def lookup(self, rel_id: str, stem: str) -> dict | None:
         return self.rows.get(rel_id) or self.rows.get(stem)
 
+    def _gloss_index(self) -> tuple[dict, dict]:
+        """(last, first) position of each gloss in ``gloss_vocab``, built once per vocabulary:
+        the converter asks for every clip, and a dict (or a list search) over a vocabulary of
+        thousands of glosses per clip cost minutes over a 1.5M-clip corpus."""
+        vocab = self.gloss_vocab
+        cache = self.__dict__.get("_index_cache")
+        if cache is None or cache[0] is not vocab or cache[1] != len(vocab):
+            last = {g: i for i, g in enumerate(vocab)}
+            first = {}
+            for i, g in enumerate(vocab):
+                first.setdefault(g, i)
+            cache = (vocab, len(vocab), last, first)
+            self.__dict__["_index_cache"] = cache
+        return cache[2], cache[3]
+
+    def __getstate__(self):  # the index is rebuilt where it is used, never pickled
+        return {k: v for k, v in self.__dict__.items() if k != "_index_cache"}
+
     def gloss_ids(self, row: dict) -> list[int]:
-        index = {g: i for i, g in enumerate(self.gloss_vocab)}
+        index = self._gloss_index()[0]
         return [index[g] for g in (row.get("gloss") or "").split()]
 
     def label(self, row: dict) -> int:
@@ -40,7 +58,7 @@ class Manifest:
         try:
             return int(lab)
         except ValueError:
-            return self.gloss_vocab.index(lab) if lab in self.gloss_vocab else -1
+            return self._gloss_index()[1].get(lab, -1)
 
 
 def _value(path: str, line: int, key: str, v) -> str:
