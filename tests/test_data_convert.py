@@ -739,3 +739,39 @@ def test_each_chunk_task_carries_only_its_own_manifest_rows(tmp_path, monkeypatc
         vocab = list(dict.fromkeys(vocab))
         assert c["gloss_ids"].tolist() == [vocab.index(f"G{k % 7}"), vocab.index(f"G{k % 3}")]
         assert c["label"] == vocab.index(f"G{k % 5}")
+
+
+@pytest.mark.parametrize("bad", [{"max_gap": True}, {"workers": True}, {"chunk": False}, {"fps": True}])
+def test_api_booleans_are_not_numbers(tmp_path, bad):
+    """max_gap=True passed the API's check and then every clip was skipped as corrupt."""
+    shutil.copy(os.path.join(POSE_DIR, POSE_FILES[-1]), tmp_path / "a.pose")
+    with pytest.raises(ValueError, match="--" + next(iter(bad)).replace("_", "-")):
+        conv.convert([str(tmp_path / "a.pose")], str(tmp_path / "st"), allow_missing_text=True, progress=False, **bad)
+
+
+def test_api_numpy_numbers_are_numbers(tmp_path):
+    shutil.copy(os.path.join(POSE_DIR, POSE_FILES[-1]), tmp_path / "a.pose")
+    conv.convert([str(tmp_path / "a.pose")], str(tmp_path / "st"), allow_missing_text=True, progress=False,
+                 max_gap=np.int64(3), workers=np.int32(1), chunk=np.int64(4), fps=np.float32(25.0))
+    assert (tmp_path / "st" / "store.json").exists()
+
+
+def test_a_resume_checks_the_finished_shards_under_one_crc_budget(tmp_path, monkeypatch):
+    """Resuming a large conversion opened every finished shard with its own CRC allowance, so it
+    read the whole store again; the shards of one resume now share one budget (as a store open)."""
+    for i in range(3):
+        shutil.copy(os.path.join(POSE_DIR, POSE_FILES[-1]), tmp_path / f"a{i}.pose")
+    srcs = [str(tmp_path / f"a{i}.pose") for i in range(3)]
+    st = str(tmp_path / "st")
+    conv.convert(srcs, st, allow_missing_text=True, progress=False, chunk=1)
+    budgets = []
+    real = conv.ShardFile
+
+    def recording(*a, budget=None, **k):
+        budgets.append(budget)
+        return real(*a, budget=budget, **k)
+
+    monkeypatch.setattr(conv, "ShardFile", recording)
+    rep = conv.convert(srcs, st, allow_missing_text=True, progress=False, chunk=1)
+    assert rep["resumed_chunks"] == 3 and len(budgets) == 3
+    assert budgets[0] is not None and all(b is budgets[0] for b in budgets)

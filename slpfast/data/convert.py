@@ -69,7 +69,7 @@ from ..layouts import PART_SLICES
 from ..layouts_sources import get_layout
 from .manifest import Manifest, read_manifest
 from .readers import EXTENSIONS, ReadError, read_any
-from .shard_format import ShardError, ShardFile, atomic_write_json
+from .shard_format import CrcBudget, ShardError, ShardFile, atomic_write_json
 from .store_format import write_store_json
 from .store_writer import sanitize_pose, write_clip_shard
 
@@ -294,13 +294,14 @@ def _input_unchanged(path: str, recorded) -> bool:
         return False
 
 
-def _chunk_done(out_dir: str, k: int, conversion: str, items) -> tuple[dict | None, bool]:
+def _chunk_done(out_dir: str, k: int, conversion: str, items, budget: CrcBudget | None = None) -> tuple[dict | None, bool]:
     """The report of chunk ``k`` if it can be kept as it is, else None; and whether it was
     dropped because one of its input files changed since (for the report's ``changed_chunks``).
 
     Kept only if the report belongs to this conversion, its shard validates and matches the
     listing, and every input still has the size and mtime (and content, for racy ones) that
-    the report recorded before reading it."""
+    the report recorded before reading it. ``budget``: shared by the chunks of one resume, so
+    that their pose CRCs are read up to the budget (as a store open does), not whole."""
     rp = os.path.join(out_dir, "chunks", f"chunk-{k:05d}.json")
     if not os.path.isfile(rp):
         return None, False
@@ -315,7 +316,8 @@ def _chunk_done(out_dir: str, k: int, conversion: str, items) -> tuple[dict | No
         if not all(_input_unchanged(path, fp) for (path, _), fp in zip(items, inputs)):
             return None, True
         if rep.get("shard"):
-            sh = ShardFile(os.path.join(out_dir, rep["shard"]["file"]), verify="fast", expect_kind="clips")
+            sh = ShardFile(os.path.join(out_dir, rep["shard"]["file"]), verify="fast", expect_kind="clips",
+                           budget=budget)
             if (sh.meta.get("num_clips") != rep["shard"]["num_clips"]
                     or sh.file_size != rep["shard"].get("file_size")):
                 return None, False
@@ -366,17 +368,21 @@ def _read_state(state_path: str) -> str | None:
 
 def _check_options(*, fps, default_fps, max_gap, layout, workers, chunk) -> None:
     def positive(x):
-        return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+        return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) \
+            and math.isfinite(x) and x > 0
+
+    def integer(x):  # numpy integers as well; not True / False
+        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
     if fps is not None and not positive(fps):
         raise ValueError(f"--fps must be a positive finite frame rate (or left out to keep each clip's), got {fps!r}")
     if not positive(default_fps):
         raise ValueError(f"--default-fps must be a positive finite frame rate, got {default_fps!r}")
-    if not isinstance(max_gap, int) or max_gap < 0:
+    if not integer(max_gap) or max_gap < 0:
         raise ValueError(f"--max-gap must be an integer >= 0 (0 disables gap filling), got {max_gap!r}")
-    if not isinstance(workers, int) or workers < 1:
+    if not integer(workers) or workers < 1:
         raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
-    if not isinstance(chunk, int) or chunk < 1:
+    if not integer(chunk) or chunk < 1:
         raise ValueError(f"--chunk must be an integer >= 1 (files per shard), got {chunk!r}")
     if layout not in (None, "auto"):
         try:
@@ -395,6 +401,9 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     Bad options, a missing source or an unreadable manifest raise ``ValueError`` naming the
     option before any file is converted."""
     _check_options(fps=fps, default_fps=default_fps, max_gap=max_gap, layout=layout, workers=workers, chunk=chunk)
+    # plain Python numbers from here on: they go into the conversion's JSON fingerprint and reports
+    fps, default_fps = (None if fps is None else float(fps)), float(default_fps)
+    max_gap, workers, chunk = int(max_gap), int(workers), int(chunk)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out: {out_dir!r} is a file, not a folder for the store")
     try:
@@ -441,8 +450,9 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     reports: dict[int, dict] = {}
     todo = []
     changed = 0
+    budget = CrcBudget()  # the finished shards of a large conversion are not read whole to resume it
     for k, c in enumerate(chunks):
-        rep, was_changed = _chunk_done(out_dir, k, h, c)
+        rep, was_changed = _chunk_done(out_dir, k, h, c, budget)
         changed += was_changed
         if rep is not None:
             reports[k] = rep
