@@ -156,6 +156,26 @@ def test_an_interrupt_right_after_the_listing_keeps_the_new_set(tmp_path, monkey
     assert (Store(str(tmp_path / "s")).text_features("enc", range(7))[0] == 1).all()
 
 
+def test_a_store_opened_across_a_rewrite_reads_the_new_set(tmp_path, monkeypatch):
+    """A reader that read store.json just before a re-write replaced it (and removed the files
+    it named) re-reads the listing instead of failing (e.g. a loader worker opening the store)."""
+    from slpfast.data import store_format, store_reader
+
+    st = _store(tmp_path / "s", [f"t{i}" for i in range(7)], shard_clips=3)
+    st.write_text_features(np.zeros((7, 4), np.float32), name="enc")
+    before = store_format.read_store_json(str(tmp_path / "s"))
+    st.write_text_features(np.ones((7, 4), np.float32), name="enc")  # removes the files `before` lists
+    calls = []
+
+    def stale_first(path):
+        calls.append(path)
+        return json.loads(json.dumps(before)) if len(calls) == 1 else store_format.read_store_json(path)
+
+    monkeypatch.setattr(store_reader, "read_store_json", stale_first)
+    assert (Store(str(tmp_path / "s")).text_features("enc", range(7))[0] == 1).all()
+    assert len(calls) == 2
+
+
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
 def test_max_length_must_be_a_positive_int(bad):
     with pytest.raises(ValueError, match="max_length"):
