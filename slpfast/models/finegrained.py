@@ -53,7 +53,8 @@ def finegrained_scores(frames: torch.Tensor, frame_lengths: torch.Tensor, tokens
         token_lengths: (N,) valid tokens per text.
         tau: temperature of the softmax weighting.
         max_elements: most similarities (N x M x T x L) computed at once; more go in column blocks
-            of M texts, each recomputed in the backward (same values and gradients).
+            of M texts, each recomputed in the backward (the same values and gradients in fp32;
+            under bf16 autocast each block's gradient is rounded before they are summed).
 
     Returns:
         (N, N) scores, [i, j] = sign i against text j, in [-1, 1].
