@@ -344,3 +344,30 @@ def test_out_of_range_clip_ids_are_index_errors(tmp_path):
         for read in (cat.clip, cat.text, cat.glosses, cat.raw):
             with pytest.raises(IndexError, match=f"clip index {bad} out of range for a source of 7 clips"):
                 read(bad)
+
+
+def test_opening_many_shards_raises_the_open_file_limit(tmp_path, monkeypatch):
+    """Each open shard holds a file descriptor (its memory map keeps one): a store of more
+    shards than the soft limit allows raises it, or says how to fix it when the hard one is low."""
+    import resource
+
+    from slpfast.data import shard_format
+
+    d = tmp_path / "s"
+    with StoreWriter(str(d), shard_clips=1) as w:
+        for i in range(6):
+            w.add(np.zeros((3, NUM_JOINTS, 3), np.float32), np.ones((3, NUM_JOINTS), np.float32), text=f"t{i}")
+    in_use = shard_format._open_fd_count()
+    limits = {"now": (in_use + 1000, in_use + 100_000)}
+    monkeypatch.setattr(resource, "getrlimit", lambda what: limits["now"])
+    monkeypatch.setattr(resource, "setrlimit", lambda what, value: limits.__setitem__("now", value))
+    monkeypatch.setattr(shard_format, "_open_fd_count", lambda: in_use)
+    assert len(Store(str(d))) == 6  # 6 shards and 256 spare fit: nothing changes
+    assert limits["now"] == (in_use + 1000, in_use + 100_000)
+    limits["now"] = (in_use + 10, in_use + 100_000)
+    assert len(Store(str(d))) == 6
+    soft, hard = limits["now"]
+    assert soft >= in_use + 6 + 256 and hard == in_use + 100_000
+    limits["now"] = (in_use + 10, in_use + 20)  # even the hard limit is too low
+    with pytest.raises(ShardError, match="ulimit -n.*--chunk"):
+        Store(str(d))

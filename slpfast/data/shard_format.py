@@ -75,6 +75,39 @@ class CrcBudget:
         return True
 
 
+def _open_fd_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux: assume a modest number in use
+        return 64
+
+
+def reserve_open_files(n: int, what: str) -> None:
+    """Make room for ``n`` more open shards in this process, raising the soft limit on open
+    files (up to the hard one) when it is short.
+
+    Each :class:`ShardFile` keeps its memory map, and a memory map keeps a descriptor of its
+    file: a 1.5M-clip store converted at 256 clips per shard has ~5,900 clip shards (twice that
+    with cached text features), against a soft limit of 1,024 on many systems, in every process
+    that opens it (each rank, each loader worker). Raises :class:`ShardError` naming the fix
+    when even the hard limit is too low.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX: nothing to adjust
+        return
+    need = _open_fd_count() + n + 256  # what is open, the shards, and room for everything else
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or need <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and need > hard:
+        raise ShardError(f"{what}: opening {n} shard files needs about {need} open files, more than this process "
+                         f"may have (ulimit -n: soft {soft}, hard {hard}); raise the hard limit, or make fewer, "
+                         f"larger shards (python -m slpfast.data.convert --chunk)")
+    target = need + 1024 if hard == resource.RLIM_INFINITY else min(hard, need + 1024)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def _crc(buf) -> int:
     return zlib.crc32(memoryview(buf).cast("B")) & 0xFFFFFFFF
 

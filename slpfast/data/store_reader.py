@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..layouts import NUM_JOINTS
-from .shard_format import CrcBudget, ShardError, ShardFile
+from .shard_format import CrcBudget, ShardError, ShardFile, reserve_open_files
 from .store_format import CATEGORICAL, read_store_json
 from .store_gather import _ClipSource
 from .store_text_features import TextFeatureWriter
@@ -41,6 +41,10 @@ class Store(_ClipSource):
         self.meta = info.get("meta", {})
         self.shards: list[ShardFile] = []
         self._crc_budget = CrcBudget()  # shared by the clip and text-feature shards of this open
+        # every open shard holds a file descriptor (its memory map): make room for all of them
+        reserve_open_files(len(info["shards"]) + sum(len(tf.get("files", ()))
+                                                     for tf in (info.get("text_features") or {}).values()),
+                           f"store {self.path}")
         for s in info["shards"]:
             sh = ShardFile(os.path.join(self.path, s["file"]), verify=verify, expect_kind="clips",
                            budget=self._crc_budget)
