@@ -68,6 +68,26 @@ def test_cached_features_line_up_with_their_clips(tmp_path):
     assert cache_text_features(Store(str(tmp_path / "s")), enc) == name  # reused as is
 
 
+def test_pooled_only_cache_holds_no_token_rows(tmp_path):
+    """Without the token-level term only the pooled features are cached (~1/20 of the bytes),
+    under a name of their own that a full set does not take."""
+    from slpfast.models.text_encoder import pooled_set_name
+
+    st = _store(tmp_path / "s", TEXTS, shard_clips=3)
+    enc = FrozenByteEncoder(_model_dir(tmp_path / "m" / "model", "a"), seed=0)
+    name = cache_text_features(st, enc, batch_size=3, tokens=False)
+    assert name == pooled_set_name(feature_set_name(enc))
+    st = Store(str(tmp_path / "s"))
+    pooled, toks = st.text_features(name, range(len(TEXTS)))
+    np.testing.assert_allclose(pooled, enc(TEXTS).pooled.numpy(), atol=2e-3)
+    assert all(t.shape == (0, enc.dim) for t in toks)
+    assert cache_text_features(st, enc, tokens=False) == name  # reused
+    full = cache_text_features(st, enc)  # the token-level term asks for the full set: its own
+    assert full == feature_set_name(enc) and sum(t.shape[0] for t in Store(str(tmp_path / "s")).text_features(
+        full, range(len(TEXTS)))[1]) > 0
+    assert cache_text_features(Store(str(tmp_path / "s")), enc, tokens=False) == name
+
+
 def test_cache_is_keyed_on_the_encoder_not_on_its_directory_name(tmp_path):
     # two different models in directories of the same name (and the same max_length) must not
     # share a cache: the second one used to get the first one's features back

@@ -183,8 +183,9 @@ class PretrainData(LoaderCycle):
                     # in hours); the other ranks wait as long as it takes (run_on_main)
                     encoder = enc.to(self.device)
                     batch = 1024 if self.device.type == "cuda" else 128
-                    for member in member_stores(self.store):
-                        name = cache_text_features(member, encoder, batch_size=batch, progress=cfg.train.progress)
+                    for member in member_stores(self.store):  # token rows only for the token-level term
+                        name = cache_text_features(member, encoder, batch_size=batch, progress=cfg.train.progress,
+                                                   tokens=t.finegrained_weight > 0)
                     enc.cpu()
                     if self.device.type == "cuda":  # the encoder's activations at batch 1024: not kept
                         torch.cuda.empty_cache()  # reserved on rank 0 alone
