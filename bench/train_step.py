@@ -68,20 +68,27 @@ def _baseline(trainer, args) -> None:
                                               persistent_workers=True, pin_memory=trainer.device.type == "cuda")
     data._iter = None
 
+    copy = data.copier  # the trainer's own host->device path (pinned batches, no host wait)
+
     def prepare(batch, step, micro, device):
-        lengths = batch["lengths"].to(device)
+        # The batch's lengths stay on the host as well (as slpfast's prepare keeps them): the
+        # trainer counts clips and frames from them instead of reading the device lengths back,
+        # and the copies do not block, so on a GPU the baseline's next step is queued while the
+        # current one runs, exactly as slpfast's is (a blocking .to(device) or a read-back
+        # waits for the whole queued step: no overlap of host and GPU work).
+        host_lengths = batch["lengths"]
+        pose, conf, lengths = copy(batch["pose"], batch["conf"], host_lengths)
         gen = torch.Generator(device=device).manual_seed(step * 131 + micro)
         mask = sample_joint_mask(lengths, batch["pose"].shape[1], strategy=cfg.mpm.strategy, ratio=cfg.mpm.ratio,
                                  span=cfg.mpm.span, generator=gen)
         text = None
         if data.feature_name is not None:
-            text = TextFeatures(batch["text_features"].to(device), batch["text_token_features"].to(device),
-                                batch["text_token_lengths"].to(device))
-        kw = dict(pose=batch["pose"].to(device), conf=batch["conf"].to(device), lengths=lengths, joint_mask=mask,
-                  text=text)
+            text = TextFeatures(*copy(batch["text_features"], batch["text_token_features"],
+                                      batch["text_token_lengths"]))
+        kw = dict(pose=pose, conf=conf, lengths=lengths, joint_mask=mask, text=text)
         if data.trainable_text is not None:
             kw["texts"] = list(batch["text"])
-        return {"lengths": lengths, "model_kwargs": kw}
+        return {"lengths": lengths, "host_lengths": host_lengths, "model_kwargs": kw}
 
     data.prepare = prepare
 
@@ -107,15 +114,17 @@ def profile_steps(trainer, steps: int, title: str, rows: int = 20) -> None:
                                     row_limit=rows))
 
 
-def time_steps(trainer, warmup: int, repeats: int) -> tuple[list[float], list[float], dict]:
+def time_steps(trainer, warmup: int, repeats: int) -> tuple[list[float], list[float], list[float], dict]:
     """Wall ms per step in the steady state, with the steps driven as ``Trainer.run`` drives
     them: ``pipeline_depth`` steps queued ahead of the one whose results are read (on a GPU the
     next batch is loaded and prepared while a step runs). A step's time is the interval
     between the reads of its results and of the previous step's. Also the host ms spent
     queuing each step (loading its batch and launching its work): on a GPU, a host time
     close to the step time means the host, not the GPU, sets the pace. Returns (step times,
-    host times, the last step's counters)."""
-    times, host, stats, queue, last = [], [], {}, collections.deque(), None
+    host times, the model FLOPs of each timed step, in the order of the step times, the last
+    step's counters). A step's FLOPs follow its clips' lengths, which vary from batch to batch:
+    MFU must take them from the timed steps themselves (:func:`mfu`)."""
+    times, host, flops, stats, queue, last = [], [], [], {}, collections.deque(), None
     for r in range(warmup + repeats + trainer.pipeline_depth):
         t0 = time.perf_counter()
         queue.append(trainer.issue_step())
@@ -126,10 +135,22 @@ def time_steps(trainer, warmup: int, repeats: int) -> tuple[list[float], list[fl
             now = time.perf_counter()
             if last is not None and len(times) < repeats and r - trainer.pipeline_depth >= warmup:
                 times.append((now - last) * 1e3)
+                flops.append(stats["flops"])
             last = now
     while queue:
         stats = queue.popleft().result()[1]
-    return times, host, stats
+    return times, host, flops, stats
+
+
+def mfu(flops: list[float], times_ms: list[float], peak: float | None) -> float | None:
+    """Model FLOPs utilization of the timed steps: their mean FLOPs over the median step time
+    (the time clips/s is computed from), as a fraction of ``peak`` FLOP/s (None: no peak known,
+    e.g. on the CPU). ``flops[i]`` belongs to the step timed by ``times_ms[i]``."""
+    if not peak or not flops or not times_ms:
+        return None
+    if len(flops) != len(times_ms):
+        raise ValueError(f"mfu: {len(flops)} FLOP counts for {len(times_ms)} step times")
+    return statistics.fmean(flops) / (statistics.median(times_ms) / 1e3) / peak
 
 
 def run(args) -> Results:
@@ -148,6 +169,7 @@ def run(args) -> Results:
         # baseline/slpfast blocks (``--rounds``) and reports the median over all of them.
         times = {"baseline": [], "slpfast": []}
         host_times = {"baseline": [], "slpfast": []}
+        step_flops = {"baseline": [], "slpfast": []}
         info = {}
         for _ in range(args.rounds):
             for provider in ("baseline", "slpfast"):
@@ -155,9 +177,10 @@ def run(args) -> Results:
                     tr = Trainer(_config(args, size, store, tmp))
                     if provider == "baseline":
                         _baseline(tr, args)
-                    ts, hs, stats = time_steps(tr, args.warmup, args.repeats)
+                    ts, hs, fl, stats = time_steps(tr, args.warmup, args.repeats)
                     times[provider] += ts
                     host_times[provider] += hs
+                    step_flops[provider] += fl
                     if args.profile and _ == args.rounds - 1:
                         profile_steps(tr, args.profile, f"{size} {provider}")
                     info[provider] = dict(stats=stats, device=tr.device, batch=tr.cfg.data.batch_size,
@@ -181,7 +204,7 @@ def run(args) -> Results:
                     max_frames=d["max_frames"], median_ms=med,
                     p20_ms=ts[int(0.2 * (len(ts) - 1))], p80_ms=ts[int(0.8 * (len(ts) - 1))],
                     clips_per_s=d["clips_step"] / (med / 1e3), speedup=base_ms / med,
-                    mfu=(d["stats"]["flops"] / (med / 1e3) / peak) if peak else None,
+                    mfu=mfu(step_flops[p], times[p], peak),
                     data_ms=d["stats"]["data_s"] * 1e3, host_ms=statistics.median(host_times[p]),
                     params_m=d["params_m"], steps=len(ts))
     return res
