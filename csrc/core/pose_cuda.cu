@@ -141,10 +141,11 @@ __global__ void augment_kernel(const T* __restrict__ pose, const float* __restri
   }
 }
 
+// Grid-stride: grid_for caps the grid, so a batch past 65535 * 16 blocks of threads loops.
 __global__ void sample_kernel(const int64_t* __restrict__ clip_ids, int64_t batch, uint64_t seed, SampleConfig cfg,
                               int num_parts, double* __restrict__ params) {
-  const int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (b < batch) sample_params(cfg, num_parts, seed, static_cast<uint64_t>(clip_ids[b]), params + b * kNumParams);
+  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < batch; b += (int64_t)gridDim.x * blockDim.x)
+    sample_params(cfg, num_parts, seed, static_cast<uint64_t>(clip_ids[b]), params + b * kNumParams);
 }
 
 int grid_for(int64_t total, int threads) {
