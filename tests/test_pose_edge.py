@@ -2,6 +2,8 @@
 overflow, empty batches), bad arguments, non-differentiability and torch.library.opcheck (CPU)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from pose_helpers import FULL_CONFIG, J, pack, random_batch
@@ -234,3 +236,18 @@ def opcheck_all(device: str, dtype=torch.float32):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_opcheck_cpu(dtype):
     opcheck_all("cpu", dtype)
+
+
+def test_cpp_canonical_layout_tables_are_current():
+    """tests/cpp/canonical_layouts.h (the layout the emulated CUDA kernels run in ctest) holds the
+    tables the ops build from slpfast.layouts: regenerate it when the layout changes."""
+    import re
+
+    from slpfast.ops.pose import _canonical
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpp", "canonical_layouts.h")
+    with open(path) as f:
+        text = f.read()
+    for hand_scale, name in ((True, "kCanonicalLayoutHandScale"), (False, "kCanonicalLayout")):
+        body = re.search(rf"{name}\[\] = \{{([^}}]*)\}};", text).group(1)
+        assert [int(v) for v in body.replace("\n", " ").split(",") if v.strip()] == _canonical(hand_scale)[1], name
