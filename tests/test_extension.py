@@ -1,5 +1,6 @@
 """The extension's build record and the diagnosis of missing / mismatched builds."""
 import json
+import os
 import subprocess
 import sys
 
@@ -71,3 +72,16 @@ def test_missing_build_record_is_said_and_cuda_is_asked_of_the_dispatcher(monkey
         assert "build record (slpfast/_build_info.json) is missing" in text and "torch None" not in text
     finally:
         monkeypatch.setattr(_extension, "_STATUS", None)
+
+
+def test_every_python_folder_is_a_package_the_wheel_ships():
+    """setup.py ships find_packages(): a folder of modules without __init__.py imports from a
+    source checkout (a namespace package) but is left out of the wheel, so `pip install .`
+    gave an slpfast without slpfast.train (and no `python -m slpfast.pretrain`)."""
+    import setuptools
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shipped = set(setuptools.find_packages(where=root, include=["slpfast", "slpfast.*"]))
+    folders = {os.path.relpath(d, root).replace(os.sep, ".") for d, _, files in os.walk(os.path.join(root, "slpfast"))
+               if "__pycache__" not in d and any(f.endswith(".py") for f in files)}
+    assert folders - shipped == set()
