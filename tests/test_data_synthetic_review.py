@@ -193,16 +193,3 @@ def test_progress_bar_while_generating_and_same_bytes(tmp_path, capsys):
     generate_corpus(str(tmp_path / "bar"), 24, 1, num_glosses=12, workers=0, overwrite=False, progress=True)
     assert "generating" not in capsys.readouterr().err  # reused: nothing to show
 
-
-def test_a_sentence_is_in_one_split_only(tmp_path):
-    """The same sentence drawn twice went to two splits (6 of 978 in the default corpus): a test
-    sentence seen in training inflates retrieval and translation scores."""
-    from slpfast.data import Store
-
-    st = Store(generate_corpus(str(tmp_path / "c"), 2000, 0, workers=0).path)
-    splits_of = {}
-    for i in range(len(st)):
-        split = st.tables["split"][st.codes["split"][i]]
-        if split.startswith("sentence"):
-            splits_of.setdefault(st.text(i), set()).add(split)
-    assert len(splits_of) > 900 and all(len(s) == 1 for s in splits_of.values())

@@ -46,7 +46,10 @@ Splits
 (CSLR gloss sequences, retrieval and translation: ``label`` = -1). About 80/10/10; the ISLR
 clips cycle over the glosses and each cycle goes to one split, so every gloss is in every ISLR
 split once there are at least 5 cycles (``num_clips * islr_fraction >= 5 * num_glosses``, as
-in the defaults); the same signers appear in all splits.
+in the defaults); the same signers appear in all splits. Sentence clips take their split by
+clip index: a sentence drawn twice can stand in two splits (6 of the 978 distinct sentences of
+the default corpus). Keeping each sentence in one split would empty the sentence splits of small
+corpora, whose few glosses repeat most sentences.
 
 ``generate_corpus(out_dir, num_clips=4000, seed=0)`` writes it as a store (deterministic
 given the arguments; each clip is a function of (seed, clip index) only) and returns the

@@ -172,13 +172,8 @@ def _write(out_dir, plan, clips, meta, shard_clips, progress=False):
 
         clips = tqdm(clips, total=len(plan), desc=f"generating the synthetic corpus in {out_dir}", unit="clip",
                      leave=False)
-    # a sentence drawn again later keeps the split of its first clip: the same sentence in the
-    # training and the test split would inflate retrieval and translation scores
-    sentence_split: dict[str, str] = {}
     with StoreWriter(out_dir, meta={"synthetic": meta, "fps": FPS}, shard_clips=shard_clips) as w:
         for (i, kind, _, split), c in zip(plan, clips):
-            if kind == "sentence":
-                split = sentence_split.setdefault(c["text"], split)
             w.add(c["pose"], c["conf"], text=c["text"], split=split, source="synthetic", language="synthetic-sl",
                   signer=c["signer"], fps=FPS, label=c["label"], glosses=c["glosses"], key=f"synthetic-{i:07d}",
                   dims=3)

@@ -10,7 +10,7 @@ from .synthetic_phonology import _draw_glosses
 from .synthetic_render import _render
 from .synthetic_vocabulary import MIN_GLOSSES, _sentence, _vocabulary
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 FPS = 25.0
 
 
