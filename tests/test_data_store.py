@@ -371,3 +371,35 @@ def test_opening_many_shards_raises_the_open_file_limit(tmp_path, monkeypatch):
     limits["now"] = (in_use + 10, in_use + 20)  # even the hard limit is too low
     with pytest.raises(ShardError, match="ulimit -n.*--chunk"):
         Store(str(d))
+
+
+def test_unknown_open_file_count_assumes_the_soft_limit_is_spent(monkeypatch):
+    """Where the system does not list open descriptors, the limit is raised by what the shards
+    need on top of the soft limit (a fixed guess let a second large store fail with EMFILE)."""
+    import resource
+
+    from slpfast.data import shard_format
+
+    limits = {"now": (1000, 100_000)}
+    monkeypatch.setattr(resource, "getrlimit", lambda what: limits["now"])
+    monkeypatch.setattr(resource, "setrlimit", lambda what, value: limits.__setitem__("now", value))
+    monkeypatch.setattr(shard_format, "_open_fd_count", lambda: None)
+    shard_format.reserve_open_files(10, "store x")
+    assert limits["now"][0] >= 1000 + 10 + 256
+
+
+def test_running_out_of_descriptors_names_the_shard_and_the_fix(tmp_path, monkeypatch):
+    import errno
+
+    from slpfast.data import shard_format
+
+    d = tmp_path / "s"
+    with StoreWriter(str(d)) as w:
+        w.add(np.zeros((3, NUM_JOINTS, 3), np.float32), np.ones((3, NUM_JOINTS), np.float32), text="a")
+
+    def no_more(*a, **k):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(shard_format.mmap, "mmap", no_more)
+    with pytest.raises(ShardError, match="shard-00000.slp: cannot map shard .*ulimit -n"):
+        Store(str(d))

@@ -248,3 +248,35 @@ def test_loading_the_encoder_prints_no_bar_and_keeps_the_callers_setting(capfd):
         assert "Loading weights" not in capfd.readouterr().err
         assert hf_logging.is_progress_bar_enabled() == enabled
     hf_logging.enable_progress_bar()
+
+
+def test_retrieval_reads_the_pooled_only_set_first(tmp_path):
+    from slpfast.models.text_encoder import pooled_feature_set, pooled_set_name
+
+    enc = FrozenByteEncoder(_model_dir(tmp_path / "m" / "model", "a"), seed=0)
+    full, pooled = feature_set_name(enc), pooled_set_name(feature_set_name(enc))
+    assert pooled_feature_set(enc, [full, pooled]) == pooled
+    assert pooled_feature_set(enc, [full]) == full
+    assert pooled_feature_set(enc, ["other-len16-000000000000"]) is None
+
+
+def test_a_rewrite_reopens_only_its_set_with_room_for_its_files(tmp_path, monkeypatch):
+    """Registering a set re-opened every set of the store, beside the old files of this one,
+    with no room made for them: a store of thousands of shards failed with EMFILE at the end of
+    caching. Now the old files are let go, room is made for the new ones, and no descriptor is
+    left behind by a re-write."""
+    from slpfast.data import shard_format, store_text_features
+
+    st = _store(tmp_path / "s", [f"t{i}" for i in range(7)], shard_clips=3)
+    st.write_text_features(np.zeros((7, 4), np.float32), name="other")
+    st.write_text_features(np.zeros((7, 4), np.float32), name="enc")
+    kept = st._text_features["other"]
+    reserved = []
+    real = shard_format.reserve_open_files
+    monkeypatch.setattr(store_text_features, "reserve_open_files", lambda n, what: (reserved.append(n), real(n, what)))
+    before = shard_format._open_fd_count()
+    st.write_text_features(np.ones((7, 4), np.float32), name="enc")
+    assert reserved == [3]  # one file per clip shard
+    assert st._text_features["other"] is kept  # the other set was not opened again
+    assert shard_format._open_fd_count() == before
+    assert (st.text_features("enc", range(7))[0] == 1).all()

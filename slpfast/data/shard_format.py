@@ -31,6 +31,7 @@ flushed, fsynced and renamed over ``path``; a crash leaves at most a stray ``.tm
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import mmap
@@ -75,11 +76,14 @@ class CrcBudget:
         return True
 
 
-def _open_fd_count() -> int:
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:  # not Linux: assume a modest number in use
-        return 64
+def _open_fd_count() -> int | None:
+    """Descriptors this process has open (None where the system does not list them)."""
+    for folder in ("/proc/self/fd", "/dev/fd"):  # Linux; macOS and the BSDs
+        try:
+            return len(os.listdir(folder))
+        except OSError:
+            pass
+    return None
 
 
 def reserve_open_files(n: int, what: str) -> None:
@@ -90,22 +94,36 @@ def reserve_open_files(n: int, what: str) -> None:
     file: a 1.5M-clip store converted at 256 clips per shard has ~5,900 clip shards (twice that
     with cached text features), against a soft limit of 1,024 on many systems, in every process
     that opens it (each rank, each loader worker). Raises :class:`ShardError` naming the fix
-    when even the hard limit is too low.
+    when even the hard limit is too low. Best effort where the limit cannot be read or set.
     """
     try:
         import resource
     except ImportError:  # not POSIX: nothing to adjust
         return
-    need = _open_fd_count() + n + 256  # what is open, the shards, and room for everything else
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or need <= soft:
+    if soft == resource.RLIM_INFINITY:
+        return
+    in_use = _open_fd_count()
+    # what is open, the shards, and room for everything else; where nothing tells what is
+    # open, assume the worst: the soft limit is spent and n more are needed on top of it
+    need = (soft if in_use is None else in_use) + n + 256
+    if need <= soft:
         return
     if hard != resource.RLIM_INFINITY and need > hard:
         raise ShardError(f"{what}: opening {n} shard files needs about {need} open files, more than this process "
                          f"may have (ulimit -n: soft {soft}, hard {hard}); raise the hard limit, or make fewer, "
                          f"larger shards (python -m slpfast.data.convert --chunk)")
     target = need + 1024 if hard == resource.RLIM_INFINITY else min(hard, need + 1024)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(target, soft), hard))
+    except (ValueError, OSError):  # e.g. above a system-wide cap: the open itself will say so
+        pass
+
+
+def _emfile_hint(e: OSError) -> str:
+    if e.errno not in (errno.EMFILE, errno.ENFILE):
+        return ""
+    return ": every open shard holds a file; raise ulimit -n, or make fewer, larger shards (convert --chunk)"
 
 
 def _crc(buf) -> int:
@@ -223,12 +241,15 @@ class ShardFile:
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as e:
-            raise ShardError(f"{path}: cannot open shard ({e.strerror})") from e
+            raise ShardError(f"{path}: cannot open shard ({e.strerror}){_emfile_hint(e)}") from e
         try:
             size = os.fstat(fd).st_size
             if size < PRELUDE_SIZE:
                 raise ShardError(f"{path}: truncated shard: {size} bytes, smaller than the {PRELUDE_SIZE}-byte prelude")
-            self._mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+            try:
+                self._mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+            except OSError as e:  # the map keeps a descriptor of its own: EMFILE shows up here too
+                raise ShardError(f"{path}: cannot map shard ({e.strerror}){_emfile_hint(e)}") from e
         finally:
             os.close(fd)
         mm = self._mm

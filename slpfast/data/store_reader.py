@@ -177,22 +177,27 @@ class Store(_ClipSource):
     # ------------------------------------------------------------------------- text features
     def _open_text_features(self) -> None:
         for name, tf in list(self.info.get("text_features", {}).items()):
-            try:
-                files = self._open_feature_files(tf["files"])
-            except ShardError:
-                # a re-write of this set may have replaced the listing read above and removed the
-                # files it named (store_text_features): read the listing again, once
-                fresh = (read_store_json(self.path).get("text_features") or {}).get(name)
-                if fresh is None or fresh["files"] == tf["files"]:
-                    raise
-                self.info.setdefault("text_features", {})[name] = tf = fresh
-                files = self._open_feature_files(tf["files"])
-            for f, sh in zip(files, self.shards):
-                if f["pooled"].shape[0] != sh.meta["num_clips"]:
-                    raise ShardError(f"{f.path}: {f['pooled'].shape[0]} rows, its clip shard has {sh.meta['num_clips']}")
-            if len(files) != len(self.shards):
-                raise ShardError(f"{self.path}: text features {name!r} have {len(files)} files for {len(self.shards)} shards")
-            self._text_features[name] = files
+            self._open_text_feature_set(name, tf)
+
+    def _open_text_feature_set(self, name: str, tf: dict) -> None:
+        """Open (or re-open) the files of feature set ``name`` as the listing ``tf`` names them."""
+        self._text_features.pop(name, None)  # a re-opened set lets go of its old files first
+        try:
+            files = self._open_feature_files(tf["files"])
+        except ShardError:
+            # a re-write of this set may have replaced the listing read above and removed the
+            # files it named (store_text_features): read the listing again, once
+            fresh = (read_store_json(self.path).get("text_features") or {}).get(name)
+            if fresh is None or fresh["files"] == tf["files"]:
+                raise
+            self.info.setdefault("text_features", {})[name] = tf = fresh
+            files = self._open_feature_files(tf["files"])
+        for f, sh in zip(files, self.shards):
+            if f["pooled"].shape[0] != sh.meta["num_clips"]:
+                raise ShardError(f"{f.path}: {f['pooled'].shape[0]} rows, its clip shard has {sh.meta['num_clips']}")
+        if len(files) != len(self.shards):
+            raise ShardError(f"{self.path}: text features {name!r} have {len(files)} files for {len(self.shards)} shards")
+        self._text_features[name] = files
 
     def _open_feature_files(self, names: list[str]) -> list[ShardFile]:
         return [ShardFile(os.path.join(self.path, f), verify=self.verify, expect_kind="text_features",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .shard_format import atomic_write_json, fsync_dir, write_shard
+from .shard_format import atomic_write_json, fsync_dir, reserve_open_files, write_shard
 from .store_format import _F16_MAX
 
 if TYPE_CHECKING:
@@ -152,7 +152,11 @@ class TextFeatureWriter:
         if stale:
             fsync_dir(self.store.path)
         self.store.info = info
-        self.store._open_text_features()
+        # only the new set is (re-)opened, its old files let go of first, with room made for it:
+        # one more descriptor per clip shard (a store of thousands of shards meets the limit here)
+        self.store._text_features.pop(self.name, None)
+        reserve_open_files(len(self.files), f"store {self.store.path}")
+        self.store._open_text_feature_set(self.name, info["text_features"][self.name])
 
     def __enter__(self):
         return self
