@@ -140,7 +140,7 @@ class FinetuneData(LoaderCycle):
         instead of running a frozen encoder every batch; never a set of another encoder)."""
         if self.cfg.task.task != "retrieval":
             return None, None
-        from slpfast.models.text_encoder import build_text_encoder, feature_set_name, pooled_set_name
+        from slpfast.models.text_encoder import build_text_encoder, pooled_feature_set
 
         tx = self.cfg.resolved["text"]
         enc = build_text_encoder(tx["kind"], tx["path"], dim=tx["small_dim"], max_length=tx["max_length"],
@@ -149,10 +149,7 @@ class FinetuneData(LoaderCycle):
             load_strict(enc, self.src.state, "text_encoder.", self.src.path)
         if enc.trainable:
             return enc, None
-        # retrieval reads the pooled features alone: the full set or its pooled-only variant
-        full = feature_set_name(enc)
-        have = self.store.text_feature_names
-        return enc, next((n for n in (full, pooled_set_name(full)) if n in have), None)
+        return enc, pooled_feature_set(enc, self.store.text_feature_names)  # retrieval reads pooled features only
 
     def build_model(self):
         cfg, t, res = self.cfg, self.cfg.task, self.cfg.resolved

@@ -401,9 +401,10 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     Bad options, a missing source or an unreadable manifest raise ``ValueError`` naming the
     option before any file is converted."""
     _check_options(fps=fps, default_fps=default_fps, max_gap=max_gap, layout=layout, workers=workers, chunk=chunk)
-    # plain Python numbers from here on: they go into the conversion's JSON fingerprint and reports
-    fps, default_fps = (None if fps is None else float(fps)), float(default_fps)
-    max_gap, workers, chunk = int(max_gap), int(workers), int(chunk)
+    # plain Python numbers from here on (they go into the conversion's JSON fingerprint and
+    # reports), of the type given: fps=25 and fps=25.0 keep the fingerprints they always had
+    fps, default_fps, max_gap, workers, chunk = (v.item() if isinstance(v, np.generic) else v
+                                                 for v in (fps, default_fps, max_gap, workers, chunk))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out: {out_dir!r} is a file, not a folder for the store")
     try:

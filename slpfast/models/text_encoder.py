@@ -331,3 +331,11 @@ def cache_text_features(store, encoder: nn.Module, *, name: str | None = None, b
 def pooled_set_name(name: str) -> str:
     """Name of the pooled-only variant of feature set ``name`` (see :func:`cache_text_features`)."""
     return f"{name}-pooled"
+
+
+def pooled_feature_set(encoder: nn.Module, available) -> str | None:
+    """The cached set to read ``encoder``'s pooled features from, among the set names
+    ``available``: its pooled-only set (no token rows to gather per batch), else its full set,
+    else None."""
+    full = feature_set_name(encoder)
+    return next((n for n in (pooled_set_name(full), full) if n in available), None)
