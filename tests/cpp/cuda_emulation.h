@@ -3,17 +3,21 @@
 //
 // - threadIdx / blockIdx are set by the launcher before each emulated thread runs, blockDim /
 //   gridDim per launch;
-// - a launch without barriers runs its threads one after another (launch_serial);
+// - a launch without barriers runs its threads one after another (launch_serial): kernels whose
+//   threads read what other threads of the same launch write need launch_with_barriers;
 // - a launch whose kernel calls __syncthreads runs the threads of a block as fibers that meet
 //   at every barrier, blocks one after another (launch_with_barriers);
 // - __shared__ arrays become function-local statics: one block runs at a time, so its threads
-//   share them as on a GPU.
+//   share them as on a GPU (but they start zeroed and keep the last block's values);
+// - a barrier that some threads of a block never reach aborts (on a GPU: a hang or UB).
 // What the GPU does differently (warp scheduling, FMA contraction, device math libraries) is
 // not emulated: this checks indexing, bounds, reductions and control flow, not the last ulp.
 #pragma once
 
 #include <ucontext.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <vector>
 
@@ -96,14 +100,24 @@ void launch_with_barriers(unsigned grid, unsigned threads, Kernel kernel) {
       blk.fibers[t].uc_link = &blk.scheduler;
       makecontext(&blk.fibers[t], fiber_entry, 0);
     }
-    for (bool live = true; live;) {  // one round: every unfinished thread up to its next barrier
-      live = false;
-      for (unsigned t = 0; t < threads; ++t) {
+    // One round: every unfinished thread up to its next barrier (or its end), in ascending
+    // order on even rounds and descending on odd ones, so that a result that depends on the
+    // order the threads of a round run in shows up as a mismatch.
+    for (unsigned round = 0, waiting = threads; waiting > 0; ++round) {
+      unsigned ended = 0;
+      waiting = 0;
+      for (unsigned k = 0; k < threads; ++k) {
+        const unsigned t = round % 2 ? threads - 1 - k : k;
         if (blk.finished[t]) continue;
         blk.current = t;
         threadIdx.x = t;
         swapcontext(&blk.scheduler, &blk.fibers[t]);
-        live = live || !blk.finished[t];
+        (blk.finished[t] ? ended : waiting) += 1;
+      }
+      if (waiting > 0 && ended > 0) {  // on a GPU: a barrier some threads never reach (a hang or UB)
+        std::fprintf(stderr, "cuda_emulation: block %u: %u thread(s) ended while %u wait at __syncthreads\n", b,
+                     ended, waiting);
+        std::abort();
       }
     }
   }
