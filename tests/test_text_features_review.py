@@ -250,6 +250,20 @@ def test_loading_the_encoder_prints_no_bar_and_keeps_the_callers_setting(capfd):
     hf_logging.enable_progress_bar()
 
 
+def test_pooled_only_set_is_copied_from_a_full_set_without_encoding(tmp_path):
+    st = _store(tmp_path / "s", TEXTS, shard_clips=3)
+    enc = FrozenByteEncoder(_model_dir(tmp_path / "m" / "model", "a"), seed=0)
+    full = cache_text_features(st, enc, batch_size=3)
+    calls = []
+    real_forward = enc.forward
+    enc.forward = lambda texts: (calls.append(len(texts)), real_forward(texts))[1]
+    pooled = cache_text_features(Store(str(tmp_path / "s")), enc, batch_size=3, tokens=False)
+    assert calls == []  # copied from the full set
+    st = Store(str(tmp_path / "s"))
+    np.testing.assert_array_equal(st.text_features(pooled, range(len(TEXTS)))[0],
+                                  st.text_features(full, range(len(TEXTS)))[0])
+
+
 def test_retrieval_reads_the_pooled_only_set_first(tmp_path):
     from slpfast.models.text_encoder import pooled_feature_set, pooled_set_name
 

@@ -280,6 +280,7 @@ def cache_text_features(store, encoder: nn.Module, *, name: str | None = None, b
     (float16 in the store). ``tokens=False`` caches the pooled features alone, as a set named
     :func:`pooled_set_name` with no token rows: the token features are ~20x the pooled ones
     (24 GB against 1.2 GB for 1.5M MiniLM texts) and only the token-level sign-text term reads them.
+    Its rows are copied from a valid full set where there is one, instead of encoded again.
     """
     if getattr(encoder, "trainable", True):
         raise ValueError("cache_text_features: only a frozen text encoder's features can be cached")
@@ -315,9 +316,14 @@ def cache_text_features(store, encoder: nn.Module, *, name: str | None = None, b
         from tqdm import tqdm
 
         it = tqdm(it, desc=f"caching text features ({name})", unit_scale=batch_size, leave=False)
+    # a valid full set already holds the pooled rows: copied, not encoded again
+    source = full if not tokens and valid(full) is not None else None
     with store.text_feature_writer(name, encoder.dim, meta=meta) as w:
         for s in it:
             idx = list(range(s, min(s + batch_size, n)))
+            if source is not None:
+                w.add(store.text_features(source, idx)[0])
+                continue
             feats = encoder(store.texts(idx))
             if not tokens:
                 w.add(feats.pooled.cpu().numpy())
