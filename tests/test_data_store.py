@@ -403,3 +403,16 @@ def test_running_out_of_descriptors_names_the_shard_and_the_fix(tmp_path, monkey
     monkeypatch.setattr(shard_format.mmap, "mmap", no_more)
     with pytest.raises(ShardError, match="shard-00000.slp: cannot map shard .*ulimit -n"):
         Store(str(d))
+
+
+def test_unknown_open_file_count_never_refuses(monkeypatch):
+    """Without /proc (and so /dev/fd), a soft limit equal to the hard one refused even a
+    one-shard store: with nothing to count, the limit is raised as a best effort only."""
+    import resource
+
+    from slpfast.data import shard_format
+
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (65536, 65536))
+    monkeypatch.setattr(resource, "setrlimit", lambda what, value: None)
+    monkeypatch.setattr(shard_format, "_open_fd_count", lambda: None)
+    shard_format.reserve_open_files(1, "store x")  # no ShardError

@@ -294,3 +294,41 @@ def test_a_rewrite_reopens_only_its_set_with_room_for_its_files(tmp_path, monkey
     assert st._text_features["other"] is kept  # the other set was not opened again
     assert shard_format._open_fd_count() == before
     assert (st.text_features("enc", range(7))[0] == 1).all()
+
+
+def test_pooled_rows_alone_match_the_full_gather(tmp_path):
+    st = _store(tmp_path / "s", TEXTS, shard_clips=3)
+    enc = FrozenByteEncoder(_model_dir(tmp_path / "m" / "model", "a"), seed=0)
+    name = cache_text_features(st, enc, batch_size=3)
+    idx = [7, 0, 3, 3, 5, 1]  # across shards, repeated, out of order
+    np.testing.assert_array_equal(st.pooled_text_features(name, idx), st.text_features(name, idx)[0])
+
+
+def test_writing_a_set_leaves_the_other_sets_of_an_open_store_as_opened(tmp_path):
+    """Another process re-wrote set 'other' at another width; this open store then wrote 'enc':
+    its listing of 'other' must still describe the files it has open."""
+    st = _store(tmp_path / "s", [f"t{i}" for i in range(7)], shard_clips=3)
+    st.write_text_features(np.zeros((7, 4), np.float32), name="other")
+    mine = Store(str(tmp_path / "s"))
+    Store(str(tmp_path / "s")).write_text_features(np.ones((7, 8), np.float32), name="other")
+    mine.write_text_features(np.ones((7, 4), np.float32), name="enc")
+    assert mine.text_feature_dim("other") == 4
+    assert mine.text_features("other", [0, 6])[0].shape == (2, 4)
+    assert Store(str(tmp_path / "s")).text_feature_dim("other") == 8  # a new open sees the rewrite
+
+
+def test_a_listing_without_files_is_a_shard_error(tmp_path):
+    from slpfast.data import ShardError
+
+    st = _store(tmp_path / "s", ["a", "b"], shard_clips=3)
+    listing = tmp_path / "s" / "store.json"
+    for bad in ({"x": {"dim": 4}}, None, ["x"]):
+        info = json.loads(listing.read_text())
+        info["text_features"] = bad
+        listing.write_text(json.dumps(info))
+        if bad is None:
+            assert Store(str(tmp_path / "s")).text_feature_names == []
+        else:
+            with pytest.raises(ShardError, match="text_features|lists no files"):
+                Store(str(tmp_path / "s"))
+    del st

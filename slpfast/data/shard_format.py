@@ -104,9 +104,14 @@ def reserve_open_files(n: int, what: str) -> None:
     if soft == resource.RLIM_INFINITY:
         return
     in_use = _open_fd_count()
-    # what is open, the shards, and room for everything else; where nothing tells what is
-    # open, assume the worst: the soft limit is spent and n more are needed on top of it
-    need = (soft if in_use is None else in_use) + n + 256
+    if in_use is None:  # nothing tells what is open: raise the limit by n as far as allowed
+        target = soft + n + 256 if hard == resource.RLIM_INFINITY else min(hard, soft + n + 256)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(target, soft), hard))
+        except (ValueError, OSError):
+            pass
+        return
+    need = in_use + n + 256  # what is open, the shards, and room for everything else
     if need <= soft:
         return
     if hard != resource.RLIM_INFINITY and need > hard:

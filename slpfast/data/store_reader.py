@@ -42,9 +42,10 @@ class Store(_ClipSource):
         self.shards: list[ShardFile] = []
         self._crc_budget = CrcBudget()  # shared by the clip and text-feature shards of this open
         # every open shard holds a file descriptor (its memory map): make room for all of them
-        reserve_open_files(len(info["shards"]) + sum(len(tf.get("files", ()))
-                                                     for tf in (info.get("text_features") or {}).values()),
-                           f"store {self.path}")
+        sets = info.get("text_features") or {}
+        feature_files = sum(len(tf.get("files") or ()) for tf in sets.values() if isinstance(tf, dict)) \
+            if isinstance(sets, dict) else 0  # (a malformed listing is reported when the sets are opened)
+        reserve_open_files(len(info["shards"]) + feature_files, f"store {self.path}")
         for s in info["shards"]:
             sh = ShardFile(os.path.join(self.path, s["file"]), verify=verify, expect_kind="clips",
                            budget=self._crc_budget)
@@ -176,7 +177,12 @@ class Store(_ClipSource):
 
     # ------------------------------------------------------------------------- text features
     def _open_text_features(self) -> None:
-        for name, tf in list(self.info.get("text_features", {}).items()):
+        sets = self.info.get("text_features") or {}
+        if not isinstance(sets, dict):
+            raise ShardError(f"{self.path}: store.json's text_features is not a mapping of sets")
+        for name, tf in list(sets.items()):
+            if not isinstance(tf, dict) or not isinstance(tf.get("files"), list):
+                raise ShardError(f"{self.path}: store.json's text feature set {name!r} lists no files")
             self._open_text_feature_set(name, tf)
 
     def _open_text_feature_set(self, name: str, tf: dict) -> None:
@@ -225,6 +231,18 @@ class Store(_ClipSource):
             o = f["token_offsets"]
             toks.append(np.asarray(f["tokens"][o[k]: o[k + 1]], np.float32))
         return pooled, toks
+
+    def pooled_text_features(self, name: str, indices) -> np.ndarray:
+        """Pooled float32 (B, D) for ``indices``, without touching the token rows (one gather per
+        shard)."""
+        files = self._text_features[name]
+        idx = self._check_ids(np.asarray(indices, np.int64))
+        out = np.empty((idx.shape[0], self.text_feature_dim(name)), np.float32)
+        shard = self.shard_of[idx]
+        for s in np.unique(shard):
+            sel = np.flatnonzero(shard == s)
+            out[sel] = files[int(s)]["pooled"][idx[sel] - self.clip_offsets[s]]
+        return out
 
     def text_feature_writer(self, name: str = "default", dim: int | None = None, meta: dict | None = None) -> "TextFeatureWriter":
         return TextFeatureWriter(self, name, dim, meta)

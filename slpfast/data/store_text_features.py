@@ -151,9 +151,10 @@ class TextFeatureWriter:
                 pass
         if stale:
             fsync_dir(self.store.path)
-        self.store.info = info
-        # only the new set is (re-)opened, its old files let go of first, with room made for it:
-        # one more descriptor per clip shard (a store of thousands of shards meets the limit here)
+        # only this set's entry and files change in the open store (the other sets stay as they
+        # were opened, listing and files alike); its old files are let go of first, and room is
+        # made for the new ones: one descriptor per clip shard (thousands in a large store)
+        self.store.info.setdefault("text_features", {})[self.name] = info["text_features"][self.name]
         self.store._text_features.pop(self.name, None)
         reserve_open_files(len(self.files), f"store {self.store.path}")
         self.store._open_text_feature_set(self.name, info["text_features"][self.name])

@@ -322,7 +322,7 @@ def cache_text_features(store, encoder: nn.Module, *, name: str | None = None, b
         for s in it:
             idx = list(range(s, min(s + batch_size, n)))
             if source is not None:
-                w.add(store.text_features(source, idx)[0])
+                w.add(store.pooled_text_features(source, idx))
                 continue
             feats = encoder(store.texts(idx))
             if not tokens:
