@@ -279,7 +279,7 @@ def test_a_rewrite_reopens_only_its_set_with_room_for_its_files(tmp_path, monkey
     with no room made for them: a store of thousands of shards failed with EMFILE at the end of
     caching. Now the old files are let go, room is made for the new ones, and no descriptor is
     left behind by a re-write."""
-    from slpfast.data import shard_format, store_text_features
+    from slpfast.data import shard_format, store_reader
 
     st = _store(tmp_path / "s", [f"t{i}" for i in range(7)], shard_clips=3)
     st.write_text_features(np.zeros((7, 4), np.float32), name="other")
@@ -287,7 +287,7 @@ def test_a_rewrite_reopens_only_its_set_with_room_for_its_files(tmp_path, monkey
     kept = st._text_features["other"]
     reserved = []
     real = shard_format.reserve_open_files
-    monkeypatch.setattr(store_text_features, "reserve_open_files", lambda n, what: (reserved.append(n), real(n, what)))
+    monkeypatch.setattr(store_reader, "reserve_open_files", lambda n, what: (reserved.append(n), real(n, what)))
     before = shard_format._open_fd_count()
     st.write_text_features(np.ones((7, 4), np.float32), name="enc")
     assert reserved == [3]  # one file per clip shard

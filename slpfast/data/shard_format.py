@@ -104,21 +104,18 @@ def reserve_open_files(n: int, what: str) -> None:
     if soft == resource.RLIM_INFINITY:
         return
     in_use = _open_fd_count()
-    if in_use is None:  # nothing tells what is open: raise the limit by n as far as allowed
-        target = soft + n + 256 if hard == resource.RLIM_INFINITY else min(hard, soft + n + 256)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (max(target, soft), hard))
-        except (ValueError, OSError):
-            pass
-        return
-    need = in_use + n + 256  # what is open, the shards, and room for everything else
+    # what is open, the shards, and room for everything else; where nothing tells what is open,
+    # the limit is raised by what the shards need, and never refused (the open says if it fails)
+    need = (soft if in_use is None else in_use) + n + 256
     if need <= soft:
         return
-    if hard != resource.RLIM_INFINITY and need > hard:
+    if in_use is not None and hard != resource.RLIM_INFINITY and need > hard:
         raise ShardError(f"{what}: opening {n} shard files needs about {need} open files, more than this process "
                          f"may have (ulimit -n: soft {soft}, hard {hard}); raise the hard limit, or make fewer, "
                          f"larger shards (python -m slpfast.data.convert --chunk)")
-    target = need + 1024 if hard == resource.RLIM_INFINITY else min(hard, need + 1024)
+    target = need if in_use is None else need + 1024
+    if hard != resource.RLIM_INFINITY:
+        target = min(hard, target)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(target, soft), hard))
     except (ValueError, OSError):  # e.g. above a system-wide cap: the open itself will say so

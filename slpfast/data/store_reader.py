@@ -41,11 +41,9 @@ class Store(_ClipSource):
         self.meta = info.get("meta", {})
         self.shards: list[ShardFile] = []
         self._crc_budget = CrcBudget()  # shared by the clip and text-feature shards of this open
-        # every open shard holds a file descriptor (its memory map): make room for all of them
-        sets = info.get("text_features") or {}
-        feature_files = sum(len(tf.get("files") or ()) for tf in sets.values() if isinstance(tf, dict)) \
-            if isinstance(sets, dict) else 0  # (a malformed listing is reported when the sets are opened)
-        reserve_open_files(len(info["shards"]) + feature_files, f"store {self.path}")
+        # every open shard holds a file descriptor (its memory map): room for the clip shards
+        # here, for each text-feature set where it is opened
+        reserve_open_files(len(info["shards"]), f"store {self.path}")
         for s in info["shards"]:
             sh = ShardFile(os.path.join(self.path, s["file"]), verify=verify, expect_kind="clips",
                            budget=self._crc_budget)
@@ -188,6 +186,7 @@ class Store(_ClipSource):
     def _open_text_feature_set(self, name: str, tf: dict) -> None:
         """Open (or re-open) the files of feature set ``name`` as the listing ``tf`` names them."""
         self._text_features.pop(name, None)  # a re-opened set lets go of its old files first
+        reserve_open_files(len(tf["files"]), f"store {self.path}")  # one descriptor per file
         try:
             files = self._open_feature_files(tf["files"])
         except ShardError:

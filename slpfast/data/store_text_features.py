@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .shard_format import atomic_write_json, fsync_dir, reserve_open_files, write_shard
-from .store_format import _F16_MAX
+from .shard_format import ShardError, atomic_write_json, fsync_dir, write_shard
+from .store_format import _F16_MAX, read_store_json
 
 if TYPE_CHECKING:
     from .store_reader import Store
@@ -114,10 +114,9 @@ class TextFeatureWriter:
         if self._registered:
             return
         try:
-            with open(os.path.join(self.store.path, "store.json")) as f:
-                sets = (json.load(f).get("text_features") or {}).values()
+            sets = (read_store_json(self.store.path).get("text_features") or {}).values()
             listed = {fname for tf in sets for fname in tf.get("files", [])}
-        except (OSError, ValueError, AttributeError, TypeError):
+        except (ShardError, OSError, AttributeError, TypeError):
             return
         for fname in self.files:
             if fname in listed:
@@ -152,11 +151,9 @@ class TextFeatureWriter:
         if stale:
             fsync_dir(self.store.path)
         # only this set's entry and files change in the open store (the other sets stay as they
-        # were opened, listing and files alike); its old files are let go of first, and room is
-        # made for the new ones: one descriptor per clip shard (thousands in a large store)
+        # were opened, listing and files alike); re-opening lets go of its old files first and
+        # makes room for the new ones (one descriptor per clip shard: thousands in a large store)
         self.store.info.setdefault("text_features", {})[self.name] = info["text_features"][self.name]
-        self.store._text_features.pop(self.name, None)
-        reserve_open_files(len(self.files), f"store {self.store.path}")
         self.store._open_text_feature_set(self.name, info["text_features"][self.name])
 
     def __enter__(self):

@@ -249,20 +249,15 @@ def feature_set_name(encoder: nn.Module) -> str:
 
 
 def store_texts_digest(store) -> str:
-    """sha256 (hex) of a store's texts in clip order (what the cached features belong to)."""
+    """sha256 (hex) of a store's texts in clip order (what the cached features belong to): the
+    raw text blobs of its shards, no decoding, one pass over memory-mapped bytes."""
     h = hashlib.sha256()
-    shards = getattr(store, "shards", None)
-    if shards is not None and all(hasattr(sh, "__getitem__") for sh in shards):
-        for sh in shards:  # the raw blobs: no decoding, one pass over memory-mapped bytes
-            offs = np.asarray(sh["text_offsets"], np.int64)
-            h.update(b"\0shard")
-            h.update((offs - offs[0]).tobytes() if offs.size else b"")
-            h.update(memoryview(np.ascontiguousarray(sh["text_blob"][offs[0]: offs[-1]] if offs.size else sh["text_blob"][:0])))
-    else:
-        for s in range(0, len(store), 4096):
-            for t in store.texts(list(range(s, min(s + 4096, len(store))))):
-                b = t.encode("utf-8")
-                h.update(len(b).to_bytes(8, "little") + b)
+    for sh in store.shards:
+        offs = np.asarray(sh["text_offsets"], np.int64)
+        h.update(b"\0shard")
+        if offs.size:
+            h.update((offs - offs[0]).tobytes())
+            h.update(memoryview(np.ascontiguousarray(sh["text_blob"][offs[0]: offs[-1]])))
     return h.hexdigest()
 
 
@@ -288,24 +283,27 @@ def cache_text_features(store, encoder: nn.Module, *, name: str | None = None, b
     full = name or feature_set_name(encoder)
     texts = store_texts_digest(store)
 
-    def valid(set_name: str) -> dict | None:
-        """The set's listing if it holds this encoder's features of the store's current texts."""
-        have = ((getattr(store, "info", None) or {}).get("text_features") or {}).get(set_name) or {}
+    def mismatch(set_name: str) -> str | None:
+        """Why the store's set ``set_name`` is not this encoder's features of the store's current
+        texts (None: it is)."""
+        have = (store.info.get("text_features") or {}).get(set_name) or {}
         meta = have.get("meta") or {}
-        ok = (set_name in store.text_feature_names and meta.get("fingerprint") == fingerprint
-              and meta.get("texts_sha256") == texts and int(have.get("dim", -1)) == int(encoder.dim))
-        return have if ok else None
+        if set_name not in store.text_feature_names:
+            return "absent"
+        if meta.get("fingerprint") != fingerprint:
+            return "another text encoder (or other weights / tokenizer / max_length)"
+        if meta.get("texts_sha256") != texts:
+            return "other texts than the store now has"
+        return "another width" if int(have.get("dim", -1)) != int(encoder.dim) else None
 
     # the pooled variant has its own name even where a full set exists: the stores of a mixture
     # must all give the loader the same set name
     name = full if tokens else pooled_set_name(full)
     if name in store.text_feature_names:
-        if valid(name) is not None:
+        what = mismatch(name)
+        if what is None:
             return name
-        meta = (((getattr(store, "info", None) or {}).get("text_features") or {}).get(name) or {}).get("meta") or {}
-        what = ("another text encoder (or other weights / tokenizer / max_length)" if meta.get("fingerprint") != fingerprint
-                else "other texts than the store now has" if meta.get("texts_sha256") != texts else "another width")
-        warnings.warn(f"cache_text_features: the cached text features {name!r} in {getattr(store, 'path', store)} "
+        warnings.warn(f"cache_text_features: the cached text features {name!r} in {store.path} "
                       f"were computed by {what}; recomputing them", stacklevel=2)
     meta = {"max_length": encoder.max_length, "fingerprint": fingerprint, "texts_sha256": texts,
             "feature_version": _FEATURE_VERSION, "encoder": str(getattr(encoder, "path", type(encoder).__name__)),
@@ -317,7 +315,7 @@ def cache_text_features(store, encoder: nn.Module, *, name: str | None = None, b
 
         it = tqdm(it, desc=f"caching text features ({name})", unit_scale=batch_size, leave=False)
     # a valid full set already holds the pooled rows: copied, not encoded again
-    source = full if not tokens and valid(full) is not None else None
+    source = full if not tokens and mismatch(full) is None else None
     with store.text_feature_writer(name, encoder.dim, meta=meta) as w:
         for s in it:
             idx = list(range(s, min(s + batch_size, n)))
