@@ -412,7 +412,9 @@ def test_unknown_open_file_count_never_refuses(monkeypatch):
 
     from slpfast.data import shard_format
 
+    set_to = []
     monkeypatch.setattr(resource, "getrlimit", lambda what: (65536, 65536))
-    monkeypatch.setattr(resource, "setrlimit", lambda what, value: None)
+    monkeypatch.setattr(resource, "setrlimit", lambda what, value: set_to.append(value))
     monkeypatch.setattr(shard_format, "_open_fd_count", lambda: None)
     shard_format.reserve_open_files(1, "store x")  # no ShardError
+    assert set_to == [(65536, 65536)]  # already at the hard limit: as far as it goes
