@@ -258,10 +258,10 @@ def augment_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor |
 
     Args:
         pose, conf, lengths / cu_seqlens: as :func:`normalize_pose`.
-        seed: Philox seed; with ``clip_ids`` (B,) int (default ``arange(B)``, where the lengths
-            are) it keys every
-            random draw, so a clip's result does not depend on its batch or device. Needed
-            unless ``params`` is given (and then still for jitter and dropout).
+        seed: Philox seed, any Python int (taken modulo 2**64: -1 and 2**64 - 1 are the same
+            seed); with ``clip_ids`` (B,) int (default ``arange(B)``, where the lengths are) it
+            keys every random draw, so a clip's result does not depend on its batch or device.
+            Needed unless ``params`` is given (and then still for jitter and dropout).
         params: explicit per-clip parameters (B, 9) (see :func:`sample_augment_params`)
             instead of sampling them: finite, speed ``params[:, 7] >= 1/64`` (``MIN_SPEED``:
             a clip is resampled to at most 64x its length) and the part-drop mask
