@@ -23,6 +23,8 @@ one shard, written atomically, followed by its chunk report. A rerun with the sa
 skips finished chunks and redoes the rest, so an interrupted run (Ctrl-C, crash, kill) resumes
 where it stopped and never leaves a half-written shard. ``store.json`` is written last (and
 removed while chunks are being redone, so a crash never leaves it listing a mix of shards).
+Text features that pre-training cached in the store are kept by a rerun that redoes nothing;
+a redone chunk or ``--overwrite`` removes them with the listing (they describe the old clips).
 
 What a resume trusts, and why:
 
@@ -70,8 +72,8 @@ from ..layouts_sources import get_layout
 from .manifest import Manifest, read_manifest
 from .readers import EXTENSIONS, ReadError, read_any
 from .shard_format import CrcBudget, ShardError, ShardFile, atomic_write_json
-from .store_format import write_store_json
-from .store_writer import sanitize_pose, write_clip_shard
+from .store_format import read_store_json, write_store_json
+from .store_writer import _unlist_store, sanitize_pose, write_clip_shard
 
 REASONS = ("corrupt", "shape", "nan", "empty", "missing_text")
 _SIGNER_WEIGHT_PARTS = ("body", "left_hand", "right_hand")
@@ -82,6 +84,9 @@ _RACY_NS = 2_000_000_000
 # Files a conversion writes into --out (besides chunks/): what --overwrite removes, and what must
 # not be trusted without a state file.
 _SHARD_RE = re.compile(r"shard-\d{5,}\.slp$")
+# Cached text features (written into the store by pre-training): they describe the clips of the
+# shards they were computed for, so they go with those shards.
+_TEXTFEAT_RE = re.compile(r"textfeat-.+\.slp$")
 _STORE_FILES = ("store.json", "convert_report.json")
 
 
@@ -350,8 +355,30 @@ def _conversion_files(out_dir: str) -> list[str]:
         found += [os.path.join(chunks, f) for f in sorted(os.listdir(chunks))]
     if os.path.isdir(out_dir):
         found += [os.path.join(out_dir, f) for f in sorted(os.listdir(out_dir))
-                  if _SHARD_RE.match(f) or f in _STORE_FILES]
+                  if _SHARD_RE.match(f) or _TEXTFEAT_RE.match(f) or f in _STORE_FILES]
     return found
+
+
+def _unlist(out_dir: str) -> None:
+    """Make the store in ``out_dir`` incomplete before its shards change: ``store.json`` goes
+    first (a crash never leaves it listing a mix of old and new shards), then the cached text
+    features it lists (they describe the old clips), then the old report."""
+    if os.path.lexists(os.path.join(out_dir, "store.json")):
+        _unlist_store(out_dir)
+    if os.path.lexists(os.path.join(out_dir, "convert_report.json")):
+        os.unlink(os.path.join(out_dir, "convert_report.json"))
+
+
+def _kept_text_features(out_dir: str, shards: list[dict]) -> dict:
+    """The cached text-feature sets of the ``store.json`` in ``out_dir`` if it lists exactly
+    ``shards`` (a rerun that redid nothing), else {}: rewriting the listing must not drop the
+    features pre-training cached for these very clips (a GPU run over every text)."""
+    try:
+        info = read_store_json(out_dir)
+    except (OSError, ShardError):
+        return {}
+    sets = info.get("text_features")
+    return sets if info.get("shards") == shards and isinstance(sets, dict) else {}
 
 
 def _read_state(state_path: str) -> str | None:
@@ -434,8 +461,10 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     if old != h:
         leftovers = _conversion_files(out_dir)
         if overwrite:
+            _unlist(out_dir)
             for f in leftovers:
-                os.unlink(f)
+                if os.path.lexists(f):
+                    os.unlink(f)
         elif old is not None:
             raise ValueError(f"--out: {out_dir} holds a conversion of other inputs/options (files added or "
                              "removed, other options or --chunk, an edited manifest, or an older slpfast); use "
@@ -462,9 +491,7 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     if todo:
         # The old listing (and report) would describe a mix of old and new shards until the end of
         # this run: drop them now so a crash leaves no store.json, as after an interrupted first run.
-        for f in _STORE_FILES:
-            if os.path.lexists(os.path.join(out_dir, f)):
-                os.unlink(os.path.join(out_dir, f))
+        _unlist(out_dir)
     bar = None
     if progress:
         try:
@@ -498,7 +525,7 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     store_meta["converted_from"] = [os.path.abspath(s) for s in sources]
     if fps:
         store_meta["fps"] = fps
-    write_store_json(out_dir, shards, store_meta)
+    write_store_json(out_dir, shards, store_meta, _kept_text_features(out_dir, shards) if not todo else None)
     skipped: Counter = Counter()
     layouts: Counter = Counter()
     examples: dict[str, list] = {}

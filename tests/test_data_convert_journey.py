@@ -1,0 +1,86 @@
+"""The converter as a user runs it: reruns over a store in use, interruptions, wrong inputs.
+
+Each test is a defect found by running ``python -m slpfast.data.convert`` on real data; the
+docstring says what went wrong before.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from slpfast.data import Store
+from slpfast.data import convert as conv
+
+
+def _npy_inputs(d, n=3, seed=0):
+    """``n`` small COCO-WholeBody clips as .npy files (c0.npy, ...) in folder ``d``."""
+    os.makedirs(d)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        np.save(os.path.join(d, f"c{i}.npy"), rng.random((6, 133, 2)).astype(np.float32))
+
+
+def _manifest(path, n, **fields):
+    cols = {"text": [f"text {i}" for i in range(n)], **fields}
+    with open(path, "w") as f:
+        f.write(",".join(["id", *cols]) + "\n")
+        for i in range(n):
+            f.write(",".join([f"c{i}", *(str(v[i]) for v in cols.values())]) + "\n")
+    return str(path)
+
+
+def _cache_features(st: str, name: str = "minilm") -> np.ndarray:
+    store = Store(st)
+    pooled = np.random.default_rng(1).random((len(store), 8)).astype(np.float32)
+    store.write_text_features(pooled, name=name)
+    return pooled
+
+
+def test_a_rerun_over_a_finished_store_keeps_its_cached_text_features(tmp_path):
+    """Re-running the same convert command (a no-op resume: every chunk finished) rewrote
+    store.json without its ``text_features``: the features that pre-training had cached (for
+    1.5M texts, a GPU run of the text encoder) were dropped from the listing and their files
+    left behind as orphans."""
+    _npy_inputs(tmp_path / "in", n=3)
+    st = str(tmp_path / "st")
+    kw = dict(allow_missing_text=True, progress=False, chunk=2)
+    conv.convert([str(tmp_path / "in")], st, **kw)
+    pooled = _cache_features(st)
+    rep = conv.convert([str(tmp_path / "in")], st, **kw)
+    assert rep["resumed_chunks"] == 2
+    store = Store(st, verify="full")
+    assert store.text_feature_names == ["minilm"]
+    np.testing.assert_allclose(store.pooled_text_features("minilm", np.arange(3)), pooled, rtol=1e-3)
+
+
+def test_a_redone_chunk_drops_the_cached_text_features_with_their_files(tmp_path):
+    """When a chunk is redone (an input replaced), the old features no longer describe the
+    store's clips: the listing must not keep them, and their files must not stay behind."""
+    _npy_inputs(tmp_path / "in", n=3)
+    st = str(tmp_path / "st")
+    kw = dict(allow_missing_text=True, progress=False, chunk=2)
+    conv.convert([str(tmp_path / "in")], st, **kw)
+    _cache_features(st)
+    f = tmp_path / "in" / "c2.npy"
+    np.save(f, np.random.default_rng(9).random((7, 133, 2)).astype(np.float32))
+    os.utime(f, ns=(os.stat(f).st_mtime_ns + 10**10,) * 2)
+    rep = conv.convert([str(tmp_path / "in")], st, **kw)
+    assert rep["changed_chunks"] == 1
+    assert Store(st, verify="full").text_feature_names == []
+    assert not [x for x in os.listdir(st) if x.startswith("textfeat-")]
+
+
+def test_overwrite_removes_the_old_stores_cached_text_features(tmp_path):
+    """--overwrite removed the old shards, listing and reports but left the cached text-feature
+    files of the old store (1.2 GB per encoder at 1.5M clips) behind as orphans."""
+    _npy_inputs(tmp_path / "a", n=3, seed=0)
+    _npy_inputs(tmp_path / "b", n=2, seed=1)
+    st = str(tmp_path / "st")
+    kw = dict(allow_missing_text=True, progress=False)
+    conv.convert([str(tmp_path / "a")], st, **kw)
+    _cache_features(st)
+    conv.convert([str(tmp_path / "b")], st, overwrite=True, **kw)
+    assert len(Store(st, verify="full")) == 2
+    assert not [x for x in os.listdir(st) if x.startswith("textfeat-")]
