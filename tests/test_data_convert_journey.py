@@ -84,3 +84,41 @@ def test_overwrite_removes_the_old_stores_cached_text_features(tmp_path):
     conv.convert([str(tmp_path / "b")], st, overwrite=True, **kw)
     assert len(Store(st, verify="full")) == 2
     assert not [x for x in os.listdir(st) if x.startswith("textfeat-")]
+
+
+def test_ctrl_c_with_workers_prints_one_line_not_a_traceback_per_worker(tmp_path):
+    """Ctrl-C reaches the whole process group: every pool worker printed its own
+    KeyboardInterrupt traceback (two 20-line tracebacks with --workers 2) around the one-line
+    "interrupted; rerun to resume" message. The workers leave the signal to the parent, which
+    stops them; a rerun resumes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pose_dir = "/work/shared/data/pose"
+    if not os.path.isdir(pose_dir):
+        pytest.skip("real .pose samples not found")
+    src = tmp_path / "in"
+    os.makedirs(src)
+    # many .pose files: reading them is Python code (pose-format), where a worker notices SIGINT at once
+    for i in range(60):
+        for f in sorted(os.listdir(pose_dir)):
+            if f.endswith(".pose"):
+                os.symlink(os.path.join(pose_dir, f), src / f"{f[:-5]}_{i:02d}.pose")
+    st = tmp_path / "st"
+    cmd = [sys.executable, "-m", "slpfast.data.convert", str(src), "--out", str(st), "--allow-missing-text",
+           "--workers", "2", "--chunk", "4", "--no-progress"]
+    p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while not (st / "chunks" / "chunk-00000.json").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, (p.returncode, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1].startswith("slpfast.data.convert: interrupted"), err
+    rep = conv.convert([str(src)], str(st), allow_missing_text=True, progress=False, chunk=4, workers=2)
+    assert rep["converted"] == 300 and rep["resumed_chunks"] >= 1
+    assert not [f for f in os.listdir(st) if ".tmp-" in f]

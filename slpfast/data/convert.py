@@ -257,6 +257,15 @@ def run_chunk(args) -> dict:
     return report
 
 
+def _ignore_sigint() -> None:
+    """Pool worker initializer. Ctrl-C goes to the whole process group: each worker printed its
+    own KeyboardInterrupt traceback. The parent alone handles it (its pool stops the workers;
+    a chunk cut short leaves only a temp file, removed by the next run)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -505,7 +514,7 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     if workers > 1 and len(todo) > 1:
         import multiprocessing as mp
 
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with mp.get_context("spawn").Pool(workers, initializer=_ignore_sigint) as pool:
             for rep in pool.imap_unordered(run_chunk, todo):
                 reports[rep["chunk"]] = rep
                 if bar:
