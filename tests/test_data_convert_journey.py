@@ -122,3 +122,35 @@ def test_ctrl_c_with_workers_prints_one_line_not_a_traceback_per_worker(tmp_path
     rep = conv.convert([str(src)], str(st), allow_missing_text=True, progress=False, chunk=4, workers=2)
     assert rep["converted"] == 300 and rep["resumed_chunks"] >= 1
     assert not [f for f in os.listdir(st) if ".tmp-" in f]
+
+
+def test_an_out_folder_that_cannot_be_created_is_a_one_line_error(tmp_path, capsys):
+    """--out under a file (or on a read-only / missing mount) ended in a raw FileNotFoundError /
+    NotADirectoryError traceback from os.makedirs."""
+    _npy_inputs(tmp_path / "in", n=1)
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "st"
+    rc = conv.main([str(tmp_path / "in"), "--out", str(out), "--allow-missing-text", "--no-progress", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("slpfast.data.convert: --out: ") and str(out) in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_write_error_mid_conversion_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    """A disk filling up while shards are written ended in a raw OSError traceback; it is an
+    environment problem: one line saying what failed and that a rerun resumes."""
+    _npy_inputs(tmp_path / "in", n=1)
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(conv, "write_clip_shard", full)
+    out = tmp_path / "st"
+    rc = conv.main([str(tmp_path / "in"), "--out", str(out), "--allow-missing-text", "--no-progress", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert err.startswith("slpfast.data.convert: ") and "No space left on device" in err and "resume" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (out / "store.json").exists()
+

@@ -483,8 +483,12 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
             raise ValueError(f"--out: {out_dir} holds shards or chunk reports but no readable convert_state.json, "
                              f"so they cannot be resumed (e.g. {leftovers[0]}); use --overwrite to start over, or "
                              "another --out")
-    os.makedirs(os.path.join(out_dir, "chunks"), exist_ok=True)
-    atomic_write_json(state_path, {"inputs_hash": h, "num_files": len(items)})
+    try:
+        os.makedirs(os.path.join(out_dir, "chunks"), exist_ok=True)
+        atomic_write_json(state_path, {"inputs_hash": h, "num_files": len(items)})
+    except OSError as e:
+        raise ValueError(f"--out: cannot write the store in {out_dir} ({type(e).__name__}: "
+                         f"{e.strerror or e})") from None
     chunks = [items[s:s + chunk] for s in range(0, len(items), chunk)]
     reports: dict[int, dict] = {}
     todo = []
@@ -587,6 +591,10 @@ def main(argv=None) -> int:
         print(f"slpfast.data.convert: interrupted; finished chunks are kept in {a.out}, run the same command "
               "again to resume", file=sys.stderr)
         return 130
+    except OSError as e:  # the environment (a full disk, a lost mount), not the inputs: those are skipped
+        print(f"slpfast.data.convert: {type(e).__name__}: {e}; finished chunks are kept in {a.out}, run the same "
+              "command again to resume once fixed", file=sys.stderr)
+        return 1
     print(json.dumps({k: v for k, v in rep.items() if k != "examples"}, indent=1))
     for r, ex in rep["examples"].items():
         for e in ex[:3]:
