@@ -154,3 +154,24 @@ def test_a_write_error_mid_conversion_is_a_one_line_error(tmp_path, capsys, monk
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (out / "store.json").exists()
 
+
+def test_an_out_folder_holding_other_files_is_refused(tmp_path, capsys):
+    """--out naming an existing folder of other files (a home folder, the folder of the clips'
+    videos) silently wrote a store among them: shards, chunks/, reports beside the user's files.
+    Refused before anything is written, naming a file found there."""
+    _npy_inputs(tmp_path / "in", n=1)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    common = ["--allow-missing-text", "--no-progress", "--workers", "1"]
+    for extra in ([], ["--overwrite"]):
+        rc = conv.main([str(tmp_path / "in"), "--out", str(out), *common, *extra])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert err.startswith("slpfast.data.convert: --out: ") and "notes.txt" in err, err
+        assert len(err.strip().splitlines()) == 1
+        assert sorted(os.listdir(out)) == ["notes.txt"]
+    # an empty folder, or one holding only an empty chunks/ (a first run killed at its start), is fine
+    (tmp_path / "empty" / "chunks").mkdir(parents=True)
+    assert conv.main([str(tmp_path / "in"), "--out", str(tmp_path / "empty"), *common]) == 0
+    assert len(Store(str(tmp_path / "empty"))) == 1

@@ -368,6 +368,25 @@ def _conversion_files(out_dir: str) -> list[str]:
     return found
 
 
+def _foreign_files(out_dir: str) -> list[str]:
+    """Entries of ``out_dir`` that no conversion writes (anything but its files, their temp
+    files, and ``chunks/`` with chunk reports): an --out holding them is someone else's folder."""
+    try:
+        names = sorted(os.listdir(out_dir))
+    except OSError:
+        return []
+    ours = re.compile(r"(shard-\d{5,}\.slp|textfeat-.+\.slp|store\.json|convert_report\.json|convert_state\.json)"
+                      r"(\.tmp-.*)?$")
+    foreign = [n for n in names if n != "chunks" and not ours.match(n)]
+    chunks = os.path.join(out_dir, "chunks")
+    if "chunks" in names and not os.path.isdir(chunks):
+        foreign.append("chunks")
+    elif "chunks" in names:
+        foreign += [f"chunks/{n}" for n in sorted(os.listdir(chunks))
+                    if not re.match(r"chunk-\d{5,}\.json(\.tmp-.*)?$", n)]
+    return foreign
+
+
 def _unlist(out_dir: str) -> None:
     """Make the store in ``out_dir`` incomplete before its shards change: ``store.json`` goes
     first (a crash never leaves it listing a mix of old and new shards), then the cached text
@@ -464,6 +483,11 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
                          "skipped as missing_text (use --allow-missing-text to convert without texts)")
     opts = {"fps": fps, "default_fps": default_fps, "max_gap": max_gap, "layout": layout, "channels": channels,
             "split": split, "source": source, "language": language, "allow_missing_text": allow_missing_text}
+    foreign = _foreign_files(out_dir)
+    if foreign:
+        # never a store among the user's own files (nor --overwrite there: it would remove ours only)
+        raise ValueError(f"--out: {out_dir} is a folder of other files (e.g. {foreign[0]}), not a store; give a "
+                         "new or empty folder")
     h = _inputs_hash(items, opts, chunk, manifest)
     state_path = os.path.join(out_dir, "convert_state.json")
     old = _read_state(state_path)
