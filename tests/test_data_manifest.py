@@ -76,3 +76,18 @@ def test_gloss_lookups_index_the_vocabulary_once(tmp_path, monkeypatch):
     assert m.gloss_ids({"gloss": "Y X"}) == [1, 0] and m.label({"label": "Y"}) == 1
     copy = pickle.loads(pickle.dumps(m))
     assert "_index_cache" not in copy.__dict__ and copy == m and copy.gloss_ids({"gloss": "X"}) == [0]
+
+
+@pytest.mark.parametrize("fps", ["abc", "-5", "0", "nan", "inf"])
+def test_a_bad_fps_is_an_error_naming_the_line(tmp_path, fps):
+    """A manifest fps was used unchecked: 'abc' skipped its clip as "corrupt" (an unexpected
+    ValueError inside the converter), '-5' was stored as the clip's frame rate, '0' silently
+    became --default-fps."""
+    p = _write(tmp_path, "m.csv", f"id,text,fps\nc1,hello,25\nc2,hi,{fps}\n")
+    with pytest.raises(ValueError, match=rf"m.csv:3: fps must be a positive frame rate.*{fps}"):
+        read_manifest(p)
+
+
+def test_an_empty_fps_is_no_fps(tmp_path):
+    m = read_manifest(_write(tmp_path, "m.csv", "id,text,fps\nc1,hello,\nc2,hi,29.97\n"))
+    assert m.rows["c1"]["fps"] == "" and m.rows["c2"]["fps"] == "29.97"

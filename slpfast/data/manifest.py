@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -90,8 +91,8 @@ def read_manifest(path: str) -> Manifest:
     tokens (joined with spaces); other fields must be strings, numbers or null (null is empty).
 
     Raises ``ValueError`` (message starting with ``path``) for a row that is not an object, a
-    missing ``id`` field, an empty id, or an id given twice (naming both lines): a second row of
-    one id silently replaced the first.
+    missing ``id`` field, an empty id, an id given twice (naming both lines: a second row of
+    one id silently replaced the first), or an ``fps`` that is not a positive number.
     """
     ext = os.path.splitext(path)[1].lower()
     rows: list[tuple[int, dict]] = []  # (line number, row)
@@ -131,6 +132,15 @@ def read_manifest(path: str) -> Manifest:
         if cid in where:
             raise ValueError(f"{path}: id {cid!r} is given twice (lines {where[cid]} and {n}); one clip "
                              "cannot have two rows")
+        fps = r.get("fps", "").strip()
+        if fps:  # checked here: a bad one became a "corrupt" clip, a stored negative rate, or --default-fps
+            try:
+                ok = math.isfinite(float(fps)) and float(fps) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{path}:{n}: fps must be a positive frame rate (or empty), got {fps!r} for id "
+                                 f"{cid!r}")
         where[cid] = n
         out[cid] = r
         for g in r.get("gloss", "").split():
