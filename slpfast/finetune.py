@@ -166,8 +166,12 @@ def parse_args(argv: list[str]) -> FinetuneConfig:
         if name == "eval-only" and not eq:
             value = "true"
         elif not eq:
-            if i + 1 >= len(argv):
-                raise ValueError(f"{arg} needs a value (--{name}=VALUE)")
+            # the next argument is the value, unless it is itself an option: taking it would
+            # swallow that option silently (`--results --train.steps=5` wrote the results to a
+            # file named "--train.steps=5" and trained the default 200 steps)
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise ValueError(f"{arg} needs a value (--{name}=VALUE)"
+                                 + (f", got the option {argv[i + 1]!r} next" if i + 1 < len(argv) else ""))
             value, i = argv[i + 1], i + 1
         i += 1
         name = _SHORT.get(name, name)
