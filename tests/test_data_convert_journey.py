@@ -175,3 +175,44 @@ def test_an_out_folder_holding_other_files_is_refused(tmp_path, capsys):
     (tmp_path / "empty" / "chunks").mkdir(parents=True)
     assert conv.main([str(tmp_path / "in"), "--out", str(tmp_path / "empty"), *common]) == 0
     assert len(Store(str(tmp_path / "empty"))) == 1
+
+
+@pytest.mark.parametrize("case", ["ids_with_extension", "header_only", "other_corpus"])
+def test_a_manifest_matching_no_input_is_a_clear_error(tmp_path, capsys, case):
+    """A manifest whose ids match no input file (ids written with the extension, a header
+    without rows, the manifest of another corpus) converted nothing and ended with "clips
+    need a text: give --manifest with a 'text' field": wrong, it has one. Refused up front,
+    saying how a row's id is matched, with an id of each side."""
+    _npy_inputs(tmp_path / "in", n=2)
+    ids = {"ids_with_extension": ["c0.npy", "c1.npy"], "header_only": [], "other_corpus": ["x7", "x8"]}[case]
+    (tmp_path / "m.csv").write_text("id,text\n" + "".join(f"{i},hello\n" for i in ids))
+    out = tmp_path / "st"
+    rc = conv.main([str(tmp_path / "in"), "--out", str(out), "--manifest", str(tmp_path / "m.csv"), "--no-progress",
+                    "--workers", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("slpfast.data.convert: --manifest: ") and len(err.strip().splitlines()) == 1, err
+    assert ("no rows" in err) if case == "header_only" else (repr(ids[0]) in err and "'c0'" in err), err
+    assert not out.exists()
+
+
+def test_manifest_rows_matching_no_input_are_counted(tmp_path, capsys):
+    """Rows of the manifest that no input file takes (a typo in an id, a clip missing from SRC)
+    were ignored without a word; the report counts them and the CLI names one."""
+    _npy_inputs(tmp_path / "in", n=2)
+    (tmp_path / "m.csv").write_text("id,text\nc0,a\nc1,b\nc9,lost\n")
+    rc = conv.main([str(tmp_path / "in"), "--out", str(tmp_path / "st"), "--manifest", str(tmp_path / "m.csv"),
+                    "--no-progress", "--workers", "1"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    import json
+
+    assert json.loads(cap.out)["manifest_unmatched"] == 1
+    assert "1 manifest row(s) match no input file" in cap.err and "'c9'" in cap.err, cap.err
+
+
+def test_a_manifest_that_is_a_folder_says_so(tmp_path, capsys):
+    _npy_inputs(tmp_path / "in", n=1)
+    rc = conv.main([str(tmp_path / "in"), "--out", str(tmp_path / "st"), "--manifest", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--manifest" in err and "folder" in err, err

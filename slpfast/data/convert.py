@@ -16,7 +16,8 @@ Robustness: a clip that cannot be used is skipped and its reason counted: ``corr
 ``empty`` (no frames or no confident point), ``missing_text`` (no manifest row or empty
 text; ``--allow-missing-text`` keeps such clips with text ""). The run never stops on bad
 input. The report (``convert_report.json`` in the store, also printed) has the counts and
-the first few files per reason.
+the first few files per reason, and how many manifest rows no input file took
+(``manifest_unmatched``); a manifest that no input matches at all is refused up front.
 
 Resume: inputs are cut into chunks of ``--chunk`` files in sorted order; each chunk becomes
 one shard, written atomically, followed by its chunk report. A rerun with the same inputs
@@ -49,8 +50,8 @@ What a resume trusts, and why:
   ``--overwrite`` after such changes.
 
 Exit codes: 0 converted, 1 no clip could be converted (every file skipped: the reasons are
-printed), 2 bad options or sources (or an ``--out`` holding another conversion), 130
-interrupted (rerun to resume).
+printed) or a write failed (e.g. a full disk: rerun to resume), 2 bad options or sources (or an
+``--out`` holding another conversion or other files), 130 interrupted (rerun to resume).
 """
 from __future__ import annotations
 
@@ -409,6 +410,34 @@ def _kept_text_features(out_dir: str, shards: list[dict]) -> dict:
     return sets if info.get("shards") == shards and isinstance(sets, dict) else {}
 
 
+def _unmatched_rows(man: Manifest, items, manifest: str) -> tuple[int, list[str]]:
+    """How many manifest rows no input file takes (as :meth:`Manifest.lookup` matches them), and
+    the first few of their ids. A manifest that no input matches at all is a mistake (ids written
+    with the extension, or another corpus's manifest): ``ValueError`` naming an id of each side,
+    rather than a conversion that skips every clip as missing_text."""
+    rows = man.rows
+    used = set()
+    for _, clip_id in items:
+        key = clip_id if clip_id in rows else os.path.basename(clip_id)
+        if key in rows:
+            used.add(key)
+    if not rows:
+        raise ValueError(f"--manifest: {manifest} has no rows (a header only?); no clip would get a text")
+    if not used:
+        raise ValueError(f"--manifest: none of the {len(rows)} ids in {manifest} matches an input file (e.g. id "
+                         f"{next(iter(rows))!r}, input id {items[0][1]!r}); a row's id is the file's path relative "
+                         "to its SRC folder without extension, or the file's stem")
+    n = len(rows) - len(used)
+    first = []
+    if n:
+        for k in rows:
+            if k not in used:
+                first.append(k)
+                if len(first) == 10:
+                    break
+    return n, first
+
+
 def _read_state(state_path: str) -> str | None:
     """The conversion fingerprint in ``convert_state.json``, or None if it is missing or unreadable
     (it is written atomically, so unreadable means damaged by something else: not trusted)."""
@@ -470,6 +499,8 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
         raise ValueError(f"SRC: no pose files in {', '.join(map(repr, sources))} (looked for "
                          f"{', '.join(EXTENSIONS)})")
     _check_unique_ids(items)
+    if manifest and os.path.isdir(manifest):
+        raise ValueError(f"--manifest: {manifest!r} is a folder, not a manifest file (CSV / TSV / JSONL)")
     if manifest and not os.path.isfile(manifest):
         raise ValueError(f"--manifest: {manifest!r} does not exist")
     try:
@@ -481,6 +512,7 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     if man is not None and man.rows and "text" not in man.fields and not allow_missing_text:
         raise ValueError(f"--manifest: {manifest} has no 'text' field (fields: {man.fields}); every clip would be "
                          "skipped as missing_text (use --allow-missing-text to convert without texts)")
+    unmatched = _unmatched_rows(man, items, manifest) if man is not None else (0, [])
     opts = {"fps": fps, "default_fps": default_fps, "max_gap": max_gap, "layout": layout, "channels": channels,
             "split": split, "source": source, "language": language, "allow_missing_text": allow_missing_text}
     foreign = _foreign_files(out_dir)
@@ -575,6 +607,7 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
               "skipped": {r: skipped.get(r, 0) for r in REASONS}, "layouts": dict(layouts),
               "examples": {r: v[:10] for r, v in examples.items()}, "shards": len(shards),
               "resumed_chunks": len(chunks) - len(todo), "changed_chunks": changed,
+              "manifest_unmatched": unmatched[0], "manifest_unmatched_ids": unmatched[1],
               "seconds": round(time.time() - t0, 3)}
     atomic_write_json(os.path.join(out_dir, "convert_report.json"), report)
     return report
@@ -619,7 +652,10 @@ def main(argv=None) -> int:
         print(f"slpfast.data.convert: {type(e).__name__}: {e}; finished chunks are kept in {a.out}, run the same "
               "command again to resume once fixed", file=sys.stderr)
         return 1
-    print(json.dumps({k: v for k, v in rep.items() if k != "examples"}, indent=1))
+    print(json.dumps({k: v for k, v in rep.items() if k not in ("examples", "manifest_unmatched_ids")}, indent=1))
+    if rep["manifest_unmatched"]:
+        print(f"note: {rep['manifest_unmatched']} manifest row(s) match no input file (e.g. "
+              f"{', '.join(map(repr, rep['manifest_unmatched_ids'][:3]))})", file=sys.stderr)
     for r, ex in rep["examples"].items():
         for e in ex[:3]:
             print(f"skipped ({r}): {e}", file=sys.stderr)
