@@ -243,6 +243,18 @@ def run(cfg: FinetuneConfig) -> dict:
                                  "retrieval from it instead (drop --eval-only)")
         else:
             summary = trainer.run()
+            if summary["status"] != "completed":
+                # SIGTERM / Ctrl-C: the trainer saved a checkpoint and the run must end now (under
+                # torchrun the workers have 30 s). Evaluating every split first (minutes of CTC beam
+                # search on a CPU) would outlast that, and its results.json would stand for a model
+                # that is not the finished one.
+                if trainer.dist.is_main:
+                    print(f"slpfast.finetune: {summary['status']} at step {trainer.step}: not evaluated and no "
+                          f"results written; continue with --train.resume=auto --train.out_dir={trainer.out_dir}",
+                          flush=True)
+                return {"task": t.task, "init": t.init, "init_kind": data.src.kind, "eval_only": False,
+                        "steps": trainer.step, "world_size": trainer.dist.world_size, "metrics": {},
+                        "train": {"status": summary["status"]}, "results_path": None}
         model = trainer.raw_model
         metrics = {s: data.evaluate(model, s) for s in data.eval_splits}
         results = {"task": t.task, "init": t.init, "init_kind": data.src.kind, "eval_only": t.eval_only,

@@ -24,3 +24,43 @@ def test_an_option_is_never_taken_as_the_previous_options_value(argv, flag):
 def test_values_that_start_with_one_dash_are_still_values():
     cfg = finetune.parse_args(["--task", "islr", "--train.seed", "3", "--optim.min_lr_ratio", "0.5"])
     assert cfg.train.seed == 3 and cfg.optim.min_lr_ratio == 0.5
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from slpfast.data.synthetic import generate_corpus
+
+    path = str(tmp_path_factory.mktemp("corpus") / "store")
+    generate_corpus(path, num_clips=120, seed=3, num_glosses=10)
+    return path
+
+
+def test_a_preempted_run_saves_and_stops_without_evaluating(corpus, tmp_path, monkeypatch, capsys):
+    """SIGTERM: the checkpoint is written and the command ends (exit 0); it used to evaluate
+    every split first (past torchrun's 30 s grace on a CPU) and write a results.json for the
+    half-trained model."""
+    from slpfast.finetune_data import FinetuneData
+    from slpfast.train.trainer import Trainer
+
+    issue = Trainer.issue_step
+
+    def issue_then_sigterm(self):
+        pending = issue(self)
+        self._on_sigterm(None, None)  # what the SIGTERM handler does, during the first step
+        return pending
+
+    def no_eval(self, model, split):
+        raise AssertionError(f"evaluated {split} after a preemption")
+
+    monkeypatch.setattr(Trainer, "issue_step", issue_then_sigterm)
+    monkeypatch.setattr(FinetuneData, "evaluate", no_eval)
+    out = str(tmp_path / "run")
+    argv = ["--task", "islr", "--init", "none", "--data", corpus, f"--train.out_dir={out}", "--train.steps=5",
+            "--data.batch_size=8", "--data.max_frames=32", "--train.progress=false", "--train.tensorboard=false"]
+    res = finetune.run(finetune.parse_args(argv))
+    # the stop is read at the end of a step; steps already issued still finish
+    assert res["train"]["status"] == "preempted" and 1 <= res["steps"] < 5 and res["metrics"] == {}
+    assert os.path.isfile(os.path.join(out, "checkpoints", f"step_{res['steps']:08d}.pt"))
+    assert not os.path.exists(os.path.join(out, "results.json"))
+    assert "not evaluated" in capsys.readouterr().out
+    assert finetune.main(argv + [f"--train.out_dir={tmp_path / 'again'}"]) == 0
