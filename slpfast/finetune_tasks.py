@@ -232,10 +232,16 @@ def compute_metrics(task: str, records: list) -> dict:
         return out
     if task == "retrieval":
         sign = torch.stack([r[1] for r in records])
-        text = torch.stack([r[2] for r in records])
         texts = [r[3] for r in records]
-        # duplicate sentences: any clip of the same sentence is a correct answer
-        return retrieval_metrics(sign @ text.t(), positives_from_texts(texts))
+        # the text side holds each distinct sentence once (its first clip's embedding: the same
+        # text gives the same features). With one column per clip, a wrong sentence shared by
+        # five clips was five wrong answers and pushed the right one five places down (R@5,
+        # R@10, MedR); any clip of a sentence answers it (positives).
+        first: dict[str, int] = {}
+        for j, s in enumerate(texts):
+            first.setdefault(s, j)
+        text = torch.stack([records[j][2] for j in first.values()])
+        return retrieval_metrics(sign @ text.t(), positives_from_texts(texts, list(first)))
     if task == "slt":
         hyps, refs = [r[1] for r in records], [r[2] for r in records]
         out = corpus_bleu(hyps, refs)

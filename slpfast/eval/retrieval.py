@@ -11,7 +11,10 @@ R@K is the percentage of queries with rank <= K; MedR / MeanR are the median / m
 and in the synthetic corpus): a text query for "the cat sleeps" is then answered correctly by
 any clip of that sentence, and counting an identical duplicate sentence as an error would
 understate every method equally but arbitrarily. :func:`positives_from_texts` builds the mask
-from the strings.
+from the strings. The text side should then hold each distinct sentence once
+(``positives_from_texts(clip_texts, distinct_texts)``, as ``slpfast.finetune`` does): every
+column counts as a candidate of its own, so five copies of a wrong sentence would push the right
+one five places down.
 
 sign->text ("s2t") ranks texts for each clip (rows of ``sim``); text->sign ("t2s") ranks clips
 for each text (columns).
