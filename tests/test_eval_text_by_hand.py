@@ -110,6 +110,12 @@ def test_bleu_validation_names_the_argument():
         corpus_bleu(["a", None], ["a", "b"], backend="own")
     with pytest.raises(ValueError, match="refs: reference 0 of stream 1"):
         corpus_bleu(["a"], [["a"], [3]], backend="own")
+    # max_order 0 returned no BLEU at all (own) or an UnboundLocalError (sacrebleu); 2.5 a TypeError
+    backends = ["own"] + (["sacrebleu"] if _have_sacrebleu() else [])
+    for backend in backends:
+        for bad in (0, -1, 2.5, True, "4"):
+            with pytest.raises(ValueError, match="max_order must be a positive int"):
+                corpus_bleu(["a b"], ["a b"], max_order=bad, backend=backend)
 
 
 def _have_sacrebleu():

@@ -179,6 +179,8 @@ def corpus_bleu(hyps: Sequence[str], refs, max_order: int = 4, lowercase: bool =
         ``{"bleu1": .., ..., "bleu4": .., "bp": .., "hyp_len": .., "ref_len": .., "backend": ..}``.
     """
     streams = _normalize_refs(hyps, refs)
+    if isinstance(max_order, bool) or not isinstance(max_order, int) or max_order < 1:
+        fail(_OP, f"max_order must be a positive int (4 for BLEU-4), got {max_order!r}")
     if backend not in ("auto", "sacrebleu", "own"):
         fail(_OP, f"backend must be 'auto', 'sacrebleu' or 'own', got {backend!r}")
     if backend == "sacrebleu" and not _have_sacrebleu():
