@@ -257,9 +257,15 @@ def run(cfg: FinetuneConfig) -> dict:
                         "train": {"status": summary["status"]}, "results_path": None}
         model = trainer.raw_model
         metrics = {s: data.evaluate(model, s) for s in data.eval_splits}
-        results = {"task": t.task, "init": t.init, "init_kind": data.src.kind, "eval_only": t.eval_only,
-                   "train_split": data.train_split, "train_clips": int(len(data.train_indices)),
-                   "steps": trainer.step, "world_size": trainer.dist.world_size, "metrics": metrics}
+        # steps: the fine-tuning steps behind the evaluated model. With --eval-only that is the
+        # fine-tuning checkpoint's step (the trainer itself ran none: 0 read as "untrained")
+        steps = trainer.step
+        if t.eval_only:
+            steps = (data.src.step or 0) if data.src.kind == "finetune" else 0
+        results = {"task": t.task, "init": t.init, "init_kind": data.src.kind, "init_step": data.src.step,
+                   "eval_only": t.eval_only, "train_split": data.train_split,
+                   "train_clips": int(len(data.train_indices)), "steps": steps,
+                   "world_size": trainer.dist.world_size, "metrics": metrics}
         if summary is not None:
             hist = summary["history"]
             results["train"] = {"status": summary["status"], "first": hist[0] if hist else None,

@@ -35,6 +35,7 @@ class InitSource:
     encoder_config: the encoder's config (from the file, or the run's [model] for 'none').
     state: tensors by their names in the source model (encoder tensors under ``encoder.``).
     config: the source run's config dict (checkpoints only).
+    step: the optimizer step the checkpoint was saved at (checkpoints only, else None).
     """
 
     kind: str
@@ -42,6 +43,7 @@ class InitSource:
     encoder_config: PoseEncoderConfig
     state: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    step: int | None = None
 
 
 def read_init(path: str, model_cfg: PoseEncoderConfig, prefer_checkpoint: bool = False) -> InitSource:
@@ -80,7 +82,9 @@ def read_init(path: str, model_cfg: PoseEncoderConfig, prefer_checkpoint: bool =
         if "model" not in config:
             raise ValueError(f"--init: checkpoint {path} has no model config; it was not written by slpfast")
         kind = "finetune" if "task" in config else "pretrain"
-        return InitSource(kind, path, _encoder_config(config["model"], path), dict(ckpt["model"]), config)
+        step = ckpt.get("step")
+        return InitSource(kind, path, _encoder_config(config["model"], path), dict(ckpt["model"]), config,
+                          int(step) if step is not None else None)
     raise ValueError(f"--init: {path!r} has an unknown extension; {_HINT}")
 
 

@@ -69,6 +69,8 @@ def test_task_trains_and_evaluates(corpus, tmp_path, task, keys):
     ckpt = os.path.join(str(tmp_path), "checkpoints", "step_00000002.pt")
     again = _run(corpus, str(tmp_path / "eval"), "--task", task, "--init", ckpt, "--eval-only")
     assert again["init_kind"] == "finetune"
+    # the evaluated model's fine-tuning steps are the checkpoint's (the eval-only run trains none)
+    assert again["steps"] == 2 and again["init_step"] == 2 and "train" not in again
     for split, m in res["metrics"].items():
         for k in keys:
             assert again["metrics"][split][k] == pytest.approx(m[k], abs=1e-6), (split, k)
@@ -77,7 +79,7 @@ def test_task_trains_and_evaluates(corpus, tmp_path, task, keys):
 def test_retrieval_zero_shot_then_finetune(corpus, tmp_path, pretrain_ckpt):
     ckpt, export = pretrain_ckpt
     zs = _run(corpus, str(tmp_path / "zs"), "--task", "retrieval", "--init", ckpt, "--eval-only")
-    assert zs["init_kind"] == "pretrain"
+    assert zs["init_kind"] == "pretrain" and zs["steps"] == 0 and zs["init_step"] == 2
     val = zs["metrics"]["sentence_val"]
     for k in ("s2t_R@1", "s2t_R@5", "s2t_R@10", "s2t_MedR", "t2s_R@1", "t2s_MedR"):
         assert np.isfinite(val[k])
