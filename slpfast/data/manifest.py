@@ -8,7 +8,6 @@ root without extension (``a/b/clip1``), or its stem (``clip1``).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -81,6 +80,39 @@ def _value(path: str, line: int, key: str, v) -> str:
     return str(v)
 
 
+#: fields whose values are (nearly) all distinct: not worth a lookup in the table of shared values
+_UNSHARED = ("id", "text", "gloss")
+
+
+def _jsonl_rows(path: str):
+    """(line number, parsed line) of each non-empty line of a JSONL file, as it is read."""
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield n, json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"{path}:{n}: bad JSON line: {e}") from None
+
+
+def _csv_rows(path: str, ext: str):
+    """(line number, row dict) of each record of a CSV / TSV file, as it is read (the file is
+    never held whole: a 1.5M-row manifest and its copies were most of the peak memory)."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        # Sniff on the first *physical* line (the header): csv's record terminators are \r / \n
+        # (a newline="" readline() ends a line there too, never at U+2028, NEL, \f, ...).
+        header = f.readline().split("\n", 1)[0].split("\r", 1)[0]
+        delim = "\t" if ext == ".tsv" or (ext != ".csv" and "\t" in header) else ","
+        f.seek(0)  # from the start again (the utf-8-sig decoder drops a BOM again)
+        # A newline="" stream, not str.splitlines(): splitlines() also breaks at U+2028, NEL, \f,
+        # ... (splitting one row in two) and drops the line breaks inside quoted fields.
+        reader = csv.DictReader(f, delimiter=delim)
+        for r in reader:
+            yield reader.line_num, r  # line_num: the record's last physical line
+
+
 def read_manifest(path: str) -> Manifest:
     """Read a CSV / TSV / JSONL manifest (by extension; ``.txt`` is TSV when its header line has
     a tab, else CSV). A UTF-8 BOM is ignored.
@@ -95,35 +127,27 @@ def read_manifest(path: str) -> Manifest:
     one id silently replaced the first), or an ``fps`` that is not a positive number.
     """
     ext = os.path.splitext(path)[1].lower()
-    rows: list[tuple[int, dict]] = []  # (line number, row)
-    if ext in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8-sig") as f:
-            for n, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rows.append((n, json.loads(line)))
-                except ValueError as e:
-                    raise ValueError(f"{path}:{n}: bad JSON line: {e}") from None
-    else:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            text = f.read()
-        # Sniff on the first *physical* line (the header): csv's record terminators are \r / \n.
-        header = text.split("\n", 1)[0].split("\r", 1)[0]
-        delim = "\t" if ext == ".tsv" or (ext != ".csv" and "\t" in header) else ","
-        # A newline="" stream, not text.splitlines(): splitlines() also breaks at U+2028, NEL, \f,
-        # ... (splitting one row in two) and drops the line breaks inside quoted fields.
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delim)
-        rows = [(reader.line_num, r) for r in reader]  # line_num: the record's last physical line
+    rows = _jsonl_rows(path) if ext in (".jsonl", ".ndjson") else _csv_rows(path, ext)
     out: dict[str, dict] = {}
     where: dict[str, int] = {}
     vocab: dict[str, None] = {}
+    # At 1.5M rows the manifest is held whole (the converter looks every clip up in it): every
+    # row's dict shares one object per field name and per value of the fields with few distinct
+    # values (split, language, ...), instead of a fresh string each (~400 of its ~800 bytes).
+    names: dict[str, str] = {}
+    shared: dict[str, str] = {}
     for i, (n, r) in enumerate(rows, 1):
         if not isinstance(r, dict):
             raise ValueError(f"{path}: row {i} is a JSON {type(r).__name__} (line {n}), not an object with id, "
                              "text, ...")
-        r = {k.strip().lower(): _value(path, n, k.strip().lower(), v) for k, v in r.items() if k}
+        row = {}
+        for k, v in r.items():
+            if not k:
+                continue
+            k = names.get(k) or names.setdefault(k, k.strip().lower())
+            v = _value(path, n, k, v)
+            row[k] = v if k in _UNSHARED else shared.setdefault(v, v)
+        r = row
         if "id" not in r:
             raise ValueError(f"{path}: manifest rows need an 'id' field (got {sorted(r)})")
         cid = r["id"]
