@@ -216,3 +216,27 @@ def test_a_manifest_that_is_a_folder_says_so(tmp_path, capsys):
     rc = conv.main([str(tmp_path / "in"), "--out", str(tmp_path / "st"), "--manifest", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "--manifest" in err and "folder" in err, err
+
+
+def test_one_manifest_row_taken_by_two_files_through_their_stem_is_refused(tmp_path, capsys):
+    """signer1/clip.npy and signer2/clip.npy are two clips, but a manifest row with the id
+    "clip" matched both through the stem fallback: one text for two clips (a false negative for
+    the contrastive loss, the check on duplicate clip ids was sidestepped). Refused, naming both."""
+    rng = np.random.default_rng(0)
+    for d in ("signer1", "signer2"):
+        os.makedirs(tmp_path / "in" / d)
+        np.save(tmp_path / "in" / d / "clip.npy", rng.random((6, 133, 2)).astype(np.float32))
+    (tmp_path / "m.csv").write_text("id,text\nclip,hello\n")
+    out = tmp_path / "st"
+    rc = conv.main([str(tmp_path / "in"), "--out", str(out), "--manifest", str(tmp_path / "m.csv"), "--no-progress",
+                    "--workers", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("slpfast.data.convert: --manifest: ") and "'clip'" in err, err
+    assert "signer1/clip" in err and "signer2/clip" in err and len(err.strip().splitlines()) == 1, err
+    # ids with the relative path tell them apart
+    (tmp_path / "m.csv").write_text("id,text\nsigner1/clip,hello\nsigner2/clip,bye\n")
+    assert conv.main([str(tmp_path / "in"), "--out", str(out), "--manifest", str(tmp_path / "m.csv"),
+                      "--no-progress", "--workers", "1"]) == 0
+    st = Store(str(out))
+    assert sorted(st.text(i) for i in range(len(st))) == ["bye", "hello"]

@@ -414,13 +414,18 @@ def _unmatched_rows(man: Manifest, items, manifest: str) -> tuple[int, list[str]
     """How many manifest rows no input file takes (as :meth:`Manifest.lookup` matches them), and
     the first few of their ids. A manifest that no input matches at all is a mistake (ids written
     with the extension, or another corpus's manifest): ``ValueError`` naming an id of each side,
-    rather than a conversion that skips every clip as missing_text."""
+    rather than a conversion that skips every clip as missing_text. So is a row that two inputs
+    take (``a/clip`` and ``b/clip`` by their stem ``clip``): one text for two clips."""
     rows = man.rows
-    used = set()
+    used: dict[str, str] = {}  # row id -> the input (clip id) that takes it
     for _, clip_id in items:
         key = clip_id if clip_id in rows else os.path.basename(clip_id)
         if key in rows:
-            used.add(key)
+            if key in used:  # through the stem fallback: one text for two clips (see _check_unique_ids)
+                raise ValueError(f"--manifest: the row of id {key!r} in {manifest} is matched by two input files, "
+                                 f"{used[key]!r} and {clip_id!r} (by their stem); give such clips their path "
+                                 "relative to the SRC folder (without extension) as id")
+            used[key] = clip_id
     if not rows:
         raise ValueError(f"--manifest: {manifest} has no rows (a header only?); no clip would get a text")
     if not used:
