@@ -240,3 +240,24 @@ def test_one_manifest_row_taken_by_two_files_through_their_stem_is_refused(tmp_p
                       "--no-progress", "--workers", "1"]) == 0
     st = Store(str(out))
     assert sorted(st.text(i) for i in range(len(st))) == ["bye", "hello"]
+
+
+@pytest.mark.parametrize("fps", [float("nan"), -5.0, float("inf")])
+def test_a_bad_frame_rate_in_a_file_is_unknown_not_stored(tmp_path, fps):
+    """An input file's own frame rate was trusted whenever it was truthy: NaN or -5 in an .npz
+    was stored as the clip's fps (and with --fps it made the clip "corrupt": resample refused
+    it). A rate that is not a positive finite number is unknown: the manifest's or --default-fps."""
+    src = tmp_path / "in"
+    os.makedirs(src)
+    kp = np.random.default_rng(0).random((6, 133, 2)).astype(np.float32)
+    np.savez(src / "c0.npz", keypoints=kp, fps=np.float32(fps))
+    np.savez(src / "c1.npz", keypoints=kp, fps=np.float32(fps))
+    (tmp_path / "m.csv").write_text("id,text,fps\nc0,a,30\nc1,b,\n")
+    st = str(tmp_path / "st")
+    rep = conv.convert([str(src)], st, manifest=str(tmp_path / "m.csv"), default_fps=20.0, progress=False)
+    assert rep["converted"] == 2, rep
+    store = Store(st)
+    assert {store.key(i): float(store.fps[i]) for i in range(2)} == {"c0": 30.0, "c1": 20.0}
+    rep = conv.convert([str(src)], str(tmp_path / "st12"), manifest=str(tmp_path / "m.csv"), fps=12.0,
+                       default_fps=20.0, progress=False)
+    assert rep["converted"] == 2, rep
