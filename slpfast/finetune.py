@@ -51,7 +51,7 @@ class TaskConfig:
     task: str = "islr"
     """islr, cslr, retrieval or slt (also --task)."""
     init: str = "none"
-    """none, an encoder .safetensors, a pre-training or fine-tuning checkpoint .pt, or a run folder (its encoder.safetensors, else its latest checkpoint) (also --init)."""
+    """none, an encoder .safetensors, a pre-training or fine-tuning checkpoint .pt, or a run folder (its encoder.safetensors, else its latest checkpoint; the other way round for retrieval and --eval-only) (also --init)."""
     eval_only: bool = False
     """Only evaluate --init (also --eval-only)."""
     results: str = ""

@@ -61,7 +61,10 @@ class FinetuneData(LoaderCycle):
     def __init__(self, cfg, dist: D.DistInfo):
         self.cfg, self.dist, self.device = cfg, dist, dist.device
         t = cfg.task
-        self.src = read_init(t.init, cfg.model, prefer_checkpoint=t.task == "retrieval")
+        # a run folder: its latest checkpoint first where only a checkpoint will do (--eval-only needs
+        # the trained head, which an exported encoder lacks) or serves better (retrieval: the
+        # sign-text projections)
+        self.src = read_init(t.init, cfg.model, prefer_checkpoint=t.task == "retrieval" or t.eval_only)
         check_task(self.src, t.task)
         # the model section records the encoder actually used (so a fine-tuning checkpoint rebuilds it)
         cfg.model = self.src.encoder_config = model_config_for(cfg.model, self.src)

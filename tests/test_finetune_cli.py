@@ -64,3 +64,17 @@ def test_a_preempted_run_saves_and_stops_without_evaluating(corpus, tmp_path, mo
     assert not os.path.exists(os.path.join(out, "results.json"))
     assert "not evaluated" in capsys.readouterr().out
     assert finetune.main(argv + [f"--train.out_dir={tmp_path / 'again'}"]) == 0
+
+
+def test_eval_only_of_a_run_folder_takes_its_checkpoint_not_its_export(corpus, tmp_path):
+    """A fine-tuning run folder with an exported encoder: --eval-only picked the encoder (no
+    head) and refused it ("needs a fine-tuning checkpoint"), though the folder held one."""
+    out = str(tmp_path / "run")
+    common = ["--task", "islr", "--data", corpus, "--data.batch_size=8", "--data.max_frames=32",
+              "--train.progress=false", "--train.tensorboard=false"]
+    finetune.run(finetune.parse_args(common + ["--init", "none", f"--train.out_dir={out}", "--train.steps=1",
+                                               "--train.export=encoder.safetensors"]))
+    assert os.path.isfile(os.path.join(out, "encoder.safetensors"))
+    res = finetune.run(finetune.parse_args(common + ["--init", out, "--eval-only",
+                                                     f"--train.out_dir={tmp_path / 'eval'}"]))
+    assert res["init_kind"] == "finetune" and res["steps"] == 1 and "islr_val" in res["metrics"]
