@@ -261,3 +261,19 @@ def test_a_bad_frame_rate_in_a_file_is_unknown_not_stored(tmp_path, fps):
     rep = conv.convert([str(src)], str(tmp_path / "st12"), manifest=str(tmp_path / "m.csv"), fps=12.0,
                        default_fps=20.0, progress=False)
     assert rep["converted"] == 2, rep
+
+
+def test_symlinked_folders_inside_a_source_are_searched(tmp_path):
+    """A SRC folder gathering corpora through symlinks (SRC/corpusA -> /data/a/poses) found no
+    file in them (os.walk does not follow links): "no pose files", or, beside real folders, the
+    linked corpora silently left out. Linked folders are searched (ids through the link's name),
+    each real folder once (a link loop ends)."""
+    _npy_inputs(tmp_path / "a", n=2)
+    _npy_inputs(tmp_path / "src" / "real", n=1, seed=1)
+    os.symlink(tmp_path / "a", tmp_path / "src" / "linked")
+    os.symlink(tmp_path / "src", tmp_path / "src" / "real" / "loop")  # a loop back to SRC
+    items = conv.find_inputs([str(tmp_path / "src")])
+    assert [cid for _, cid in items] == ["linked/c0", "linked/c1", "real/c0"]
+    os.symlink(tmp_path / "src" / "real", tmp_path / "src" / "a_link_to_real")  # sorts before "real"
+    items = conv.find_inputs([str(tmp_path / "src")])
+    assert [cid for _, cid in items] == ["linked/c0", "linked/c1", "real/c0"]

@@ -93,15 +93,25 @@ _STORE_FILES = ("store.json", "convert_report.json")
 
 def find_inputs(sources: list[str], exclude: str | None = None) -> list[tuple[str, str]]:
     """(path, clip id) for every input file; the id is the path relative to its SRC root
-    without extension (a file given directly: its stem). Folders are not searched inside
-    ``exclude`` (the output store, whose JSON reports would otherwise read as inputs when
+    without extension (a file given directly: its stem). Symlinked folders are searched, each
+    real folder once. Folders are not searched inside ``exclude`` (the output store, whose JSON reports would otherwise read as inputs when
     ``--out`` lies inside a SRC folder)."""
     skip = os.path.realpath(exclude) if exclude else None
     out = []
     for src in sources:
         if os.path.isdir(src):
-            for root, dirs, files in os.walk(src):
-                dirs[:] = sorted(x for x in dirs if os.path.realpath(os.path.join(root, x)) != skip)
+            # Linked folders are followed (a SRC often gathers corpora by symlinks), each real
+            # folder once per SRC: a link loop ends, and one folder linked twice is not two corpora.
+            seen = {os.path.realpath(src)}
+            for root, dirs, files in os.walk(src, followlinks=True):
+                keep = []
+                # a real folder before a link to it beside it: its files keep their own ids
+                for x in sorted(dirs, key=lambda x: (os.path.islink(os.path.join(root, x)), x)):
+                    real = os.path.realpath(os.path.join(root, x))
+                    if real != skip and real not in seen:
+                        seen.add(real)
+                        keep.append(x)
+                dirs[:] = sorted(keep)
                 if skip is not None and os.path.realpath(root) == skip:
                     continue
                 for f in files:
