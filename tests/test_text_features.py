@@ -332,3 +332,13 @@ def test_a_listing_without_files_is_a_shard_error(tmp_path):
             with pytest.raises(ShardError, match="text_features|lists no files"):
                 Store(str(tmp_path / "s"))
     del st
+
+
+def test_progress_bar_counts_texts_not_batch_slots(tmp_path, capfd):
+    # 8 texts in batches of 3: the bar's total is 8 texts (a bar over batches scaled by the batch
+    # size said 9, or 0/128 for a handful of texts at the default batch size)
+    st = _store(tmp_path / "s", TEXTS)
+    enc = FrozenByteEncoder(_model_dir(tmp_path / "m" / "model", "a"), seed=0)
+    cache_text_features(st, enc, batch_size=3, progress=True)
+    err = capfd.readouterr().err
+    assert "0/8 " in err and "/9 " not in err, err[-500:]

@@ -309,26 +309,33 @@ def cache_text_features(store, encoder: nn.Module, *, name: str | None = None, b
             "feature_version": _FEATURE_VERSION, "encoder": str(getattr(encoder, "path", type(encoder).__name__)),
             "tokens": bool(tokens)}
     n = len(store)
-    it = range(0, n, batch_size)
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc=f"caching text features ({name})", unit_scale=batch_size, leave=False)
+        # counted in texts (a bar over batches scaled by the batch size overstated the total:
+        # "0/128" for a store of 5 texts)
+        bar = tqdm(total=n, desc=f"caching text features ({name})", unit="text", leave=False)
     # a valid full set already holds the pooled rows: copied, not encoded again
     source = full if not tokens and mismatch(full) is None else None
-    with store.text_feature_writer(name, encoder.dim, meta=meta) as w:
-        for s in it:
-            idx = list(range(s, min(s + batch_size, n)))
-            if source is not None:
-                w.add(store.pooled_text_features(source, idx))
-                continue
-            feats = encoder(store.texts(idx))
-            if not tokens:
-                w.add(feats.pooled.cpu().numpy())
-                continue
-            lens = feats.lengths.cpu().tolist()
-            toks = feats.tokens.cpu().numpy()
-            w.add(feats.pooled.cpu().numpy(), [toks[i, : lens[i]] for i in range(len(idx))])
+    try:
+        with store.text_feature_writer(name, encoder.dim, meta=meta) as w:
+            for s in range(0, n, batch_size):
+                idx = list(range(s, min(s + batch_size, n)))
+                if source is not None:
+                    w.add(store.pooled_text_features(source, idx))
+                elif not tokens:
+                    w.add(encoder(store.texts(idx)).pooled.cpu().numpy())
+                else:
+                    feats = encoder(store.texts(idx))
+                    lens = feats.lengths.cpu().tolist()
+                    toks = feats.tokens.cpu().numpy()
+                    w.add(feats.pooled.cpu().numpy(), [toks[i, : lens[i]] for i in range(len(idx))])
+                if bar is not None:
+                    bar.update(len(idx))
+    finally:
+        if bar is not None:
+            bar.close()
     return name
 
 
