@@ -27,7 +27,9 @@ latest checkpoint; see :mod:`slpfast.finetune_init`). ``--data``
 is a store directory (default: the synthetic corpus). Training is the pre-training loop
 (:class:`~slpfast.train.trainer.Trainer`: same log line, progress bar, checkpoints, resume,
 DDP); afterwards every evaluation split is scored and the results are written as JSON
-(``--results``, default ``<train.out_dir>/results.json``). ``--eval-only`` skips training.
+(``--results``, default ``<train.out_dir>/results.json``). ``--eval-only`` skips training and
+writes ``<train.out_dir>/results_eval.json`` by default, so that evaluating a checkpoint inside
+its own run folder never replaces that run's results (and their training summary).
 
 Exit codes: 0 done, 1 aborted (non-finite losses), 2 bad arguments or configuration.
 """
@@ -55,7 +57,7 @@ class TaskConfig:
     eval_only: bool = False
     """Only evaluate --init (also --eval-only)."""
     results: str = ""
-    """Results JSON path (also --results); empty = <train.out_dir>/results.json."""
+    """Results JSON path (also --results); empty = <train.out_dir>/results.json (results_eval.json with --eval-only)."""
     train_split: str = "auto"
     """Training split; auto = <islr|sentence>_train of the synthetic corpus, else 'train'."""
     eval_splits: str = "auto"
@@ -221,6 +223,7 @@ def run(cfg: FinetuneConfig) -> dict:
     """Train (unless eval_only) then evaluate; returns the results dict (the same on every rank)."""
     from slpfast.finetune_data import FinetuneData
     from slpfast.finetune_init import pretrain_text_setup
+    from slpfast.finetune_tasks import MAIN_METRIC
     from slpfast.train.trainer import Trainer
 
     t = cfg.task
@@ -270,7 +273,9 @@ def run(cfg: FinetuneConfig) -> dict:
             hist = summary["history"]
             results["train"] = {"status": summary["status"], "first": hist[0] if hist else None,
                                 "last": hist[-1] if hist else None}
-        out = t.results or os.path.join(trainer.out_dir, "results.json")
+        main_metric, higher_is_better = MAIN_METRIC[t.task]
+        results["main_metric"] = {"name": main_metric, "higher_is_better": higher_is_better}
+        out = t.results or os.path.join(trainer.out_dir, "results_eval.json" if t.eval_only else "results.json")
         results["results_path"] = out
         if trainer.dist.is_main:
             from slpfast.data.shard_format import atomic_write_bytes
@@ -278,7 +283,9 @@ def run(cfg: FinetuneConfig) -> dict:
             # atomic: a crash or a full disk never leaves a truncated results file over the last good one
             atomic_write_bytes(out, [json.dumps({**results, "config": cfg.to_dict()}, indent=2, default=str).encode()])
             for split, m in metrics.items():
-                shown = {k: round(v, 2) for k, v in m.items() if isinstance(v, float)}
+                # the task's main metric first
+                shown = {k: round(v, 2) for k, v in sorted(m.items(), key=lambda kv: kv[0] != main_metric)
+                         if isinstance(v, float)}
                 print(f"slpfast.finetune: {t.task} {split}: {shown}", flush=True)
             print(f"slpfast.finetune: results written to {out}", flush=True)
         return results

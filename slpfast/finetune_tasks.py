@@ -31,7 +31,9 @@ from slpfast.models.heads import CTCHead, HFSeq2SeqTranslator, ISLRHead, Retriev
 TASKS = ("islr", "cslr", "retrieval", "slt")
 #: the split prefix each task trains and evaluates on (synthetic corpus naming)
 SPLIT_PREFIX = {"islr": "islr", "cslr": "sentence", "retrieval": "sentence", "slt": "sentence"}
-#: the metric that picks the best checkpoint / is quoted first, and whether higher is better
+#: each task's main metric and whether higher is better: quoted first in the summary lines and
+#: named in the results (``main_metric``). Results are those of the last checkpoint (none is
+#: picked by this metric).
 MAIN_METRIC = {"islr": ("top1", True), "cslr": ("wer_beam", False), "retrieval": ("s2t_R@1", True),
                "slt": ("bleu4", True)}
 

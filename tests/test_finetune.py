@@ -65,9 +65,18 @@ def test_task_trains_and_evaluates(corpus, tmp_path, task, keys):
     with open(os.path.join(str(tmp_path), "results.json")) as f:
         written = json.load(f)
     assert written["task"] == task and written["config"]["task"]["task"] == task
-    # evaluate-only from the fine-tuning checkpoint gives the same numbers
+    # the task's main metric is named and is in every split's metrics
+    assert written["main_metric"]["name"] == res["main_metric"]["name"]
+    assert all(res["main_metric"]["name"] in m for m in res["metrics"].values())
+    # evaluate-only from the fine-tuning checkpoint, in the training run's own folder, gives the
+    # same numbers and leaves that run's results.json (with its training summary) as it was
     ckpt = os.path.join(str(tmp_path), "checkpoints", "step_00000002.pt")
-    again = _run(corpus, str(tmp_path / "eval"), "--task", task, "--init", ckpt, "--eval-only")
+    again = _run(corpus, str(tmp_path), "--task", task, "--init", ckpt, "--eval-only")
+    with open(os.path.join(str(tmp_path), "results.json")) as f:
+        assert json.load(f) == written
+    assert again["results_path"] == os.path.join(str(tmp_path), "results_eval.json")
+    with open(again["results_path"]) as f:
+        assert json.load(f)["eval_only"] is True
     assert again["init_kind"] == "finetune"
     # the evaluated model's fine-tuning steps are the checkpoint's (the eval-only run trains none)
     assert again["steps"] == 2 and again["init_step"] == 2 and "train" not in again
