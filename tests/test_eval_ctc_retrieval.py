@@ -123,6 +123,11 @@ def test_retrieval_bad_inputs():
         retrieval_metrics(torch.randn(2, 2), torch.eye(2))
     with pytest.raises(ValueError, match="every row and every column"):
         retrieval_metrics(torch.randn(2, 2), torch.tensor([[True, True], [False, False]]))
+    for ks in [(0,), (1, -5), (2.5,), (True,), (), "15", 5]:
+        with pytest.raises(ValueError, match="ks must be"):
+            retrieval_metrics(torch.randn(2, 2), ks=ks)
+    import numpy as np
+    assert "s2t_R@2" in retrieval_metrics(torch.randn(2, 2), ks=(np.int64(2),))
     with pytest.raises(ValueError, match="NaN"):
         retrieval_metrics(torch.tensor([[float("nan")]]))
 

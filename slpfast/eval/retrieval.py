@@ -21,6 +21,7 @@ for each text (columns).
 """
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
@@ -66,7 +67,7 @@ def retrieval_metrics(sim: torch.Tensor, positives: torch.Tensor | None = None,
         sim: (N_sign, N_text) similarities, e.g. ``sign_emb @ text_emb.T``.
         positives: (N_sign, N_text) bool, True for correct pairs; default the diagonal
             (needs N_sign == N_text). Every row and every column needs at least one True.
-        ks: the K of R@K.
+        ks: the K of R@K (positive ints).
 
     Returns:
         ``{"s2t_R@1", ..., "s2t_MedR", "s2t_MeanR", "t2s_R@1", ..., "t2s_MeanR", "n_sign",
@@ -91,6 +92,12 @@ def retrieval_metrics(sim: torch.Tensor, positives: torch.Tensor | None = None,
     positives = positives.to(sim.device)
     if not bool(positives.any(1).all()) or not bool(positives.any(0).all()):
         fail(_OP, "positives must have at least one True in every row and every column")
+    if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__"):
+        fail(_OP, f"ks must be a sequence of positive ints, got {ks!r}")
+    ks = tuple(ks)
+    # R@0 is 0 by definition and R@2.5 is R@2: both are mistakes, not metrics
+    if not ks or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in ks):
+        fail(_OP, f"ks must be a non-empty sequence of positive ints, got {ks!r}")
     ks = tuple(int(k) for k in ks)
     out = _summary(ranks(sim, positives), "s2t", ks)
     out.update(_summary(ranks(sim.t(), positives.t()), "t2s", ks))
