@@ -31,7 +31,8 @@ DDP); afterwards every evaluation split is scored and the results are written as
 writes ``<train.out_dir>/results_eval.json`` by default, so that evaluating a checkpoint inside
 its own run folder never replaces that run's results (and their training summary).
 
-Exit codes: 0 done, 1 aborted (non-finite losses), 2 bad arguments or configuration.
+Exit codes: 0 done, 1 aborted (non-finite losses, or a model with non-finite weights to evaluate), 2 bad
+arguments or configuration.
 """
 from __future__ import annotations
 
@@ -221,6 +222,8 @@ def help_text() -> str:
 
 def run(cfg: FinetuneConfig) -> dict:
     """Train (unless eval_only) then evaluate; returns the results dict (the same on every rank)."""
+    import torch
+
     from slpfast.finetune_data import FinetuneData
     from slpfast.finetune_init import pretrain_text_setup
     from slpfast.finetune_tasks import MAIN_METRIC
@@ -259,6 +262,14 @@ def run(cfg: FinetuneConfig) -> dict:
                         "steps": trainer.step, "world_size": trainer.dist.world_size, "metrics": {},
                         "train": {"status": summary["status"]}, "results_path": None}
         model = trainer.raw_model
+        bad = next((n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+        if bad is not None:
+            # a diverged model (or a checkpoint of one): its scores would be NaN, which the metrics
+            # reject as bad input (exit 2, "bad arguments"); this is a failed run (exit 1)
+            from slpfast.train.trainer import NonFiniteLossError
+
+            raise NonFiniteLossError(f"the model to evaluate has non-finite weights (first: {bad}); nothing was "
+                                     "evaluated and no results were written")
         metrics = {s: data.evaluate(model, s) for s in data.eval_splits}
         # steps: the fine-tuning steps behind the evaluated model. With --eval-only that is the
         # fine-tuning checkpoint's step (the trainer itself ran none: 0 read as "untrained")

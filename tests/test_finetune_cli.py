@@ -78,3 +78,28 @@ def test_eval_only_of_a_run_folder_takes_its_checkpoint_not_its_export(corpus, t
     res = finetune.run(finetune.parse_args(common + ["--init", out, "--eval-only",
                                                      f"--train.out_dir={tmp_path / 'eval'}"]))
     assert res["init_kind"] == "finetune" and res["steps"] == 1 and "islr_val" in res["metrics"]
+
+
+def test_a_diverged_model_is_a_failed_run_not_bad_arguments(corpus, tmp_path, monkeypatch, capsys):
+    """Weights that went non-finite: exit 1 with one line naming a parameter, no results file (its
+    NaN scores reached the metrics, which refused them as bad input: exit 2, 'bad arguments')."""
+    import torch
+
+    from slpfast.train.trainer import Trainer
+
+    run = Trainer.run
+
+    def run_then_diverge(self, *a, **k):
+        summary = run(self, *a, **k)
+        with torch.no_grad():
+            next(self.raw_model.parameters()).fill_(float("nan"))
+        return summary
+
+    monkeypatch.setattr(Trainer, "run", run_then_diverge)
+    out = str(tmp_path / "run")
+    argv = ["--task", "islr", "--init", "none", "--data", corpus, f"--train.out_dir={out}", "--train.steps=1",
+            "--data.batch_size=8", "--data.max_frames=32", "--train.progress=false", "--train.tensorboard=false"]
+    assert finetune.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "non-finite weights" in err and err.count("\n") == 1, err
+    assert not os.path.exists(os.path.join(out, "results.json"))
