@@ -239,3 +239,17 @@ def test_packed_clips_longer_than_max_frames_are_refused():
     with pytest.raises(ValueError, match="a packed clip of 12 frames exceeds model.max_frames=8"):
         enc(pose, conf, cu_seqlens=torch.tensor([0, 12]))
     enc(pose, conf, cu_seqlens=torch.tensor([0, 8, 12]))  # 8 + 4: fine
+
+
+@pytest.mark.parametrize("cu, match", [([0, 4, 3], "non-decreasing"), ([1, 3], r"\[0\] must be 0"),
+                                       ([0, 2], r"\[-1\] must equal the number of packed rows 3"),
+                                       ([[0, 3]], "1 dims")])
+def test_bad_packed_offsets_are_refused_before_they_are_used(cu, match):
+    """A decreasing cu_seqlens ([0, 4, 3]: lengths 4 and -1, summing to the 3 rows) reached
+    repeat_interleave(..., output_size=total), which wrote past its buffer before refusing the
+    negative count: a corrupted heap ('free(): invalid pointer') that killed the process later;
+    cu_seqlens[0] != 0 gave a raw 'allocated size does not match required size'."""
+    enc = PoseEncoder(CFG)
+    pose, conf = torch.randn(3, NUM_JOINTS, 2), torch.rand(3, NUM_JOINTS)
+    with pytest.raises(ValueError, match=f"PoseEncoder: cu_seqlens.*{match}"):
+        enc(pose, conf, cu_seqlens=torch.tensor(cu))

@@ -220,11 +220,19 @@ class PoseEncoder(nn.Module):
 
     @staticmethod
     def _packed_positions(cu_seqlens: torch.Tensor, total: int, check: bool = True):
-        """Per packed frame: position within its clip, and clip index.
-        ``check`` reads cu_seqlens[-1] back to compare it with ``total``."""
+        """Per packed frame: position within its clip, and clip index: two (total,) int64.
+
+        ``check`` reads cu_seqlens (B+1,) back (one copy) to check that it starts at 0, never
+        decreases and ends at ``total``. It must run before ``repeat_interleave``: given
+        ``output_size``, that op writes the repeats out before it refuses a negative count, so
+        offsets like [0, 4, 3] (lengths 4 and -1) corrupt the heap on the CPU."""
+        if check:
+            from slpfast.ops._validate import check_cu_seqlens
+
+            check_cu_seqlens("PoseEncoder", "cu_seqlens", cu_seqlens, total)
         cu = cu_seqlens.to(torch.int64)
-        if cu.dim() != 1 or cu.numel() < 1 or (check and int(cu[-1]) != total):
-            raise ValueError(f"PoseEncoder: cu_seqlens must be (B+1,) ending at total={total}, got {cu.tolist()}")
+        if cu.dim() != 1 or cu.numel() < 1:
+            raise ValueError(f"PoseEncoder: cu_seqlens must be (B+1,), got {tuple(cu.shape)}")
         counts = cu[1:] - cu[:-1]
         seg = torch.repeat_interleave(torch.arange(counts.numel(), device=cu.device), counts, output_size=total)
         pos = torch.arange(total, device=cu.device) - cu[:-1][seg]
