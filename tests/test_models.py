@@ -253,3 +253,18 @@ def test_bad_packed_offsets_are_refused_before_they_are_used(cu, match):
     pose, conf = torch.randn(3, NUM_JOINTS, 2), torch.rand(3, NUM_JOINTS)
     with pytest.raises(ValueError, match=f"PoseEncoder: cu_seqlens.*{match}"):
         enc(pose, conf, cu_seqlens=torch.tensor(cu))
+
+
+def test_mpm_loss_never_scores_padding_whatever_the_mask_holds_there():
+    """A joint_mask True past the lengths (a caller's own mask, not sample_joint_mask's) made the
+    MPM loss score the decoder against the padding's garbage: 1.70 -> 80.8 with padding of 100."""
+    torch.manual_seed(0)
+    model = PretrainModel(CFG, text_dim=8, proj_dim=8, nce_weight=0.0)
+    pose, conf, lens = _batch(B=2, T=6, lengths=(6, 3))
+    mask = sample_joint_mask(lens, 6, strategy="joints", generator=torch.Generator().manual_seed(0))
+    ref = model(pose, conf, lens, joint_mask=mask)["mpm"]
+    over = mask.clone()
+    over[1, 3:] = True
+    garbage = pose.clone()
+    garbage[1, 3:] = 100.0
+    torch.testing.assert_close(model(garbage, conf, lens, joint_mask=over)["mpm"], ref)

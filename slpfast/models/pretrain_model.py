@@ -85,7 +85,8 @@ class PretrainModel(nn.Module):
             conf: (B, T, J) or packed (total, J) confidences.
             lengths: (B,) valid frames (also given in the packed form).
             cu_seqlens, max_seqlen: the packed form's (B+1,) offsets and longest clip (host int).
-            joint_mask: bool shaped like conf, True = hidden from the encoder (required when MPM is on).
+            joint_mask: bool shaped like conf, True = hidden from the encoder (required when MPM is on);
+                past each clip's length it is ignored (padding is never a reconstruction target).
             text: cached/frozen text features, or None to encode ``texts`` with the owned encoder.
             texts: raw strings (B,), used with an owned trainable text encoder.
 
@@ -102,8 +103,13 @@ class PretrainModel(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if self.decoder is not None:
             pred = self.decoder(out.frames)
-            terms["mpm"] = mpm_loss(pred, pose, conf, joint_mask & self._mpm_targets, kind=self.mpm_loss_kind,
-                                    beta=self.mpm_beta)
+            targets = joint_mask & self._mpm_targets  # (B, T, J) or packed (total, J)
+            if cu_seqlens is None:
+                # padding is never a target, whatever the caller's mask holds there (the encoder
+                # ignores it; the loss would score the decoder against the padding's garbage)
+                valid = torch.arange(pose.shape[1], device=pose.device) < lengths.to(pose.device).unsqueeze(1)
+                targets = targets & valid.unsqueeze(-1)
+            terms["mpm"] = mpm_loss(pred, pose, conf, targets, kind=self.mpm_loss_kind, beta=self.mpm_beta)
         if self.weights["nce"] > 0 or self.weights["fg"] > 0:
             if text is None:
                 if self.text_encoder is None or texts is None:
