@@ -10,8 +10,8 @@ encoder to ``runs/pretrain/encoder.safetensors``::
     python -m slpfast.pretrain --help          # every option, its default and its meaning
 
 Exit codes: 0 done (or stopped by SIGTERM or a first Ctrl-C after saving a checkpoint; a second
-Ctrl-C aborts without one), 1 aborted (non-finite
-losses), 2 bad configuration (also a store that fails its checks, or a checkpoint to
+Ctrl-C aborts without one), 1 aborted (non-finite losses, or a checkpoint or the export that could
+not be written: a full disk), 2 bad configuration (also a store that fails its checks, or a checkpoint to
 resume from that is damaged or does not fit the model).
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"slpfast.pretrain: {e}", file=sys.stderr)
         return 2
     from slpfast.data.shard_format import ShardError
+    from slpfast.train.checkpoint import CheckpointWriteError
     from slpfast.train.trainer import NonFiniteLossError, ResumeError, Trainer
 
     try:
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except NonFiniteLossError as e:
         print(f"slpfast.pretrain: {e}", file=sys.stderr)
+        return 1
+    except CheckpointWriteError as e:  # every rank raises it; rank 0 says it
+        if trainer.dist.is_main:
+            print(f"slpfast.pretrain: {e}", file=sys.stderr)
         return 1
     finally:
         trainer.close()

@@ -25,6 +25,26 @@ import torch
 _NAME = re.compile(r"step_(\d{8})\.pt$")
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint (or the exported encoder) could not be written: a full disk, a folder made
+    read-only, a quota. The message names the setting and the file, and says that the files
+    already written are unchanged (a failed write never replaces one)."""
+
+
+def os_reason(exc: BaseException) -> str | None:
+    """The OSError behind ``exc`` (itself, or one it was raised from or during) as text, or None.
+
+    torch.save reports a full disk as a RuntimeError of its zip writer ("unexpected pos"),
+    raised while handling the OSError that says what happened."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            return exc.strerror or str(exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def checkpoint_dir(out_dir: str) -> str:
     return os.path.join(out_dir, "checkpoints")
 
@@ -115,11 +135,15 @@ def set_aside_later_checkpoints(out_dir: str, step: int) -> str | None:
 
 
 def atomic_torch_save(obj, path: str) -> None:
-    """torch.save to a temp file beside ``path``, fsync, then rename over ``path``."""
+    """torch.save to a temp file beside ``path``, fsync, then rename over ``path``.
+
+    A write that fails for a reason of the file system (disk full, no permission) raises
+    :class:`CheckpointWriteError` naming it, with the temp file removed and ``path`` (if it
+    existed) unchanged."""
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
     tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
+        os.makedirs(d, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -130,9 +154,18 @@ def atomic_torch_save(obj, path: str) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+    except (OSError, RuntimeError) as e:
+        reason = os_reason(e)
+        if reason is None:  # not the file system's doing: a bug, shown as such
+            raise
+        raise CheckpointWriteError(f"train.out_dir: cannot write the checkpoint {path} ({reason}); the "
+                                   f"checkpoints already in {d} are unchanged") from None
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        try:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        except OSError:  # e.g. the folder became read-only: the next save removes it (_remove_stray_temps)
+            pass
 
 
 def _remove_stray_temps(d: str) -> None:

@@ -85,6 +85,7 @@ class RunLogger:
         self.jsonl = None
         self.tb = None
         self._files = (out_dir, start_step, tensorboard, name)
+        self._files_failed = False  # a log write failed (a full disk): the console only from then on
         if not enabled:
             return
         if progress:
@@ -120,21 +121,31 @@ class RunLogger:
         """Print the interval line and append ``record`` to the JSONL and TensorBoard logs."""
         if not self.enabled:
             return
-        if self.jsonl is None:
-            self._open_files()
         line = format_line(record)
         if self.bar is not None:
             self.bar.write(line, file=sys.stdout)
         else:
             print(line, flush=True)
         sys.stdout.flush()
-        self.jsonl.write(json.dumps(record) + "\n")
-        self.jsonl.flush()
-        if self.tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step" and v is not None:
-                    self.tb.add_scalar(k, v, record["step"])
-            self.tb.flush()
+        if self._files_failed:
+            return
+        try:
+            if self.jsonl is None:
+                self._open_files()
+            self.jsonl.write(json.dumps(record) + "\n")
+            self.jsonl.flush()
+            if self.tb is not None:
+                for k, v in record.items():
+                    if isinstance(v, (int, float)) and k != "step" and v is not None:
+                        self.tb.add_scalar(k, v, record["step"])
+                self.tb.flush()
+        except OSError as e:
+            # Only rank 0 writes logs: raising here would leave the other ranks waiting for it in
+            # the next collective. Training goes on; a checkpoint that cannot be written either
+            # stops the run with its own error.
+            self._files_failed = True
+            print(f"slpfast.{self._files[3]}: cannot write the logs in train.out_dir={self._files[0]} "
+                  f"({e.strerror or e}); from now on they go to the console only", file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
         if self.enabled:
@@ -143,10 +154,12 @@ class RunLogger:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.jsonl is not None:
-            self.jsonl.close()
-        if self.tb is not None:
-            self.tb.close()
+        for f in (self.jsonl, self.tb):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:  # a full disk: said at the write that failed
+                    pass
 
 
 def format_line(r: dict) -> str:

@@ -148,13 +148,22 @@ class Trainer:
                 "world_size": self.dist.world_size,
                 "extra": {"nonfinite_total": self.nonfinite_total, "nonfinite_streak": self.nonfinite_streak}}
 
-    def save(self) -> str | None:
+    def save(self) -> str:
+        """Write the checkpoint of this step (rank 0); collective. A write that fails (a full disk)
+        raises :class:`~slpfast.train.checkpoint.CheckpointWriteError` on every rank: rank 0
+        shares its outcome, so the others do not wait for it in a barrier until the group's
+        timeout."""
         state = self._state()
-        path = None
+        outcome = None
         if self.dist.is_main:
-            path = ckpt.save_checkpoint(self.out_dir, self.step, state, self.cfg.train.keep_last)
-        D.barrier(self.dist)
-        return path
+            try:
+                outcome = ("ok", ckpt.save_checkpoint(self.out_dir, self.step, state, self.cfg.train.keep_last))
+            except ckpt.CheckpointWriteError as e:
+                outcome = ("error", str(e))
+        kind, value = D.broadcast_object(outcome, self.dist)
+        if kind == "error":
+            raise ckpt.CheckpointWriteError(value)
+        return value
 
     def maybe_resume(self) -> str | None:
         # rank 0 looks; every rank learns the answer, a failure included (a rank-0-only raise
@@ -456,10 +465,20 @@ class Trainer:
         if not name:
             return None
         path = name if os.path.isabs(name) else os.path.join(self.out_dir, name)
+        error = None
         if self.dist.is_main:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            _unwrap(self.model).encoder.save_pretrained(path)
-        D.barrier(self.dist)
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                _unwrap(self.model).encoder.save_pretrained(path)
+            except (OSError, RuntimeError) as e:  # a full disk: said in one line, on every rank (as save())
+                reason = ckpt.os_reason(e)
+                if reason is None:
+                    raise
+                error = (f"train.export: cannot write the encoder to {path} ({reason}); the last checkpoint "
+                         f"in {ckpt.checkpoint_dir(self.out_dir)} holds the trained model")
+        error = D.broadcast_object(error, self.dist)
+        if error:
+            raise ckpt.CheckpointWriteError(error)
         return path
 
     def close(self) -> None:

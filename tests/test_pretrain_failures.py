@@ -1,0 +1,94 @@
+"""Pre-training when the run folder cannot be written (a full disk): one line, no hang, no
+checkpoint lost."""
+from __future__ import annotations
+
+import errno
+import os
+
+import torch
+
+from _pretrain_common import read_losses, tiny_args, tiny_store
+
+
+def _full_disk_after(monkeypatch, ok_saves: int):
+    """torch.save writes part of the file, then fails as on a full disk, after ``ok_saves`` saves."""
+    real = torch.save
+    calls = {"n": 0}
+
+    def save(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] <= ok_saves:
+            return real(obj, f, *a, **k)
+        f.write(b"PK\x03\x04 partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_keeps_the_earlier_one(tmp_path_factory, tmp_path,
+                                                                                   capsys, monkeypatch):
+    from slpfast import pretrain
+    from slpfast.train.checkpoint import checkpoint_dir, load_checkpoint
+
+    store = tiny_store(tmp_path_factory)
+    out = str(tmp_path / "run")
+    _full_disk_after(monkeypatch, ok_saves=1)
+    rc = pretrain.main(tiny_args(store, out, **{"train.steps": 4, "train.ckpt_every": 2}))
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "train.out_dir" in err and "step_00000004.pt" in err and "No space left on device" in err, err
+    # the step-2 checkpoint is whole; nothing half-written is left beside it
+    assert sorted(os.listdir(checkpoint_dir(out))) == ["step_00000002.pt"]
+    assert load_checkpoint(os.path.join(checkpoint_dir(out), "step_00000002.pt"))["step"] == 2
+    assert not os.path.exists(os.path.join(out, "encoder.safetensors"))
+
+
+def test_an_export_that_cannot_be_written_is_one_line(tmp_path_factory, tmp_path, capsys, monkeypatch):
+    from slpfast import pretrain
+    from slpfast.models import PoseEncoder
+
+    def full(self, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(PoseEncoder, "save_pretrained", full)
+    store = tiny_store(tmp_path_factory)
+    out = str(tmp_path / "run")
+    rc = pretrain.main(tiny_args(store, out, **{"train.steps": 1}))
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "train.export" in err and "No space left on device" in err and "step_" not in err.split("(")[0], err
+    assert os.path.exists(os.path.join(out, "checkpoints", "step_00000001.pt"))
+
+
+def test_logs_that_cannot_be_written_do_not_stop_the_run(tmp_path_factory, tmp_path, capsys, monkeypatch):
+    """Only rank 0 writes logs: an error there must not leave the other ranks waiting for it."""
+    from slpfast import pretrain
+    from slpfast.train import logging as L
+
+    class FullFile:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    real_open = L.RunLogger._open_files
+
+    def open_files(self):
+        real_open(self)
+        self.jsonl.close()
+        self.jsonl = FullFile()
+
+    monkeypatch.setattr(L.RunLogger, "_open_files", open_files)
+    store = tiny_store(tmp_path_factory)
+    out = str(tmp_path / "run")
+    rc = pretrain.main(tiny_args(store, out, **{"train.steps": 3}))
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert cap.err.count("cannot write the logs") == 1 and "Traceback" not in cap.err, cap.err
+    assert "step 3/3" in cap.out  # the console still gets every interval
+    assert os.path.exists(os.path.join(out, "checkpoints", "step_00000003.pt"))
+    assert read_losses(out) == {}
