@@ -119,6 +119,34 @@ def test_padding_contents_never_reach_valid_rows(backend, fill):
     torch.testing.assert_close(out[3:], want)
 
 
+@pytest.mark.parametrize("backend", ["sdpa"])
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+def test_non_finite_valid_rows_give_nan_where_the_reference_does(backend, padded, causal, where):
+    """A NaN / inf in a *valid* row is not hidden and not spread further than the reference spreads
+    it: the rows that are non-finite are the reference's (torch's CPU flash SDPA gives 0 for a NaN query
+    row, and its additive causal mask lets a NaN key leak into the rows before it)."""
+    B, T, H, D = 2, 6, 2, 16
+    lens = torch.tensor([5, 6]) if padded else None
+    for fill in (float("nan"), float("inf")):
+        q, k, v = (t.detach() for t in make_qkv((B, T, H, D), torch.float32))
+        dict(q=q, k=k, v=v)[where][0, 2, 1, 3] = fill
+        with torch.no_grad():
+            want = ref.masked_attention(q, k, v, seq_lens=lens, causal=causal).isfinite().logical_not()
+            got = masked_attention(q, k, v, seq_lens=lens, causal=causal, backend=backend).isfinite().logical_not()
+        assert want.any()
+        assert torch.equal(got.any(-1), want.any(-1)), (fill, got.any(-1)[0, :, 1], want.any(-1)[0, :, 1])
+    # packed, equal lengths (sdpa's unmasked path) and unequal ones
+    for cu in (torch.tensor([0, 4, 8], dtype=torch.int32), torch.tensor([0, 3, 8], dtype=torch.int32)):
+        q, k, v = (t.detach() for t in make_qkv((8, H, D), torch.float32))
+        dict(q=q, k=k, v=v)[where][1, 0, 0] = float("nan")
+        with torch.no_grad():
+            want = ref.masked_attention(q, k, v, cu_seqlens=cu, causal=causal).isnan().any(-1)
+            got = masked_attention(q, k, v, cu_seqlens=cu, causal=causal, backend=backend).isnan().any(-1)
+        assert torch.equal(got, want), (cu, got[:, 0], want[:, 0])
+
+
 def test_block_diagonal_mask_input():
     fmha = pytest.importorskip("xformers.ops.fmha")
     lens = [3, 0, 6]

@@ -48,6 +48,17 @@ def _eager_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_)
 
 
 # ------------------------------------------------------------------------------------ sdpa
+def _nan_where_query_is_not_finite(out: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """out, q (..., D): NaN in the output rows whose query row holds a NaN or an inf.
+
+    The reference gives NaN there (every score of the row is NaN or +-inf, whose softmax is NaN);
+    torch's CPU flash SDPA kernel gives 0 for a NaN query row instead, which would hide a
+    diverged model. O(rows * D): a pass over q and out, no score matrix.
+    """
+    bad = ~torch.isfinite(q).all(-1, keepdim=True)
+    return torch.where(bad, float("nan"), out)
+
+
 def _sdpa_padded(q, k, v, seq_lens, causal, scale):
     F = torch.nn.functional
     if q.numel() == 0:  # SDPA's CPU kernel dies of SIGFPE on empty inputs in torch 2.11 (not 2.13)
@@ -57,18 +68,22 @@ def _sdpa_padded(q, k, v, seq_lens, causal, scale):
     dense = seq_lens is None or (seq_lens.device.type == "cpu" and not torch.compiler.is_compiling()
                                  and bool((seq_lens == T).all()))
     if dense:
-        return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale).transpose(1, 2)
+        out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale).transpose(1, 2)
+        return _nan_where_query_is_not_finite(out, q)
     row_valid = _row_valid(seq_lens, T)
     keep = row_valid[:, :, None, None]
     # padding rows may hold anything: zeroed so that inf/NaN there cannot reach valid rows (0 * inf)
     qt, kt, vt = (torch.where(keep, t, 0.0).transpose(1, 2) for t in (q, k, v))
-    allowed = row_valid[:, None, :].expand(B, T, T)
     if causal:
-        allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    # padding rows attend to every key (no all-masked row, hence no NaN); zeroed below
-    allowed = (allowed | ~row_valid[:, :, None])[:, None]
-    out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed, scale=scale).transpose(1, 2)
-    return torch.where(keep, out, 0.0)
+        # A valid row i < L attends to keys j <= i < L: the causal mask alone keeps padding keys
+        # out, and no row is fully masked. Not a boolean mask: SDPA adds a mask as a -inf bias,
+        # and NaN + -inf = NaN would let a NaN key leak into the valid rows before it.
+        out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, scale=scale).transpose(1, 2)
+    else:
+        # padding rows attend to every key (no all-masked row, hence no NaN); zeroed below
+        allowed = (row_valid[:, None, :].expand(B, T, T) | ~row_valid[:, :, None])[:, None]
+        out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed, scale=scale).transpose(1, 2)
+    return torch.where(keep, _nan_where_query_is_not_finite(out, q), 0.0)
 
 
 def _sdpa_run(q, k, v, *, seq_lens, cu_seqlens, max_seqlen, causal, scale, **_):
