@@ -176,8 +176,17 @@ def _flex_call(q, k, v, seq_lens, cu_seqlens, causal, scale, compile_mask):
         return same & (qi >= kj) if causal else same
 
     block_mask = create_block_mask(doc_mask, None, None, total, total, device=q.device, _compile=compile_mask)
+    # A block of the mask spans several sequences, and a masked key still enters the sum p @ v
+    # with p = 0: 0 * NaN = NaN would carry a non-finite v of one sequence into the others.
+    # v's non-finite entries are zeroed for the kernel and put back, as NaN, into the columns of
+    # their own sequence, where the reference has them (0 * inf / NaN, or inf - inf): O(total*H*D).
+    finite = torch.isfinite(v)
+    v = torch.where(finite, v, 0.0)
     qt, kt, vt = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, H, total, D)
-    return _flex_fn(q.device.type)(qt, kt, vt, block_mask=block_mask, scale=scale)[0].transpose(0, 1)
+    out = _flex_fn(q.device.type)(qt, kt, vt, block_mask=block_mask, scale=scale)[0].transpose(0, 1)
+    bad = torch.zeros(cu_seqlens.shape[0] - 1, *v.shape[1:], device=v.device)  # (B, H, D): count
+    bad = bad.index_add_(0, doc, (~finite).to(bad.dtype))[doc] > 0
+    return torch.where(bad, float("nan"), out)
 
 
 # -------------------------------------------------------------------------------- xformers
