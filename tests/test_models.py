@@ -268,3 +268,20 @@ def test_mpm_loss_never_scores_padding_whatever_the_mask_holds_there():
     garbage = pose.clone()
     garbage[1, 3:] = 100.0
     torch.testing.assert_close(model(garbage, conf, lens, joint_mask=over)["mpm"], ref)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("heads", "2", "model.heads must be an int, got str '2'"),
+    ("max_frames", 10.5, "model.max_frames must be an int, got float 10.5"),
+    ("dim", True, "model.dim must be an int, got bool True"),
+    ("mlp_ratio", float("nan"), "model.mlp_ratio must be a finite number, got float nan"),
+    ("mlp_ratio", 0.001, "model.mlp_ratio must make the MLP at least 1 wide"),
+    ("mlp_ratio", -1.0, "model.mlp_ratio must make the MLP at least 1 wide"),
+    ("dropout", "0.1", "model.dropout must be a finite number, got str"),
+])
+def test_config_errors_name_the_field(field, value, match):
+    """heads='2' raised "'<=' not supported between instances of 'str' and 'int'", max_frames=10.5
+    a raw error from nn.Embedding, mlp_ratio=nan "cannot convert float NaN to integer", and
+    mlp_ratio=0.001 silently built blocks whose MLP is 0 wide (a constant bias)."""
+    with pytest.raises(ValueError, match=match):
+        PoseEncoderConfig(size="tiny", **{field: value}).resolved()

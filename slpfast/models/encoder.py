@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -64,6 +65,16 @@ class PoseEncoderConfig:
         """Copy with the size preset applied to fields left at 0; validates everything."""
         if self.size not in SIZES:
             raise ValueError(f"model.size must be one of {sorted(SIZES)}, got {self.size!r}")
+        # a config read from JSON or built by hand can hold any type: name the field, not the
+        # comparison or the nn.Linear that fails on it
+        for name in ("dim", "manual_layers", "non_manual_layers", "heads", "max_frames", "coord_dims"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"model.{name} must be an int, got {type(v).__name__} {v!r}")
+        for name in ("mlp_ratio", "dropout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"model.{name} must be a finite number, got {type(v).__name__} {v!r}")
         preset = SIZES[self.size]
         cfg = dataclasses.replace(self, **{k: (getattr(self, k) or v) for k, v in preset.items()})
         for name in ("dim", "manual_layers", "non_manual_layers", "heads", "max_frames"):
@@ -75,8 +86,9 @@ class PoseEncoderConfig:
             raise ValueError(f"model.coord_dims must be 2 or 3, got {cfg.coord_dims}")
         if not 0.0 <= cfg.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
-        if cfg.mlp_ratio <= 0:
-            raise ValueError(f"model.mlp_ratio must be > 0, got {cfg.mlp_ratio}")
+        if int(cfg.dim * cfg.mlp_ratio) < 1:  # a 0-wide MLP would leave each block's MLP a constant bias
+            raise ValueError(f"model.mlp_ratio must make the MLP at least 1 wide (dim * mlp_ratio >= 1 with "
+                             f"dim={cfg.dim}), got {cfg.mlp_ratio}")
         return cfg
 
 
