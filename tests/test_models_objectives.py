@@ -264,3 +264,17 @@ def test_self_anchored_joints_are_not_mpm_targets():
     only_anchors[..., [LEFT_WRIST, RIGHT_WRIST, FACE_NOSE_TIP]] = True
     out = model(pose, conf, torch.tensor([6, 4]), joint_mask=only_anchors)
     assert out["mpm"].item() == 0.0
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_expected_fraction_is_what_the_masks_hide(strategy):
+    """expected_fraction('spans', 0.5, 100) said 0.44 (a formula of overlapping random spans)
+    and ('frames', 0.5, 1) said 0.5, where the masks hide exactly 50 of 100 frames and none of 1."""
+    from slpfast.models.masking import expected_fraction
+
+    for length in (1, 2, 5, 17, 100):
+        lens = torch.full((400,), length)
+        m = sample_joint_mask(lens, length, strategy=strategy, ratio=0.5, generator=_gen(length))
+        got = m.float().mean().item()
+        assert got == pytest.approx(expected_fraction(strategy, 0.5, length), abs=0.03), (length, got)
+    assert expected_fraction(strategy, 0.5, 0) == 0.0

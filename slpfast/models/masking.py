@@ -143,8 +143,16 @@ def sample_joint_mask(lengths: torch.Tensor, T: int, *, strategy: str = "mixed",
 
 
 def expected_fraction(strategy: str, ratio: float, length: int, span: int = 8) -> float:
-    """Rough expected hidden fraction of a clip of ``length`` frames (used by tests and logs)."""
-    if strategy == "spans":
-        n = math.ceil(length * ratio / span)
-        return 1.0 - (1.0 - min(span, length) / max(length, 1)) ** n
-    return ratio
+    """Expected hidden fraction of the joints of a clip of ``length`` frames.
+
+    ``frames`` and ``spans`` hide exactly ``hidden_frames(length)`` frames (``span`` changes
+    where, not how many), ``joints`` and ``parts`` hide each item with probability ``ratio``, and
+    ``mixed`` is the mean of the four. 0 for an empty clip.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"expected_fraction: strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if length <= 0:
+        return 0.0
+    frames = int(_hidden_frames(torch.tensor([length]), ratio)) / length
+    per = {"frames": frames, "spans": frames, "joints": ratio, "parts": ratio}
+    return sum(per.values()) / len(per) if strategy == "mixed" else per[strategy]
