@@ -278,3 +278,20 @@ def test_expected_fraction_is_what_the_masks_hide(strategy):
         got = m.float().mean().item()
         assert got == pytest.approx(expected_fraction(strategy, 0.5, length), abs=0.03), (length, got)
     assert expected_fraction(strategy, 0.5, 0) == 0.0
+
+
+@pytest.mark.parametrize("T, L", [(0, 3), (3, 0), (0, 0)])
+def test_finegrained_with_no_frames_or_no_tokens_in_the_batch(T, L):
+    """A batch of empty clips pads to T = 0 (the encoder gives (B, 0, D)); amax over the empty axis
+    raised 'IndexError: amax(): Expected reduction dim -1 to have non-zero size'. Every score is 0
+    then (as for one empty clip among others) and the gradients are 0, not missing."""
+    frames = torch.randn(2, T, 4, requires_grad=True)
+    tokens = torch.randn(2, L, 4, requires_grad=True)
+    fl, tl = torch.tensor([T, T]), torch.tensor([L, L])
+    assert torch.equal(finegrained_scores(frames, fl, tokens, tl), torch.zeros(2, 2))
+    scale = torch.tensor(10.0, requires_grad=True)
+    for limit in (10 ** 9, 1):
+        loss = finegrained_loss(frames, fl, tokens, tl, scale, max_elements=limit)
+        loss.backward()
+        assert loss.item() == pytest.approx(math.log(2))
+        assert torch.equal(tokens.grad, torch.zeros_like(tokens)) and torch.equal(frames.grad, torch.zeros_like(frames))

@@ -34,7 +34,11 @@ def _weighted_max(sim: torch.Tensor, valid_a: torch.Tensor, valid_b: torch.Tenso
 
     For each a: max over valid b, then softmax(./tau)-weighted mean over valid a. -> (Ni, Nj)
     """
-    m = sim.masked_fill(~valid_b.unsqueeze(-2), _NEG).amax(-1)  # (Ni,Nj,A)
+    sim = sim.masked_fill(~valid_b.unsqueeze(-2), _NEG)
+    # amax refuses an empty axis (a batch of empty clips pads to T = 0; texts to L = 0): then no
+    # b is valid and m becomes 0 below; the sum keeps m in the graph (every parameter of the
+    # projections still gets a gradient, 0, as DDP expects)
+    m = sim.amax(-1) if sim.shape[-1] else sim.sum(-1)  # (Ni,Nj,A)
     any_b = valid_b.any(-1, keepdim=True)  # (Ni|1, Nj|1, 1)
     m = torch.where(valid_a & any_b, m, torch.zeros_like(m))
     logits = (m / tau).masked_fill(~valid_a, _NEG)
