@@ -170,6 +170,18 @@ def test_empty_batch_and_empty_clips():
     (lambda x, c, n: P.sample_augment_params(n, 1, num_parts=True), "num_parts must be an int, got bool"),
     (lambda x, c, n: P.sample_augment_params(n, 1, num_parts="x"), "num_parts must be an int"),
     (lambda x, c, n: P.sample_augment_params(n, 1, num_parts=17), r"num_parts must be an int in \[1, 16\]"),
+    # config fields of the wrong type: a string crashed deep inside numpy (TypeError), a bool
+    # probability or a truthy string as isotropic_scale silently meant something
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, config=P.AugmentConfig(rotation_std="0.1")),
+     "config.rotation_std must be a finite number >= 0, got str"),
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, config=P.AugmentConfig(flip_p="0.5")),
+     "config.flip_p must be a probability in \\[0, 1\\], got str"),
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, config=P.AugmentConfig(flip_p=True)), "config.flip_p"),
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, config=P.AugmentConfig(speed_max="2")), "speed_max"),
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, config=P.AugmentConfig(speed_min=None)), "speed_min"),
+    (lambda x, c, n: P.augment_pose(x, c, n, seed=1, config=P.AugmentConfig(isotropic_scale="no")),
+     "config.isotropic_scale must be a bool, got str"),
+    (lambda x, c, n: P.sample_augment_params(n, 1, config=P.AugmentConfig(jitter_std=[0.1])), "config.jitter_std"),
     (lambda x, c, n: P.augment_pose(x, c, n, seed=1, clip_ids=torch.arange(5)), "clip_ids must have shape"),
     (lambda x, c, n: P.augment_pose(x, c, n, seed="a"), "seed must be an int"),
     (lambda x, c, n: P.augment_pose(x, c, n, seed=1, backend="nope"), "backend must be"),

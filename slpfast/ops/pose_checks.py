@@ -88,19 +88,29 @@ def check_int(op: str, name: str, value, lo: int, hi: int | None = None) -> int:
     return value
 
 
+def _is_number(v) -> bool:
+    """A real host number; a bool is an int to Python, but True as a probability is a slip."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
 def check_config(op: str, cfg) -> AugmentConfig:
     if not isinstance(cfg, AugmentConfig):
         fail(op, f"config must be an AugmentConfig, got {type(cfg).__name__}")
+    # types first: a string field would otherwise fail inside numpy's comparisons (TypeError)
     for name in ("rotation_std", "shear_std", "scale_std", "translate_std", "jitter_std"):
         v = getattr(cfg, name)
-        if not (np.isfinite(v) and v >= 0):
-            fail(op, f"config.{name} must be a finite number >= 0, got {v!r}")
+        if not (_is_number(v) and np.isfinite(v) and v >= 0):
+            fail(op, f"config.{name} must be a finite number >= 0, got {type(v).__name__} {v!r}")
     for name in ("flip_p", "joint_drop_p", "frame_drop_p", "part_drop_p"):
         v = getattr(cfg, name)
-        if not 0.0 <= v <= 1.0:
-            fail(op, f"config.{name} must be a probability in [0, 1], got {v!r}")
-    if not (0 < cfg.speed_min <= cfg.speed_max < float("inf")):
-        fail(op, f"config needs 0 < speed_min <= speed_max, got speed_min={cfg.speed_min!r}, "
+        if not (_is_number(v) and 0.0 <= v <= 1.0):
+            fail(op, f"config.{name} must be a probability in [0, 1], got {type(v).__name__} {v!r}")
+    if not isinstance(cfg.isotropic_scale, (bool, np.bool_)):  # "no" would be truthy
+        fail(op, f"config.isotropic_scale must be a bool, got {type(cfg.isotropic_scale).__name__} "
+                 f"{cfg.isotropic_scale!r}")
+    if not (_is_number(cfg.speed_min) and _is_number(cfg.speed_max)
+            and 0 < cfg.speed_min <= cfg.speed_max < float("inf")):
+        fail(op, f"config needs 0 < speed_min <= speed_max (finite numbers), got speed_min={cfg.speed_min!r}, "
                  f"speed_max={cfg.speed_max!r}")
     if cfg.speed_min < MIN_SPEED:  # the default out_len is round(T / speed_min): bounded at 64 T
         fail(op, f"config.speed_min must be >= MIN_SPEED = 1/64 (a clip is resampled to at most 64x its "
