@@ -10,7 +10,7 @@ encoder to ``runs/pretrain/encoder.safetensors``::
     python -m slpfast.pretrain --help          # every option, its default and its meaning
 
 Exit codes: 0 done (or stopped by SIGTERM or a first Ctrl-C after saving a checkpoint; a second
-Ctrl-C aborts without one), 1 aborted (non-finite losses, or a checkpoint or the export that could
+Ctrl-C aborts without one: 130), 1 aborted (non-finite losses, or a checkpoint or the export that could
 not be written: a full disk), 2 bad configuration (also a store that fails its checks, or a checkpoint to
 resume from that is damaged or does not fit the model).
 """
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ShardError) as e:  # e.g. a store path that holds no store, or a truncated shard
         print(f"slpfast.pretrain: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while setting up (generating the corpus, caching text features)
+        print("slpfast.pretrain: interrupted while setting up; nothing was trained", file=sys.stderr)
+        return 130
     try:
         summary = trainer.run()
     except (ResumeError, ValueError) as e:  # a damaged checkpoint, one of another model shape / world
@@ -53,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         if trainer.dist.is_main:
             print(f"slpfast.pretrain: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C (the first one stops with a checkpoint): at once
+        print(f"slpfast.pretrain: aborted by a second Ctrl-C at step {trainer.step}, without a checkpoint; "
+              f"--train.resume=auto continues from the last one in {trainer.out_dir}", file=sys.stderr)
+        return 130
     finally:
         trainer.close()
     hist = summary["history"]

@@ -92,3 +92,28 @@ def test_logs_that_cannot_be_written_do_not_stop_the_run(tmp_path_factory, tmp_p
     assert "step 3/3" in cap.out  # the console still gets every interval
     assert os.path.exists(os.path.join(out, "checkpoints", "step_00000003.pt"))
     assert read_losses(out) == {}
+
+
+def test_a_second_ctrl_c_aborts_in_one_line_without_a_checkpoint(tmp_path_factory, tmp_path, capsys, monkeypatch):
+    import signal
+
+    from slpfast import pretrain
+    from slpfast.train.trainer import Trainer
+
+    real = Trainer.issue_step
+
+    def issue_step(self):
+        if self.step == 2:  # two Ctrl-C in step 3: the first asks for a stop, the second aborts
+            self._on_sigint(signal.SIGINT, None)
+            self._on_sigint(signal.SIGINT, None)
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "issue_step", issue_step)
+    store = tiny_store(tmp_path_factory)
+    out = str(tmp_path / "run")
+    rc = pretrain.main(tiny_args(store, out, **{"train.steps": 5, "train.ckpt_every": 1}))
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and "interrupted; stopping" not in ln]
+    assert rc == 130 and "Traceback" not in err and len(lines) == 1, err
+    assert "second Ctrl-C at step 2" in err and "--train.resume=auto" in err, err
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["step_00000001.pt", "step_00000002.pt"]
