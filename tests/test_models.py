@@ -285,3 +285,18 @@ def test_config_errors_name_the_field(field, value, match):
     mlp_ratio=0.001 silently built blocks whose MLP is 0 wide (a constant bias)."""
     with pytest.raises(ValueError, match=match):
         PoseEncoderConfig(size="tiny", **{field: value}).resolved()
+
+
+def test_packed_finegrained_takes_the_frames_the_offsets_hold():
+    """In the packed form the token-level term took its valid frames from ``lengths``: one that
+    disagreed with cu_seqlens counted the unpacked padding as frames (or dropped frames)."""
+    torch.manual_seed(0)
+    model = PretrainModel(CFG, text_dim=8, proj_dim=8, mpm_weight=0.0, nce_weight=0.0, fg_weight=1.0)
+    pose, conf, lens = _batch(B=3, T=6, lengths=(6, 2, 4))
+    valid = torch.arange(6) < lens[:, None]
+    cu = torch.tensor([0, 6, 8, 12], dtype=torch.int32)
+    text = TextFeatures(torch.randn(3, 8), torch.randn(3, 4, 8), torch.tensor([4, 2, 3]))
+    ref = model(pose, conf, lens, text=text)["fg"]
+    for wrong in (torch.tensor([6, 6, 6]), torch.tensor([1, 1, 1])):
+        got = model(pose[valid], conf[valid], wrong, cu_seqlens=cu, max_seqlen=6, text=text)["fg"]
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)

@@ -120,7 +120,7 @@ class PretrainModel(nn.Module):
                 txt = F.normalize(self.text_proj(text.pooled.to(out.pooled.dtype)).float(), dim=-1)
                 terms["nce"] = self.contrastive(sign, txt)
             if self.weights["fg"] > 0:
-                frames = out.frames
+                frames, frame_lengths = out.frames, lengths
                 if cu_seqlens is not None:  # the token-level term works on padded frames
                     from slpfast.ops import unpack_packed
                     from slpfast.ops.packing import unpack_rows
@@ -129,9 +129,12 @@ class PretrainModel(nn.Module):
                     # takes them): on a GPU they are then not read back to be checked
                     trusted = max_seqlen is not None and cu_seqlens.device.type != "cpu"
                     frames = (unpack_rows if trusted else unpack_packed)(frames, cu_seqlens, max_seqlen)
+                    # the valid frames are those the offsets unpacked (a lengths that disagrees with
+                    # them would count padding as frames, or drop frames): taken from them, no read
+                    frame_lengths = cu_seqlens[1:] - cu_seqlens[:-1]
                 frames = F.normalize(self.frame_proj(frames).float(), dim=-1)
                 tokens = F.normalize(self.token_proj(text.tokens.to(out.frames.dtype)).float(), dim=-1)
-                terms["fg"] = finegrained_loss(frames, lengths, tokens, text.lengths, self.contrastive.scale,
+                terms["fg"] = finegrained_loss(frames, frame_lengths, tokens, text.lengths, self.contrastive.scale,
                                                tau=self.fg_tau)
         total = sum(self.weights[k] * v.float() for k, v in terms.items())
         return {"loss": total, **terms}
