@@ -119,7 +119,7 @@ def test_padding_contents_never_reach_valid_rows(backend, fill):
     torch.testing.assert_close(out[3:], want)
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+@pytest.mark.parametrize("backend", ["sdpa", "flex", "triton"])
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("where", ["q", "k", "v"])
