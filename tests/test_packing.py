@@ -138,6 +138,8 @@ def test_elements_the_extension_cannot_move_fall_back_to_eager():
     (lambda: unpack_packed(torch.randn(4, 2), torch.tensor([0, 3, 2, 4])), "non-decreasing"),
     (lambda: unpack_packed(torch.randn(4, 2), torch.tensor([0, 3])), r"cu_seqlens\[-1\] must equal"),
     (lambda: unpack_packed(torch.randn(4, 2), torch.tensor([0, 4]), 2), "max_len must be"),
+    # True is an int to Python: it was taken as max_len=1 (a slip, as for every int argument)
+    (lambda: unpack_packed(torch.randn(1, 2), torch.tensor([0, 1]), True), "max_len must be an int"),
     (lambda: pack_padded(torch.randn(2, 3), torch.tensor([1, 2]), backend="nope"), "backend must be"),
     (lambda: pack_padded(torch.randn(2, 3), [1, 2]), "lengths must be a torch.Tensor, got list"),
     (lambda: unpack_packed(torch.randn(4, 2), [0, 4]), "cu_seqlens must be a torch.Tensor, got list"),

@@ -147,6 +147,6 @@ def unpack_packed(packed: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int |
     longest = int((cu[1:] - cu[:-1]).max()) if cu.numel() > 1 else 0
     if max_len is None:
         max_len = longest
-    elif not isinstance(max_len, int) or max_len < longest:
+    elif isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < longest:  # True is an int
         fail(op, f"max_len must be an int >= the longest sequence ({longest}), got {max_len!r}")
     return _UNPACK.select(backend, x=packed).run(packed, cu, max_len)
