@@ -162,9 +162,14 @@ class RunLogger:
                     pass
 
 
+def _num(v, fmt: str) -> str:
+    """``v`` formatted, or "-" when there is none (an interval of skipped steps has no loss)."""
+    return "-" if v is None else format(v, fmt)
+
+
 def format_line(r: dict) -> str:
-    losses = " ".join(f"{k[5:]} {r[k]:.4f}" for k in r if k.startswith("loss/"))
+    losses = " ".join(f"{k[5:]} {_num(r[k], '.4f')}" for k in r if k.startswith("loss/"))
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
-    return (f"step {r['step']}/{r['total_steps']} | {losses} | lr {r['lr']:.2e} | gnorm {r['grad_norm']:.3f} | "
+    return (f"step {r['step']}/{r['total_steps']} | {losses} | lr {r['lr']:.2e} | gnorm {_num(r['grad_norm'], '.3f')} | "
             f"{r['clips_per_s']:.0f} clips/s {r['frames_per_s'] / 1e3:.1f}k frames/s | data {100 * r['data_wait']:.1f}% | "
             f"mfu {mfu} | mem {r['peak_mem_gib']:.2f} GiB" + (f" | skipped {r['skipped']}" if r.get("skipped") else ""))

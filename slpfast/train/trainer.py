@@ -445,12 +445,14 @@ class Trainer:
         elapsed = max(time.perf_counter() - meter.t0, 1e-9)
         clips, frames, flops, data_s = (float(x) for x in totals[:4])
         steps = float(totals[-1]) / self.dist.world_size  # summed over ranks
-        losses = totals[4:-1] / max(float(totals[-1]), 1.0)  # mean over ranks and steps
+        # mean over ranks and steps; an interval whose every step was skipped has none (None in
+        # the JSONL, "-" in the line), not a loss and a gradient norm of 0
+        losses = (totals[4:-1] / float(totals[-1])).tolist() if float(totals[-1]) > 0 else [None] * len(keys)
         rec = {"step": step, "total_steps": self.cfg.train.steps}
-        rec.update({f"loss/{k}": float(v) for k, v in zip(keys, losses)})
+        rec.update({f"loss/{k}": v for k, v in zip(keys, losses)})
         rec.update({
             "lr": lr,
-            "grad_norm": meter.grad_norm_sum / max(meter.steps, 1),
+            "grad_norm": meter.grad_norm_sum / meter.steps if meter.steps else None,
             "clips_per_s": clips / elapsed, "frames_per_s": frames / elapsed,
             "data_wait": data_s / self.dist.world_size / elapsed,
             "mfu": (flops / elapsed / (peak * self.dist.world_size)) if peak else None,
