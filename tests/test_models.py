@@ -300,3 +300,15 @@ def test_packed_finegrained_takes_the_frames_the_offsets_hold():
     for wrong in (torch.tensor([6, 6, 6]), torch.tensor([1, 1, 1])):
         got = model(pose[valid], conf[valid], wrong, cu_seqlens=cu, max_seqlen=6, text=text)["fg"]
         torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_part_embedding_joint_mask_must_be_bool():
+    """A float or int joint_mask raised "~ (operator.invert) is only implemented on integer and
+    Boolean-type tensors" (float) or a torch.where dtype error (int 0/1: ~1 is -2, not False)."""
+    emb = PartEmbedding(8)
+    pose, conf = torch.randn(2, NUM_JOINTS, 2), torch.rand(2, NUM_JOINTS)
+    for bad in (torch.zeros(2, NUM_JOINTS), torch.zeros(2, NUM_JOINTS, dtype=torch.int64)):
+        with pytest.raises(ValueError, match=r"PartEmbedding: joint_mask must be bool \(2, 123\)"):
+            emb(pose, conf, bad)
+    with pytest.raises(ValueError, match="PartEmbedding: joint_mask must be bool"):
+        emb(pose, conf, torch.zeros(2, 5, dtype=torch.bool))

@@ -89,8 +89,9 @@ class PartEmbedding(nn.Module):
         # so that a NaN / inf never reaches the features
         shown = torch.isfinite(visible) & (visible > 0)
         if joint_mask is not None:
-            if joint_mask.shape != conf.shape:
-                raise ValueError(f"PartEmbedding: joint_mask must be {tuple(conf.shape)}, got {tuple(joint_mask.shape)}")
+            if joint_mask.shape != conf.shape or joint_mask.dtype != torch.bool:
+                raise ValueError(f"PartEmbedding: joint_mask must be bool {tuple(conf.shape)} (True: hidden), "
+                                 f"got {joint_mask.dtype} {tuple(joint_mask.shape)}")
             shown = shown & ~joint_mask
         visible = torch.where(shown, visible, torch.zeros((), dtype=visible.dtype, device=visible.device))
         # Invisible joints carry no coordinates: their (possibly garbage) values must not leak.
