@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -189,6 +190,14 @@ def test_any_one_element_scale_on_every_backend(backend, shape, scale_dtype):
     assert scale.grad.shape == shape and scale.grad.dtype == scale_dtype and torch.isfinite(scale.grad).all()
 
 
+def test_numpy_scalar_scale_is_a_float():
+    """np.float32 is no subclass of float (np.float64 is): both are numbers, the same loss."""
+    x, y, _ = make_inputs(4, 8)
+    want = contrastive_loss(x, y, 10.0)
+    for s in (np.float32(10.0), np.float64(10.0), np.int64(10)):
+        torch.testing.assert_close(contrastive_loss(x, y, s), want)
+
+
 @pytest.mark.parametrize("backend", ["chunked", "eager"])
 def test_python_float_scale_keeps_float64_precision(backend):
     """A Python float scale is not rounded to float32 for float64 inputs (an error of ~1e-7)."""
@@ -252,6 +261,9 @@ def test_auto_picks_chunked_on_cpu_with_honest_reasons():
     (lambda x, y, s: (x, y, torch.tensor(math.nan)), "logit_scale must be finite and > 0"),
     (lambda x, y, s: (x, y, torch.ones(2)), "logit_scale must be a float or a floating tensor with one element"),
     (lambda x, y, s: (x, y, "10"), "logit_scale must be a float"),
+    # a finite float that the float32 loss cannot hold: named as given, not as the inf it became
+    (lambda x, y, s: (x, y, 1e300), r"logit_scale 1e\+300 overflows the loss's float32"),
+    (lambda x, y, s: (x, y, np.bool_(True)), "logit_scale must be a float"),
     (lambda x, y, s: (x, y, torch.device("meta")), "logit_scale must be a float"),
     (lambda x, y, s: (x, y.to("meta"), s), "text is on meta but sign is on cpu"),
 ])

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -207,9 +208,14 @@ def _check_scale(logit_scale, device: torch.device, dtype: torch.dtype) -> tuple
 
     A Python number becomes a 0-dim tensor in the loss's accumulation dtype (float64 for
     float64 inputs, else float32): rounding 14.3 to float32 would cost float64 inputs ~1e-7."""
-    if isinstance(logit_scale, (int, float)) and not isinstance(logit_scale, bool):
+    if isinstance(logit_scale, (int, float, np.integer, np.floating)) and not isinstance(logit_scale, (bool, np.bool_)):
         acc = torch.float64 if dtype == torch.float64 else torch.float32
-        scale = torch.tensor(float(logit_scale), dtype=acc, device=device)
+        value = float(logit_scale)
+        if math.isfinite(value) and value > torch.finfo(acc).max:
+            # checked before the cast: the error below would otherwise report the rounded inf
+            fail(OP, f"logit_scale {value!r} overflows the loss's {str(acc).replace('torch.', '')} "
+                     f"(the multiplier exp(t), not t: expected ~1 to 100)")
+        scale = torch.tensor(value, dtype=acc, device=device)
     elif isinstance(logit_scale, torch.Tensor):
         if logit_scale.numel() != 1 or not logit_scale.is_floating_point():
             fail(OP, f"logit_scale must be a float or a floating tensor with one element, got "
