@@ -39,3 +39,11 @@ def test_an_interval_of_skipped_steps_logs_no_loss(tmp_path_factory, tmp_path):
     with open(os.path.join(tmp_path, "metrics.jsonl")) as f:
         recs = {r["step"]: r for r in map(json.loads, f)}
     assert recs[4]["loss/loss"] is None and recs[2]["loss/loss"] == by_step[2]["loss/loss"]
+
+
+def test_slow_and_fast_throughputs_keep_their_digits():
+    rec = {"step": 1, "total_steps": 2, "loss/loss": 1.0, "lr": 1e-3, "grad_norm": 1.0, "clips_per_s": 0.4,
+           "frames_per_s": 25.0, "data_wait": 0.0, "mfu": None, "peak_mem_gib": 1.0}
+    assert "0.4 clips/s 25 frames/s" in format_line(rec)
+    rec.update(clips_per_s=410.4, frames_per_s=25_140.0)
+    assert "410 clips/s 25.1k frames/s" in format_line(rec)
