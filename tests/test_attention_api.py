@@ -222,6 +222,22 @@ def test_validation_packed_misc():
         masked_attention(q, k, v, cu_seqlens=[0, 4, 9])
 
 
+def test_numpy_scalars_are_taken_and_an_fp32_overflowing_scale_is_refused():
+    import numpy as np
+
+    q, k, v = (torch.randn(9, 2, 16) for _ in range(3))
+    cu = torch.tensor([0, 4, 9], dtype=torch.int32)
+    want = masked_attention(q, k, v, cu_seqlens=cu, max_seqlen=5, causal=True, scale=0.5, backend="eager")
+    got = masked_attention(q, k, v, cu_seqlens=cu, max_seqlen=np.int64(5), causal=np.bool_(True),
+                           scale=np.float32(0.5), backend="eager")
+    torch.testing.assert_close(got, want)
+    # the kernels scale in fp32, where 1e300 is inf: NaN out, silently
+    with pytest.raises(ValueError, match="scale must be a finite float"):
+        masked_attention(q, k, v, cu_seqlens=cu, scale=1e300)
+    with pytest.raises(ValueError, match="causal must be a bool, got int 1"):
+        masked_attention(q, k, v, cu_seqlens=cu, causal=1)
+
+
 @pytest.mark.parametrize("backend", ["eager", "sdpa"])
 def test_loose_max_seqlen_bound_on_packed_input(backend):
     """max_seqlen is only an upper bound: a loose one (far above the packed rows) neither sizes

@@ -19,7 +19,9 @@ then vouches for the lengths — and always under ``torch.compile``.
 from __future__ import annotations
 
 import math
+import numbers
 
+import numpy as np
 import torch
 
 from ._dispatch import Dispatcher
@@ -32,6 +34,7 @@ OP = "masked_attention"
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 LENGTH_DTYPES = (torch.int32, torch.int64)
 MAX_HEAD_DIM = 256
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 DISPATCHER = Dispatcher(OP, BACKENDS)
 
 
@@ -123,14 +126,19 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, seq_l
     D = q.shape[-1]
     if D % 8 or not 8 <= D <= MAX_HEAD_DIM:
         fail(OP, f"head dim (q.shape[-1]) must be a multiple of 8 in [8, {MAX_HEAD_DIM}], got {D}")
-    if not isinstance(causal, bool):
-        fail(OP, f"causal must be a bool, got {type(causal).__name__}")
+    # numpy scalars are accepted as the Python values they stand for (np.bool_ is not a bool)
+    if not isinstance(causal, (bool, np.bool_)):
+        fail(OP, f"causal must be a bool, got {type(causal).__name__} {causal!r}")
+    causal = bool(causal)
     if scale is None:
         scale = 1.0 / math.sqrt(D)
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        fail(OP, f"scale must be a finite float or None, got {scale!r}")
-    if max_seqlen is not None and (isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int) or max_seqlen < 0):
-        fail(OP, f"max_seqlen must be a non-negative host int or None, got {max_seqlen!r}")
+    elif (isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) or not math.isfinite(scale)
+          or abs(scale) > FLOAT32_MAX):  # the kernels scale in fp32: a larger one is inf there (NaN out)
+        fail(OP, f"scale must be a finite float (at most {FLOAT32_MAX:.4g} in magnitude) or None, got {scale!r}")
+    if max_seqlen is not None:
+        if isinstance(max_seqlen, (bool, np.bool_)) or not isinstance(max_seqlen, numbers.Integral) or max_seqlen < 0:
+            fail(OP, f"max_seqlen must be a non-negative host int or None, got {max_seqlen!r}")
+        max_seqlen = int(max_seqlen)
 
     if packed:
         check_tensor(OP, "cu_seqlens", cu_seqlens, ndim=1, dtypes=LENGTH_DTYPES)
