@@ -249,3 +249,14 @@ def test_simd_and_baseline_cpu_paths_agree_bitwise(dtype, monkeypatch):
     for a, b in zip(fast, base):
         for x, y in zip(a, b):
             assert torch.equal(x, y)
+
+
+def test_out_len_with_packed_input_is_refused():
+    # packed output holds exactly the resampled rows: a given out_len was silently ignored
+    from slpfast.ops import augment_pose
+
+    pose = torch.randn(7, layouts.NUM_JOINTS, 2)
+    conf = torch.ones(7, layouts.NUM_JOINTS)
+    cu = torch.tensor([0, 3, 7])
+    with pytest.raises(ValueError, match="out_len sets the padded output length"):
+        augment_pose(pose, conf, cu_seqlens=cu, seed=0, out_len=20)

@@ -267,7 +267,7 @@ def augment_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor |
             a clip is resampled to at most 64x its length) and the part-drop mask
             ``params[:, 8]`` an integer in ``[0, 2**num_parts)``.
         normalize: apply :func:`normalize_pose` first, fused into the same pass.
-        out_len: padded output length (int >= 0); default round(T / config.speed_min) when
+        out_len: padded output length (int >= 0; padded input only); default round(T / config.speed_min) when
             sampling (``config.speed_min >= 1/64``), the longest output clip with explicit
             ``params``. Longer clips are cut to it.
     Returns:
@@ -281,6 +281,8 @@ def augment_pose(pose: torch.Tensor, conf: torch.Tensor, lengths: torch.Tensor |
     normalize = check_flag(op, "normalize", normalize)
     hand_scale = check_flag(op, "hand_scale", hand_scale)
     if out_len is not None:
+        if packed:  # packed output has exactly the resampled rows: a length would be ignored
+            fail(op, f"out_len sets the padded output length; packed input (cu_seqlens) takes none, got {out_len!r}")
         out_len = check_int(op, "out_len", out_len, 0)
     spec, table = _resolve_layout(layout, hand_scale)
     check_layout_matches(op, spec, pose)
