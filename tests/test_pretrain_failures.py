@@ -117,3 +117,36 @@ def test_a_second_ctrl_c_aborts_in_one_line_without_a_checkpoint(tmp_path_factor
     assert rc == 130 and "Traceback" not in err and len(lines) == 1, err
     assert "second Ctrl-C at step 2" in err and "--train.resume=auto" in err, err
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["step_00000001.pt", "step_00000002.pt"]
+
+
+def _save_fails_on_rank0(rank, world, tmp):
+    """Trainer.save under 2 gloo ranks whose rank 0 cannot write: every rank raises, at once."""
+    import time
+    from types import SimpleNamespace
+
+    import pytest
+
+    from slpfast.train.checkpoint import CheckpointWriteError
+    from slpfast.train.distributed import DistInfo
+    from slpfast.train.trainer import Trainer
+
+    def trainer(state, out_dir):
+        return SimpleNamespace(_state=lambda: state, dist=DistInfo(rank, world, rank, world, torch.device("cpu")),
+                               out_dir=out_dir, step=4,
+                               cfg=SimpleNamespace(train=SimpleNamespace(keep_last=2)))
+
+    t0 = time.monotonic()
+    with pytest.raises(CheckpointWriteError, match="train.out_dir: cannot write the checkpoint"):
+        Trainer.save(trainer({"x": 1}, os.path.join(tmp, "a-file", "run")))  # under a file: no folder
+    # a failure that is not the file system's: rank 0 shows its own, the others learn of it
+    with pytest.raises(CheckpointWriteError if rank else AttributeError) as e:
+        Trainer.save(trainer({"x": lambda: 0}, os.path.join(tmp, "run")))  # cannot be pickled
+    assert rank == 0 or "rank 0 failed to save the checkpoint of step 4" in str(e.value)
+    assert time.monotonic() - t0 < 2.5  # not the group's timeout (3 s) in a barrier
+
+
+def test_a_save_that_fails_on_rank0_stops_every_rank(tmp_path):
+    from conftest import run_distributed
+
+    (tmp_path / "a-file").write_text("not a folder")
+    run_distributed(_save_fails_on_rank0, 2, str(tmp_path), group_timeout_s=3.0, timeout=120)

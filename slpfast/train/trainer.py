@@ -160,6 +160,10 @@ class Trainer:
                 outcome = ("ok", ckpt.save_checkpoint(self.out_dir, self.step, state, self.cfg.train.keep_last))
             except ckpt.CheckpointWriteError as e:
                 outcome = ("error", str(e))
+            except Exception as e:  # not the file system's: rank 0 shows its traceback, the others stop too
+                D.broadcast_object(("error", f"rank 0 failed to save the checkpoint of step {self.step} "
+                                             f"({type(e).__name__}: {e})"), self.dist)
+                raise
         kind, value = D.broadcast_object(outcome, self.dist)
         if kind == "error":
             raise ckpt.CheckpointWriteError(value)
