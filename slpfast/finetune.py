@@ -135,6 +135,9 @@ class FinetuneConfig:
         for ok, key, what in checks:
             if not ok:
                 raise ValueError(f"config: {key} {what}, got {getattr(t, key.split('.')[1])!r}")
+        if self.data.splits.strip() != "auto":  # shared [data] section: a pre-training setting
+            raise ValueError(f"config: data.splits is for pre-training; fine-tuning reads task.train_split and "
+                             f"task.eval_splits, got {self.data.splits!r}")
         return self
 
 

@@ -30,13 +30,18 @@ def test_two_stores_are_mixed_by_weight(stores):
     from slpfast.train.data import open_store_mixture
 
     a, b = stores
-    cat, mix = open_store_mixture(_cfg(f"--data.store={a},{b}", "--data.store_weights=3,1"))
+    # every clip (data.splits=all: the synthetic stores' val / test splits included)
+    cat, mix = open_store_mixture(_cfg(f"--data.store={a},{b}", "--data.store_weights=3,1", "--data.splits=all"))
     assert len(cat) == 100
     ids = mix.epoch_indices(0)
     assert len(ids) == 100 and int((ids >= 60).sum()) == 25  # a quarter of every epoch from b
     # without weights: in proportion to the sizes (every clip once per epoch)
-    cat, mix = open_store_mixture(_cfg(f"--data.store={a},{b}"))
+    cat, mix = open_store_mixture(_cfg(f"--data.store={a},{b}", "--data.splits=all"))
     assert np.array_equal(np.sort(mix.epoch_indices(0)), np.arange(100))
+    # by default the training splits only, each training clip once per epoch
+    cat, mix = open_store_mixture(_cfg(f"--data.store={a},{b}"))
+    train = [cat.stores[k].indices(["islr_train", "sentence_train"]) + off for k, off in enumerate((0, 60))]
+    assert np.array_equal(np.sort(mix.epoch_indices(0)), np.concatenate(train))
 
 
 def test_pretrain_runs_on_two_stores(stores, tmp_path):

@@ -82,6 +82,8 @@ class DataConfig:
     """Store directory, or several separated by commas (pre-training mixes them by store_weights); empty = the synthetic corpus in synthetic_dir (generated on first run)."""
     store_weights: str = ""
     """Sampling weights of the stores in data.store, comma-separated, one per store; empty = in proportion to their sizes. Each epoch draws as many clips as the stores hold together."""
+    splits: str = "auto"
+    """Splits pre-trained on: auto = every split but the evaluation ones (val, valid, validation, dev, test, and names ending in _val, _dev, _test, ...), so downstream val/test clips stay unseen; all = every clip; or comma-separated split names. Pre-training only (fine-tuning takes task.train_split)."""
     synthetic_dir: str = "~/.cache/slpfast/pretrain-synthetic"
     """Where the default synthetic corpus is generated and kept (regenerated if synthetic_clips/seed change)."""
     synthetic_clips: int = 2000
@@ -114,6 +116,12 @@ class DataConfig:
     def store_paths(self) -> list[str]:
         """The directories named in ``store`` (empty: the synthetic corpus)."""
         return [p.strip() for p in self.store.split(",") if p.strip()]
+
+    def split_names(self) -> list[str] | None:
+        """``splits`` as a list of names; None for ``auto`` / ``all`` (see :func:`slpfast.train.data.pretrain_splits`)."""
+        if self.splits.strip() in ("auto", "all"):
+            return None
+        return [p.strip() for p in self.splits.split(",") if p.strip()]
 
     def mixture_weights(self) -> list[float] | None:
         """``store_weights`` as numbers (None: in proportion to the stores' sizes)."""
@@ -259,6 +267,8 @@ class PretrainConfig:
             (d.mixture_weights() is None or (all(math.isfinite(w) and w >= 0 for w in d.mixture_weights())
                                              and sum(d.mixture_weights()) > 0), "data.store_weights",
              "must be finite and >= 0, not all 0", d.store_weights),
+            (d.splits.strip() in ("auto", "all") or bool(d.split_names()), "data.splits",
+             "must be auto, all or comma-separated split names", d.splits),
             (d.loader in ("torch", "dali"), "data.loader", "must be torch or dali", d.loader),
             (d.batch_size >= 1, "data.batch_size", "must be >= 1", d.batch_size),
             (2 <= d.max_frames <= self.model.resolved().max_frames, "data.max_frames",
