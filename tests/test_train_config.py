@@ -54,6 +54,9 @@ def test_toml_then_overrides(tmp_path):
     (["--foo"], "unknown option --foo"),
     (["positional"], "unexpected argument"),
     (["--train.steps"], "needs a value"),
+    # a missing value never takes the next option as the value (out_dir became '--train.steps=5')
+    (["--train.out_dir", "--train.steps=5"], r"--train.out_dir needs a value .*got the option '--train.steps=5'"),
+    (["--config", "--train.steps=5"], "--config needs a value"),
     (["--config", "/nonexistent.toml"], "does not exist"),
     (["--model.attn_backend=foo"], "model.attn_backend must be one of .*'flex'"),
     (["--text.backend=foo"], "text.backend must be one of .*'chunked'"),

@@ -408,8 +408,12 @@ def parse_args(argv: list[str]) -> PretrainConfig:
             raise ValueError(f"config: unknown option --{name}; use --config FILE or --section.key=value "
                              "(--help lists them)")
         if not eq:
-            if i + 1 >= len(argv):
-                raise ValueError(f"config: {arg} needs a value (--{name}=VALUE)")
+            # the next argument is the value, unless it is itself an option: taking it would
+            # swallow that option silently (`--train.out_dir --train.steps=5` set out_dir to
+            # "--train.steps=5" and trained the default number of steps)
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise ValueError(f"config: {arg} needs a value (--{name}=VALUE)"
+                                 + (f", got the option {argv[i + 1]!r} next" if i + 1 < len(argv) else ""))
             value = argv[i + 1]
             i += 1
         i += 1
