@@ -277,6 +277,8 @@ def test_fresh_run_moves_an_earlier_run_aside(tmp_path_factory, tmp_path):
             tr.run()
         finally:
             tr.close()
+        if steps == 6:  # what slpfast.finetune writes after a run: it describes the old run
+            (tmp_path / "results.json").write_text('{"old": true}')
     ckpts = sorted(os.listdir(tmp_path / "checkpoints"))
     assert ckpts == ["step_00000003.pt"], ckpts  # the new run's checkpoint survives, alone
     assert sorted(read_losses(str(tmp_path))) == [1, 2, 3]  # its log is its own
@@ -284,6 +286,7 @@ def test_fresh_run_moves_an_earlier_run_aside(tmp_path_factory, tmp_path):
     assert sorted(os.listdir(archive / "checkpoints")) == ["step_00000006.pt"]  # the old run, whole
     assert sorted(read_losses(str(archive))) == [1, 2, 3, 4, 5, 6]
     assert (archive / "encoder.safetensors").exists() and (tmp_path / "encoder.safetensors").exists()
+    assert (archive / "results.json").read_text() == '{"old": true}' and not (tmp_path / "results.json").exists()
 
 
 def test_rank_without_the_synthetic_corpus_says_so(tmp_path, monkeypatch):

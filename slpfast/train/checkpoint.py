@@ -82,6 +82,9 @@ def resolve_resume(resume: str, out_dir: str) -> str | None:
 
 #: What a run leaves in its out_dir (besides an export whose name is configurable).
 RUN_ARTIFACTS = ("checkpoints", "metrics.jsonl", "tensorboard")
+#: What slpfast.finetune writes there after a run (its default --results paths): moved aside with
+#: the run they describe, never left beside a new run's checkpoints
+RESULT_FILES = ("results.json", "results_eval.json")
 
 
 def _new_archive_dir(out_dir: str) -> str:

@@ -436,7 +436,7 @@ class Trainer:
         self._archive_pending = False
         tr = self.cfg.train
         export = tr.export if tr.export and not os.path.isabs(tr.export) else ""
-        archived = ckpt.archive_previous_run(self.out_dir, (export,))
+        archived = ckpt.archive_previous_run(self.out_dir, (export, *ckpt.RESULT_FILES))
         if archived:
             logger.message(f"a fresh run: the earlier run in {self.out_dir} was moved to {archived} "
                            "(use --train.resume=auto to continue a run instead)")
