@@ -31,8 +31,9 @@ DDP); afterwards every evaluation split is scored and the results are written as
 writes ``<train.out_dir>/results_eval.json`` by default, so that evaluating a checkpoint inside
 its own run folder never replaces that run's results (and their training summary).
 
-Exit codes: 0 done, 1 aborted (non-finite losses, or a model with non-finite weights to evaluate), 2 bad
-arguments or configuration.
+Exit codes: 0 done (or stopped by SIGTERM or a first Ctrl-C after saving a checkpoint), 1 aborted
+(non-finite losses, a model with non-finite weights to evaluate, or a checkpoint that could not be
+written: a full disk), 2 bad arguments or configuration, 130 a second Ctrl-C (no checkpoint).
 """
 from __future__ import annotations
 
@@ -318,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"slpfast.finetune: {e}", file=sys.stderr)
         return 2
     from slpfast.data.shard_format import ShardError
+    from slpfast.train.checkpoint import CheckpointWriteError
     from slpfast.train.trainer import NonFiniteLossError
 
     try:
@@ -328,6 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"slpfast.finetune: {e}", file=sys.stderr)
         return 1
+    except CheckpointWriteError as e:  # a full disk: every rank raises it, rank 0 says it
+        if os.environ.get("RANK", "0") == "0":
+            print(f"slpfast.finetune: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C (the first one stops with a checkpoint), or one while setting up
+        print(f"slpfast.finetune: aborted by Ctrl-C, without a checkpoint of the current step or results; "
+              f"--train.resume=auto continues from the last checkpoint in {cfg.train.out_dir}", file=sys.stderr)
+        return 130
     return 0
 
 

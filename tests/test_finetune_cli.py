@@ -103,3 +103,40 @@ def test_a_diverged_model_is_a_failed_run_not_bad_arguments(corpus, tmp_path, mo
     err = capsys.readouterr().err
     assert "non-finite weights" in err and err.count("\n") == 1, err
     assert not os.path.exists(os.path.join(out, "results.json"))
+
+
+def test_a_full_disk_or_a_second_ctrl_c_ends_in_one_line(corpus, tmp_path, monkeypatch, capsys):
+    """As pre-training: a checkpoint that cannot be written is exit 1, a second Ctrl-C exit 130,
+    each one line (they were tracebacks from inside the trainer)."""
+    import errno
+    import signal
+
+    import torch
+
+    from slpfast.train.trainer import Trainer
+
+    argv = ["--task", "islr", "--init", "none", "--data", corpus, "--train.steps=3", "--train.ckpt_every=1",
+            "--data.batch_size=8", "--data.max_frames=32", "--train.progress=false", "--train.tensorboard=false"]
+
+    def full(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", full)
+        assert finetune.main(argv + [f"--train.out_dir={tmp_path / 'full'}"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err
+
+    real = Trainer.issue_step
+
+    def issue_step(self):
+        if self.step == 1:  # two Ctrl-C in step 2: the first asks for a stop, the second aborts
+            self._on_sigint(signal.SIGINT, None)
+            self._on_sigint(signal.SIGINT, None)
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "issue_step", issue_step)
+    assert finetune.main(argv + [f"--train.out_dir={tmp_path / 'int'}"]) == 130
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and "interrupted; stopping" not in ln]
+    assert "Traceback" not in err and len(lines) == 1 and "--train.resume=auto" in err, err
