@@ -5,6 +5,7 @@ docstring says what went wrong before.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -277,3 +278,21 @@ def test_symlinked_folders_inside_a_source_are_searched(tmp_path):
     os.symlink(tmp_path / "src" / "real", tmp_path / "src" / "a_link_to_real")  # sorts before "real"
     items = conv.find_inputs([str(tmp_path / "src")])
     assert [cid for _, cid in items] == ["linked/c0", "linked/c1", "real/c0"]
+
+
+@pytest.mark.parametrize("fps", ["abc", [25, 30], {"rate": 25}, True])
+def test_a_frame_rate_that_is_not_a_number_is_unknown(tmp_path, fps):
+    """A JSON file's fps that is not one number made the clip 'corrupt: unexpected ValueError'
+    (or TypeError): it is unknown instead, like a NaN or negative one (--default-fps applies)."""
+    src = tmp_path / "in"
+    os.makedirs(src)
+    kp = np.random.default_rng(0).random((6, 133, 2)).astype(np.float32)
+    frames = [{"frame_id": t, "instances": [{"keypoints": kp[t].tolist(), "keypoint_scores": [0.9] * 133}]}
+              for t in range(6)]
+    with open(src / "c0.json", "w") as f:
+        json.dump({"fps": fps, "instance_info": frames}, f)
+    (tmp_path / "m.csv").write_text("id,text\nc0,a\n")
+    st = str(tmp_path / "st")
+    rep = conv.convert([str(src)], st, manifest=str(tmp_path / "m.csv"), default_fps=20.0, progress=False)
+    assert rep["converted"] == 1, rep
+    assert float(Store(st).fps[0]) == 20.0

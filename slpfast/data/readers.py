@@ -135,7 +135,7 @@ def read_mmpose_json(path: str, layout=None) -> RawClip:
             if s is not None and s.shape != (P,):
                 raise ReadError("shape", f"keypoint_scores {s.shape} != ({P},)")
             conf[t, p] = 1.0 if s is None else s
-    return RawClip(pts, conf, float(fps) if fps else None, _layout_for(P, layout), D)
+    return RawClip(pts, conf, _fps_of(fps), _layout_for(P, layout), D)
 
 
 #: point counts of 2-D keypoint detectors (COCO-WholeBody 133, OpenPose 137): a third channel
@@ -167,7 +167,7 @@ def read_numpy(path: str, layout=None, channels: str = "auto") -> RawClip:
                 arr = np.asarray(z[kk], np.float32)
                 ck = next((k for k in ("scores", "conf", "confidence") if k in keys), None)
                 sc = np.asarray(z[ck], np.float32) if ck else None
-                fps = float(z["fps"]) if "fps" in keys else None
+                fps = _fps_of(z["fps"]) if "fps" in keys else None
         else:
             arr = np.asarray(np.load(path, allow_pickle=False), np.float32)
             sc = None
@@ -230,8 +230,20 @@ def read_pickle(path: str, layout=None) -> RawClip:
         raise ReadError("shape", f"keypoints must be (T, P, D) or (T, people, P, D), got {arr.shape}")
     if sc is not None and sc.ndim == arr.ndim:  # (T, 1, P) with keypoints (T, 1, P, D)
         pass
-    fps = obj.get("fps")
-    return _finish(arr, sc, float(fps) if fps else None, layout)
+    return _finish(arr, sc, _fps_of(obj.get("fps")), layout)
+
+
+def _fps_of(value) -> float | None:
+    """A file's frame rate as a float; None (unknown) when it is missing, 0, or not one number
+    (``"abc"``, a list): the manifest's fps or ``--default-fps`` applies then, as for a NaN or
+    negative rate (``convert_one``). It was an 'unexpected ValueError' that skipped the clip."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return float(arr.reshape(-1)[0]) if arr.size == 1 and arr.reshape(-1)[0] != 0 else None
 
 
 def read_any(path: str, *, layout=None, channels: str = "auto") -> RawClip:
