@@ -272,11 +272,23 @@ class FinetuneData(LoaderCycle):
         was_training = model.training
         model.eval()
         records = []
-        if len(mine):
-            loader = self._loader(mine, train=False, rank=0, world=1, batch_size=self.cfg.task.eval_batch_size)
-            for batch in loader:
-                pose, conf, lengths = self._pose(batch, self.device, None)
-                records.extend(model.predict(pose, conf, lengths.to(self.device), batch))
+        bar = None
+        if self.cfg.train.progress and self.dist.is_main and len(mine):
+            from tqdm import tqdm
+
+            # CSLR's beam search takes minutes on a CPU: say how far it is
+            bar = tqdm(total=len(mine), desc=f"evaluating {split}", unit="clip", leave=False, dynamic_ncols=True)
+        try:
+            if len(mine):
+                loader = self._loader(mine, train=False, rank=0, world=1, batch_size=self.cfg.task.eval_batch_size)
+                for batch in loader:
+                    pose, conf, lengths = self._pose(batch, self.device, None)
+                    records.extend(model.predict(pose, conf, lengths.to(self.device), batch))
+                    if bar is not None:
+                        bar.update(int(lengths.shape[0]))
+        finally:
+            if bar is not None:
+                bar.close()
         model.train(was_training)
         if self.dist.enabled:
             gathered = [None] * self.dist.world_size

@@ -140,3 +140,13 @@ def test_a_full_disk_or_a_second_ctrl_c_ends_in_one_line(corpus, tmp_path, monke
     err = capsys.readouterr().err
     lines = [ln for ln in err.strip().splitlines() if ln.strip() and "interrupted; stopping" not in ln]
     assert "Traceback" not in err and len(lines) == 1 and "--train.resume=auto" in err, err
+
+
+def test_evaluation_shows_a_progress_bar_per_split(corpus, tmp_path, capfd):
+    out = str(tmp_path / "run")
+    res = finetune.run(finetune.parse_args(
+        ["--task", "islr", "--init", "none", "--data", corpus, f"--train.out_dir={out}", "--train.steps=1",
+         "--data.batch_size=8", "--data.max_frames=32", "--train.tensorboard=false", "--train.progress=true"]))
+    err = capfd.readouterr().err
+    for split in res["metrics"]:
+        assert f"evaluating {split}" in err, err[-1000:]
