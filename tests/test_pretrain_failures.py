@@ -142,11 +142,12 @@ def _save_fails_on_rank0(rank, world, tmp):
     with pytest.raises(CheckpointWriteError if rank else AttributeError) as e:
         Trainer.save(trainer({"x": lambda: 0}, os.path.join(tmp, "run")))  # cannot be pickled
     assert rank == 0 or "rank 0 failed to save the checkpoint of step 4" in str(e.value)
-    assert time.monotonic() - t0 < 2.5  # not the group's timeout (3 s) in a barrier
+    # not the group's timeout (30 s) in a barrier; a wide margin for a loaded CI machine
+    assert time.monotonic() - t0 < 15.0
 
 
 def test_a_save_that_fails_on_rank0_stops_every_rank(tmp_path):
     from conftest import run_distributed
 
     (tmp_path / "a-file").write_text("not a folder")
-    run_distributed(_save_fails_on_rank0, 2, str(tmp_path), group_timeout_s=3.0, timeout=120)
+    run_distributed(_save_fails_on_rank0, 2, str(tmp_path), group_timeout_s=30.0, timeout=180)
