@@ -223,8 +223,9 @@ def test_progress_says_finetune_and_results_are_written_atomically(corpus, tmp_p
             raise OSError("disk full")
 
     monkeypatch.setattr(finetune, "json", FailingJson)
+    # another run folder (a fresh run in this one moves its results.json aside with its checkpoints)
     with pytest.raises(OSError, match="disk full"):
-        _run(corpus, str(tmp_path), "--task", "islr", "--train.steps=1", f"--results={res}")
+        _run(corpus, str(tmp_path / "second"), "--task", "islr", "--train.steps=1", f"--results={res}")
     assert res.read_text() == good
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("results.json")] == ["results.json"]
 
