@@ -140,7 +140,7 @@ def test_the_latest_run_decides_a_goal_not_the_best():
     assert _statuses(rows)["contrastive N=256k: triton runs within 80 GB"] == ("triton OOM", goals.MISSED)
     rows = [_con(old, "triton", 262144, status="OOM"), _con(new, "triton", 262144, extra=1536.0)]
     assert _statuses(rows)["contrastive N=256k: triton runs within 80 GB"] == ("1.5 GiB extra", goals.MET)
-    pose = {"bench": "pose", "provider": "ext-cuda-op", "workload": "affine", "shape": "B=256 T~U(32,256)",
+    pose = {"bench": "pose", "provider": "ext-cuda-op", "workload": "affine", "shape": goals.POSE_SHAPE,
             "device": "NVIDIA H200"}
     rows = [{**pose, "run": old, "pct_copy_bw": 70.0}, {**pose, "run": new, "pct_copy_bw": 20.0}]
     assert _statuses(rows)["pose affine B=256: the op at >= 60% of copy bandwidth"] == ("20.0%", goals.MISSED)
@@ -189,3 +189,41 @@ def test_a_torn_line_names_its_file(tmp_path):
     path.write_text(json.dumps(_full_attn("a", "triton", 1.0)) + "\n" + '{"bench": "at')
     with pytest.raises(ValueError, match="rows.jsonl:2"):
         goals.load([str(path)])
+
+
+def test_causal_attention_rows_are_not_the_issues_goal():
+    """Issue 3's shapes are bidirectional (bench/attn.py's default); a later ``--causal`` run of
+    the same shapes halves the work and must not replace the verdict."""
+    old, new = "20261126T090000-1", "20261127T090000-2"
+    rows = [_full_attn(old, "triton", 0.8, causal=False), _full_attn(old, "sdpa", 1.0, causal=False),
+            _full_attn(new, "triton", 0.1, causal=True), _full_attn(new, "sdpa", 1.0, causal=True)]
+    assert _statuses(rows)["attn ragged: triton vs sdpa >= 2.0x"] == ("1.25x", goals.MISSED)
+    assert _statuses(rows[2:])["attn ragged: triton vs sdpa >= 2.0x"] == (None, goals.ABSENT)
+
+
+def test_pose_goal_needs_the_issues_batch_in_float16():
+    """A ``bench/pose.py --dtype fp32`` (or ``--C 2``) run is also B=256, but moves other bytes:
+    it is no measurement of the float16 C=3 goal."""
+    pose = {"bench": "pose", "provider": "ext-cuda-op", "workload": "affine", "device": "NVIDIA H200", "run": "r"}
+    rows = [{**pose, "shape": "B=256 T~U(32,256) J=123 C=3 fp32", "pct_copy_bw": 70.0},
+            {**pose, "shape": "B=256 T~U(32,256) J=123 C=2 fp16", "pct_copy_bw": 65.0}]
+    assert _statuses(rows)["pose affine B=256: the op at >= 60% of copy bandwidth"] == (None, goals.ABSENT)
+    rows.append({**pose, "shape": "B=256 T~U(32,256) J=123 C=3 fp16", "pct_copy_bw": 20.0})
+    assert _statuses(rows)["pose affine B=256: the op at >= 60% of copy bandwidth"] == ("20.0%", goals.MISSED)
+
+
+def test_compiled_train_steps_are_judged_apart():
+    """The GPU check runs train_step, then train_step --compile (a later run): the compiled run
+    must not silently replace the eager verdict, nor count as it."""
+    def row(run, provider, compiled, speedup, mfu):
+        return {"bench": "train_step", "size": "base", "provider": provider, "compiled": compiled,
+                "speedup": speedup, "mfu": mfu, "device": "NVIDIA H200", "run": run}
+    rows = [row("20261126T090000-1", "slpfast", False, 3.2, 0.30), row("20261126T090000-1", "baseline", False, 1.0, 0.1),
+            row("20261126T091000-2", "slpfast", True, 1.5, 0.40), row("20261126T091000-2", "baseline", True, 1.0, 0.2)]
+    got = _statuses(rows)
+    assert got["train step base: slpfast vs baseline >= 3x"] == ("3.20x", goals.MET)
+    assert got["train step base: MFU >= 35%"] == ("30.0%", goals.MISSED)
+    assert got["train step base (compiled): slpfast vs baseline >= 3x"] == ("1.50x", goals.MISSED)
+    assert got["train step base (compiled): MFU >= 35%"] == ("40.0%", goals.MET)
+    got = _statuses(rows[2:])  # only a compiled run: the eager goals are not measured
+    assert got["train step base: MFU >= 35%"] == (None, goals.ABSENT)
