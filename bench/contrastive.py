@@ -23,6 +23,7 @@ import os
 import resource
 import subprocess
 import sys
+import traceback
 
 import torch
 import torch.nn.functional as F
@@ -117,9 +118,17 @@ def run_gpu_point(provider, n, d, dtype, repeats) -> dict:
                      "configs": kc.chosen_configs(d, x.dtype, x.device, n)})
     except torch.cuda.OutOfMemoryError:
         return {"status": "OOM"}
+    except Exception as exc:  # noqa: BLE001  a failed point is a row (bench/_goals.py: missed), not the end of
+        # the run: a traceback here lost this N's rows of every provider and every larger N
+        traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return {"status": f"failed: {type(exc).__name__}: {first}"[:120]}
     finally:
         x = y = s = step = None  # noqa: F841
-        torch.cuda.empty_cache()
+        try:
+            torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001  (a CUDA error poisons the context: the next points say so)
+            pass
     return {"status": "ok", "median_ms": t["median_ms"], "peak_extra_mib": peak / 2**20, **extra}
 
 

@@ -212,3 +212,24 @@ def test_rows_say_whether_they_are_quick(tmp_path):
     for quick in (False, True):
         Results("attn", str(path), quick=quick).add(shape="ragged", provider="triton", median_ms=1.0)
     assert [json.loads(line)["quick"] for line in path.read_text().splitlines()] == [False, True]
+
+
+def test_contrastive_gpu_point_failure_is_a_row(monkeypatch, capsys):
+    """bench/contrastive.py on a GPU: a point that raises (a kernel that fails to compile or launch
+    at N=262,144) is a ``failed`` row, which bench/_goals.py counts as missed; it used to end the
+    benchmark with a traceback (that N's rows and every larger N lost: 'not measured')."""
+    import contrastive
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("triton: out of resources\nmore detail")
+
+    monkeypatch.setattr(contrastive, "_inputs", broken)
+    got = contrastive.run_gpu_point("triton", 262144, 512, "bf16", 3)
+    assert got == {"status": "failed: RuntimeError: triton: out of resources"}
+    assert "out of resources" in capsys.readouterr().err  # the traceback goes to the log
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(contrastive, "_inputs", oom)
+    assert contrastive.run_gpu_point("eager", 262144, 512, "bf16", 3) == {"status": "OOM"}
