@@ -2,6 +2,7 @@
 // (callers parallelise over the batch).
 #include "pack.h"
 
+#include <cstdint>
 #include <cstring>
 
 namespace slpfast {
@@ -10,9 +11,10 @@ const char* check_cu_seqlens(const int64_t* cu, int64_t batch, int64_t max_len) 
   if (batch < 0) return "batch must be >= 0";
   if (cu[0] != 0) return "cu_seqlens[0] must be 0";
   for (int64_t b = 0; b < batch; ++b) {
-    const int64_t len = cu[b + 1] - cu[b];
-    if (len < 0) return "cu_seqlens must be non-decreasing";
-    if (max_len >= 0 && len > max_len) return "a sequence is longer than max_len";
+    // Compare before subtracting: the difference of two arbitrary int64 can overflow (and wrap
+    // to a plausible length); once every entry is >= cu[0] = 0 and in order, it cannot.
+    if (cu[b + 1] < cu[b]) return "cu_seqlens must be non-decreasing";
+    if (max_len >= 0 && cu[b + 1] - cu[b] > max_len) return "a sequence is longer than max_len";
   }
   return nullptr;
 }
@@ -21,6 +23,7 @@ const char* lengths_to_cu_seqlens(const int64_t* lengths, int64_t batch, int64_t
   cu[0] = 0;
   for (int64_t b = 0; b < batch; ++b) {
     if (lengths[b] < 0) return "lengths must be >= 0";
+    if (lengths[b] > INT64_MAX - cu[b]) return "the sum of lengths overflows int64";
     cu[b + 1] = cu[b] + lengths[b];
   }
   return nullptr;

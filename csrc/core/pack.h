@@ -16,7 +16,7 @@ namespace slpfast {
 const char* check_cu_seqlens(const int64_t* cu_seqlens, int64_t batch, int64_t max_len);
 
 // Writes cu_seqlens (B+1) from lengths (B). Returns nullptr or an error message
-// (negative length).
+// (negative length, or a sum past INT64_MAX).
 const char* lengths_to_cu_seqlens(const int64_t* lengths, int64_t batch, int64_t* cu_seqlens);
 
 // padded (B, T, F) -> packed (cu[B], F).

@@ -1,5 +1,6 @@
 // Unit tests of the torch-free pack/unpack core (csrc/core/pack.h).
 #include <cstdint>
+#include <climits>
 #include <cstring>
 #include <vector>
 
@@ -22,6 +23,16 @@ static void test_cu_seqlens() {
   CHECK(check_cu_seqlens(decreasing, 2, -1) != nullptr);
   const int64_t negative[2] = {1, -1};
   CHECK(lengths_to_cu_seqlens(negative, 2, cu) != nullptr);
+  // cu[b+1] - cu[b] must not be computed before the order is known: here 2^63-1 -> -2
+  // wrapped to a positive "length" (signed overflow), the array passed as non-decreasing, and
+  // the packed pose ops read clip 0 as 2^63-1 rows long (a segfault).
+  const int64_t wraps[4] = {0, INT64_MAX, -2, 8};
+  CHECK(check_cu_seqlens(wraps, 3, -1) != nullptr);
+  const int64_t wraps_small[4] = {0, INT64_MAX, INT64_MIN, 1};
+  CHECK(check_cu_seqlens(wraps_small, 3, -1) != nullptr);
+  // Lengths whose sum passes INT64_MAX.
+  const int64_t huge[2] = {INT64_MAX, 2};
+  CHECK(lengths_to_cu_seqlens(huge, 2, cu) != nullptr);
 }
 
 template <typename T>
