@@ -44,3 +44,28 @@ def test_augment_packed_cu_seqlens_that_overflow_are_refused():
     with pytest.raises(RuntimeError, match="augment_pose: out_cu_seqlens: cu_seqlens must be non-decreasing"):
         ops.augment_pose(xp, cp, in_cu, torch.tensor(WRAPPING_CU), 8, params, ids, 3, _table(), [0.0] * 3,
                          True, 0.0)
+
+
+def test_out_of_range_part_drop_mask_saturates():
+    """params[:, 8] outside uint32 (the wrapper refuses it; the raw op takes it) was converted
+    with undefined behaviour (x86: -1 dropped every part, 1e30 none). It saturates as a GPU's
+    conversion does: NaN and negatives drop nothing, >= 2^32 drops every part."""
+    pose, conf, lengths = random_batch([4, 3], C=2, missing=0.0, seed=1)
+    ids = torch.arange(2)
+    base = ops.sample_augment_params(ids, 3, P.AugmentConfig().sample_config(), 5)
+
+    def run(mask):
+        params = base.clone()
+        params[:, 8] = mask
+        return ops.augment_pose(pose, conf, lengths, lengths, 4, params, ids, 3, _table(), [0.0] * 3, True, 0.0)
+
+    keep_all = run(0.0)
+    assert (keep_all[1][0, :4] > 0).any()
+    for mask in (-1.0, -1e30, float("nan"), float("-inf")):
+        got = run(mask)
+        assert torch.equal(got[0], keep_all[0]) and torch.equal(got[1], keep_all[1]), mask
+    drop_all = run(31.0)
+    assert (drop_all[1] == 0).all()
+    for mask in (2.0**32, 1e30, float("inf")):
+        got = run(mask)
+        assert torch.equal(got[0], drop_all[0]) and torch.equal(got[1], drop_all[1]), mask

@@ -93,6 +93,16 @@ struct ClipPlan {
   int flip;
 };
 
+// The part-drop mask of params[8] (an integer in [0, 2^num_parts) from sample_params; the
+// Python wrapper checks given params). The raw op may pass anything, and converting a double
+// outside uint32's range to uint32 is undefined behaviour, so the conversion saturates as the
+// GPU's does: NaN and negatives -> 0 (nothing dropped), >= 2^32 -> every bit set.
+SLP_HD uint32_t part_bits_of(double v) {
+  if (!(v > 0.0)) return 0u;
+  if (v >= 4294967296.0) return 0xffffffffu;
+  return static_cast<uint32_t>(v);
+}
+
 SLP_HD void plan_affine(ClipPlan* P, const double* params) {
   const double c = cos(params[1]), s = sin(params[1]), sh = params[2], sx = params[3], sy = params[4];
   P->m00 = (c + sh * s) * sx;
@@ -102,7 +112,7 @@ SLP_HD void plan_affine(ClipPlan* P, const double* params) {
   P->tx = params[5];
   P->ty = params[6];
   P->flip = params[0] != 0.0;
-  P->part_bits = static_cast<uint32_t>(params[8]);
+  P->part_bits = part_bits_of(params[8]);
 }
 
 // Source joint at input frame t (0-based inside the clip), normalized or raw.

@@ -208,6 +208,23 @@ static void test_augment() {
   CHECK(p[1] != p[kNumParams + 1]);
 }
 
+// params[8], the part-drop bit mask, comes straight from the raw op's params tensor: a value
+// outside uint32's range (negative, >= 2^32, NaN) made the double -> uint32 conversion
+// undefined (x86 gave 0: no part dropped; a GPU saturates). It is defined, as the GPU's
+// saturating conversion: NaN and negatives drop nothing, values >= 2^32 every part.
+static void test_part_bits_conversion() {
+  const double cases[][2] = {{0.0, 0.0}, {5.0, 5.0}, {4294967295.0, 4294967295.0}, {-1.0, 0.0},
+                             {-1e30, 0.0}, {NAN, 0.0}, {4294967296.0, 4294967295.0}, {1e30, 4294967295.0},
+                             {INFINITY, 4294967295.0}, {-INFINITY, 0.0}};
+  for (const auto& c : cases) {
+    volatile double v = c[0];  // not constant-folded: the compiler saturates folded conversions
+    double params[kNumParams] = {0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, v};
+    ClipPlan P;
+    plan_affine(&P, params);
+    CHECK(static_cast<double>(P.part_bits) == c[1]);
+  }
+}
+
 // The AVX2/F16C entry points (picked at run time) and the baseline ones give identical bits.
 // fused: speed 1 and no jitter / joint or frame dropout, the case with its own single pass
 // (augment_row_fast); otherwise resampling, jitter and dropout through the generic loops.
@@ -332,5 +349,6 @@ int main() {
   test_normalize();
   test_fallbacks();
   test_augment();
+  test_part_bits_conversion();
   TEST_MAIN_END();
 }
