@@ -123,8 +123,10 @@ else
   # why the kernels run as fast as they do, for the next round of optimization
   if want ncu; then
     if command -v ncu >/dev/null; then
+      # --profile-from-start off: only the kernels between bench/_ncu_target.py's cudaProfilerStart
+      # and Stop, from every thread (autograd launches the backward kernels from its own thread)
       run_stage "ncu (pose, attn, contrastive kernels)" 180 bash -c "ncu --clock-control none --target-processes all \
-        --nvtx --nvtx-include 'profile/' --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+        --profile-from-start off --nvtx --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
         --section LaunchStats --section SchedulerStats --section WarpStateStats \
         $PY bench/_ncu_target.py > '$OUT/ncu.txt' 2>&1; rc=\$?; \
         grep -E '^  [A-Za-z_]|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per Thread' \

@@ -233,3 +233,48 @@ def test_contrastive_gpu_point_failure_is_a_row(monkeypatch, capsys):
 
     monkeypatch.setattr(contrastive, "_inputs", oom)
     assert contrastive.run_gpu_point("eager", 262144, 512, "bf16", 3) == {"status": "OOM"}
+
+
+def test_ncu_target_window_covers_kernels_launched_by_other_threads(monkeypatch, capsys):
+    """On a GPU, autograd launches the backward kernels from its CUDA device thread: a thread-local
+    NVTX push/pop range of the caller (the former ``--nvtx-include "profile/"`` filter) left them
+    out of ncu.txt, so only the forward kernels of attention and the contrastive loss were seen.
+    The profiled window is cudaProfilerStart/Stop (process-wide; gpu_check passes
+    --profile-from-start off), opened after the warm-up calls."""
+    import contextlib
+    import threading
+
+    import _ncu_target
+
+    state = {"on": False}
+    local = threading.local()
+    seen = []  # (warm-up or profiled call, profiling on, inside an NVTX range) as the "device thread" saw it
+
+    @contextlib.contextmanager
+    def nvtx_range(msg):
+        local.depth = getattr(local, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            local.depth -= 1
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda.profiler, "start", lambda: state.update(on=True))
+    monkeypatch.setattr(torch.cuda.profiler, "stop", lambda: state.update(on=False))
+    monkeypatch.setattr(torch.cuda.nvtx, "range", nvtx_range)
+
+    def calls(device):
+        def backward_like():  # the kernels run on another thread, as autograd's device thread does
+            t = threading.Thread(target=lambda: seen.append((state["on"], getattr(local, "depth", 0) > 0)))
+            t.start()
+            t.join()
+        return [backward_like]
+
+    monkeypatch.setattr(_ncu_target, "attn_calls", calls)
+    _ncu_target.main(["--ops", "attn"])
+    assert seen == [(False, False), (True, False)]  # warm-up outside the window, the call inside
+    assert not state["on"]
+    assert "profiled one call of attn" in capsys.readouterr().out
+    script = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "gpu_check.sh")).read()
+    assert "--profile-from-start off" in script and "--nvtx-include" not in script
