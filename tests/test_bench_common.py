@@ -278,3 +278,62 @@ def test_ncu_target_window_covers_kernels_launched_by_other_threads(monkeypatch,
     assert "profiled one call of attn" in capsys.readouterr().out
     script = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "gpu_check.sh")).read()
     assert "--profile-from-start off" in script and "--nvtx-include" not in script
+
+
+_FAKE_PYTHON = r'''#!/bin/bash
+# a stand-in for the GPU machine's python: records what each stage ran with
+echo "$* TRITON_CACHE_AUTOTUNING=${TRITON_CACHE_AUTOTUNING:-unset}" >> "$CALLS"
+case "$1 $2" in
+  "-c "*_extension*) exit 0 ;;
+  "-c "*) exit 1 ;;
+  "-m pytest") exit 0 ;;
+  "-m slpfast.info") exit 0 ;;
+  "bench/_goals.py "*) exec "$REAL_PY" "$@" ;;
+  "bench/contrastive.py "*) [ -n "$SLOW" ] && exec sleep 60
+    echo '{"bench": "contrastive", "N": 16384, "D": 512, "dtype": "bf16", "provider": "triton", "status": "ok", "median_ms": 1.0, "peak_extra_mib": 1.0, "device": "NVIDIA H200", "run": "r"}' >> "${@: -1}"
+    echo '{"bench": "contrastive", "N": 16384, "D": 512, "dtype": "bf16", "provider": "eager", "status": "ok", "median_ms": 2.0, "peak_extra_mib": 9.0, "device": "NVIDIA H200", "run": "r"}' >> "${@: -1}"
+    exit 0 ;;
+esac
+exit 3
+'''
+
+
+def _gpu_check(tmp_path, stages, budget, **env):
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    fake = tmp_path / "python"
+    fake.write_text(_FAKE_PYTHON)
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", os.path.join(root, "bench", "gpu_check.sh")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHON": str(fake), "OUT": str(out), "STAGES": stages,
+                                            "BUDGET": str(budget), "CALLS": str(tmp_path / "calls"),
+                                            "REAL_PY": sys.executable, **env})
+    calls = (tmp_path / "calls").read_text().splitlines()
+    return proc, out, calls
+
+
+def test_gpu_check_flow_and_autotuning_cache(tmp_path):
+    """bench/gpu_check.sh with a stand-in python: stages in order, the goals printout reached from
+    the rows, an honest exit status; the benchmarks (not the tests) keep triton's autotuning on disk,
+    so the second attn stage and flex_long do not tune again."""
+    proc, out, calls = _gpu_check(tmp_path, "pytest,contrastive", 60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = (out / "summary.txt").read_text()
+    assert "contrastive N=16k: triton vs eager >= 1.0x" in summary and "2.00x  met" in summary
+    assert summary.rstrip().splitlines()[-1].startswith("=== done (status 0)")
+    assert (out / "log.txt").read_text().count("=== done") == 1
+    pytest_call = next(c for c in calls if c.startswith("-m pytest"))
+    bench_call = next(c for c in calls if c.startswith("bench/contrastive.py"))
+    assert pytest_call.endswith("TRITON_CACHE_AUTOTUNING=unset")
+    assert bench_call.endswith("TRITON_CACHE_AUTOTUNING=1")
+
+
+def test_gpu_check_time_box_cuts_stages_and_says_so(tmp_path):
+    proc, out, _ = _gpu_check(tmp_path, "contrastive,pose,attn", 20, SLOW="1")
+    assert proc.returncode == 1
+    summary = (out / "summary.txt").read_text()
+    assert "bench contrastive: exit 124 (timed out)" in summary
+    assert "bench pose (GPU): SKIPPED (time box spent)" in summary
+    assert summary.rstrip().splitlines()[-1].startswith("=== done (status 1)")
