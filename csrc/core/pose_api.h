@@ -59,12 +59,15 @@ int64_t cuda_workspace_bytes(int64_t batch);
 
 #ifdef SLPFAST_WITH_CUDA_DECLS
 // Pointers are device pointers (the layout tables too), `stream` is a cudaStream_t;
-// `sample_cfg` is host memory; `rows` is the number of rows of the (output) array, known from
-// the tensor shapes (no device sync). Return a cudaError_t as int (0 on success).
+// `sample_cfg` is host memory; `rows` is the number of rows of the (output) array, `in_rows`
+// that of augment's input, known from the tensor shapes (no device sync). Lengths and
+// cu_seqlens are not checked (they are in device memory): the kernels clamp every clip to
+// these rows, so bad values give wrong output but no access outside the arrays.
+// Return a cudaError_t as int (0 on success).
 int normalize_cuda_rows(const NormalizeArgs& a, int64_t rows, void* workspace, void* stream);
 int sample_params_cuda(const int64_t* clip_ids, int64_t batch, uint64_t seed, const double* sample_cfg,
                        int num_parts, double* params, void* stream);
-int augment_cuda_rows(const AugmentArgs& a, int64_t rows, void* workspace, void* stream);
+int augment_cuda_rows(const AugmentArgs& a, int64_t in_rows, int64_t rows, void* workspace, void* stream);
 #endif
 
 }  // namespace pose

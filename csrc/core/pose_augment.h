@@ -128,7 +128,8 @@ SLP_HD bool source_joint(const Layout& L, const ClipPlan& P, const T* pose, cons
 
 // Whether output joint (i, j) is dropped (past the clip, empty clip, part/frame/joint dropout).
 SLP_HD bool dropped(const Layout& L, const ClipPlan& P, const ElemConfig& E, uint64_t seed, int64_t i, int j) {
-  if (i >= P.out_len || P.in_len <= 0 || ((P.part_bits >> L.part_id[j]) & 1u)) return true;
+  // i < 0: a row before the clip's first (only from unchecked cu_seqlens on the GPU, see clip_rows)
+  if (i < 0 || i >= P.out_len || P.in_len <= 0 || ((P.part_bits >> L.part_id[j]) & 1u)) return true;
   if (E.frame_drop_p > 0.0 &&
       u01(draw(seed, P.clip_id, kStreamFrameDrop, static_cast<uint32_t>(i)).v[0]) < E.frame_drop_p)
     return true;

@@ -29,7 +29,7 @@ template <typename T>
 int normalize_impl(const NormalizeArgs& a, int64_t rows, ClipPlan* plans, cudaStream_t st) {
   const T* pose = static_cast<const T*>(a.pose);
   plan_kernel<T><<<static_cast<unsigned>(a.batch), kPlanThreads, 0, st>>>(
-      pose, a.conf, a.seqs, a.seqs, a.layout, a.C, a.thr, true, nullptr, nullptr, plans, a.info);
+      pose, a.conf, a.seqs, rows, a.seqs, rows, a.layout, a.C, a.thr, true, nullptr, nullptr, plans, a.info);
   if (rows > 0) {
     const unsigned grid = row_grid(rows);
     const int threads = row_threads(a.layout.J);
@@ -45,10 +45,11 @@ int normalize_impl(const NormalizeArgs& a, int64_t rows, ClipPlan* plans, cudaSt
 }
 
 template <typename T>
-int augment_impl(const AugmentArgs& a, int64_t rows, ClipPlan* plans, cudaStream_t st) {
+int augment_impl(const AugmentArgs& a, int64_t in_rows, int64_t rows, ClipPlan* plans, cudaStream_t st) {
   const T* pose = static_cast<const T*>(a.pose);
   plan_kernel<T><<<static_cast<unsigned>(a.batch), kPlanThreads, 0, st>>>(
-      pose, a.conf, a.in, a.out, a.layout, a.C, a.thr, a.normalize, a.params, a.clip_ids, plans, nullptr);
+      pose, a.conf, a.in, in_rows, a.out, rows, a.layout, a.C, a.thr, a.normalize, a.params, a.clip_ids, plans,
+      nullptr);
   if (rows > 0) {
     const unsigned grid = row_grid(rows);
     const int threads = row_threads(a.layout.J);
@@ -80,11 +81,11 @@ int normalize_cuda_rows(const NormalizeArgs& a, int64_t rows, void* workspace, v
   return a.half ? normalize_impl<uint16_t>(a, rows, plans, st) : normalize_impl<float>(a, rows, plans, st);
 }
 
-int augment_cuda_rows(const AugmentArgs& a, int64_t rows, void* workspace, void* stream) {
+int augment_cuda_rows(const AugmentArgs& a, int64_t in_rows, int64_t rows, void* workspace, void* stream) {
   if (a.batch == 0) return 0;
   auto* plans = static_cast<ClipPlan*>(workspace);
   auto st = static_cast<cudaStream_t>(stream);
-  return a.half ? augment_impl<uint16_t>(a, rows, plans, st) : augment_impl<float>(a, rows, plans, st);
+  return a.half ? augment_impl<uint16_t>(a, in_rows, rows, plans, st) : augment_impl<float>(a, in_rows, rows, plans, st);
 }
 
 int sample_params_cuda(const int64_t* clip_ids, int64_t batch, uint64_t seed, const double* sample_cfg,

@@ -35,6 +35,28 @@ __device__ __forceinline__ int64_t clip_of_row(const Seqs& s, int64_t batch, int
   return lo;
 }
 
+// Rows [*start, *start + *len) of clip b (b < batch) in an array of `rows` rows, and the rows it
+// owns (*owned: padded cap, packed len). The CUDA bindings do not read lengths / cu_seqlens back
+// to the host (a device->host sync), so values that a raw-op caller passes unchecked (a length
+// past the padded capacity or negative, cu_seqlens out of order or past the array) are clamped
+// here to rows inside the array: garbage out, but no thread reads or writes outside the
+// tensors. Valid values are unchanged. No subtraction of two unchecked values (it can overflow).
+__device__ __forceinline__ void clip_rows(const Seqs& s, int64_t b, int64_t rows, int64_t* start, int64_t* len,
+                                          int64_t* owned) {
+  if (s.cap >= 0) {  // rows = batch * cap: the clip's own rows are always inside
+    const int64_t n = s.seq[b];
+    *start = b * s.cap;
+    *len = n < 0 ? 0 : (n > s.cap ? s.cap : n);
+    *owned = s.cap;
+    return;
+  }
+  int64_t lo = s.seq[b], hi = s.seq[b + 1];
+  lo = lo < 0 ? 0 : (lo > rows ? rows : lo);
+  hi = hi < lo ? lo : (hi > rows ? rows : hi);
+  *start = lo;
+  *len = *owned = hi - lo;
+}
+
 // Tree reduction of per-thread accumulators in shared memory (deterministic order).
 template <typename Acc, typename Merge>
 __device__ void block_reduce(Acc* sh, Merge merge) {
@@ -45,15 +67,17 @@ __device__ void block_reduce(Acc* sh, Merge merge) {
   __syncthreads();
 }
 
+// `in_rows` / `out_rows`: rows of the input and output arrays (the bounds of clip_rows).
 template <typename T>
-__global__ void plan_kernel(const T* __restrict__ pose, const float* __restrict__ conf, Seqs in, Seqs out,
-                            Layout L, int C, double thr, bool normalize, const double* __restrict__ params,
-                            const int64_t* __restrict__ clip_ids, ClipPlan* __restrict__ plans,
-                            double* __restrict__ info) {
+__global__ void plan_kernel(const T* __restrict__ pose, const float* __restrict__ conf, Seqs in, int64_t in_rows,
+                            Seqs out, int64_t out_rows, Layout L, int C, double thr, bool normalize,
+                            const double* __restrict__ params, const int64_t* __restrict__ clip_ids,
+                            ClipPlan* __restrict__ plans, double* __restrict__ info) {
   __shared__ StatsAcc sh_stats[kPlanThreads];
   __shared__ BoxAcc sh_box[kPlanThreads];
   const int64_t b = blockIdx.x;
-  const int64_t start = in.start(b), len = in.len(b);
+  int64_t start, len, in_owned;
+  clip_rows(in, b, in_rows, &start, &len, &in_owned);
   ClipNorm norm;
   if (normalize) {
     StatsAcc acc;
@@ -80,9 +104,7 @@ __global__ void plan_kernel(const T* __restrict__ pose, const float* __restrict_
   P.in_start = start;
   P.in_len = len;
   if (params != nullptr) {
-    P.out_start = out.start(b);
-    P.out_rows = out.rows_owned(b);
-    P.out_len = out.len(b) < P.out_rows ? out.len(b) : P.out_rows;
+    clip_rows(out, b, out_rows, &P.out_start, &P.out_len, &P.out_rows);
     P.clip_id = static_cast<uint64_t>(clip_ids[b]);
     plan_affine(&P, params + b * kNumParams);
   }
@@ -105,7 +127,7 @@ __global__ void normalize_kernel(const T* __restrict__ pose, const float* __rest
                                  double thr, const ClipPlan* __restrict__ plans) {
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const ClipPlan& P = plans[clip_of_row(s, batch, row)];
-    const bool valid = row - P.in_start < P.in_len;
+    const bool valid = row >= P.in_start && row - P.in_start < P.in_len;
     for (int j = threadIdx.x; j < L.J; j += blockDim.x) {
       const int64_t k = row * L.J + j;
       if (valid) {

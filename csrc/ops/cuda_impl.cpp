@@ -63,7 +63,8 @@ at::Tensor unpack_packed_cuda_op(const at::Tensor& packed, const at::Tensor& cu_
 
 // ---------------------------------------------------------------- pose ops
 // Lengths / cu_seqlens values are validated by the Python wrappers on the host; here only
-// shapes, dtypes and devices are checked (no device->host sync). The layout table is an int
+// shapes, dtypes and devices are checked (no device->host sync). The kernels clamp every clip
+// to the arrays' rows, so a raw-op call with bad values gives wrong output, not a memory fault. The layout table is an int
 // list (host memory): its header is read here, and its device copy is made once per table and
 // device (device_layout).
 
@@ -159,7 +160,8 @@ std::tuple<at::Tensor, at::Tensor> augment_pose_cuda_op(const at::Tensor& pose, 
                                      normalize, conf_threshold);
   a.layout = pose::make_layout(table.data(), dev_layout.data_ptr<int32_t>());
   const int64_t out_rows = s.packed ? out_len : s.batch * out_len;
-  check_launch(op, pose::augment_cuda_rows(a, out_rows, ws.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()));
+  check_launch(op, pose::augment_cuda_rows(a, s.rows, out_rows, ws.data_ptr(),
+                                           c10::cuda::getCurrentCUDAStream().stream()));
   return {out, out_conf};
 }
 

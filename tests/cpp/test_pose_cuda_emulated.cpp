@@ -4,7 +4,11 @@
 // CI has no GPU; this catches what a GPU run of tests/test_pose_cuda.py would, as far as it is
 // a matter of indices, bounds, reductions and control flow (empty clips, packed and padded
 // clips, layouts wider than a block, grids smaller than the rows, NaN input).
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -34,7 +38,8 @@ static void emulated_normalize(const NormalizeArgs& a, int64_t rows, ClipPlan* p
   if (a.batch == 0) return;
   const T* pose = static_cast<const T*>(a.pose);
   launch_with_barriers(static_cast<unsigned>(a.batch), K::kPlanThreads, [&] {
-    K::plan_kernel<T>(pose, a.conf, a.seqs, a.seqs, a.layout, a.C, a.thr, true, nullptr, nullptr, plans, a.info);
+    K::plan_kernel<T>(pose, a.conf, a.seqs, rows, a.seqs, rows, a.layout, a.C, a.thr, true, nullptr, nullptr, plans,
+                      a.info);
   });
   if (rows == 0) return;
   T* out = static_cast<T*>(a.out_pose);
@@ -47,12 +52,12 @@ static void emulated_normalize(const NormalizeArgs& a, int64_t rows, ClipPlan* p
 }
 
 template <typename T>
-static void emulated_augment(const AugmentArgs& a, int64_t rows, ClipPlan* plans) {
+static void emulated_augment(const AugmentArgs& a, int64_t in_rows, int64_t rows, ClipPlan* plans) {
   if (a.batch == 0) return;
   const T* pose = static_cast<const T*>(a.pose);
   launch_with_barriers(static_cast<unsigned>(a.batch), K::kPlanThreads, [&] {
-    K::plan_kernel<T>(pose, a.conf, a.in, a.out, a.layout, a.C, a.thr, a.normalize, a.params, a.clip_ids, plans,
-                      nullptr);
+    K::plan_kernel<T>(pose, a.conf, a.in, in_rows, a.out, rows, a.layout, a.C, a.thr, a.normalize, a.params,
+                      a.clip_ids, plans, nullptr);
   });
   if (rows == 0) return;
   T* out = static_cast<T*>(a.out_pose);
@@ -208,7 +213,7 @@ static void run_case(const Case& c) {
     AugmentArgs a{pose.data(), conf.data(), out_gpu.data(), conf_gpu.data(), in, out, B, C, half, params.data(),
                   ids.data(), 77, E, c.normalize, thr, L};
     std::vector<ClipPlan> plans(B + 1);
-    emulated_augment<T>(a, out_rows, plans.data());
+    emulated_augment<T>(a, rows, out_rows, plans.data());
     a.out_pose = out_cpu.data();
     a.out_conf = conf_cpu.data();
     augment_cpu(a, 0, B);
@@ -236,6 +241,83 @@ static void test_sample_kernel_strides_past_its_grid() {
   for (size_t i = 0; i < cpu.size(); ++i) bad += std::memcmp(&cpu[i], &gpu[i], sizeof(double)) != 0;
   CHECK(bad == 0);
   CHECK(K::grid_for(int64_t(1) << 40, 128) == 65535 * 16);
+}
+
+// ---------------------------------------------------------------- unchecked lengths
+// An array of n T's against an inaccessible page, at the end of its mapping (a read or write past
+// it faults) or at the start (one before it faults): an access outside the array crashes the test
+// in any build, not only under AddressSanitizer.
+template <typename T>
+struct GuardedArray {
+  char* map = nullptr;
+  size_t map_bytes = 0;
+  T* data = nullptr;
+  GuardedArray(size_t n, bool at_end, T fill) {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t body = (n * sizeof(T) + page - 1) / page * page;
+    map_bytes = body + 2 * page;
+    map = static_cast<char*>(mmap(nullptr, map_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (map == MAP_FAILED || mprotect(map + page, body, PROT_READ | PROT_WRITE) != 0) std::abort();
+    data = reinterpret_cast<T*>(at_end ? map + page + body - n * sizeof(T) : map + page);
+    std::fill(data, data + n, fill);
+  }
+  ~GuardedArray() { munmap(map, map_bytes); }
+  GuardedArray(const GuardedArray&) = delete;
+  GuardedArray& operator=(const GuardedArray&) = delete;
+};
+
+// The CUDA bindings cannot check lengths / cu_seqlens (device memory; reading them back is a
+// sync), so a raw-op call may hand the kernels any values: lengths past the padded capacity or
+// negative, cu_seqlens out of order, past the rows, negative, or with differences that overflow.
+// The plan kernel clamps every clip to the arrays (clip_rows); before, it read and the element
+// kernel wrote outside them. Output is garbage but every element is written, none outside.
+static void run_unchecked_seqs(const std::vector<int64_t>& seq, bool packed, int64_t cap, int64_t out_len,
+                               const std::vector<int64_t>& out_seq, bool at_end) {
+  const std::vector<int32_t> table(std::begin(kCanonicalLayout), std::end(kCanonicalLayout));
+  const Layout L = make_layout(table.data(), table.data());
+  const int J = table[0], C = 2;
+  const int64_t B = packed ? static_cast<int64_t>(seq.size()) - 1 : static_cast<int64_t>(seq.size());
+  const int64_t rows = packed ? cap : B * cap;  // packed: `cap` is the array's row count
+  const int64_t out_rows = packed ? out_len : B * out_len;
+  GuardedArray<float> pose(rows * J * C, at_end, 1.0f), conf(rows * J, at_end, 0.9f);
+  for (int64_t i = 0; i < rows * J * C; ++i) pose.data[i] = static_cast<float>(i % 97);
+  GuardedArray<int64_t> seqs(seq.size(), at_end, 0), out_seqs(out_seq.size(), at_end, 0);
+  std::copy(seq.begin(), seq.end(), seqs.data);
+  std::copy(out_seq.begin(), out_seq.end(), out_seqs.data);
+  GuardedArray<double> info(B * 5, at_end, NAN);
+  std::vector<ClipPlan> plans(B);
+  const Seqs in{seqs.data, packed ? -1 : cap};
+  {
+    GuardedArray<float> out(rows * J * C, at_end, NAN), out_conf(rows * J, at_end, NAN);
+    NormalizeArgs a{pose.data, conf.data, out.data, out_conf.data, in, B, C, false, 0.0, L, info.data};
+    emulated_normalize<float>(a, rows, plans.data());
+    for (int64_t i = 0; i < rows * J; ++i) CHECK(!std::isnan(out_conf.data[i]));
+  }
+  std::vector<int64_t> ids(B);
+  std::vector<double> params(B * kNumParams);
+  const double cfg[9] = {0.5, 0.2, 0.2, 0.2, 0.0, 0.1, 0.7, 1.6, 0.1};
+  sample_params_cpu(ids.data(), 0, B, 77, cfg, table[3], params.data());
+  for (bool normalize : {false, true}) {
+    GuardedArray<float> out(out_rows * J * C, at_end, NAN), out_conf(out_rows * J, at_end, NAN);
+    const Seqs out_s{out_seqs.data, packed ? -1 : out_len};
+    AugmentArgs a{pose.data, conf.data, out.data, out_conf.data, in, out_s, B, C, false, params.data(), ids.data(),
+                  77, ElemConfig{0.02, 0.1, 0.05}, normalize, 0.0, L};
+    emulated_augment<float>(a, rows, out_rows, plans.data());
+    for (int64_t i = 0; i < out_rows * J; ++i) CHECK(!std::isnan(out_conf.data[i]));
+  }
+}
+
+static void test_unchecked_seqs_stay_inside_the_arrays() {
+  const int64_t big = INT64_MAX;
+  for (bool at_end : {true, false}) {
+    // padded: lengths past the capacity, negative, huge; output lengths likewise
+    run_unchecked_seqs({9, -3, big, 2}, false, 4, 3, {7, -1, big, INT64_MIN}, at_end);
+    // packed: out of order, past the rows, negative, overflowing differences, not starting at 0
+    run_unchecked_seqs({0, 5, 3, 40, 6}, true, 8, 6, {0, 9, 2, -4, 6}, at_end);
+    run_unchecked_seqs({-7, 3, -2, 8}, true, 8, 5, {3, 1, 8, 5}, at_end);
+    run_unchecked_seqs({0, big, -2, 8}, true, 8, 4, {0, big, INT64_MIN, 4}, at_end);
+    run_unchecked_seqs({big, INT64_MIN, big}, true, 3, 2, {INT64_MIN, big, 0}, at_end);
+  }
 }
 
 int main() {
@@ -271,5 +353,6 @@ int main() {
     run_both({layouts[0], 2, packed, {1}, 1, true, true, -1, false, 3});
   }
   test_sample_kernel_strides_past_its_grid();
+  test_unchecked_seqs_stay_inside_the_arrays();
   TEST_MAIN_END();
 }
