@@ -28,12 +28,14 @@ void unpack_packed_cpu(const void* packed, void* padded, const int64_t* cu_seqle
                        int64_t max_len, int64_t features, int64_t elem_size);
 
 #ifdef SLPFAST_WITH_CUDA_DECLS
-// CUDA versions: pointers are device pointers, `stream` is a cudaStream_t. Return a
-// cudaError_t as int (0 on success).
+// CUDA versions: pointers are device pointers, `stream` is a cudaStream_t; `packed_rows` is the
+// packed array's row count (known from its shape). cu_seqlens are not checked (device memory):
+// every sequence is clamped to [0, packed_rows), so bad values never reach outside the arrays.
+// Return a cudaError_t as int (0 on success).
 int pack_padded_cuda(const void* padded, void* packed, const int64_t* cu_seqlens, int64_t batch,
-                     int64_t max_len, int64_t features, int64_t elem_size, void* stream);
+                     int64_t max_len, int64_t features, int64_t elem_size, int64_t packed_rows, void* stream);
 int unpack_packed_cuda(const void* packed, void* padded, const int64_t* cu_seqlens, int64_t batch,
-                       int64_t max_len, int64_t features, int64_t elem_size, void* stream);
+                       int64_t max_len, int64_t features, int64_t elem_size, int64_t packed_rows, void* stream);
 #endif
 
 }  // namespace slpfast

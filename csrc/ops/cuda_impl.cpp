@@ -22,7 +22,7 @@ void check_launch(const char* op, int status) {
 
 // cu_seqlens values are not re-validated here (that would need a device->host sync); the
 // Python wrapper validates lengths on the host before they reach the device, so here we
-// only check shapes.
+// only check shapes. The kernels clamp every sequence to the packed rows (pack_cuda_kernels.cuh).
 at::Tensor pack_padded_cuda_op(const at::Tensor& padded, const at::Tensor& cu_seqlens, int64_t total) {
   check_pack_args("pack_padded", padded, cu_seqlens, 2);
   const c10::cuda::CUDAGuard guard(padded.device());
@@ -38,7 +38,7 @@ at::Tensor pack_padded_cuda_op(const at::Tensor& padded, const at::Tensor& cu_se
   auto out = at::empty(sizes, x.options());
   check_launch("pack_padded",
                pack_padded_cuda(x.data_ptr(), out.data_ptr(), cu.data_ptr<int64_t>(), batch, max_len,
-                                row_features(x, 2), x.element_size(),
+                                row_features(x, 2), x.element_size(), total,
                                 c10::cuda::getCurrentCUDAStream().stream()));
   return out;
 }
@@ -56,7 +56,7 @@ at::Tensor unpack_packed_cuda_op(const at::Tensor& packed, const at::Tensor& cu_
   auto out = at::empty(sizes, x.options());
   check_launch("unpack_packed",
                unpack_packed_cuda(x.data_ptr(), out.data_ptr(), cu.data_ptr<int64_t>(), batch, max_len,
-                                  row_features(x, 1), x.element_size(),
+                                  row_features(x, 1), x.element_size(), x.size(0),
                                   c10::cuda::getCurrentCUDAStream().stream()));
   return out;
 }
