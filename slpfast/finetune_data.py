@@ -68,7 +68,7 @@ class FinetuneData(LoaderCycle):
         check_task(self.src, t.task)
         # the model section records the encoder actually used (so a fine-tuning checkpoint rebuilds it)
         cfg.model = self.src.encoder_config = model_config_for(cfg.model, self.src)
-        self.store, _ = open_store(cfg, dist)
+        self.store = open_store(cfg, dist)
         prefix = SPLIT_PREFIX[t.task]
         splits = self.store.splits
         self.train_split = t.train_split if t.train_split != "auto" else \

@@ -34,10 +34,17 @@ def test_evaluation_split_names(name, is_eval):
     assert is_eval_split(name) is is_eval
 
 
+def open_store(cfg, dist):
+    """(store, the splits pre-training reads) as PretrainData takes them."""
+    from slpfast.train.data import open_store, pretrain_splits
+
+    store = open_store(cfg, dist)
+    return store, pretrain_splits(store, cfg.data.splits)
+
+
 def test_a_converted_store_is_pre_trained_on_its_training_splits_only(tmp_path):
     """A store converted with its val / test splits was pre-trained on every clip: the
     downstream evaluation sentences were seen (sign-text contrastive) before evaluation."""
-    from slpfast.train.data import open_store
 
     path = _store(tmp_path / "s", ["train", "val", "test", "train", "extra", "dev", "train"])
     store, splits = open_store(_cfg(f"--data.store={path}"), None)
@@ -92,3 +99,22 @@ def test_fine_tuning_refuses_the_pre_training_split_setting():
 
     with pytest.raises(ValueError, match="data.splits is for pre-training"):
         finetune.parse_args(["--task", "islr", "--data.splits=all"])
+
+
+def test_fine_tuning_reads_a_store_of_evaluation_splits_only(tmp_path):
+    """The pre-training split rule is not fine-tuning's: a store of dev / test clips fine-tunes on
+    the splits its task names (it was refused with a pre-training error and a way out,
+    --data.splits=all, that fine-tuning itself refuses)."""
+    import torch
+
+    from slpfast import finetune
+    from slpfast.finetune_data import FinetuneData
+    from slpfast.train.distributed import DistInfo
+
+    path = _store(tmp_path / "s", ["dev", "test"] * 6)
+    cfg = finetune.parse_args(["--task", "retrieval", "--init", "none", "--data", path, "--task.train_split=dev",
+                               "--task.eval_splits=test", "--text.kind=small", "--data.batch_size=2",
+                               "--data.max_frames=8", f"--train.out_dir={tmp_path / 'run'}",
+                               "--train.progress=false", "--train.tensorboard=false"])
+    data = FinetuneData(cfg, DistInfo(0, 1, 0, 1, torch.device("cpu")))
+    assert sorted(int(i) for i in data.train_indices) == list(range(0, 12, 2))

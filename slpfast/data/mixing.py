@@ -79,13 +79,17 @@ class MixtureIndices:
         return h
 
 
-def mix_stores(stores, weights, *, splits=None, num_samples=None, seed=0):
-    """(ConcatStore, MixtureIndices) for ``stores`` mixed by ``weights`` (optionally per-store splits)."""
+def mix_stores(stores, weights=None, *, splits=None, num_samples=None, seed=0):
+    """(ConcatStore, MixtureIndices) for ``stores`` mixed by ``weights`` (None: in proportion to
+    the clips each store takes part with), optionally per-store ``splits`` (one split name for
+    all, or one entry per store: a name, a list of names, or None for every clip)."""
     from .store_concat import ConcatStore
 
     subsets = None
     if splits is not None:
         splits = [splits] * len(stores) if isinstance(splits, str) else splits
         subsets = [s.indices(sp) if sp is not None else np.arange(len(s)) for s, sp in zip(stores, splits)]
+    if weights is None:
+        weights = [len(s) for s in (subsets if subsets is not None else stores)]
     cat = ConcatStore(stores)
     return cat, MixtureIndices([len(s) for s in stores], weights, num_samples=num_samples, seed=seed, subsets=subsets)
