@@ -127,10 +127,25 @@ def test_non_finite_valid_rows_give_nan_where_the_reference_does(backend, padded
     """A NaN / inf in a *valid* row is not hidden and not spread further than the reference spreads
     it: the rows that are non-finite are the reference's (torch's CPU flash SDPA gives 0 for a NaN query
     row, and its additive causal mask lets a NaN key leak into the rows before it)."""
+    _check_non_finite_rows(backend, padded, causal, where, "cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["sdpa", "flex", "triton"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+def test_non_finite_valid_rows_give_nan_where_the_reference_does_on_cuda(backend, causal, where):
+    """The same on the GPU, where the sdpa backend leaves NaN rows to torch's CUDA kernels (the
+    repair of the CPU flash kernel's 0 for a NaN query row runs on the CPU only)."""
+    for padded in (False, True):
+        _check_non_finite_rows(backend, padded, causal, where, "cuda")
+
+
+def _check_non_finite_rows(backend, padded, causal, where, device):
     B, T, H, D = 2, 6, 2, 16
-    lens = torch.tensor([5, 6]) if padded else None
+    lens = torch.tensor([5, 6], device=device) if padded else None
     for fill in (float("nan"), float("inf")):
-        q, k, v = (t.detach() for t in make_qkv((B, T, H, D), torch.float32))
+        q, k, v = (t.detach().to(device) for t in make_qkv((B, T, H, D), torch.float32))
         dict(q=q, k=k, v=v)[where][0, 2, 1, 3] = fill
         with torch.no_grad():
             want = ref.masked_attention(q, k, v, seq_lens=lens, causal=causal).isfinite().logical_not()
@@ -139,7 +154,8 @@ def test_non_finite_valid_rows_give_nan_where_the_reference_does(backend, padded
         assert torch.equal(got.any(-1), want.any(-1)), (fill, got.any(-1)[0, :, 1], want.any(-1)[0, :, 1])
     # packed, equal lengths (sdpa's unmasked path) and unequal ones
     for cu in (torch.tensor([0, 4, 8], dtype=torch.int32), torch.tensor([0, 3, 8], dtype=torch.int32)):
-        q, k, v = (t.detach() for t in make_qkv((8, H, D), torch.float32))
+        cu = cu.to(device)
+        q, k, v = (t.detach().to(device) for t in make_qkv((8, H, D), torch.float32))
         dict(q=q, k=k, v=v)[where][1, 0, 0] = float("nan")
         with torch.no_grad():
             want = ref.masked_attention(q, k, v, cu_seqlens=cu, causal=causal).isnan().any(-1)
