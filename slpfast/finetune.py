@@ -335,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"slpfast.finetune: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C (the first one stops with a checkpoint), or one while setting up
-        print(f"slpfast.finetune: aborted by Ctrl-C, without a checkpoint of the current step or results; "
-              f"--train.resume=auto continues from the last checkpoint in {cfg.train.out_dir}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # torchrun passes Ctrl-C to every worker: rank 0 says it
+            print(f"slpfast.finetune: aborted by Ctrl-C, without a checkpoint of the current step or results; "
+                  f"--train.resume=auto continues from the last checkpoint in {cfg.train.out_dir}", file=sys.stderr)
         return 130
     return 0
 

@@ -16,6 +16,7 @@ resume from that is damaged or does not fit the model).
 """
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"slpfast.pretrain: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C while setting up (generating the corpus, caching text features)
-        print("slpfast.pretrain: interrupted while setting up; nothing was trained", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # torchrun passes Ctrl-C to every worker: one line, not one per rank
+            print("slpfast.pretrain: interrupted while setting up; nothing was trained", file=sys.stderr)
         return 130
     try:
         summary = trainer.run()
@@ -57,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"slpfast.pretrain: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C (the first one stops with a checkpoint): at once
-        print(f"slpfast.pretrain: aborted by a second Ctrl-C at step {trainer.step}, without a checkpoint; "
-              f"--train.resume=auto continues from the last one in {trainer.out_dir}", file=sys.stderr)
+        if trainer.dist.is_main:  # every worker gets the Ctrl-C: rank 0 says it
+            print(f"slpfast.pretrain: aborted by a second Ctrl-C at step {trainer.step}, without a checkpoint; "
+                  f"--train.resume=auto continues from the last one in {trainer.out_dir}", file=sys.stderr)
         return 130
     finally:
         trainer.close()
