@@ -278,6 +278,11 @@ def test_symlinked_folders_inside_a_source_are_searched(tmp_path):
     os.symlink(tmp_path / "src" / "real", tmp_path / "src" / "a_link_to_real")  # sorts before "real"
     items = conv.find_inputs([str(tmp_path / "src")])
     assert [cid for _, cid in items] == ["linked/c0", "linked/c1", "real/c0"]
+    # a link in one SRC to another SRC: that SRC's files once, under their own ids (not also as
+    # linked/c0 ... through the first SRC: one file, two clips)
+    items = conv.find_inputs([str(tmp_path / "src"), str(tmp_path / "a")])
+    assert [cid for _, cid in items] == ["c0", "c1", "real/c0"]
+    assert len({os.path.realpath(p) for p, _ in items}) == 3
 
 
 @pytest.mark.parametrize("fps", ["abc", [25, 30], {"rate": 25}, True])

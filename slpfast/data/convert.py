@@ -98,11 +98,12 @@ def find_inputs(sources: list[str], exclude: str | None = None) -> list[tuple[st
     ``--out`` lies inside a SRC folder)."""
     skip = os.path.realpath(exclude) if exclude else None
     out = []
+    # Linked folders are followed (a SRC often gathers corpora by symlinks), each real folder once
+    # across all the SRCs: a link loop ends, one folder linked twice is not two corpora, and a link
+    # inside one SRC to another SRC does not give that SRC's files a second id.
+    seen = {os.path.realpath(src) for src in sources if os.path.isdir(src)}
     for src in sources:
         if os.path.isdir(src):
-            # Linked folders are followed (a SRC often gathers corpora by symlinks), each real
-            # folder once per SRC: a link loop ends, and one folder linked twice is not two corpora.
-            seen = {os.path.realpath(src)}
             for root, dirs, files in os.walk(src, followlinks=True):
                 keep = []
                 # a real folder before a link to it beside it: its files keep their own ids
