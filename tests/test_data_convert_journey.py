@@ -301,3 +301,16 @@ def test_a_frame_rate_that_is_not_a_number_is_unknown(tmp_path, fps):
     rep = conv.convert([str(src)], st, manifest=str(tmp_path / "m.csv"), default_fps=20.0, progress=False)
     assert rep["converted"] == 1, rep
     assert float(Store(st).fps[0]) == 20.0
+
+
+def test_a_blank_manifest_fps_is_empty_not_an_error(tmp_path):
+    """A manifest fps of spaces passed read_manifest's check (it strips) and then failed the
+    converter's float(' '): every such clip skipped as 'unexpected ValueError'."""
+    _npy_inputs(tmp_path / "in", n=2)
+    (tmp_path / "m.csv").write_text("id,text,fps\nc0,a, \nc1,b, 30 \n")
+    st = str(tmp_path / "st")
+    rep = conv.convert([str(tmp_path / "in")], st, manifest=str(tmp_path / "m.csv"), default_fps=20.0,
+                       progress=False)
+    assert rep["converted"] == 2, rep
+    store = Store(st)
+    assert {store.key(i): float(store.fps[i]) for i in range(2)} == {"c0": 20.0, "c1": 30.0}

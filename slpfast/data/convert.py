@@ -179,9 +179,9 @@ def convert_one(path: str, clip_id: str, manifest: Manifest | None, opts: dict) 
     if not (c > 0).any():
         raise Skip("empty", "no confident point")
     p, c = preprocess.fill_gaps(p, c, opts["max_gap"])
-    # a file's own rate counts only if it is one (NaN, 0 or -5 in an .npz: unknown, not stored)
-    own = raw.fps if raw.fps is not None and math.isfinite(raw.fps) and raw.fps > 0 else None
-    fps = own or (float(row["fps"]) if row and row.get("fps") else None) or opts["default_fps"]
+    # the file's own rate (readers give None unless it is a positive number), else the manifest's
+    # (checked by read_manifest), else --default-fps
+    fps = raw.fps or (float(row["fps"]) if row and row.get("fps") else None) or opts["default_fps"]
     if opts["fps"]:
         p, c = preprocess.resample(p, c, fps, opts["fps"])
         fps = opts["fps"]

@@ -165,6 +165,8 @@ def read_manifest(path: str) -> Manifest:
             if not ok:
                 raise ValueError(f"{path}:{n}: fps must be a positive frame rate (or empty), got {fps!r} for id "
                                  f"{cid!r}")
+        if "fps" in r:
+            r["fps"] = fps  # stripped: " 25 " and " " are what they mean to the converter
         where[cid] = n
         out[cid] = r
         for g in r.get("gloss", "").split():

@@ -73,7 +73,7 @@ def read_pose(path: str) -> RawClip:
         data = pose.body.data
         conf = np.asarray(pose.body.confidence, np.float32)
         comps = [(c.name, list(c.points)) for c in pose.header.components]
-        fps = float(pose.body.fps)
+        fps = _fps_of(pose.body.fps)
     except ReadError:
         raise
     except Exception as e:
@@ -234,16 +234,17 @@ def read_pickle(path: str, layout=None) -> RawClip:
 
 
 def _fps_of(value) -> float | None:
-    """A file's frame rate as a float; None (unknown) when it is missing, 0, or not one number
-    (``"abc"``, a list): the manifest's fps or ``--default-fps`` applies then, as for a NaN or
-    negative rate (``convert_one``). It was an 'unexpected ValueError' that skipped the clip."""
+    """A file's frame rate as a float; None (unknown) unless it is one positive finite number
+    (missing, 0, -5, NaN, ``"abc"``, a list: the manifest's fps or ``--default-fps`` applies).
+    Every reader's rate goes through here (a non-number was an 'unexpected ValueError' that
+    skipped the clip; NaN or -5 was stored)."""
     if value is None or isinstance(value, (bool, np.bool_)):
         return None
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        arr = np.asarray(value, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
         return None
-    return float(arr.reshape(-1)[0]) if arr.size == 1 and arr.reshape(-1)[0] != 0 else None
+    return float(arr[0]) if arr.size == 1 and np.isfinite(arr[0]) and arr[0] > 0 else None
 
 
 def read_any(path: str, *, layout=None, channels: str = "auto") -> RawClip:
