@@ -142,11 +142,11 @@ def sample_joint_mask(lengths: torch.Tensor, T: int, *, strategy: str = "mixed",
     return out
 
 
-def expected_fraction(strategy: str, ratio: float, length: int, span: int = 8) -> float:
+def expected_fraction(strategy: str, ratio: float, length: int) -> float:
     """Expected hidden fraction of the joints of a clip of ``length`` frames.
 
-    ``frames`` and ``spans`` hide exactly ``hidden_frames(length)`` frames (``span`` changes
-    where, not how many), ``joints`` and ``parts`` hide each item with probability ``ratio``, and
+    ``frames`` and ``spans`` hide exactly ``hidden_frames(length)`` frames (the span length
+    changes where, not how many), ``joints`` and ``parts`` hide each item with probability ``ratio``, and
     ``mixed`` is the mean of the four. 0 for an empty clip.
     """
     if strategy not in STRATEGIES:

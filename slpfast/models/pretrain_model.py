@@ -83,7 +83,8 @@ class PretrainModel(nn.Module):
             pose: (B, T, J, C>=coord_dims) normalized (and augmented) pose, or packed
                 (total, J, C) with ``cu_seqlens``; the MPM target.
             conf: (B, T, J) or packed (total, J) confidences.
-            lengths: (B,) valid frames (also given in the packed form).
+            lengths: (B,) valid frames of the padded form (the packed form takes its frames
+                from ``cu_seqlens`` and does not read it).
             cu_seqlens, max_seqlen: the packed form's (B+1,) offsets and longest clip (host int).
             joint_mask: bool shaped like conf, True = hidden from the encoder (required when MPM is on);
                 past each clip's length it is ignored (padding is never a reconstruction target).
