@@ -158,3 +158,15 @@ def test_cuda_matches_cpu():
     back = unpack_packed(packed, cu, 129, backend="extension")
     assert torch.equal(back.cpu(), unpack_packed(want, cu.cpu(), 129))
     torch.library.opcheck(torch.ops.slpfast.pack_padded.default, (x.float().cuda(), cu.long(), int(cu[-1])))
+
+
+def test_unpack_takes_a_numpy_int_max_len():
+    # np.int64 (e.g. from lengths.numpy().max()) was refused as "max_len must be an int >= 2, got 5"
+    import numpy as np
+
+    x = torch.randn(3, 2)
+    out = unpack_packed(x, torch.tensor([0, 1, 3]), np.int64(5))
+    assert out.shape == (2, 5, 2)
+    torch.testing.assert_close(out[1, :2], x[1:])
+    with pytest.raises(ValueError, match="max_len must be an int"):
+        unpack_packed(x, torch.tensor([0, 1, 3]), 5.0)

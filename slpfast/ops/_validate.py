@@ -2,6 +2,7 @@
 and the argument, says what was expected and what came."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -71,3 +72,19 @@ def lengths_to_cu_seqlens(lengths: torch.Tensor, dtype: torch.dtype = torch.int3
     cu = torch.zeros(lengths.shape[0] + 1, dtype=dtype, device=lengths.device)
     cu[1:] = torch.cumsum(lengths, 0)
     return cu
+
+
+def check_int(op: str, name: str, value, lo: int, hi: int | None = None) -> int:
+    """A host int in [lo, hi] (hi None: unbounded); bools and floats (2.7 would be truncated) are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        fail(op, f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        fail(op, f"{name} must be an int {bound}, got {value}")
+    return value
+
+
+def is_host_real(v) -> bool:
+    """A real host number; a bool is an int to Python, but True as a probability is a slip."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))

@@ -15,7 +15,8 @@ import torch
 from .. import _extension
 from ..reference import packing as ref
 from ._dispatch import Backend, Dispatcher
-from ._validate import check_cu_seqlens, check_lengths, check_same_device, check_tensor, fail, lengths_to_cu_seqlens
+from ._validate import (check_cu_seqlens, check_int, check_lengths, check_same_device, check_tensor, fail,
+                        lengths_to_cu_seqlens)
 
 __all__ = ["pack_padded", "unpack_packed", "lengths_to_cu_seqlens"]
 
@@ -147,6 +148,8 @@ def unpack_packed(packed: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int |
     longest = int((cu[1:] - cu[:-1]).max()) if cu.numel() > 1 else 0
     if max_len is None:
         max_len = longest
-    elif isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < longest:  # True is an int
-        fail(op, f"max_len must be an int >= the longest sequence ({longest}), got {max_len!r}")
+    else:
+        max_len = check_int(op, "max_len", max_len, 0)  # numpy ints taken; True and 2.0 refused
+        if max_len < longest:
+            fail(op, f"max_len must be an int >= the longest sequence ({longest}), got {max_len!r}")
     return _UNPACK.select(backend, x=packed).run(packed, cu, max_len)

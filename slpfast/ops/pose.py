@@ -31,10 +31,10 @@ from .. import _extension
 from ..reference import pose as ref
 from ..reference.pose import AugmentConfig, PoseLayoutSpec
 from ._dispatch import Backend, Dispatcher
-from ._validate import check_tensor, describe, fail
+from ._validate import check_int, check_tensor, describe, fail
 from .._transfer import to_device
-from .pose_checks import (check_batch, check_config, check_flag, check_int, check_layout_matches,
-                          check_metadata_device, check_params, check_seed, check_threshold)
+from .pose_checks import (check_batch, check_config, check_flag, check_layout_matches, check_metadata_device,
+                          check_params, check_seed, check_threshold)
 
 __all__ = ["normalize_pose", "augment_pose", "sample_augment_params", "AugmentConfig", "PoseLayoutSpec",
            "layout_table"]

@@ -13,7 +13,7 @@ import torch
 
 from .._transfer import to_device
 from ..reference.pose import MIN_SPEED, AugmentConfig, PoseLayoutSpec
-from ._validate import check_cu_seqlens, check_lengths, check_same_device, check_tensor, describe, fail
+from ._validate import check_cu_seqlens, check_lengths, check_same_device, check_tensor, describe, fail, is_host_real
 
 POSE_DTYPES = (torch.float32, torch.float16)
 CONF_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -77,38 +77,22 @@ def check_flag(op: str, name: str, value) -> bool:
     return bool(value)
 
 
-def check_int(op: str, name: str, value, lo: int, hi: int | None = None) -> int:
-    """A host int in [lo, hi] (hi None: unbounded); bools and floats (2.7 would be truncated) are refused."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        fail(op, f"{name} must be an int, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if value < lo or (hi is not None and value > hi):
-        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        fail(op, f"{name} must be an int {bound}, got {value}")
-    return value
-
-
-def _is_number(v) -> bool:
-    """A real host number; a bool is an int to Python, but True as a probability is a slip."""
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-
-
 def check_config(op: str, cfg) -> AugmentConfig:
     if not isinstance(cfg, AugmentConfig):
         fail(op, f"config must be an AugmentConfig, got {type(cfg).__name__}")
     # types first: a string field would otherwise fail inside numpy's comparisons (TypeError)
     for name in ("rotation_std", "shear_std", "scale_std", "translate_std", "jitter_std"):
         v = getattr(cfg, name)
-        if not (_is_number(v) and np.isfinite(v) and v >= 0):
+        if not (is_host_real(v) and np.isfinite(v) and v >= 0):
             fail(op, f"config.{name} must be a finite number >= 0, got {type(v).__name__} {v!r}")
     for name in ("flip_p", "joint_drop_p", "frame_drop_p", "part_drop_p"):
         v = getattr(cfg, name)
-        if not (_is_number(v) and 0.0 <= v <= 1.0):
+        if not (is_host_real(v) and 0.0 <= v <= 1.0):
             fail(op, f"config.{name} must be a probability in [0, 1], got {type(v).__name__} {v!r}")
     if not isinstance(cfg.isotropic_scale, (bool, np.bool_)):  # "no" would be truthy
         fail(op, f"config.isotropic_scale must be a bool, got {type(cfg.isotropic_scale).__name__} "
                  f"{cfg.isotropic_scale!r}")
-    if not (_is_number(cfg.speed_min) and _is_number(cfg.speed_max)
+    if not (is_host_real(cfg.speed_min) and is_host_real(cfg.speed_max)
             and 0 < cfg.speed_min <= cfg.speed_max < float("inf")):
         fail(op, f"config needs 0 < speed_min <= speed_max (finite numbers), got speed_min={cfg.speed_min!r}, "
                  f"speed_max={cfg.speed_max!r}")
