@@ -417,8 +417,18 @@ def test_fresh_run_moves_aside_an_earlier_run_that_left_only_logs(tmp_path_facto
 
 
 def _ranked_run(rank, world_size, store, out, over):  # noqa: ARG001
-    summary = Trainer(parse_args(tiny_args(store, out, **over))).run()
+    import weakref
+
+    tr = Trainer(parse_args(tiny_args(store, out, **over)))
+    summary = tr.run()
     assert summary["step"] == over["train.steps"]
+    # close() frees the DDP wrapper, whose reducer holds the process group, while the group is
+    # registered: freed at the process's end instead, it destroyed the Gloo group holding the GIL
+    # and could hang there (a worker thread freeing its last collective's tensors needs the GIL)
+    ddp = weakref.ref(tr.model)
+    assert isinstance(ddp(), torch.nn.parallel.DistributedDataParallel)
+    tr.close()
+    assert ddp() is None
 
 
 @pytest.mark.parametrize("objective", ["contrastive_only", "mpm_only"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import gc
 import os
 import signal
 import time
@@ -492,4 +493,13 @@ class Trainer:
         close_loader = getattr(getattr(self.data, "loader", None), "close", None)
         if close_loader is not None:
             close_loader()
+        if self.model is not self.raw_model:
+            # The DDP wrapper's reducer holds the process group. Freed last (when the trainer goes,
+            # at the process's end), it destroyed the Gloo group holding the GIL, joining worker
+            # threads of which one could be freeing its last collective's tensors and waiting for
+            # the GIL: a hang after a finished run (seen after the final checkpoint's broadcast).
+            # Freed here, while the group is still registered, the group goes in
+            # destroy_process_group, which releases the GIL while the workers finish.
+            self.model = self.raw_model
+            gc.collect()
         D.cleanup(self.dist)
