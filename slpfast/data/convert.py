@@ -89,6 +89,8 @@ _SHARD_RE = re.compile(r"shard-\d{5,}\.slp$")
 # shards they were computed for, so they go with those shards.
 _TEXTFEAT_RE = re.compile(r"textfeat-.+\.slp$")
 _STORE_FILES = ("store.json", "convert_report.json")
+_STATE_FILE = "convert_state.json"  # the conversion's fingerprint (see the module docstring)
+_CHUNK_REPORT_RE = re.compile(r"chunk-\d{5,}\.json$")  # chunks/chunk-<k>.json
 
 
 def find_inputs(sources: list[str], exclude: str | None = None) -> list[tuple[str, str]]:
@@ -152,7 +154,7 @@ def convert_one(path: str, clip_id: str, manifest: Manifest | None, opts: dict) 
     """Read + preprocess one clip. Returns the record for the shard, or raises Skip."""
     from . import preprocess
 
-    row = manifest.lookup(clip_id, os.path.basename(clip_id)) if manifest is not None else None
+    row = manifest.lookup(clip_id, _stem(clip_id)) if manifest is not None else None
     text = (row or {}).get("text", "")
     if not text.strip() and not opts["allow_missing_text"]:
         raise Skip("missing_text", "no manifest row with text" if row is None else "empty text")
@@ -193,6 +195,11 @@ def convert_one(path: str, clip_id: str, manifest: Manifest | None, opts: dict) 
             "dims": raw.dims, "layout": raw.layout.name}
 
 
+def _stem(clip_id: str) -> str:
+    """A clip id's last component: the id a manifest row may give instead of the relative path."""
+    return clip_id.rsplit("/", 1)[-1]
+
+
 def _chunk_manifest(manifest: Manifest | None, items) -> Manifest | None:
     """The rows of ``manifest`` that the files of one chunk can match (by relative id or stem,
     as :meth:`Manifest.lookup`), with the whole gloss vocabulary: what a worker needs for that
@@ -200,12 +207,11 @@ def _chunk_manifest(manifest: Manifest | None, items) -> Manifest | None:
     ~120 MB pickled) with every chunk of 256 files cost hours of pickling for a large corpus."""
     if manifest is None:
         return None
-    rows = manifest.rows
     sub = {}
     for _, clip_id in items:
-        for key in (clip_id, os.path.basename(clip_id)):
-            if key in rows:
-                sub[key] = rows[key]
+        key = manifest.key_for(clip_id, _stem(clip_id))
+        if key is not None:
+            sub[key] = manifest.rows[key]
     return Manifest(sub, manifest.gloss_vocab)
 
 
@@ -389,15 +395,18 @@ def _foreign_files(out_dir: str) -> list[str]:
         names = sorted(os.listdir(out_dir))
     except OSError:
         return []
-    ours = re.compile(r"(shard-\d{5,}\.slp|textfeat-.+\.slp|store\.json|convert_report\.json|convert_state\.json)"
-                      r"(\.tmp-.*)?$")
-    foreign = [n for n in names if n != "chunks" and not ours.match(n)]
+    ours = (_SHARD_RE, _TEXTFEAT_RE, re.compile("|".join(re.escape(f) + "$" for f in (*_STORE_FILES, _STATE_FILE))))
+
+    def written_here(name: str, patterns) -> bool:  # a file of ours, or the temp file of one
+        return any(p.match(name.split(".tmp-", 1)[0]) for p in patterns)
+
+    foreign = [n for n in names if n != "chunks" and not written_here(n, ours)]
     chunks = os.path.join(out_dir, "chunks")
     if "chunks" in names and not os.path.isdir(chunks):
         foreign.append("chunks")
     elif "chunks" in names:
         foreign += [f"chunks/{n}" for n in sorted(os.listdir(chunks))
-                    if not re.match(r"chunk-\d{5,}\.json(\.tmp-.*)?$", n)]
+                    if not written_here(n, (_CHUNK_REPORT_RE,))]
     return foreign
 
 
@@ -432,8 +441,8 @@ def _unmatched_rows(man: Manifest, items, manifest: str) -> tuple[int, list[str]
     rows = man.rows
     used: dict[str, str] = {}  # row id -> the input (clip id) that takes it
     for _, clip_id in items:
-        key = clip_id if clip_id in rows else os.path.basename(clip_id)
-        if key in rows:
+        key = man.key_for(clip_id, _stem(clip_id))
+        if key is not None:
             if key in used:  # through the stem fallback: one text for two clips (see _check_unique_ids)
                 raise ValueError(f"--manifest: the row of id {key!r} in {manifest} is matched by two input files, "
                                  f"{used[key]!r} and {clip_id!r} (by their stem); give such clips their path "
@@ -539,7 +548,7 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
         raise ValueError(f"--out: {out_dir} is a folder of other files (e.g. {foreign[0]}), not a store; give a "
                          "new or empty folder")
     h = _inputs_hash(items, opts, chunk, manifest)
-    state_path = os.path.join(out_dir, "convert_state.json")
+    state_path = os.path.join(out_dir, _STATE_FILE)
     old = _read_state(state_path)
     if old != h:
         leftovers = _conversion_files(out_dir)

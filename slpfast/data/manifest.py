@@ -26,8 +26,16 @@ class Manifest:
         """Every field name used by some row."""
         return sorted({k for r in self.rows.values() for k in r})
 
+    def key_for(self, rel_id: str, stem: str) -> str | None:
+        """The id of the row a file matches: its relative id, else its stem (None: no row). The
+        one rule of matching, for the converter's lookups and its checks of the manifest."""
+        if rel_id in self.rows:
+            return rel_id
+        return stem if stem in self.rows else None
+
     def lookup(self, rel_id: str, stem: str) -> dict | None:
-        return self.rows.get(rel_id) or self.rows.get(stem)
+        key = self.key_for(rel_id, stem)
+        return None if key is None else self.rows[key]
 
     def _gloss_index(self) -> tuple[dict, dict]:
         """(last, first) position of each gloss in ``gloss_vocab``, built once per vocabulary:
