@@ -304,3 +304,15 @@ def test_thread_iterator_after_close_is_a_clear_error(store):
         next(it)
     assert len(list(L)) == len(L) - 1  # a new iteration works (and goes on from the step reached)
     L.close()
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(max_text_len=0), "max_text_len"), (dict(max_text_len=-1), "max_text_len"),
+    (dict(max_text_len=2.5), "max_text_len"), (dict(pad_to=0), "pad_to"), (dict(pad_to=-3), "pad_to"),
+    (dict(pad_to=2.5), "pad_to"), (dict(channels=1), "channels"), (dict(channels=2.0), "channels"),
+])
+def test_collator_arguments_are_checked(store, kw, name):
+    """Checked where both loaders build their collator: max_text_len=0 gave 0 tokens from the
+    torch loader and every token from the DALI one; a pad_to of 0, -3 or 2.5 was read as 1 or 2."""
+    with pytest.raises(ValueError, match=name):
+        TorchLoader(store, batch_size=4, tokenizer=WordTokenizer(["a"]), **kw)

@@ -30,6 +30,10 @@ from .store_format import CHANNELS
 __all__ = ["Collator", "WordTokenizer", "pad_int"]
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
 def pad_int(seqs, fill: int, max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """list of int sequences -> (B, L) int64 padded with ``fill`` and lengths (B,)."""
     lens = np.array([len(s) for s in seqs], np.int64)
@@ -121,26 +125,36 @@ class Collator:
         packed: packed pose form (``cu_seqlens``) instead of padded.
         channels: 2 or 3 coordinates.
         tokenizer: optional callable ``list[str] -> list[list[int]]`` or HF tokenizer.
-        max_text_len: truncate token ids (and token features) to this length.
+        max_text_len: truncate token ids (and token features) to this length (an int >= 1; None:
+            no limit).
         text_features: name of a cached text-feature set in the store, ``"auto"`` (the only
             set if there is exactly one... else none) or None.
-        pad_to: pad T to a multiple of this (padded form).
+        pad_to: pad T to a multiple of this int >= 1 (padded form).
     """
 
     def __init__(self, source, *, packed: bool = False, channels: int = CHANNELS, tokenizer=None,
                  max_text_len: int | None = None, text_features: str | None = "auto", pad_to: int = 1):
+        # checked here, where both loaders build their collator: the DALI source read
+        # max_text_len=0 as "no limit" (``x[:m] if m``) while this one truncated to 0 tokens, and
+        # a pad_to of 0 / -3 / 2.5 was quietly read as 1 or 2
+        if channels not in (2, 3) or not _is_int(channels):
+            raise ValueError(f"Collator: channels must be 2 or 3, got {channels!r}")
+        if max_text_len is not None and (not _is_int(max_text_len) or max_text_len < 1):
+            raise ValueError(f"Collator: max_text_len must be None (no limit) or an int >= 1, got {max_text_len!r}")
+        if not _is_int(pad_to) or pad_to < 1:
+            raise ValueError(f"Collator: pad_to must be an int >= 1, got {pad_to!r}")
         self.source = source
         self.packed = packed
-        self.channels = channels
+        self.channels = int(channels)
         self.tokenizer = tokenizer
-        self.max_text_len = max_text_len
+        self.max_text_len = None if max_text_len is None else int(max_text_len)
         names = list(getattr(source, "text_feature_names", []))
         if text_features == "auto":
             text_features = names[0] if len(names) == 1 else None
         if text_features is not None and text_features not in names:
             raise ValueError(f"no cached text features named {text_features!r} (have {names})")
         self.text_features = text_features
-        self.pad_to = max(1, int(pad_to))
+        self.pad_to = int(pad_to)
 
     def pose(self, idx, starts, lens, out=None) -> dict:
         max_len = None
