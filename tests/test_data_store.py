@@ -418,3 +418,47 @@ def test_unknown_open_file_count_never_refuses(monkeypatch):
     monkeypatch.setattr(shard_format, "_open_fd_count", lambda: None)
     shard_format.reserve_open_files(1, "store x")  # no ShardError
     assert set_to == [(65536, 65536)]  # already at the hard limit: as far as it goes
+
+
+def test_batched_reads_check_the_shape_and_type_of_their_ids(tmp_path):
+    """gather([0, 1], starts=[0], lengths=[1]) ran the numba kernel past the end of starts /
+    lengths (no bounds checks there: garbage crops written into the batch); gather([0.7]) read
+    clip 0; a 0-d or 2-D id array was a numba typing error or 'tuple index out of range'."""
+    from slpfast.data.store_concat import ConcatStore
+
+    a = _write(tmp_path / "a", _clips(4), shard_clips=3)
+    cat = ConcatStore([a, _write(tmp_path / "b", _clips(3, seed=1))])
+    for src in (a, cat):
+        for bad in ([0.7], np.array([True, False]), ["1"]):
+            for read in (src.gather, src.texts, src.gloss_lists, src.padded_glosses):
+                with pytest.raises(TypeError, match="clip ids must be integers"):
+                    read(bad)
+        for bad in (np.int64(2), [[0, 1]]):
+            with pytest.raises(ValueError, match=r"clip ids must be 1-D \(B,\)"):
+                src.gather(bad)
+        for kw in (dict(starts=[0], lengths=[1, 1]), dict(starts=[0, 0], lengths=[1]), dict(lengths=[1, 1, 1])):
+            for packed in (False, True):
+                with pytest.raises(ValueError, match=r"must be \(B,\)=\(2,\)"):
+                    src.gather([0, 1], packed=packed, **kw)
+        assert src.gather(np.array([], np.int64))["pose"].shape == (0, 0, 123, 3)  # empty reads stay fine
+        assert src.gather([])["lengths"].shape == (0,) and src.texts([]) == []
+        np.testing.assert_array_equal(src.gather(np.array([2], np.uint8))["pose"], src.gather([2])["pose"])
+
+
+def test_raw_views_stay_inside_their_clip(tmp_path):
+    """raw(0, start=2, length=5) on a 3-frame clip returned frames of the next clip, and a
+    negative start frames of the one before: a view is only ever of the clip asked for."""
+    from slpfast.data.store_concat import ConcatStore
+
+    a = _write(tmp_path / "a", _clips(4), shard_clips=3)
+    cat = ConcatStore([a, _write(tmp_path / "b", _clips(3, seed=1))])
+    for src in (a, cat):
+        T = int(src.lengths[1])
+        p, c = src.raw(1, start=1, length=T - 1)
+        np.testing.assert_array_equal(p.astype(np.float32), src.gather([1])["pose"][0, 1:])
+        assert src.raw(1, start=T)[0].shape == (0, 123, 3)  # an empty tail is still inside
+        for kw in (dict(start=-1), dict(start=T + 1), dict(start=1, length=T), dict(length=-1)):
+            with pytest.raises(IndexError, match=f"outside clip 1 of {T} frames"):
+                src.raw(1, **kw)
+        with pytest.raises(TypeError, match="clip index must be an int"):
+            src.raw(1.5)

@@ -74,11 +74,11 @@ class ConcatStore(_ClipSource):
         return self.stores[0].text_feature_dim(name)
 
     def text_features(self, name, indices):
-        idx = np.asarray(indices, np.int64)
+        idx = self._ids(indices)
         D = self.text_feature_dim(name)
         pooled = np.empty((idx.shape[0], D), np.float32)
         toks = []
-        for b, i in enumerate(self._check_ids(idx)):
+        for b, i in enumerate(idx):
             s, k = self._local(i)
             p, t = s.text_features(name, [k])
             pooled[b] = p[0]

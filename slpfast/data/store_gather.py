@@ -43,6 +43,26 @@ class _ClipSource:
                     self._typed = (_typed_list(self.pose_arrays), _typed_list(self.conf_arrays))
         return self._typed
 
+    def _ids(self, indices, *, flat: bool = False) -> np.ndarray:
+        """``indices`` as a checked int64 (B,) array of clip ids (``flat``: any shape, flattened).
+
+        TypeError for ids that are not integers (``np.asarray([0.7], np.int64)`` read clip 0),
+        ValueError for a 0-d or 2-D array (the numba kernels failed to type it), IndexError
+        from :meth:`_check_ids`. An empty list is an empty batch."""
+        a = np.asarray(indices)
+        if flat:
+            a = a.reshape(-1)
+        elif a.ndim != 1:
+            raise ValueError(f"clip ids must be 1-D (B,), got shape {a.shape}")
+        if a.size == 0:
+            return np.zeros(0, np.int64)
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"clip ids must be integers, got {a.dtype} {a.reshape(-1)[:4].tolist()}")
+        if a.dtype.kind == "u" and a.max() > np.iinfo(np.int64).max:
+            raise IndexError(f"clip index {int(a.max())} out of range: batched reads take clip ids in "
+                             f"[0, {len(self.lengths)})")
+        return self._check_ids(a.astype(np.int64, copy=False))
+
     def _check_ids(self, idx: np.ndarray) -> np.ndarray:
         """``idx`` unchanged if every id is a clip of this source, else IndexError naming the
         first bad one. Batched reads do not wrap negative ids: numpy indexing would silently
@@ -71,11 +91,16 @@ class _ClipSource:
         """
         from . import _kernels
 
-        idx = self._check_ids(np.asarray(indices, np.int64))
+        idx = self._ids(indices)
         B = idx.shape[0]
         full = self.lengths[idx]
         st = np.zeros(B, np.int64) if starts is None else np.asarray(starts, np.int64)
         ln = full.copy() if lengths is None else np.asarray(lengths, np.int64)
+        # the kernels index starts / lengths by clip without bounds checks: a shorter array
+        # was read past its end (garbage crops), so the shapes are checked here
+        for name, v in (("starts", st), ("lengths", ln)):
+            if v.shape != (B,):
+                raise ValueError(f"gather: {name} must be (B,)=({B},) like indices, got shape {v.shape}")
         if B and ((st < 0).any() or (ln < 0).any() or (st + ln > full).any()):
             raise IndexError("crop outside the clip")
         if channels not in (2, 3):
@@ -112,13 +137,13 @@ class _ClipSource:
     # ----------------------------------------------------------------------- texts, glosses
     def texts(self, indices) -> list[str]:
         """Texts of ``indices`` (vectorised index lookup, one decode per clip)."""
-        idx = self._check_ids(np.asarray(indices, np.int64).reshape(-1))
+        idx = self._ids(indices, flat=True)
         sid, a, b = self.shard_of[idx], self.text_start[idx], self.text_end[idx]
         blobs = self.text_blobs
         return [bytes(blobs[k][x:y]).decode("utf-8") for k, x, y in zip(sid.tolist(), a.tolist(), b.tolist())]
 
     def gloss_lists(self, indices) -> list[np.ndarray]:
-        idx = self._check_ids(np.asarray(indices, np.int64).reshape(-1))
+        idx = self._ids(indices, flat=True)
         sid, a, b = self.shard_of[idx], self.gloss_start[idx], self.gloss_end[idx]
         blobs = self.gloss_blobs
         return [blobs[k][x:y].astype(np.int64) for k, x, y in zip(sid.tolist(), a.tolist(), b.tolist())]
@@ -127,7 +152,7 @@ class _ClipSource:
         """(B, G) int64 gloss ids padded with ``fill`` and (B,) lengths (numba gather)."""
         from . import _kernels
 
-        idx = self._check_ids(np.asarray(indices, np.int64).reshape(-1))
+        idx = self._ids(indices, flat=True)
         a, b = self.gloss_start[idx], self.gloss_end[idx]
         lens = (b - a).astype(np.int64)
         G = int(lens.max()) if len(idx) else 0
@@ -141,14 +166,23 @@ class _ClipSource:
     _typed_gloss = None
 
     def raw(self, i: int, start: int = 0, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """float16 pose (T, J, 3) and confidence (T, J) views of clip ``i`` (no copy; negative
-        ``i`` counts from the end, as in ``clip``)."""
+        """float16 pose (L, J, 3) and confidence (L, J) views of frames [start, start + L) of clip
+        ``i`` (no copy; ``length`` None: to the clip's end; negative ``i`` counts from the end, as
+        in ``clip``). IndexError for a crop outside the clip."""
         n = len(self.lengths)
-        if not -n <= int(i) < n:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"clip index must be an int, got {type(i).__name__} {i!r}")
+        if not -n <= i < n:
             raise IndexError(f"clip index {i} out of range for a source of {n} clips")
         i = int(i) % n
-        L = int(self.lengths[i]) if length is None else int(length)
-        s = int(self.frame_start[i]) + int(start)
+        T = int(self.lengths[i])
+        start = int(start)
+        L = T - start if length is None else int(length)
+        # the shard arrays hold every clip back to back: a crop past either end of this clip
+        # was a view of its neighbours' frames
+        if start < 0 or L < 0 or start + L > T:
+            raise IndexError(f"raw: frames [{start}, {start + L}) outside clip {i} of {T} frames")
+        s = int(self.frame_start[i]) + start
         sh = int(self.shard_of[i])
         J = NUM_JOINTS
         p = self.pose_arrays[sh][s * J * 3: (s + L) * J * 3].view(np.float16).reshape(L, J, 3)

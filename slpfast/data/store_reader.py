@@ -218,7 +218,7 @@ class Store(_ClipSource):
     def text_features(self, name: str, indices) -> tuple[np.ndarray, list[np.ndarray]]:
         """Pooled float32 (B, D) and a list of token-level float32 (L_i, D) for ``indices``."""
         files = self._text_features[name]
-        idx = self._check_ids(np.asarray(indices, np.int64))
+        idx = self._ids(indices)
         D = self.text_feature_dim(name)
         pooled = np.empty((idx.shape[0], D), np.float32)
         toks = []
@@ -235,7 +235,7 @@ class Store(_ClipSource):
         """Pooled float32 (B, D) for ``indices``, without touching the token rows (one gather per
         shard)."""
         files = self._text_features[name]
-        idx = self._check_ids(np.asarray(indices, np.int64))
+        idx = self._ids(indices)
         out = np.empty((idx.shape[0], self.text_feature_dim(name)), np.float32)
         shard = self.shard_of[idx]
         for s in np.unique(shard):
