@@ -462,3 +462,26 @@ def test_raw_views_stay_inside_their_clip(tmp_path):
                 src.raw(1, **kw)
         with pytest.raises(TypeError, match="clip index must be an int"):
             src.raw(1.5)
+
+
+def test_store_opens_while_its_text_features_are_rewritten_back_to_back(tmp_path, monkeypatch):
+    """A store opened while a feature set was re-written twice in a row (each re-write removes
+    the files the listing before it named) read the listing again only once: ShardError
+    'cannot open shard (No such file or directory)' (3 of ~5,000 opens against a loop of
+    re-writes)."""
+    a = _write(tmp_path / "a", _clips(5), shard_clips=2)
+    n = len(a)
+    a.write_text_features(np.zeros((n, 4), np.float32), name="enc")
+    writer = Store(a.path)
+    real = Store._open_feature_files
+    rewrites = []
+
+    def racing(self, names):
+        if self is not writer and len(rewrites) < 2:  # a re-write lands before each open of the reader
+            rewrites.append(1)
+            writer.write_text_features(np.full((n, 4), len(rewrites), np.float32), name="enc")
+        return real(self, names)
+
+    monkeypatch.setattr(Store, "_open_feature_files", racing)
+    st = Store(a.path)
+    assert len(rewrites) == 2 and (st.text_features("enc", np.arange(n))[0] == 2).all()

@@ -17,6 +17,9 @@ from .store_format import CATEGORICAL, read_store_json
 from .store_gather import _ClipSource
 from .store_text_features import TextFeatureWriter
 
+#: Opens of a text-feature set whose listing changed under them (each try reads it again).
+_FEATURE_OPEN_TRIES = 8
+
 
 class Store(_ClipSource):
     """A read-only clip store (see :mod:`slpfast.data.store`).
@@ -187,16 +190,18 @@ class Store(_ClipSource):
         """Open (or re-open) the files of feature set ``name`` as the listing ``tf`` names them."""
         self._text_features.pop(name, None)  # a re-opened set lets go of its old files first
         reserve_open_files(len(tf["files"]), f"store {self.path}")  # one descriptor per file
-        try:
-            files = self._open_feature_files(tf["files"])
-        except ShardError:
-            # a re-write of this set may have replaced the listing read above and removed the
-            # files it named (store_text_features): read the listing again, once
-            fresh = (read_store_json(self.path).get("text_features") or {}).get(name)
-            if fresh is None or fresh["files"] == tf["files"]:
-                raise
-            self.info.setdefault("text_features", {})[name] = tf = fresh
-            files = self._open_feature_files(tf["files"])
+        for attempt in range(_FEATURE_OPEN_TRIES):
+            try:
+                files = self._open_feature_files(tf["files"])
+                break
+            except ShardError:
+                # a re-write of this set may have replaced the listing read above and removed the
+                # files it named (store_text_features): read the listing again while it keeps
+                # changing (re-writes back to back), a few times
+                fresh = (read_store_json(self.path).get("text_features") or {}).get(name)
+                if fresh is None or fresh["files"] == tf["files"] or attempt == _FEATURE_OPEN_TRIES - 1:
+                    raise
+                self.info.setdefault("text_features", {})[name] = tf = fresh
         for f, sh in zip(files, self.shards):
             if f["pooled"].shape[0] != sh.meta["num_clips"]:
                 raise ShardError(f"{f.path}: {f['pooled'].shape[0]} rows, its clip shard has {sh.meta['num_clips']}")
