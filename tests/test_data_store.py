@@ -485,3 +485,21 @@ def test_store_opens_while_its_text_features_are_rewritten_back_to_back(tmp_path
     monkeypatch.setattr(Store, "_open_feature_files", racing)
     st = Store(a.path)
     assert len(rewrites) == 2 and (st.text_features("enc", np.arange(n))[0] == 2).all()
+
+
+def test_concat_refuses_a_feature_set_of_different_dims(tmp_path):
+    """Two stores with features of one name but different dims (two encoders) made a loader
+    whose first batch mixing both failed in numpy with 'could not broadcast (4,) into (5,)'."""
+    from slpfast.data import TorchLoader
+    from slpfast.data.store_concat import ConcatStore
+
+    a = _write(tmp_path / "a", _clips(3))
+    b = _write(tmp_path / "b", _clips(2, seed=1))
+    a.write_text_features(np.zeros((3, 5), np.float32), name="enc")
+    b.write_text_features(np.zeros((2, 4), np.float32), name="enc")
+    cat = ConcatStore([a, b])
+    for build in (lambda: cat.text_features("enc", [0, 4]), lambda: TorchLoader(cat, batch_size=2)):
+        with pytest.raises(ValueError, match="text features 'enc' have different dims"):
+            build()
+    b.write_text_features(np.ones((2, 5), np.float32), name="enc")
+    assert cat.text_features("enc", [0, 4])[0].tolist() == [[0] * 5, [1] * 5]

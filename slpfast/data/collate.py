@@ -153,6 +153,8 @@ class Collator:
             text_features = names[0] if len(names) == 1 else None
         if text_features is not None and text_features not in names:
             raise ValueError(f"no cached text features named {text_features!r} (have {names})")
+        if text_features is not None:
+            source.text_feature_dim(text_features)  # a ConcatStore refuses sets of different dims here
         self.text_features = text_features
         self.pad_to = int(pad_to)
 

@@ -71,7 +71,14 @@ class ConcatStore(_ClipSource):
         return sorted(set.intersection(*names)) if names else []
 
     def text_feature_dim(self, name):
-        return self.stores[0].text_feature_dim(name)
+        """D of feature set ``name``, the same in every store (ValueError if not: the sets were
+        cached by different encoders under one name, and a batch mixing clips of two stores
+        failed in numpy with 'could not broadcast')."""
+        dims = {s.path: s.text_feature_dim(name) for s in self.stores}
+        if len(set(dims.values())) > 1:
+            raise ValueError(f"text features {name!r} have different dims in the stores ({dims}): cached by "
+                             "different text encoders under one name; cache them again with one encoder")
+        return next(iter(dims.values()))
 
     def text_features(self, name, indices):
         idx = self._ids(indices)
