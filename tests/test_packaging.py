@@ -38,3 +38,40 @@ def test_requires_python_admits_no_python_the_code_cannot_import_on():
                 if need and need > floor:
                     too_new.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} imports {name} (Python {need[0]}.{need[1]}+)")
     assert not too_new, f"requires-python = {spec!r} but:\n" + "\n".join(too_new)
+
+
+def _copy_checkout(dst):
+    """The checkout as a user has it after building in place (its _C*.so and build record
+    included, to see that they stay out), without the venv, git data and run folders."""
+    import shutil
+
+    shutil.copytree(ROOT, dst, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "runs", "build", "dist", ".pytest_cache", "__pycache__", "*.egg-info", ".cache"))
+    return dst
+
+
+def test_sdist_holds_every_source_the_build_and_the_cpp_tests_need(tmp_path):
+    """The sdist held only the .cpp files setup.py names on this machine: no headers (building
+    from it failed on `pack.h: No such file or directory`), no .cu / cuda_impl.cpp (a CPU-made
+    sdist could never build with CUDA), no CMakeLists.txt nor tests/cpp."""
+    import subprocess
+    import sys
+    import tarfile
+
+    src = _copy_checkout(tmp_path / "src")
+    out = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")], cwd=src,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sdist,) = (tmp_path / "dist").glob("slpfast-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    want = {"setup.py", "pyproject.toml", "CMakeLists.txt", "README.md", "slpfast/_source_hash.py",
+            "kernels/__init__.py"}
+    for top in ("csrc", os.path.join("tests", "cpp")):
+        for d, _, files in os.walk(os.path.join(ROOT, top)):
+            want |= {os.path.relpath(os.path.join(d, f), ROOT).replace(os.sep, "/") for f in files
+                     if f.endswith((".h", ".cpp", ".cu", ".cuh"))}
+    assert want - names == set()
+    unwanted = sorted(n for n in names if n.endswith((".so", ".o", ".pyc")) or "_build_info.json" in n
+                      or n.startswith(("build/", ".venv/", "runs/")))
+    assert unwanted == []
