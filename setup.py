@@ -31,8 +31,9 @@ try:
     from torch.utils import cpp_extension
 except ImportError as exc:  # pragma: no cover - exercised only on a broken setup
     raise SystemExit(
-        "slpfast: building the extension needs torch installed first "
-        "(CPU machines: pip install torch==2.13.0; then pip install --no-build-isolation -e .)"
+        f"slpfast: building the extension needs torch, which {sys.executable} cannot import ({exc}). "
+        "Install torch first (CPU machines: pip install torch==2.13.0), then build without pip's build "
+        "isolation, which hides the installed torch: pip install --no-build-isolation -e ."
     ) from exc
 
 

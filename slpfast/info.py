@@ -51,7 +51,8 @@ def collect() -> dict:
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     status = _extension.load()
     ext = {"built": status.loaded, "with_cuda": status.with_cuda, "stale": status.stale,
-           "problem": status.problem, "built_against": status.build_info}
+           "problem": status.problem, "built_against": status.build_info,
+           "rebuild": _extension.rebuild_command()}
     op_errors = {}
     for name in ops.OP_MODULES:
         try:
@@ -77,9 +78,9 @@ def render(info: dict) -> str:
         else:
             lines.append(f"  built: yes, with CUDA: {'yes' if ext['with_cuda'] else 'no'}; its build record "
                          "(slpfast/_build_info.json) is missing, so whether it matches this torch and the sources "
-                         "in csrc/ is not known; rebuild with: pip install --no-build-isolation --no-deps -e .")
+                         f"in csrc/ is not known; rebuild with: {ext['rebuild']}")
         if ext["stale"]:
-            lines.append("  STALE: csrc/ changed since the build; rebuild with: pip install --no-build-isolation --no-deps -e .")
+            lines.append(f"  STALE: csrc/ changed since the build; rebuild with: {ext['rebuild']}")
     else:
         lines.append(f"  built: no - {ext['problem']}")
     lines += ["", "backends per op (first usable one is what backend='auto' tries first):"]

@@ -85,3 +85,61 @@ def test_every_python_folder_is_a_package_the_wheel_ships():
     folders = {os.path.relpath(d, root).replace(os.sep, ".") for d, _, files in os.walk(os.path.join(root, "slpfast"))
                if "__pycache__" not in d and any(f.endswith(".py") for f in files)}
     assert folders - shipped == set()
+
+
+def test_rebuild_command_fits_a_checkout_or_an_installed_copy(tmp_path, monkeypatch):
+    """The rebuild command was always `pip install ... -e .`: run by a user of an installed wheel
+    in their own project folder it installs that project, not slpfast; from a checkout it did
+    not say which folder. And an installed slpfast hashed `site-packages/csrc` (some other
+    package's) as its sources, to call itself stale."""
+    root = os.path.dirname(_extension._PKG_DIR)
+    assert _extension.rebuild_command().startswith(f"cd {root} && pip install --no-build-isolation")
+    site = tmp_path / "site-packages"
+    (site / "slpfast").mkdir(parents=True)
+    (site / "csrc").mkdir()
+    (site / "csrc" / "other.cpp").write_text("int other;")
+    monkeypatch.setattr(_extension, "_PKG_DIR", str(site / "slpfast"))
+    cmd = _extension.rebuild_command()
+    assert "-e ." not in cmd and "--force-reinstall" in cmd
+    assert _extension._source_hash() is None
+
+
+def test_unreadable_build_record_or_a_failing_import_is_a_reason_not_a_crash(tmp_path, monkeypatch):
+    """A build record cut short (interrupted build) raised JSONDecodeError from `import
+    slpfast.ops.packing`; an extension whose import raised something else than ImportError (a
+    registration error of a bad build) did too."""
+    (tmp_path / "_build_info.json").write_text('{"torch": "2.')
+    monkeypatch.setattr(_extension, "_PKG_DIR", str(tmp_path))
+    assert _extension._read_build_info() == {}
+
+    def broken(name):
+        raise RuntimeError("Only a single TORCH_LIBRARY can be used to register the namespace slpfast")
+
+    monkeypatch.setattr(_extension.importlib, "import_module", broken)
+    monkeypatch.setattr(_extension, "_STATUS", None)
+    try:
+        status = _extension.load()
+        assert not status.loaded
+        assert "failed to load (RuntimeError: Only a single TORCH_LIBRARY" in status.problem
+        assert "pip install" in status.problem
+        assert _extension.rebuild_reason() == status.problem
+    finally:
+        monkeypatch.setattr(_extension, "_STATUS", None)
+
+
+def test_rebuild_reason_of_a_current_cuda_less_build(monkeypatch):
+    status = _extension.load()
+    if not status.loaded or status.stale:
+        pytest.skip("needs a current build")
+    if status.with_cuda:
+        pytest.skip("a CUDA build")
+    monkeypatch.setenv("SLPFAST_NO_CUDA", "1")
+    assert _extension.rebuild_reason() is None
+    monkeypatch.delenv("SLPFAST_NO_CUDA")
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", "/usr/local/cuda")
+    assert "built without CUDA" in _extension.rebuild_reason()
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", None)
+    assert _extension.rebuild_reason() is None

@@ -75,3 +75,75 @@ def test_sdist_holds_every_source_the_build_and_the_cpp_tests_need(tmp_path):
     unwanted = sorted(n for n in names if n.endswith((".so", ".o", ".pyc")) or "_build_info.json" in n
                       or n.startswith(("build/", ".venv/", "runs/")))
     assert unwanted == []
+
+
+def _fake_checkout(tmp_path, fake_cuda_torch: bool):
+    """A checkout whose .ci/setup runs for real against a .venv/bin/python that is this python,
+    except that `pip` only logs its arguments and, when asked, torch claims to be a CUDA build.
+    slpfast/ is this checkout's (its built extension included); csrc/ is a copy to edit."""
+    import shutil
+    import stat
+    import subprocess
+    import sys
+
+    from slpfast import _extension
+
+    status = _extension.load()
+    if not status.loaded or status.stale:
+        import pytest
+
+        pytest.skip(f"needs a current build of the extension in this checkout ({status.problem or 'stale'})")
+    root = tmp_path / "checkout"
+    (root / ".ci").mkdir(parents=True)
+    for name in ("setup", "requirements-cpu.txt"):
+        shutil.copy2(os.path.join(ROOT, ".ci", name), root / ".ci" / name)
+    shutil.copytree(os.path.join(ROOT, "csrc"), root / "csrc")
+    os.symlink(os.path.join(ROOT, "slpfast"), root / "slpfast")
+    os.symlink(os.path.join(ROOT, "setup.py"), root / "setup.py")
+    (root / ".venv" / "bin").mkdir(parents=True)
+    log = tmp_path / "pip.log"
+    shim = root / ".venv" / "bin" / "python"
+    cuda_line = ('if [ "$1" = -c ] && [[ "$2" == *"torch.version.cuda else 1)"* ]]; then exit 0; fi\n'
+                 if fake_cuda_torch else "")
+    shim.write_text("#!/bin/bash\n"
+                    f'if [ "$1" = -m ] && [ "$2" = pip ]; then echo "$*" >> {log}; exit 0; fi\n'
+                    + cuda_line + f'exec {sys.executable} "$@"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
+    want = subprocess.run(f"sha256sum < {root}/.ci/requirements-cpu.txt | cut -c1-16", shell=True,
+                          capture_output=True, text=True, check=True).stdout
+    (root / ".venv" / ".slpfast-requirements").write_text(want)
+
+    def run_setup():
+        env = {k: v for k, v in os.environ.items() if k not in ("TORCH_CUDA_ARCH_LIST", "SLPFAST_NO_CUDA")}
+        out = subprocess.run(["bash", str(root / ".ci" / "setup")], capture_output=True, text=True, timeout=120, env=env)
+        pip = log.read_text().splitlines() if log.exists() else []
+        log.unlink(missing_ok=True)
+        return out, pip
+
+    return root, run_setup
+
+
+def test_ci_setup_on_a_cuda_torch_builds_only_when_something_changed(tmp_path):
+    """On a GPU machine (a CUDA torch in the venv) .ci/setup ran `pip install -e .` every time:
+    a full CUDA rebuild of the extension (minutes) on each run, though the README says later
+    runs rebuild only what changed."""
+    _, run_setup = _fake_checkout(tmp_path, fake_cuda_torch=True)
+    for _ in range(2):
+        out, pip = run_setup()
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "using the installed CUDA torch" in out.stdout
+        assert pip == [], out.stdout
+        assert "slpfast._C is up to date" in out.stdout
+
+
+def test_ci_setup_rebuilds_after_a_pull_that_changed_csrc_and_checks_the_result(tmp_path):
+    root, run_setup = _fake_checkout(tmp_path, fake_cuda_torch=False)
+    out, pip = run_setup()
+    assert out.returncode == 0 and pip == [], out.stdout + out.stderr
+    with open(root / "csrc" / "core" / "pack.cpp", "a") as f:
+        f.write("\n// pulled\n")
+    out, pip = run_setup()
+    assert [p for p in pip if "-e ." in p], out.stdout
+    assert "building the extension slpfast._C (csrc/ changed since the build)" in out.stdout
+    # pip only logged here, so the build is still stale: setup says so and fails instead of 'done'
+    assert out.returncode == 1 and "built but is not usable: csrc/ changed" in out.stderr, out.stdout + out.stderr
