@@ -43,7 +43,7 @@ What a resume trusts, and why:
   input on every resume would read the whole corpus again (1.5M files), so, like make and
   rsync, the converter trusts size + mtime, read with one ``stat`` per file. Timestamps are
   coarse on some file systems (up to 2 s), so a file rewritten within the same tick could keep
-  its mtime: for a file whose mtime was within ``_RACY_NS`` of the moment it was read (as
+  its mtime: for a file whose mtime was within ``RACY_NS`` of the moment it was read (as
   ``git`` does for "racily clean" files) the content's SHA-256 is recorded too and compared
   on resume. Not detected: a tool that replaces a file *and* sets its old size and mtime back
   (``touch -r``), or a clock skewed by more than 2 s on a network file system; use
@@ -61,7 +61,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -70,6 +69,8 @@ import numpy as np
 
 from ..layouts import PART_SLICES
 from ..layouts_sources import get_layout
+from .convert_files import (STATE_FILE, check_unique_ids, conversion_files, find_inputs, foreign_files,
+                            input_fingerprint, input_unchanged)
 from .manifest import Manifest, read_manifest
 from .readers import EXTENSIONS, ReadError, read_any
 from .shard_format import CrcBudget, ShardError, ShardFile, atomic_write_json
@@ -78,72 +79,6 @@ from .store_writer import _unlist_store, sanitize_pose, write_clip_shard
 
 REASONS = ("corrupt", "shape", "nan", "empty", "missing_text")
 _SIGNER_WEIGHT_PARTS = ("body", "left_hand", "right_hand")
-# An input whose mtime is this close to the moment it was read may be rewritten within the same
-# timestamp tick (2 s on FAT, 1 s on HFS+, a jiffy on ext4) without its mtime changing: its content
-# hash is recorded too (see the module docstring).
-_RACY_NS = 2_000_000_000
-# Files a conversion writes into --out (besides chunks/): what --overwrite removes, and what must
-# not be trusted without a state file.
-_SHARD_RE = re.compile(r"shard-\d{5,}\.slp$")
-# Cached text features (written into the store by pre-training): they describe the clips of the
-# shards they were computed for, so they go with those shards.
-_TEXTFEAT_RE = re.compile(r"textfeat-.+\.slp$")
-_STORE_FILES = ("store.json", "convert_report.json")
-_STATE_FILE = "convert_state.json"  # the conversion's fingerprint (see the module docstring)
-_CHUNK_REPORT_RE = re.compile(r"chunk-\d{5,}\.json$")  # chunks/chunk-<k>.json
-
-
-def find_inputs(sources: list[str], exclude: str | None = None) -> list[tuple[str, str]]:
-    """(path, clip id) for every input file; the id is the path relative to its SRC root
-    without extension (a file given directly: its stem). Symlinked folders are searched, each
-    real folder once. Folders are not searched inside ``exclude`` (the output store, whose JSON reports would otherwise read as inputs when
-    ``--out`` lies inside a SRC folder)."""
-    skip = os.path.realpath(exclude) if exclude else None
-    out = []
-    # Linked folders are followed (a SRC often gathers corpora by symlinks), each real folder once
-    # across all the SRCs: a link loop ends, one folder linked twice is not two corpora, and a link
-    # inside one SRC to another SRC does not give that SRC's files a second id.
-    seen = {os.path.realpath(src) for src in sources if os.path.isdir(src)}
-    for src in sources:
-        if os.path.isdir(src):
-            for root, dirs, files in os.walk(src, followlinks=True):
-                keep = []
-                # a real folder before a link to it beside it: its files keep their own ids
-                for x in sorted(dirs, key=lambda x: (os.path.islink(os.path.join(root, x)), x)):
-                    real = os.path.realpath(os.path.join(root, x))
-                    if real != skip and real not in seen:
-                        seen.add(real)
-                        keep.append(x)
-                dirs[:] = sorted(keep)
-                if skip is not None and os.path.realpath(root) == skip:
-                    continue
-                for f in files:
-                    if f.lower().endswith(EXTENSIONS):
-                        p = os.path.join(root, f)
-                        out.append((p, os.path.splitext(os.path.relpath(p, src))[0].replace(os.sep, "/")))
-        elif os.path.exists(src):
-            out.append((src, os.path.splitext(os.path.basename(src))[0]))
-        else:
-            raise FileNotFoundError(src)
-    out.sort(key=lambda x: (x[1], x[0]))
-    return out
-
-
-def _check_unique_ids(items: list[tuple[str, str]]) -> None:
-    """Two inputs with one clip id (``a.pose`` beside ``a.json``, or the same relative path under
-    two SRC folders) would both take that id's manifest row: one text twice in a batch (a
-    false negative for the contrastive loss) and possibly one clip in two splits. Refuse."""
-    by_id: dict[str, list[str]] = {}
-    for path, clip_id in items:
-        by_id.setdefault(clip_id, []).append(path)
-    dups = {k: v for k, v in by_id.items() if len(v) > 1}
-    if dups:
-        k, paths = next(iter(sorted(dups.items())))
-        raise ValueError(f"SRC: {len(dups)} clip id(s) come from more than one input file, e.g. {k!r} from "
-                         f"{', '.join(paths[:3])}; keep one file per clip, or convert the SRC folders into "
-                         f"separate stores (pre-training can mix them: --data.store=A,B)")
-
-
 class Skip(Exception):
     def __init__(self, reason, message):
         super().__init__(message)
@@ -237,7 +172,7 @@ def run_chunk(args) -> dict:
         os.unlink(report_path)
     # Stat before reading: a file changed after this stat gets a newer mtime than the recorded one,
     # so the next run redoes the chunk instead of keeping what was read now.
-    fingerprints = [_input_fingerprint(path) for path, _ in items]
+    fingerprints = [input_fingerprint(path) for path, _ in items]
     poses, cols = [], {c: [] for c in ("fps", "label", "dims", "text", "key", "gloss", "split", "source", "language",
                                         "signer")}
     reasons: Counter = Counter()
@@ -286,48 +221,6 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _input_fingerprint(path: str) -> list | None:
-    """``[size, mtime_ns]`` of an input file, plus its content's SHA-256 when its mtime is too
-    recent to tell a later same-tick rewrite apart (see ``_RACY_NS``); None if it cannot be
-    stat'ed (it is then skipped as unreadable, and a resume redoes the chunk once it exists)."""
-    now = time.time_ns()
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    fp = [st.st_size, st.st_mtime_ns]
-    if st.st_mtime_ns > now - _RACY_NS:
-        try:
-            fp.append(_file_sha256(path))
-        except OSError:
-            return None
-    return fp
-
-
-def _input_unchanged(path: str, recorded) -> bool:
-    """Whether ``path`` is still the file that ``recorded`` (an :func:`_input_fingerprint`) saw."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return recorded is None  # still unreadable (e.g. a dangling link): it was skipped, and still would be
-    if not (isinstance(recorded, list) and len(recorded) in (2, 3)):
-        return False
-    try:
-        if [st.st_size, st.st_mtime_ns] != recorded[:2]:
-            return False
-        return len(recorded) == 2 or _file_sha256(path) == recorded[2]
-    except OSError:
-        return False
-
-
 def _chunk_done(out_dir: str, k: int, conversion: str, items, budget: CrcBudget | None = None) -> tuple[dict | None, bool]:
     """The report of chunk ``k`` if it can be kept as it is, else None; and whether it was
     dropped because one of its input files changed since (for the report's ``changed_chunks``).
@@ -347,7 +240,7 @@ def _chunk_done(out_dir: str, k: int, conversion: str, items, budget: CrcBudget 
         inputs = rep.get("inputs")
         if not isinstance(inputs, list) or len(inputs) != len(items):
             return None, False
-        if not all(_input_unchanged(path, fp) for (path, _), fp in zip(items, inputs)):
+        if not all(input_unchanged(path, fp) for (path, _), fp in zip(items, inputs)):
             return None, True
         if rep.get("shard"):
             sh = ShardFile(os.path.join(out_dir, rep["shard"]["file"]), verify="fast", expect_kind="clips",
@@ -373,41 +266,6 @@ def _inputs_hash(items, opts, chunk, manifest) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
-
-
-def _conversion_files(out_dir: str) -> list[str]:
-    """The files of a conversion in ``out_dir`` (chunk reports, shards, ``store.json``, the
-    report): what ``--overwrite`` removes. Other files are left alone."""
-    found = []
-    chunks = os.path.join(out_dir, "chunks")
-    if os.path.isdir(chunks):
-        found += [os.path.join(chunks, f) for f in sorted(os.listdir(chunks))]
-    if os.path.isdir(out_dir):
-        found += [os.path.join(out_dir, f) for f in sorted(os.listdir(out_dir))
-                  if _SHARD_RE.match(f) or _TEXTFEAT_RE.match(f) or f in _STORE_FILES]
-    return found
-
-
-def _foreign_files(out_dir: str) -> list[str]:
-    """Entries of ``out_dir`` that no conversion writes (anything but its files, their temp
-    files, and ``chunks/`` with chunk reports): an --out holding them is someone else's folder."""
-    try:
-        names = sorted(os.listdir(out_dir))
-    except OSError:
-        return []
-    ours = (_SHARD_RE, _TEXTFEAT_RE, re.compile("|".join(re.escape(f) + "$" for f in (*_STORE_FILES, _STATE_FILE))))
-
-    def written_here(name: str, patterns) -> bool:  # a file of ours, or the temp file of one
-        return any(p.match(name.split(".tmp-", 1)[0]) for p in patterns)
-
-    foreign = [n for n in names if n != "chunks" and not written_here(n, ours)]
-    chunks = os.path.join(out_dir, "chunks")
-    if "chunks" in names and not os.path.isdir(chunks):
-        foreign.append("chunks")
-    elif "chunks" in names:
-        foreign += [f"chunks/{n}" for n in sorted(os.listdir(chunks))
-                    if not written_here(n, (_CHUNK_REPORT_RE,))]
-    return foreign
 
 
 def _unlist(out_dir: str) -> None:
@@ -443,7 +301,7 @@ def _unmatched_rows(man: Manifest, items, manifest: str) -> tuple[int, list[str]
     for _, clip_id in items:
         key = man.key_for(clip_id, _stem(clip_id))
         if key is not None:
-            if key in used:  # through the stem fallback: one text for two clips (see _check_unique_ids)
+            if key in used:  # through the stem fallback: one text for two clips (see check_unique_ids)
                 raise ValueError(f"--manifest: the row of id {key!r} in {manifest} is matched by two input files, "
                                  f"{used[key]!r} and {clip_id!r} (by their stem); give such clips their path "
                                  "relative to the SRC folder (without extension) as id")
@@ -525,7 +383,7 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     if not items:
         raise ValueError(f"SRC: no pose files in {', '.join(map(repr, sources))} (looked for "
                          f"{', '.join(EXTENSIONS)})")
-    _check_unique_ids(items)
+    check_unique_ids(items)
     if manifest and os.path.isdir(manifest):
         raise ValueError(f"--manifest: {manifest!r} is a folder, not a manifest file (CSV / TSV / JSONL)")
     if manifest and not os.path.isfile(manifest):
@@ -542,16 +400,16 @@ def convert(sources: list[str], out_dir: str, *, manifest: str | None = None, fp
     unmatched = _unmatched_rows(man, items, manifest) if man is not None else (0, [])
     opts = {"fps": fps, "default_fps": default_fps, "max_gap": max_gap, "layout": layout, "channels": channels,
             "split": split, "source": source, "language": language, "allow_missing_text": allow_missing_text}
-    foreign = _foreign_files(out_dir)
+    foreign = foreign_files(out_dir)
     if foreign:
         # never a store among the user's own files (nor --overwrite there: it would remove ours only)
         raise ValueError(f"--out: {out_dir} is a folder of other files (e.g. {foreign[0]}), not a store; give a "
                          "new or empty folder")
     h = _inputs_hash(items, opts, chunk, manifest)
-    state_path = os.path.join(out_dir, _STATE_FILE)
+    state_path = os.path.join(out_dir, STATE_FILE)
     old = _read_state(state_path)
     if old != h:
-        leftovers = _conversion_files(out_dir)
+        leftovers = conversion_files(out_dir)
         if overwrite:
             _unlist(out_dir)
             for f in leftovers:
