@@ -2,8 +2,6 @@
 // tests/cpp/cuda_emulation.h and compared with the CPU core (pack.h); then with cu_seqlens that
 // the CUDA bindings cannot check (device memory): every access stays inside the arrays, which
 // sit against inaccessible pages so that one outside crashes the test in any build.
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <climits>
@@ -13,31 +11,12 @@
 
 #include "check.h"
 #include "cuda_emulation.h"  // before the kernels: defines __global__, threadIdx, ...
+#include "guarded_array.h"
 #include "pack.h"
 #include "pack_cuda_kernels.cuh"
 
 namespace K = slpfast::pack_kernels;
 
-// n words against an inaccessible page: at the end of the mapping (past the array faults) or
-// at its start (before the array faults).
-template <typename T>
-struct GuardedArray {
-  char* map = nullptr;
-  size_t map_bytes = 0;
-  T* data = nullptr;
-  GuardedArray(size_t n, bool at_end, T fill) {
-    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    const size_t body = (n * sizeof(T) + page - 1) / page * page;
-    map_bytes = body + 2 * page;
-    map = static_cast<char*>(mmap(nullptr, map_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    if (map == MAP_FAILED || (body > 0 && mprotect(map + page, body, PROT_READ | PROT_WRITE) != 0)) std::abort();
-    data = reinterpret_cast<T*>(at_end ? map + page + body - n * sizeof(T) : map + page);
-    std::fill(data, data + n, fill);
-  }
-  ~GuardedArray() { munmap(map, map_bytes); }
-  GuardedArray(const GuardedArray&) = delete;
-  GuardedArray& operator=(const GuardedArray&) = delete;
-};
 
 // As pack_cuda.cu launches them, with a small grid so that the grid-stride loops run.
 static void emulated_pack(const float* padded, float* packed, const int64_t* cu, int64_t B, int64_t T, int64_t F,

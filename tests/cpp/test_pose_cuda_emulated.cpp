@@ -4,8 +4,6 @@
 // CI has no GPU; this catches what a GPU run of tests/test_pose_cuda.py would, as far as it is
 // a matter of indices, bounds, reductions and control flow (empty clips, packed and padded
 // clips, layouts wider than a block, grids smaller than the rows, NaN input).
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <climits>
@@ -17,6 +15,7 @@
 
 #include "check.h"
 #include "cuda_emulation.h"  // before the kernels: defines __global__, threadIdx, ...
+#include "guarded_array.h"
 #include "pose_cuda_kernels.cuh"
 #include "canonical_layouts.h"
 
@@ -243,29 +242,8 @@ static void test_sample_kernel_strides_past_its_grid() {
   CHECK(K::grid_for(int64_t(1) << 40, 128) == 65535 * 16);
 }
 
-// ---------------------------------------------------------------- unchecked lengths
-// An array of n T's against an inaccessible page, at the end of its mapping (a read or write past
-// it faults) or at the start (one before it faults): an access outside the array crashes the test
-// in any build, not only under AddressSanitizer.
-template <typename T>
-struct GuardedArray {
-  char* map = nullptr;
-  size_t map_bytes = 0;
-  T* data = nullptr;
-  GuardedArray(size_t n, bool at_end, T fill) {
-    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    const size_t body = (n * sizeof(T) + page - 1) / page * page;
-    map_bytes = body + 2 * page;
-    map = static_cast<char*>(mmap(nullptr, map_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    if (map == MAP_FAILED || mprotect(map + page, body, PROT_READ | PROT_WRITE) != 0) std::abort();
-    data = reinterpret_cast<T*>(at_end ? map + page + body - n * sizeof(T) : map + page);
-    std::fill(data, data + n, fill);
-  }
-  ~GuardedArray() { munmap(map, map_bytes); }
-  GuardedArray(const GuardedArray&) = delete;
-  GuardedArray& operator=(const GuardedArray&) = delete;
-};
 
+// ---------------------------------------------------------------- unchecked lengths
 // The CUDA bindings cannot check lengths / cu_seqlens (device memory; reading them back is a
 // sync), so a raw-op call may hand the kernels any values: lengths past the padded capacity or
 // negative, cu_seqlens out of order, past the rows, negative, or with differences that overflow.
