@@ -25,13 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .samplers import is_int
 from .store_format import CHANNELS
 
 __all__ = ["Collator", "WordTokenizer", "pad_int"]
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 def pad_int(seqs, fill: int, max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -137,11 +134,11 @@ class Collator:
         # checked here, where both loaders build their collator: the DALI source read
         # max_text_len=0 as "no limit" (``x[:m] if m``) while this one truncated to 0 tokens, and
         # a pad_to of 0 / -3 / 2.5 was quietly read as 1 or 2
-        if channels not in (2, 3) or not _is_int(channels):
+        if channels not in (2, 3) or not is_int(channels):
             raise ValueError(f"Collator: channels must be 2 or 3, got {channels!r}")
-        if max_text_len is not None and (not _is_int(max_text_len) or max_text_len < 1):
+        if max_text_len is not None and (not is_int(max_text_len) or max_text_len < 1):
             raise ValueError(f"Collator: max_text_len must be None (no limit) or an int >= 1, got {max_text_len!r}")
-        if not _is_int(pad_to) or pad_to < 1:
+        if not is_int(pad_to) or pad_to < 1:
             raise ValueError(f"Collator: pad_to must be an int >= 1, got {pad_to!r}")
         self.source = source
         self.packed = packed

@@ -114,7 +114,8 @@ def pack_ffd(lengths_desc, max_tokens, max_batch):
 
 
 # ------------------------------------------------------------------------------ samplers
-def _is_int(x) -> bool:
+def is_int(x) -> bool:
+    """A host integer (Python or numpy), not a bool: the data modules' argument checks."""
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
@@ -130,7 +131,7 @@ class _Sampler:
                 self.indices.min() < 0 or self.indices.max() >= len(self.all_lengths)):
             raise ValueError(f"indices must lie in [0, {len(self.all_lengths)}) (the clips of the source), got values "
                              f"in [{self.indices.min()}, {self.indices.max()}]")
-        if max_frames is not None and (not _is_int(max_frames) or max_frames < 1):
+        if max_frames is not None and (not is_int(max_frames) or max_frames < 1):
             raise ValueError(f"max_frames must be None or an int >= 1 (longest crop in frames), got {max_frames!r}")
         if mixture is not None and not shuffle:
             raise ValueError("shuffle=False cannot be honoured with a mixture: its epochs are random draws from "
@@ -235,7 +236,7 @@ class FixedBatchSampler(_Sampler):
     partial batch (same on all ranks)."""
 
     def __init__(self, lengths, indices=None, *, batch_size: int, drop_last: bool = False, **kw):
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         super().__init__(lengths, indices, **kw)
         self.batch_size = int(batch_size)
@@ -267,7 +268,7 @@ class TokenBudgetSampler(_Sampler):
     def __init__(self, lengths, indices=None, *, max_tokens: int, packed: bool = False, max_batch_size: int = 1 << 30,
                  bucket_size: int = 4096, **kw):
         for name, v in (("max_tokens", max_tokens), ("max_batch_size", max_batch_size), ("bucket_size", bucket_size)):
-            if not _is_int(v) or v < 1:
+            if not is_int(v) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         if kw.get("max_frames") is None:
             kw["max_frames"] = max_tokens
