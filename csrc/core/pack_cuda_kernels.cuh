@@ -25,6 +25,18 @@ __device__ __forceinline__ void seq_rows(const int64_t* cu, int64_t b, int64_t p
   *len = hi - lo;
 }
 
+// Packed element of padded element i = (b, t, f) of a (batch, max_len, features) array, or -1
+// when row t is past sequence b's rows (padding).
+__device__ __forceinline__ int64_t packed_index(const int64_t* cu, int64_t i, int64_t max_len, int64_t features,
+                                                int64_t packed_rows) {
+  const int64_t f = i % features;
+  const int64_t t = (i / features) % max_len;
+  const int64_t b = i / (features * max_len);
+  int64_t start, len;
+  seq_rows(cu, b, packed_rows, &start, &len);
+  return t < len ? (start + t) * features + f : -1;
+}
+
 template <typename Word>
 __global__ void pack_kernel(const Word* __restrict__ padded, Word* __restrict__ packed,
                             const int64_t* __restrict__ cu, int64_t batch, int64_t max_len,
@@ -32,12 +44,8 @@ __global__ void pack_kernel(const Word* __restrict__ padded, Word* __restrict__ 
   const int64_t total = batch * max_len * features;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t f = i % features;
-    const int64_t t = (i / features) % max_len;
-    const int64_t b = i / (features * max_len);
-    int64_t start, len;
-    seq_rows(cu, b, packed_rows, &start, &len);
-    if (t < len) packed[(start + t) * features + f] = padded[i];
+    const int64_t p = packed_index(cu, i, max_len, features, packed_rows);
+    if (p >= 0) packed[p] = padded[i];
   }
 }
 
@@ -48,12 +56,8 @@ __global__ void unpack_kernel(const Word* __restrict__ packed, Word* __restrict_
   const int64_t total = batch * max_len * features;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t f = i % features;
-    const int64_t t = (i / features) % max_len;
-    const int64_t b = i / (features * max_len);
-    int64_t start, len;
-    seq_rows(cu, b, packed_rows, &start, &len);
-    padded[i] = (t < len) ? packed[(start + t) * features + f] : Word(0);
+    const int64_t p = packed_index(cu, i, max_len, features, packed_rows);
+    padded[i] = p >= 0 ? packed[p] : Word(0);
   }
 }
 
