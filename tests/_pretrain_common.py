@@ -55,3 +55,21 @@ def read_losses(out_dir: str, key: str = "loss/loss") -> dict[int, float]:
             r = json.loads(line)
             out[r["step"]] = r[key]
     return out
+
+
+def ctrl_c_twice_in_step(monkeypatch, step: int) -> None:
+    """The trainer gets two Ctrl-C while it issues the step after ``step``: the first asks for a
+    stop, the second aborts (what its SIGINT handler does for each)."""
+    import signal
+
+    from slpfast.train.trainer import Trainer
+
+    real = Trainer.issue_step
+
+    def issue_step(self):
+        if self.step == step:
+            self._on_sigint(signal.SIGINT, None)
+            self._on_sigint(signal.SIGINT, None)
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "issue_step", issue_step)

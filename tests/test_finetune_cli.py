@@ -109,11 +109,9 @@ def test_a_full_disk_or_a_second_ctrl_c_ends_in_one_line(corpus, tmp_path, monke
     """As pre-training: a checkpoint that cannot be written is exit 1, a second Ctrl-C exit 130,
     each one line (they were tracebacks from inside the trainer)."""
     import errno
-    import signal
 
     import torch
-
-    from slpfast.train.trainer import Trainer
+    from _pretrain_common import ctrl_c_twice_in_step
 
     argv = ["--task", "islr", "--init", "none", "--data", corpus, "--train.steps=3", "--train.ckpt_every=1",
             "--data.batch_size=8", "--data.max_frames=32", "--train.progress=false", "--train.tensorboard=false"]
@@ -127,15 +125,7 @@ def test_a_full_disk_or_a_second_ctrl_c_ends_in_one_line(corpus, tmp_path, monke
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err
 
-    real = Trainer.issue_step
-
-    def issue_step(self):
-        if self.step == 1:  # two Ctrl-C in step 2: the first asks for a stop, the second aborts
-            self._on_sigint(signal.SIGINT, None)
-            self._on_sigint(signal.SIGINT, None)
-        return real(self)
-
-    monkeypatch.setattr(Trainer, "issue_step", issue_step)
+    ctrl_c_twice_in_step(monkeypatch, 1)  # in step 2: the first asks for a stop, the second aborts
     assert finetune.main(argv + [f"--train.out_dir={tmp_path / 'int'}"]) == 130
     err = capsys.readouterr().err
     lines = [ln for ln in err.strip().splitlines() if ln.strip() and "interrupted; stopping" not in ln]

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from _pretrain_common import read_losses, tiny_args, tiny_store
+from _pretrain_common import ctrl_c_twice_in_step, read_losses, tiny_args, tiny_store
 
 
 def _full_disk_after(monkeypatch, ok_saves: int):
@@ -95,20 +95,9 @@ def test_logs_that_cannot_be_written_do_not_stop_the_run(tmp_path_factory, tmp_p
 
 
 def test_a_second_ctrl_c_aborts_in_one_line_without_a_checkpoint(tmp_path_factory, tmp_path, capsys, monkeypatch):
-    import signal
-
     from slpfast import pretrain
-    from slpfast.train.trainer import Trainer
 
-    real = Trainer.issue_step
-
-    def issue_step(self):
-        if self.step == 2:  # two Ctrl-C in step 3: the first asks for a stop, the second aborts
-            self._on_sigint(signal.SIGINT, None)
-            self._on_sigint(signal.SIGINT, None)
-        return real(self)
-
-    monkeypatch.setattr(Trainer, "issue_step", issue_step)
+    ctrl_c_twice_in_step(monkeypatch, 2)  # in step 3: the first asks for a stop, the second aborts
     store = tiny_store(tmp_path_factory)
     out = str(tmp_path / "run")
     rc = pretrain.main(tiny_args(store, out, **{"train.steps": 5, "train.ckpt_every": 1}))
